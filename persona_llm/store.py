@@ -191,7 +191,8 @@ class ChromaStore:
         )
         out = []
         for doc, meta, dist in zip(res["documents"][0], res["metadatas"][0], res["distances"][0], strict=True):
-            out.append({"text": doc, "similarity": 1.0 - float(dist), **dict(meta)})
+            # `score` is the query's cosine similarity; metadata `similarity` is to the segment centroid.
+            out.append({**dict(meta), "text": doc, "score": 1.0 - float(dist)})
         return out
 
     def segment_texts(self, run_id: str, segment_id: int) -> list[dict[str, Any]]:

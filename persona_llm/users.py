@@ -72,3 +72,60 @@ class UserAggregator:
         user_vectors = (sums / norms).astype(np.float32)
         n_texts = np.bincount(rows, minlength=len(kept_users))
         return UserVectors(kept_users, user_vectors, n_texts, text_mask, rejects)
+
+
+class LexicalUserFeatures:
+    """A word-level view of each user: TF-IDF over all their texts, reduced by SVD, normalised.
+
+    Sentence embeddings capture what a text is about but blur rare, telling words (product names,
+    jargon); TF-IDF keeps them. Clustering on both (see `combine_views`) raised ARI on 20NG authors
+    from 0.62 to 0.70 at 99% coverage (bench/bench_segment.py), so the pipeline uses both by default.
+    """
+
+    def __init__(self, n_components: int = 50, min_df: int = 2, max_df: float = 0.5, random_state: int = 0) -> None:
+        self.n_components = n_components
+        self.min_df = min_df
+        self.max_df = max_df
+        self.random_state = random_state
+
+    def fit_transform(self, texts: pd.DataFrame, user_ids: np.ndarray) -> np.ndarray:
+        from sklearn.decomposition import TruncatedSVD
+        from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, TfidfVectorizer
+
+        from persona_llm.describe import tokenize_mixed
+
+        docs = texts.groupby(USER_ID, sort=False)[TEXT].agg(lambda s: "\n".join(s.astype(str)))
+        docs = docs.reindex(user_ids).fillna("")
+        n_users = len(user_ids)
+        vectorizer = TfidfVectorizer(
+            tokenizer=tokenize_mixed,
+            token_pattern=None,
+            lowercase=False,
+            sublinear_tf=True,
+            min_df=min(self.min_df, n_users),
+            max_df=self.max_df if n_users >= 10 else 1.0,
+            stop_words=sorted(ENGLISH_STOP_WORDS),
+        )
+        try:
+            x = vectorizer.fit_transform(docs.to_numpy())
+        except ValueError:  # no term survives (tiny or stop-word-only data): no lexical view
+            return np.zeros((n_users, 0), dtype=np.float32)
+        k = min(self.n_components, x.shape[1] - 1, n_users - 1)
+        if k < 2:
+            return np.zeros((n_users, 0), dtype=np.float32)
+        z = TruncatedSVD(k, random_state=self.random_state).fit_transform(x)
+        norms = np.linalg.norm(z, axis=1, keepdims=True)
+        norms[norms == 0] = 1.0
+        return (z / norms).astype(np.float32)
+
+
+def combine_views(semantic: np.ndarray, lexical: np.ndarray, lexical_weight: float) -> np.ndarray:
+    """Concatenate unit-norm views so that cosine similarity is the weighted mean of the views'."""
+    if lexical_weight <= 0 or lexical.shape[1] == 0:
+        return semantic
+    if not 0 < lexical_weight < 1:
+        raise ValueError("lexical_weight must be in [0, 1)")
+    out = np.hstack([np.sqrt(1 - lexical_weight) * semantic, np.sqrt(lexical_weight) * lexical])
+    norms = np.linalg.norm(out, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return (out / norms).astype(np.float32)

@@ -172,3 +172,24 @@ def test_mmr_representatives_are_central_and_diverse() -> None:
     # at most max_per_user texts from one user
     picks = select_representatives(vecs, centre, k=3, user_ids=np.array(["u", "u", "u", "v"]), max_per_user=1)
     assert [i for i, _ in picks] in ([0, 3], [1, 3])
+
+
+def test_lexical_view_separates_vocabularies_and_combines() -> None:
+    from persona_llm.users import LexicalUserFeatures, combine_views
+
+    rows = []
+    for u in range(6):
+        topic = "espresso grinder crema beans roast" if u < 3 else "tent hiking trail backpack boots"
+        for j in range(2):
+            rows.append({"user_id": f"u{u}", "text": f"{topic} note {j} {'extra' * (u % 2)}"})
+    texts = pd.DataFrame(rows)
+    users = np.array([f"u{u}" for u in range(6)])
+    lex = LexicalUserFeatures(n_components=3, min_df=1).fit_transform(texts, users)
+    sims = lex @ lex.T
+    assert sims[0, 1] > 0.9 and sims[0, 4] < 0.5
+    sem = np.tile(np.array([[1.0, 0.0]], np.float32), (6, 1))
+    both = combine_views(sem, lex, 0.3)
+    assert np.allclose(np.linalg.norm(both, axis=1), 1.0, atol=1e-5)
+    # cosine of the combined view is the weighted mean of the views' cosines
+    assert float(both[0] @ both[4]) == pytest.approx(0.7 * 1.0 + 0.3 * float(sims[0, 4]), abs=1e-4)
+    assert combine_views(sem, lex, 0.0) is sem

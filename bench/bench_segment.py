@@ -1,0 +1,206 @@
+"""Segment-pipeline benchmark on real shared data, with baselines in the same run.
+
+    python bench/bench_segment.py                 # 20NG authors (>=5 posts) + Chinese reviews
+    python bench/bench_segment.py --full-file     # also: the whole 20NG file, wall time + peak RSS
+
+Scored set (see ../shared/data/README.md): 20 Newsgroups authors with at least 5 posts, each labelled
+by their most frequent newsgroup. Printed side by side:
+  - persona-llm (this pipeline, defaults),
+  - TF-IDF -> SVD(100) -> KMeans(k=20) per user (the data README's baseline: ARI 0.60, NMI 0.75),
+  - the seed article's approach: BERT-style embeddings (same MiniLM user vectors) -> KMeans(k=5).
+Chinese shopping reviews have no user ids: pseudo-users are formed from groups of reviews of one
+category (said in the output), and ARI is reported against the category.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+sys.path.insert(0, str(ROOT))
+
+from persona_llm.manifest import peak_rss_mb  # noqa: E402
+from persona_llm.pipeline import SegmentPipeline  # noqa: E402
+
+console = Console()
+
+
+def newsgroup_authors(min_posts: int = 5) -> tuple[pd.DataFrame, pd.Series]:
+    df = pd.read_csv(SHARED / "20newsgroups" / "posts.csv.gz", dtype=str)
+    counts = df["user_id"].value_counts()
+    authors = counts[counts >= min_posts].index
+    df = df[df["user_id"].isin(authors)].reset_index(drop=True)
+    labels = df.groupby("user_id")["newsgroup"].agg(lambda s: s.value_counts().index[0])
+    return df, labels
+
+
+def score(labels: pd.Series, user_ids: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    """ARI/NMI over ALL scored users: users the method left out count as one 'unassigned' group."""
+    pred_s = pd.Series(pred, index=user_ids).reindex(labels.index).fillna(-1).astype(int)
+    y = labels.to_numpy()
+    p = pred_s.to_numpy()
+    covered = p >= 0
+    # Noise users are each their own singleton so that leaving users out is never rewarded.
+    p_singletons = p.copy()
+    p_singletons[~covered] = np.arange(-1, -1 - (~covered).sum(), -1)
+    return {
+        "ari": adjusted_rand_score(y, p_singletons),
+        "nmi": normalized_mutual_info_score(y, p_singletons),
+        "coverage": float(covered.mean()),
+        "segments": float(len(set(p[covered].tolist()))),
+    }
+
+
+def tfidf_kmeans_baseline(df: pd.DataFrame, labels: pd.Series, k: int = 20) -> tuple[dict[str, float], float]:
+    from sklearn.cluster import KMeans
+    from sklearn.decomposition import TruncatedSVD
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.preprocessing import normalize
+
+    t0 = time.perf_counter()
+    docs = df.groupby("user_id")["body"].apply(lambda s: "\n".join(s.fillna("").str[:5000]))
+    x = TfidfVectorizer(sublinear_tf=True, min_df=2, stop_words="english").fit_transform(docs.to_numpy())
+    z = normalize(TruncatedSVD(100, random_state=0).fit_transform(x))
+    pred = KMeans(k, n_init=10, random_state=0).fit_predict(z)
+    return score(labels, docs.index.to_numpy(), pred), time.perf_counter() - t0
+
+
+def embeddings_kmeans_baseline(pipe: SegmentPipeline, labels: pd.Series, k: int = 5) -> tuple[dict[str, float], float]:
+    from sklearn.cluster import KMeans
+
+    t0 = time.perf_counter()
+    pred = KMeans(k, n_init=10, random_state=0).fit_predict(pipe.user_embeddings_)
+    return score(labels, pipe.user_ids_, pred), time.perf_counter() - t0 + pipe.timings_.get("embed", 0.0)
+
+
+def run_newsgroups(cache_dir: str, args: argparse.Namespace) -> None:
+    df, labels = newsgroup_authors()
+    console.print(f"20 Newsgroups: {len(labels)} authors with >=5 posts, {len(df)} posts, {labels.nunique()} labels")
+    pipe = SegmentPipeline(
+        cache_dir=cache_dir, min_texts=args.min_texts, embedding_backend=args.backend, reducer=args.reducer,
+        engine=args.engine,
+    )
+    t0 = time.perf_counter()
+    pipe.fit(df, user_column="user_id", text_column="body", id_column="doc_id", attribute_columns=[])
+    ours_time = time.perf_counter() - t0
+    ours = score(labels, pipe.user_ids_, pipe.labels_)
+    hdb_only = score(labels, pipe.user_ids_, pipe.clusterer_.raw_labels_)
+    base1, t1 = tfidf_kmeans_baseline(df, labels)
+    base2, t2 = embeddings_kmeans_baseline(pipe, labels)
+
+    table = Table(title="20 Newsgroups authors (>=5 posts): segments vs most-frequent-newsgroup label")
+    for c in ("method", "ARI", "NMI", "coverage", "segments", "seconds", "ARI / TF-IDF baseline"):
+        table.add_column(c, justify="right" if c != "method" else "left")
+    rows = [
+        ("persona-llm (HDBSCAN + reassignment)", ours, ours_time),
+        ("persona-llm, HDBSCAN noise left out", hdb_only, ours_time),
+        ("TF-IDF+SVD(100)+KMeans(k=20)", base1, t1),
+        ("MiniLM user vectors+KMeans(k=5) (seed article)", base2, t2),
+    ]
+    for name, s, t in rows:
+        table.add_row(
+            name, f"{s['ari']:.3f}", f"{s['nmi']:.3f}", f"{s['coverage']:.1%}", f"{s['segments']:.0f}", f"{t:.1f}",
+            f"{s['ari'] / base1['ari']:.2f}x",
+        )
+    console.print(table)
+    console.print("target: ARI >= 0.75 with coverage >= 90%  ->  "
+                  + ("[green]met[/]" if ours["ari"] >= 0.75 and ours["coverage"] >= 0.9 else "[red]not met[/]"))
+    stage_table(pipe, "stage timings, 20NG authors")
+
+
+def stage_table(pipe: SegmentPipeline, title: str) -> None:
+    t = Table(title=title)
+    t.add_column("stage")
+    t.add_column("seconds", justify="right")
+    for k, v in pipe.timings_.items():
+        t.add_row(k, f"{v:.2f}")
+    t.add_row("total", f"{sum(pipe.timings_.values()):.2f}")
+    console.print(t)
+    console.print(f"embedder {pipe.manifest_.models['embedder']} · cache hits {pipe.manifest_.embedding_cache} "
+                  f"· HDBSCAN {pipe.manifest_.parameters.get('engine_used')} min_cluster_size "
+                  f"{pipe.manifest_.parameters.get('min_cluster_size_used')}")
+
+
+def run_chinese(cache_dir: str, args: argparse.Namespace) -> None:
+    df = pd.read_csv(SHARED / "online_shopping_10_cats" / "reviews.csv.gz", dtype=str)
+    rng = np.random.default_rng(0)
+    per_cat = args.zh_users_per_cat * args.zh_reviews_per_user
+    parts = []
+    for cat, g in df.groupby("cat"):
+        g = g.iloc[rng.permutation(len(g))[:per_cat]].copy()
+        g["user_id"] = [f"{cat}-{i // args.zh_reviews_per_user}" for i in range(len(g))]
+        parts.append(g)
+    sample = pd.concat(parts, ignore_index=True)
+    labels = sample.groupby("user_id")["cat"].first()
+    console.print(
+        f"Chinese reviews: PSEUDO-USERS formed from groups of {args.zh_reviews_per_user} reviews of one category "
+        f"({len(labels)} pseudo-users, {labels.nunique()} categories; the data has no user ids)"
+    )
+    pipe = SegmentPipeline(cache_dir=cache_dir, embedder="auto", min_texts=2)
+    t0 = time.perf_counter()
+    pipe.fit(sample, user_column="user_id", text_column="review", id_column="review_id", attribute_columns=["label"])
+    s = score(labels, pipe.user_ids_, pipe.labels_)
+    table = Table(title="Chinese shopping reviews, pseudo-users by category")
+    for c in ("method", "ARI", "NMI", "coverage", "segments", "seconds"):
+        table.add_column(c)
+    table.add_row(
+        f"persona-llm ({pipe.manifest_.models['embedder']})", f"{s['ari']:.3f}", f"{s['nmi']:.3f}",
+        f"{s['coverage']:.1%}", f"{s['segments']:.0f}", f"{time.perf_counter() - t0:.1f}",
+    )
+    console.print(table)
+    for seg in pipe.segments_.segments[:10]:
+        console.print(f"  segment {seg.segment_id} ({seg.size} users): " + ", ".join(k.term for k in seg.keywords[:6]))
+
+
+def run_full_file(cache_dir: str) -> None:
+    from persona_llm.ingest import ColumnMap
+
+    path = SHARED / "20newsgroups" / "posts.csv.gz"
+    for attempt in ("cold cache", "warm cache"):
+        pipe = SegmentPipeline(cache_dir=cache_dir)
+        t0 = time.perf_counter()
+        pipe.fit_file(path, ColumnMap(user_column="user_id", text_column="body", id_column="doc_id"))
+        with tempfile.TemporaryDirectory() as tmp:
+            pipe.save(Path(tmp) / "run")
+        wall = time.perf_counter() - t0
+        stage_table(pipe, f"whole 20NG file ({attempt}): {pipe.manifest_.rows.read} rows, "
+                          f"{len(pipe.user_ids_)} users, {len(pipe.segments_.segments)} segments")
+        console.print(f"wall {wall:.1f} s, peak RSS {peak_rss_mb():.0f} MB (target: < 90 s after first model load)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--full-file", action="store_true", help="also time the whole 20NG file")
+    ap.add_argument("--skip-chinese", action="store_true")
+    ap.add_argument("--min-texts", type=int, default=5)
+    ap.add_argument("--backend", default=None)
+    ap.add_argument("--reducer", default="none")
+    ap.add_argument("--engine", default="auto")
+    ap.add_argument("--zh-users-per-cat", type=int, default=30)
+    ap.add_argument("--zh-reviews-per-user", type=int, default=5)
+    ap.add_argument("--cache-dir", default=None, help="embedding cache (default: a fresh temporary one)")
+    args = ap.parse_args()
+    if not SHARED.exists():
+        sys.exit(f"shared data not found at {SHARED}")
+    with tempfile.TemporaryDirectory() as tmp:
+        cache_dir = args.cache_dir or str(Path(tmp) / "cache")
+        run_newsgroups(cache_dir, args)
+        if not args.skip_chinese:
+            run_chinese(cache_dir, args)
+        if args.full_file:
+            run_full_file(cache_dir)
+
+
+if __name__ == "__main__":
+    main()

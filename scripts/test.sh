@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The test command: installs what is missing, then lint, type checks and the whole test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install.sh
+. .venv/bin/activate
+ruff check persona_llm tests bench
+mypy
+python -m pytest -q -p no:cacheprovider

@@ -129,10 +129,9 @@ def print_summary(pipe: Any, out: Path) -> None:
     seg = pipe.segments_
     m = pipe.manifest_
     table = Table(title=f"{len(seg.segments)} segments · run {seg.run_id}", show_lines=False)
-    for col, kw in (("segment", {"justify": "right"}), ("users", {"justify": "right"}),
-                    ("share", {"justify": "right"}), ("texts", {"justify": "right"}),
-                    ("cohesion", {"justify": "right"}), ("top keywords", {})):
-        table.add_column(col, **kw)
+    for col in ("segment", "users", "share", "texts", "cohesion"):
+        table.add_column(col, justify="right")
+    table.add_column("top keywords")
     for s in seg.segments:
         table.add_row(
             str(s.segment_id), str(s.size), f"{s.share:.1%}", str(s.n_texts), f"{s.quality.cohesion:.2f}",

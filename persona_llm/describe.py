@@ -21,10 +21,26 @@ _CJK = re.compile(r"[\u3400-\u9fff]")
 # Placeholders written by PII redaction must never become keywords.
 _PLACEHOLDER = re.compile(r"\[(EMAIL|PHONE|URL|NUMBER)\]")
 _CHINESE_STOPWORDS = frozenset(
-    "的 了 是 我 也 在 有 就 不 和 都 很 这 还 但 就是 没有 一个 我们 你 他 她 它 啊 吧 呢 吗 着 给 说 "
-    "没 又 去 到 会 要 可以 不是 因为 所以 非常 比较 感觉 还是 这个 那个 什么 自己 一下 真的 已经 "
-    "而且 然后 如果 不过 只是 只有 就是 一些 一直 这样 那么 ， 。 ！ ？ 、 ～ …".split()
+    ["的", "了", "是", "我", "也", "在", "有", "就", "不", "和", "都", "很", "这", "还", "但", "就是", "没有", "一个", "我们", "你", "他", "她", "它", "啊", "吧", "呢", "吗", "着", "给", "说", "没", "又", "去", "到", "会", "要", "可以", "不是", "因为", "所以", "非常", "比较", "感觉", "还是", "这个", "那个", "什么", "自己", "一下", "真的", "已经", "而且", "然后", "如果", "不过", "只是", "只有", "就是", "一些", "一直", "这样", "那么", "，", "。", "！", "？", "、", "～", "…"]
 )
+
+
+# Contractions and filler words of informal writing that sklearn's list lacks.
+_ENGLISH_EXTRA_STOPWORDS = frozenset(
+    "dont doesnt didnt isnt arent wasnt werent cant couldnt wouldnt shouldnt wont im ive id youre youve "
+    "theyre theyve thats theres whats lets hes shes its heres ill youll itll weve wed hed shed "
+    "just like really know think say said does did got get getting going make way thing things lot "
+    "use used using want need yes ok okay also ".split()  # noqa: SIM905
+)
+
+
+def _english_stopwords() -> frozenset[str]:
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    return frozenset(w.replace("'", "") for w in ENGLISH_STOP_WORDS)
+
+
+_STOPWORDS = _english_stopwords() | _ENGLISH_EXTRA_STOPWORDS | _CHINESE_STOPWORDS
 
 
 def tokenize_mixed(text: str) -> list[str]:
@@ -39,7 +55,8 @@ def tokenize_mixed(text: str) -> list[str]:
             t for t in tokens if t and t not in _CHINESE_STOPWORDS and (len(t) > 1 or _CJK.match(t) is None)
             and re.search(r"\w", t)
         ]
-    return re.findall(r"(?u)\b[a-z][a-z0-9'_-]+\b", text.lower())
+    # Apostrophes go: "don't" and "dont" are one (stop) word.
+    return re.findall(r"(?u)\b[a-z][a-z0-9_-]+\b", text.lower().replace("'", "").replace("\u2019", ""))
 
 
 class KeywordExtractor:
@@ -47,50 +64,69 @@ class KeywordExtractor:
 
     A term's weight in segment c is tf(t, c) * log(1 + A / f(t)), with A the average number of words
     per segment and f(t) the term's frequency over all segments: frequent-everywhere words sink.
+    With few segments that idf is weak ("think", "people" topped every segment of 20NG), so it is
+    multiplied by the usual text-level idf, log((1 + n) / (1 + df(t))) + 1 over the n texts.
+    A term must also be used by at least `min_users` different users, so one person's signature
+    or catchphrase never describes a whole segment.
     """
 
     def __init__(
-        self, top_n: int = 10, ngram_range: tuple[int, int] = (1, 2), min_df: int = 2, max_features: int = 50_000
+        self, top_n: int = 10, ngram_range: tuple[int, int] = (1, 2), min_df: int = 2, min_users: int = 2
     ) -> None:
         self.top_n = top_n
         self.ngram_range = ngram_range
         self.min_df = min_df
-        self.max_features = max_features
+        self.min_users = min_users
 
-    def fit_transform(self, texts: Sequence[str], segment_ids: np.ndarray) -> dict[int, list[Keyword]]:
-        from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer
+    def _analyzer(self, text: str) -> list[str]:
+        stop = _STOPWORDS
+        tokens = [t for t in tokenize_mixed(text) if t not in stop]
+        lo, hi = self.ngram_range
+        out: list[str] = []
+        for n in range(lo, hi + 1):
+            out.extend(" ".join(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
+        return out
 
+    def fit_transform(
+        self, texts: Sequence[str], segment_ids: np.ndarray, user_ids: Sequence[str] | None = None
+    ) -> dict[int, list[Keyword]]:
+        from scipy import sparse
+        from sklearn.feature_extraction.text import CountVectorizer
+
+        segment_ids = np.asarray(segment_ids)
         segs = sorted({int(s) for s in segment_ids if s >= 0})
         if not segs:
             return {}
-        docs = []
-        for s in segs:
-            docs.append("\n".join(t for t, sid in zip(texts, segment_ids, strict=True) if sid == s))
-        stop = set(ENGLISH_STOP_WORDS) | _CHINESE_STOPWORDS
-        vectorizer = CountVectorizer(
-            tokenizer=tokenize_mixed,
-            token_pattern=None,
-            lowercase=False,
-            ngram_range=self.ngram_range,
-            stop_words=sorted(stop),
-            # min_df counts segments here, so a term must matter in 1 segment at least.
-            min_df=1,
-            max_features=self.max_features,
-        )
         try:
-            counts = vectorizer.fit_transform(docs)
+            counts = CountVectorizer(analyzer=self._analyzer, min_df=min(self.min_df, len(texts))).fit(texts)
+            x = counts.transform(texts).tocsr()
         except ValueError:  # only stop words: nothing to say
             return {s: [] for s in segs}
-        vocab = np.asarray(vectorizer.get_feature_names_out())
-        tf = counts.toarray().astype(np.float64)
-        # Rare terms (seen fewer than min_df times overall) are typos and names: drop them.
+        vocab = np.asarray(counts.get_feature_names_out())
+        present = (x > 0).astype(np.float64)
+        # Rows of `member` pick each segment's texts: tf per segment in one sparse product.
+        seg_index = {s: i for i, s in enumerate(segs)}
+        rows = [i for i, s in enumerate(segment_ids) if s >= 0]
+        member = sparse.csr_matrix(
+            (np.ones(len(rows)), ([seg_index[int(segment_ids[i])] for i in rows], rows)),
+            shape=(len(segs), len(texts)),
+        )
+        tf = np.asarray((member @ x).todense(), dtype=np.float64)
+        if user_ids is not None and self.min_users > 1:
+            users, inverse = np.unique(np.asarray(user_ids, dtype=str), return_inverse=True)
+            by_user = sparse.csr_matrix(
+                (np.ones(len(texts)), (inverse, np.arange(len(texts)))), shape=(len(users), len(texts))
+            )
+            n_users_using = np.asarray(((by_user @ present) > 0).sum(axis=0)).ravel()
+            tf[:, n_users_using < min(self.min_users, len(users))] = 0.0
         total = tf.sum(axis=0)
-        tf[:, total < self.min_df] = 0.0
         words_per_seg = tf.sum(axis=1, keepdims=True)
         words_per_seg[words_per_seg == 0] = 1.0
         avg_words = float(tf.sum(axis=1).mean()) or 1.0
         idf = np.log1p(avg_words / np.maximum(total, 1.0))
-        ctfidf = (tf / words_per_seg) * idf
+        text_df = np.asarray(present.sum(axis=0)).ravel()
+        text_idf = np.log((1 + len(texts)) / (1 + text_df)) + 1
+        ctfidf = (tf / words_per_seg) * idf * text_idf
         out: dict[int, list[Keyword]] = {}
         for row, s in enumerate(segs):
             order = np.argsort(-ctfidf[row])[: self.top_n * 3]

@@ -363,7 +363,9 @@ class SegmentPipeline:
         centroids: np.ndarray,
         quality: dict[str, float | None],
     ) -> SegmentSet:
-        keywords = KeywordExtractor(top_n=self.n_keywords).fit_transform(texts[TEXT].tolist(), text_labels)
+        keywords = KeywordExtractor(top_n=self.n_keywords).fit_transform(
+            texts[TEXT].tolist(), text_labels, user_ids=texts[USER_ID].astype(str).tolist()
+        )
         attrs = attribute_columns(texts.drop(columns=["segment_id"], errors="ignore"))
         attrs = summarizable_columns(texts, [a for a in attrs if a != SOURCE_ROW])
         user_table = user_attribute_table(texts, user_ids, attrs)
@@ -523,7 +525,7 @@ def _release_chroma(store: ChromaStore) -> None:
         from chromadb.api.client import SharedSystemClient
 
         SharedSystemClient.clear_system_cache()
-    store.client_ = None
+    store.client_ = None  # type: ignore[assignment]
 
 
 def _swap_into_place(staging: Path, out: Path) -> None:

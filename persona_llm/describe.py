@@ -21,16 +21,145 @@ _CJK = re.compile(r"[\u3400-\u9fff]")
 # Placeholders written by PII redaction must never become keywords.
 _PLACEHOLDER = re.compile(r"\[(EMAIL|PHONE|URL|NUMBER)\]")
 _CHINESE_STOPWORDS = frozenset(
-    ["的", "了", "是", "我", "也", "在", "有", "就", "不", "和", "都", "很", "这", "还", "但", "就是", "没有", "一个", "我们", "你", "他", "她", "它", "啊", "吧", "呢", "吗", "着", "给", "说", "没", "又", "去", "到", "会", "要", "可以", "不是", "因为", "所以", "非常", "比较", "感觉", "还是", "这个", "那个", "什么", "自己", "一下", "真的", "已经", "而且", "然后", "如果", "不过", "只是", "只有", "就是", "一些", "一直", "这样", "那么", "，", "。", "！", "？", "、", "～", "…"]
+    [
+        "的",
+        "了",
+        "是",
+        "我",
+        "也",
+        "在",
+        "有",
+        "就",
+        "不",
+        "和",
+        "都",
+        "很",
+        "这",
+        "还",
+        "但",
+        "就是",
+        "没有",
+        "一个",
+        "我们",
+        "你",
+        "他",
+        "她",
+        "它",
+        "啊",
+        "吧",
+        "呢",
+        "吗",
+        "着",
+        "给",
+        "说",
+        "没",
+        "又",
+        "去",
+        "到",
+        "会",
+        "要",
+        "可以",
+        "不是",
+        "因为",
+        "所以",
+        "非常",
+        "比较",
+        "感觉",
+        "还是",
+        "这个",
+        "那个",
+        "什么",
+        "自己",
+        "一下",
+        "真的",
+        "已经",
+        "而且",
+        "然后",
+        "如果",
+        "不过",
+        "只是",
+        "只有",
+        "就是",
+        "一些",
+        "一直",
+        "这样",
+        "那么",
+        "，",
+        "。",
+        "！",
+        "？",
+        "、",
+        "～",
+        "…",
+    ]
 )
 
 
 # Contractions and filler words of informal writing that sklearn's list lacks.
 _ENGLISH_EXTRA_STOPWORDS = frozenset(
-    "dont doesnt didnt isnt arent wasnt werent cant couldnt wouldnt shouldnt wont im ive id youre youve "
-    "theyre theyve thats theres whats lets hes shes its heres ill youll itll weve wed hed shed "
-    "just like really know think say said does did got get getting going make way thing things lot "
-    "use used using want need yes ok okay also ".split()  # noqa: SIM905
+    [
+        "dont",
+        "doesnt",
+        "didnt",
+        "isnt",
+        "arent",
+        "wasnt",
+        "werent",
+        "cant",
+        "couldnt",
+        "wouldnt",
+        "shouldnt",
+        "wont",
+        "im",
+        "ive",
+        "id",
+        "youre",
+        "youve",
+        "theyre",
+        "theyve",
+        "thats",
+        "theres",
+        "whats",
+        "lets",
+        "hes",
+        "shes",
+        "its",
+        "heres",
+        "ill",
+        "youll",
+        "itll",
+        "weve",
+        "wed",
+        "hed",
+        "shed",
+        "just",
+        "like",
+        "really",
+        "know",
+        "think",
+        "say",
+        "said",
+        "does",
+        "did",
+        "got",
+        "get",
+        "getting",
+        "going",
+        "make",
+        "way",
+        "thing",
+        "things",
+        "lot",
+        "use",
+        "used",
+        "using",
+        "want",
+        "need",
+        "yes",
+        "ok",
+        "okay",
+        "also",
+    ]
 )
 
 
@@ -52,8 +181,9 @@ def tokenize_mixed(text: str) -> list[str]:
         jieba.setLogLevel(60)
         tokens = [t.strip().lower() for t in jieba.lcut(text)]
         return [
-            t for t in tokens if t and t not in _CHINESE_STOPWORDS and (len(t) > 1 or _CJK.match(t) is None)
-            and re.search(r"\w", t)
+            t
+            for t in tokens
+            if t and t not in _CHINESE_STOPWORDS and (len(t) > 1 or _CJK.match(t) is None) and re.search(r"\w", t)
         ]
     # Apostrophes go: "don't" and "dont" are one (stop) word.
     return re.findall(r"(?u)\b[a-z][a-z0-9_-]+\b", text.lower().replace("'", "").replace("\u2019", ""))
@@ -260,9 +390,7 @@ def representatives_for(
     texts: pd.DataFrame, text_vectors: np.ndarray, centroid: np.ndarray, k: int = 8, diversity: float = 0.3
 ) -> list[Representative]:
     """`texts` and `text_vectors` hold one segment's texts, row-aligned."""
-    picks = select_representatives(
-        text_vectors, centroid, k=k, diversity=diversity, user_ids=texts[USER_ID].to_numpy()
-    )
+    picks = select_representatives(text_vectors, centroid, k=k, diversity=diversity, user_ids=texts[USER_ID].to_numpy())
     out = []
     for i, sim in picks:
         row = texts.iloc[i]

@@ -145,7 +145,7 @@ class SegmentPipeline:
         """Read `path` (CSV, JSONL, Parquet, gzip too) with a `ColumnMap`, then `fit`."""
         from persona_llm.ingest import read_texts
 
-        self.timings_ = {}
+        self.timings_: dict[str, float] = {}
         with self._stage("ingest"):
             result = read_texts(path, columns, max_rows=max_rows)
         return self._fit(

@@ -1,0 +1,376 @@
+"""Check personas' demographic estimates against attribute columns, conservatively.
+
+A claim ("13-17", "teenagers", "high school students", "in their 30s", "women") is mapped to the *set* of
+values of a column's vocabulary it is compatible with (e.g. {"13-17"} for the blog set's `age_group`).
+
+    status        when                                                         counts as
+    consistent    the claim maps to exactly one value and it is the majority    pass
+    contradiction the mapped values exclude the segment's majority, or an age    fail
+                  claim lies outside every bucket (e.g. "19-22" against the blog set)
+    vague         several values, the majority among them (e.g. "mixed")        not a pass
+    unmapped      nothing recognisable (e.g. "digital natives")                 not a pass
+    unknown       the persona itself said "unknown"                             not a pass (honest)
+
+"Majority" includes near-ties (within 5 points of the top share, `tie_tolerance`). Ages are mapped
+through intervals (a claim "30s" is 30-39, which overlaps only the bucket "33-48"); other
+columns through the value itself and a few synonyms (women -> female). Unmappable never passes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:
+    from persona_llm.personas.schema import Persona
+
+ClaimStatus = Literal["consistent", "contradiction", "vague", "unmapped", "unknown"]
+
+Interval = tuple[float, float]
+
+# Persona demographic field -> attribute column names it can be checked against (first present wins).
+FIELD_COLUMNS: dict[str, tuple[str, ...]] = {
+    "age_group": ("age_group", "age_range", "age_band", "age"),
+    "gender": ("gender", "sex"),
+    "occupation": ("occupation", "industry", "job", "profession"),
+    "location": ("location", "country", "region", "city"),
+}
+
+_NUMBER_WORDS = {
+    "twenties": (20, 29),
+    "thirties": (30, 39),
+    "forties": (40, 49),
+    "fifties": (50, 59),
+    "sixties": (60, 69),
+    "seventies": (70, 79),
+}
+
+# Phrases -> age interval. Checked as whole words, case-insensitive; more specific phrases first.
+_AGE_PHRASES: list[tuple[str, Interval]] = [
+    (r"middle[- ]school|junior high", (11, 14)),
+    (r"high[- ]school|secondary school|teen(?:age)?s?|teenagers?|adolescents?|youths?|minors", (13, 18)),
+    (r"college|undergrad(?:uate)?s?|university students?|uni students?|freshm[ae]n", (18, 22)),
+    (r"young adults?", (18, 29)),
+    (r"twenty[- ]?somethings?", (20, 29)),
+    (r"thirty[- ]?somethings?", (30, 39)),
+    (r"forty[- ]?somethings?", (40, 49)),
+    (r"middle[- ]aged", (40, 60)),
+    (r"retirees?|retired|seniors?|elderly|pensioners?", (60, 100)),
+    (r"children|kids", (0, 12)),
+]
+
+_GENDER_SYNONYMS: dict[str, tuple[str, ...]] = {
+    "female": (
+        "female",
+        "females",
+        "woman",
+        "women",
+        "girl",
+        "girls",
+        "lady",
+        "ladies",
+        "mother",
+        "mothers",
+        "mom",
+        "moms",
+        "mum",
+        "mums",
+        "feminine",
+        "女",
+        "女性",
+    ),
+    "male": (
+        "male",
+        "males",
+        "man",
+        "men",
+        "boy",
+        "boys",
+        "guy",
+        "guys",
+        "gentleman",
+        "gentlemen",
+        "father",
+        "fathers",
+        "dad",
+        "dads",
+        "masculine",
+        "男",
+        "男性",
+    ),
+}
+# Attribute values that mean "not known" are left out of a segment's distribution (blog set: "indUnk").
+UNKNOWN_VALUES = frozenset({"", "unknown", "indunk", "n/a", "na", "none", "null", "nan", "未知"})
+
+_ALL_WORDS = re.compile(r"\b(?:mixed|both|balanced|all genders|any gender|even split|either)\b", re.I)
+
+
+@dataclass(frozen=True)
+class ClaimCheck:
+    persona_id: str
+    segment_id: int
+    field: str
+    column: str
+    claim: str
+    mapped: tuple[str, ...]
+    majority: tuple[str, ...]
+    majority_share: float
+    claimed_share: float
+    status: ClaimStatus
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "persona_id": self.persona_id,
+            "segment_id": self.segment_id,
+            "field": self.field,
+            "column": self.column,
+            "claim": self.claim,
+            "mapped": list(self.mapped),
+            "majority": list(self.majority),
+            "majority_share": self.majority_share,
+            "claimed_share": self.claimed_share,
+            "status": self.status,
+        }
+
+
+# ---------------------------------------------------------------------------------------------------
+# Mapping a claim to a vocabulary
+# ---------------------------------------------------------------------------------------------------
+
+_RANGE = re.compile(r"(\d{1,2})\s*(?:-|–|—|to|~|至|到)\s*(\d{1,2})")
+_DECADE = re.compile(r"(?:(early|mid|late)[- ]?)?(?<!\d)(\d)0\s*'?s\b", re.I)
+_PLUS = re.compile(r"(\d{1,2})\s*\+|(?:over|above|older than|at least)\s+(\d{1,2})", re.I)
+_UNDER = re.compile(r"(?:under|below|younger than|less than)\s+(\d{1,2})", re.I)
+_SINGLE = re.compile(
+    r"(?:aged?|age of)\s+(\d{1,2})\b|\b(\d{1,2})\s*(?:years? old|y/?o)\b|(\d{1,2})\s*岁", re.I
+)
+
+
+def parse_age_intervals(text: str) -> list[Interval]:
+    """Age intervals named in `text`: ranges, decades (early/mid/late), "18+", "under 18", life stages."""
+    s = text.lower()
+    found: list[Interval] = []
+    for m in _RANGE.finditer(s):
+        lo, hi = float(m.group(1)), float(m.group(2))
+        if lo <= hi:
+            found.append((lo, hi))
+    s_wo_ranges = _RANGE.sub(" ", s)
+    for m in _DECADE.finditer(s_wo_ranges):
+        base = float(m.group(2)) * 10
+        part = (m.group(1) or "").lower()
+        lo, hi = {"early": (base, base + 3), "mid": (base + 3, base + 6), "late": (base + 6, base + 9)}.get(
+            part, (base, base + 9)
+        )
+        found.append((lo, hi))
+    for m in _PLUS.finditer(s_wo_ranges):
+        found.append((float(m.group(1) or m.group(2)), 100.0))
+    for m in _UNDER.finditer(s_wo_ranges):
+        found.append((0.0, float(m.group(1)) - 1))
+    for m in _SINGLE.finditer(s_wo_ranges):
+        age = float(next(g for g in m.groups() if g))
+        found.append((age, age))
+    for word, (lo, hi) in _NUMBER_WORDS.items():
+        if re.search(rf"\b{word}\b", s):
+            found.append((float(lo), float(hi)))
+    for pattern, (lo, hi) in _AGE_PHRASES:
+        if re.search(rf"\b(?:{pattern})\b", s):
+            found.append((float(lo), float(hi)))
+    return found
+
+
+def vocabulary_intervals(values: Iterable[str]) -> dict[str, Interval] | None:
+    """Each vocabulary value as an age interval ("13-17" -> 13..17, "65+" -> 65..100); None if any fails."""
+    out: dict[str, Interval] = {}
+    for v in values:
+        ivs = parse_age_intervals(str(v))
+        if len(ivs) != 1:
+            return None
+        out[str(v)] = ivs[0]
+    return out or None
+
+
+def _overlaps(a: Interval, b: Interval) -> bool:
+    return a[0] <= b[1] and b[0] <= a[1]
+
+
+def _word_in(word: str, text: str) -> bool:
+    if re.fullmatch(r"\w+", word, flags=re.ASCII):
+        return re.search(rf"(?<![\w-]){re.escape(word)}s?(?![\w-])", text, flags=re.I) is not None
+    return word.lower() in text.lower()
+
+
+def map_claim(claim: str, vocabulary: Sequence[str], *, age: bool = False) -> tuple[str, ...]:
+    """Vocabulary values compatible with `claim` (sorted); () when nothing maps (then it is not a pass)."""
+    vocab = sorted({str(v) for v in vocabulary})
+    text = claim.strip()
+    if not text or text.lower() == "unknown":
+        return ()
+    if age:
+        buckets = vocabulary_intervals(vocab)
+        claimed = parse_age_intervals(text)
+        if buckets is not None:
+            return tuple(v for v in vocab if any(_overlaps(iv, buckets[v]) for iv in claimed))
+    hits: set[str] = set()
+    lowered = {v.lower(): v for v in vocab}
+    for key, original in lowered.items():
+        synonyms = _GENDER_SYNONYMS.get(key, ()) + (key,)
+        if any(_word_in(s, text) for s in synonyms):
+            hits.add(original)
+    if _ALL_WORDS.search(text) and len(lowered.keys() & _GENDER_SYNONYMS.keys()) >= 2:
+        hits.update(v for k, v in lowered.items() if k in _GENDER_SYNONYMS)
+    return tuple(sorted(hits))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Checking claims against segments
+# ---------------------------------------------------------------------------------------------------
+
+
+def user_attribute(frame: pd.DataFrame, column: str, user_col: str = "user_id") -> pd.Series:
+    """One value per user: the most frequent non-null value of `column` among the user's rows."""
+    sub = frame[[user_col, column]].dropna()
+    sub = sub.assign(**{column: sub[column].astype(str)})
+    counts = sub.groupby([user_col, column]).size().reset_index(name="n")
+    counts = counts.sort_values([user_col, "n", column], ascending=[True, False, True])
+    return counts.drop_duplicates(user_col).set_index(user_col)[column]
+
+
+def majority_values(distribution: Mapping[str, float], tie_tolerance: float = 0.0) -> set[str]:
+    """Values whose share is within `tie_tolerance` of the top share (the majority, near-ties included)."""
+    top = max(distribution.values())
+    return {v for v, s in distribution.items() if s >= top - tie_tolerance - 1e-9}
+
+
+def classify_claim(
+    mapped: Sequence[str], distribution: Mapping[str, float], tie_tolerance: float = 0.0
+) -> ClaimStatus:
+    """consistent / contradiction / vague / unmapped for a mapped claim and a segment's value shares."""
+    if not mapped:
+        return "unmapped"
+    if not distribution:
+        return "unmapped"
+    majority = majority_values(distribution, tie_tolerance)
+    if not majority & set(mapped):
+        return "contradiction"
+    return "consistent" if len(mapped) == 1 else "vague"
+
+
+def resolve_columns(
+    available: Iterable[str], field_columns: Mapping[str, Sequence[str]] | None = None
+) -> dict[str, str]:
+    """Persona demographic field -> the attribute column to check it against (first candidate present)."""
+    cols = {c.lower(): c for c in available}
+    out: dict[str, str] = {}
+    for field, candidates in (field_columns or FIELD_COLUMNS).items():
+        for cand in candidates:
+            if cand.lower() in cols:
+                out[field] = cols[cand.lower()]
+                break
+    return out
+
+
+def _numeric_status(claim: str, ages: pd.Series, tolerance: float) -> tuple[ClaimStatus, tuple[str, ...]]:
+    ivs = parse_age_intervals(claim)
+    if not ivs:
+        return "unmapped", ()
+    median = float(ages.median())
+    ok = any(lo - tolerance <= median <= hi + tolerance for lo, hi in ivs)
+    label = tuple(f"{lo:g}-{hi:g}" for lo, hi in ivs)
+    if not ok:
+        return "contradiction", label
+    return ("consistent" if len(ivs) == 1 else "vague"), label
+
+
+def check_claims(
+    personas: Sequence[Persona],
+    users: pd.DataFrame,
+    *,
+    field_columns: Mapping[str, Sequence[str]] | None = None,
+    age_tolerance: float = 2.0,
+    tie_tolerance: float = 0.05,
+) -> list[ClaimCheck]:
+    """Each persona's demographic estimates vs its segment's members; users: user_id, segment_id, attrs.
+
+    A value within `tie_tolerance` of the top share counts as majority too (a 45/42 split has two);
+    a numeric age column is checked by the segment median, +- `age_tolerance` years.
+    """
+    available = [c for c in users.columns if c not in {"user_id", "segment_id"}]
+    columns = resolve_columns(available, field_columns)
+    checks: list[ClaimCheck] = []
+    for persona in personas:
+        members = users[users["segment_id"] == persona.segment_id]
+        for field, est in persona.demographics:
+            column = columns.get(field)
+            if column is None:
+                continue
+            values = members[column].dropna()
+            if not pd.api.types.is_numeric_dtype(values):
+                values = values[~values.astype(str).str.strip().str.lower().isin(UNKNOWN_VALUES)]
+            if not len(values):
+                continue
+            is_age = field == "age_group"
+            numeric = is_age and pd.api.types.is_numeric_dtype(values)
+            claim = est.value
+            if numeric:
+                dist: dict[str, float] = {}
+                majority: tuple[str, ...] = (f"median {float(values.median()):g}",)
+                majority_share = claimed_share = float("nan")
+                if est.value == "unknown":
+                    status: ClaimStatus = "unknown"
+                    mapped: tuple[str, ...] = ()
+                else:
+                    status, mapped = _numeric_status(claim, values.astype(float), age_tolerance)
+                    claimed_share = float(
+                        np.mean([any(lo <= a <= hi for lo, hi in parse_age_intervals(claim)) for a in values])
+                    )
+            else:
+                shares = values.astype(str).value_counts(normalize=True)
+                dist = {str(k): float(v) for k, v in shares.items()}
+                vocab = [
+                    v
+                    for v in sorted(users[column].dropna().astype(str).unique())
+                    if v.strip().lower() not in UNKNOWN_VALUES
+                ]
+                top = max(dist.values())
+                majority = tuple(sorted(majority_values(dist, tie_tolerance)))
+                majority_share = top
+                if est.value == "unknown":
+                    status, mapped = "unknown", ()
+                else:
+                    mapped = map_claim(claim, vocab, age=is_age)
+                    status = classify_claim(mapped, dist, tie_tolerance)
+                    if is_age and not mapped and vocabulary_intervals(vocab) and parse_age_intervals(claim):
+                        status = "contradiction"  # an age we understood that no member's group covers
+                claimed_share = float(sum(dist.get(v, 0.0) for v in mapped))
+            checks.append(
+                ClaimCheck(
+                    persona_id=persona.persona_id,
+                    segment_id=persona.segment_id,
+                    field=field,
+                    column=column,
+                    claim=claim,
+                    mapped=mapped,
+                    majority=majority,
+                    majority_share=majority_share,
+                    claimed_share=claimed_share,
+                    status=status,
+                )
+            )
+    return checks
+
+
+def claim_metrics(checks: Sequence[ClaimCheck]) -> dict[str, float]:
+    """Counts of checked, consistent, unknown-ish (unknown/vague/unmapped) and contradicting claims."""
+    status = Counter(c.status for c in checks)
+    return {
+        "claims_checked": float(len(checks)),
+        "claims_consistent": float(status["consistent"]),
+        "claims_unknown": float(status["unknown"] + status["vague"] + status["unmapped"]),
+        "contradictions": float(status["contradiction"]),
+    }

@@ -1,0 +1,153 @@
+"""Optional LLM judge: is each persona claim supported by its segment's representative texts?
+
+The judge is anything that answers chat messages: a `persona_llm.llm.ChatModel` (its
+`generate_structured` is used, so schema decoding and re-asks apply) or a plain callable
+`messages -> reply text` (tests pass a fake). Every verdict keeps the judge's reason.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError
+
+if TYPE_CHECKING:
+    from persona_llm.personas.schema import Persona
+
+Message = dict[str, str]
+ChatFn = Callable[[list[Message]], str]
+Verdict = Literal["supported", "unsupported", "error"]
+
+JUDGE_PROMPT_VERSION = "judge-1"
+
+SYSTEM = (
+    "You check marketing personas against evidence. For each numbered claim, decide from the numbered "
+    "texts only whether the texts support it. A claim is supported when at least one text states or "
+    "clearly implies it; it is unsupported when no text does, even if it sounds plausible. Demographic "
+    "claims are supported only by explicit evidence in the texts. Give a short reason naming text numbers. "
+    'Reply with JSON only: {"verdicts": [{"claim": <number>, "verdict": "supported" | "unsupported", '
+    '"reason": "..."}]} with one verdict per claim.'
+)
+
+
+class ClaimVerdict(BaseModel):
+    claim: int = Field(description="the claim's number")
+    verdict: Literal["supported", "unsupported"]
+    reason: str = Field(default="", max_length=400)
+
+
+class JudgeResponse(BaseModel):
+    verdicts: list[ClaimVerdict]
+
+
+class JudgeRecord(BaseModel):
+    """One judged claim, stored in eval.json."""
+
+    persona_id: str
+    claim: str
+    verdict: Verdict
+    reason: str = ""
+
+
+def persona_claims(persona: Persona, *, max_claims: int = 16) -> list[str]:
+    """The persona's checkable statements: demographics (not unknown), interests, goals, pain points..."""
+    claims: list[str] = []
+    for field, est in persona.demographics:
+        if est.value != "unknown":
+            claims.append(f"{field.replace('_', ' ')}: {est.value}")
+    claims.extend(f"interested in {x}" for x in persona.interests)
+    claims.extend(f"goal: {x}" for x in persona.goals)
+    claims.extend(f"pain point: {x}" for x in persona.pain_points)
+    claims.extend(f"motivation: {x}" for x in persona.motivations)
+    claims.extend(f"objection: {x}" for x in persona.objections)
+    return claims[:max_claims]
+
+
+def build_messages(claims: Sequence[str], texts: Sequence[str], *, max_chars: int = 500) -> list[Message]:
+    """The judge prompt: numbered texts, then numbered claims."""
+    text_block = "\n".join(f"[{i}] {t[:max_chars]}" for i, t in enumerate(texts, 1))
+    claim_block = "\n".join(f"{i}. {c}" for i, c in enumerate(claims, 1))
+    return [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": f"Texts:\n{text_block}\n\nClaims:\n{claim_block}"},
+    ]
+
+
+def parse_reply(reply: str) -> JudgeResponse:
+    """Parse a judge reply (JSON, possibly fenced or with prose around it)."""
+    match = re.search(r"\{.*\}", reply, flags=re.S)
+    if match is None:
+        raise ValueError("no JSON object in the judge's reply")
+    return JudgeResponse.model_validate(json.loads(match.group(0)))
+
+
+class LLMJudge:
+    """Scores persona claims as supported / unsupported by the segment's representative texts."""
+
+    def __init__(self, model: Any, *, max_texts: int = 8, max_chars: int = 500, max_claims: int = 16) -> None:
+        self.model = model
+        self.max_texts = max_texts
+        self.max_chars = max_chars
+        self.max_claims = max_claims
+
+    @property
+    def model_id(self) -> str:
+        return str(
+            getattr(self.model, "model_id", getattr(self.model, "__name__", type(self.model).__name__))
+        )
+
+    def _ask(self, messages: list[Message]) -> JudgeResponse:
+        if hasattr(self.model, "generate_structured"):
+            return self.model.generate_structured(messages, JudgeResponse, tag="judge").value  # type: ignore[no-any-return]
+        if callable(self.model):
+            return parse_reply(str(self.model(messages)))
+        raise TypeError("judge model must be a ChatModel or a callable(messages) -> str")
+
+    def judge_persona(self, persona: Persona, texts: Sequence[str]) -> list[JudgeRecord]:
+        """One record per claim; claims the judge skipped or a failed call are recorded as 'error'."""
+        claims = persona_claims(persona, max_claims=self.max_claims)
+        if not claims:
+            return []
+        messages = build_messages(claims, list(texts)[: self.max_texts], max_chars=self.max_chars)
+        try:
+            response = self._ask(messages)
+        except (ValueError, ValidationError, json.JSONDecodeError) as exc:
+            return [
+                JudgeRecord(persona_id=persona.persona_id, claim=c, verdict="error", reason=str(exc)[:200])
+                for c in claims
+            ]
+        except Exception as exc:  # noqa: BLE001 - a backend failure must not lose the other metrics
+            return [
+                JudgeRecord(
+                    persona_id=persona.persona_id,
+                    claim=c,
+                    verdict="error",
+                    reason=f"judge failed: {exc}"[:200],
+                )
+                for c in claims
+            ]
+        by_index = {v.claim: v for v in response.verdicts}
+        records = []
+        for i, claim in enumerate(claims, 1):
+            v = by_index.get(i)
+            records.append(
+                JudgeRecord(
+                    persona_id=persona.persona_id,
+                    claim=claim,
+                    verdict=v.verdict if v else "error",
+                    reason=v.reason if v else "no verdict returned for this claim",
+                )
+            )
+        return records
+
+
+def judge_metrics(records: Sequence[JudgeRecord]) -> dict[str, float | None]:
+    """Claims judged (errors excluded) and the share the judge found supported; higher is better."""
+    judged = [r for r in records if r.verdict != "error"]
+    return {
+        "judge_claims": float(len(judged)),
+        "judge_supported": sum(r.verdict == "supported" for r in judged) / len(judged) if judged else None,
+    }

@@ -1,0 +1,492 @@
+"""Pure metric functions: arrays, frames and persona objects in, numbers and small records out.
+
+Each public function documents in one line what it measures, how, and what good looks like. None of them
+reads files or calls a model: the runner loads a run directory and calls these. `METRICS` names every
+number an `EvalReport` can hold (the keys suite thresholds refer to as `<name>_min` / `<name>_max`).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+import warnings
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score, silhouette_score
+
+if TYPE_CHECKING:
+    from persona_llm.personas.schema import Persona
+
+NOISE = -1
+
+Labels = Sequence[Any] | np.ndarray
+"""A label vector: a list or a 1-d array, one entry per user."""
+
+# name -> (group, one-line description). Thresholds in suite files use these names + "_min"/"_max".
+METRICS: dict[str, tuple[str, str]] = {
+    # segmentation vs labels
+    "ari": (
+        "labels",
+        "adjusted Rand index of segments vs user labels, noise as one group; 1 perfect, 0 chance",
+    ),
+    "ari_assigned": ("labels", "ARI on users not in noise only; read it together with coverage"),
+    "nmi": ("labels", "normalised mutual information of segments vs labels, noise as one group; 1 perfect"),
+    "purity": ("labels", "share of assigned users whose label is their segment's majority label; 1 perfect"),
+    # negative control (a column nothing should recover, e.g. the blog set's zodiac sign)
+    "control_ari": ("labels", "ARI of segments vs the negative-control column; should stay near 0"),
+    "control_nmi": ("labels", "NMI of segments vs the negative-control column; should stay near 0"),
+    # internal quality
+    "coverage": ("internal", "share of users assigned to a segment (not noise); higher is better"),
+    "noise_share": ("internal", "share of users HDBSCAN left unassigned (-1); lower is better"),
+    "n_segments": ("internal", "number of segments (noise excluded)"),
+    "silhouette": (
+        "internal",
+        "cosine silhouette of user vectors on a sample of assigned users; -1..1, >0 good",
+    ),
+    "dbcv": ("internal", "density-based cluster validity (HDBSCAN validity_index); -1..1, higher is better"),
+    # grounding
+    "quotes_total": ("grounding", "number of quotes kept in the personas"),
+    "quote_verified": (
+        "grounding",
+        "share of kept quotes found verbatim (whitespace-normalised) in their source",
+    ),
+    "citation_valid": ("grounding", "share of cited text ids that exist, belong to the segment and the user"),
+    "quotes_dropped": ("grounding", "quotes the grounding gate removed during generation (provenance)"),
+    "quotes_dropped_share": ("grounding", "dropped / proposed quotes during generation; lower is better"),
+    # claims
+    "claims_checked": ("claims", "demographic claims compared with an attribute column"),
+    "claims_consistent": ("claims", "claims naming exactly the segment's majority value"),
+    "claims_unknown": ("claims", "claims marked unknown, vague or not mappable to the column's values"),
+    "contradictions": ("claims", "claims whose mapped values exclude the segment's majority; must be 0"),
+    # distinctness
+    "pair_similarity_mean": (
+        "distinctness",
+        "mean cosine similarity between persona embeddings; lower is better",
+    ),
+    "pair_similarity_max": (
+        "distinctness",
+        "cosine similarity of the most similar persona pair; lower is better",
+    ),
+    "duplicate_names": (
+        "distinctness",
+        "personas sharing a name with an earlier one (case-insensitive); must be 0",
+    ),
+    # representativeness
+    "identification_accuracy": (
+        "representativeness",
+        "share of users whose held-out texts are nearest their own segment's persona; higher is better",
+    ),
+    "identification_text_accuracy": (
+        "representativeness",
+        "same, scored per held-out text rather than per user",
+    ),
+    "identification_chance": ("representativeness", "best constant guess: max(1/k, largest segment's share)"),
+    "identification_lift": ("representativeness", "identification accuracy / chance; >1 beats chance"),
+    # stability
+    "stability_ari": (
+        "stability",
+        "ARI between segmentations of two 90% user subsamples, on shared users; 1 stable",
+    ),
+    "persona_kept": (
+        "stability",
+        "share of the run's segments matched (Jaccard >= 0.5) in every subsample re-run; 1 stable",
+    ),
+    # judge
+    "judge_claims": ("judge", "persona claims the LLM judge scored"),
+    "judge_supported": ("judge", "share of judged claims the judge found supported by representative texts"),
+    # privacy
+    "pii": (
+        "privacy",
+        "PII matches (emails, phones, URLs...) in personas, segments and stored texts; must be 0",
+    ),
+}
+
+
+def metric_group(name: str) -> str:
+    return METRICS[name][0]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Segmentation vs labels
+# ---------------------------------------------------------------------------------------------------
+
+
+def _as_arrays(labels_true: Labels, labels_pred: Labels) -> tuple[np.ndarray, np.ndarray]:
+    y = np.asarray(labels_true, dtype=object).astype(str)
+    p = np.asarray(labels_pred, dtype=int)
+    if len(y) != len(p):
+        raise ValueError(f"labels_true has {len(y)} items, labels_pred {len(p)}")
+    return y, p
+
+
+def coverage(labels_pred: Labels) -> float:
+    """Share of users assigned to a segment (not -1); 1 means nobody left in noise."""
+    p = np.asarray(labels_pred, dtype=int)
+    return float(np.mean(p != NOISE)) if len(p) else 0.0
+
+
+def noise_share(labels_pred: Labels) -> float:
+    """Share of users left in noise (-1); 0 is best, HDBSCAN on text usually leaves 10-40%."""
+    return 1.0 - coverage(labels_pred) if len(labels_pred) else 0.0
+
+
+def adjusted_rand(labels_true: Labels, labels_pred: Labels, *, drop_noise: bool = False) -> float:
+    """Adjusted Rand index of segments vs labels (noise one group, or dropped); 1 perfect, ~0 random."""
+    y, p = _as_arrays(labels_true, labels_pred)
+    if drop_noise:
+        y, p = y[p != NOISE], p[p != NOISE]
+    return float(adjusted_rand_score(y, p)) if len(y) else 0.0
+
+
+def normalized_mutual_info(labels_true: Labels, labels_pred: Labels, *, drop_noise: bool = False) -> float:
+    """Normalised mutual information (arithmetic) of segments vs labels; 1 perfect, ~0 random."""
+    y, p = _as_arrays(labels_true, labels_pred)
+    if drop_noise:
+        y, p = y[p != NOISE], p[p != NOISE]
+    return float(normalized_mutual_info_score(y, p)) if len(y) else 0.0
+
+
+def purity(labels_true: Labels, labels_pred: Labels) -> float:
+    """Share of assigned users carrying their segment's majority label; 1 perfect, 1/k-ish for random."""
+    y, p = _as_arrays(labels_true, labels_pred)
+    mask = p != NOISE
+    if not mask.any():
+        return 0.0
+    table = pd.crosstab(p[mask], y[mask])
+    return float(table.max(axis=1).sum() / mask.sum())
+
+
+def segment_majorities(labels_true: Labels, labels_pred: Labels) -> list[dict[str, Any]]:
+    """Per segment: size, majority label and its share (ties: alphabetically first); noise excluded."""
+    y, p = _as_arrays(labels_true, labels_pred)
+    rows: list[dict[str, Any]] = []
+    for seg in sorted(set(p[p != NOISE].tolist())):
+        counts = Counter(y[p == seg].tolist())
+        top = max(counts.values())
+        label = min(v for v, c in counts.items() if c == top)
+        size = int((p == seg).sum())
+        rows.append({"segment_id": int(seg), "size": size, "majority": label, "share": top / size})
+    return rows
+
+
+def label_metrics(labels_true: Labels, labels_pred: Labels) -> dict[str, float]:
+    """ARI, NMI (noise as a group and dropped), purity and coverage in one dict."""
+    return {
+        "ari": adjusted_rand(labels_true, labels_pred),
+        "ari_assigned": adjusted_rand(labels_true, labels_pred, drop_noise=True),
+        "nmi": normalized_mutual_info(labels_true, labels_pred),
+        "purity": purity(labels_true, labels_pred),
+        "coverage": coverage(labels_pred),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------
+# Internal quality
+# ---------------------------------------------------------------------------------------------------
+
+
+def _sample_assigned(
+    vectors: np.ndarray, labels_pred: Labels, sample_size: int | None, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    p = np.asarray(labels_pred, dtype=int)
+    idx = np.flatnonzero(p != NOISE)
+    if sample_size is not None and len(idx) > sample_size:
+        idx = np.sort(np.random.default_rng(seed).choice(idx, size=sample_size, replace=False))
+    return np.asarray(vectors, dtype=np.float64)[idx], p[idx]
+
+
+def silhouette(
+    vectors: np.ndarray, labels_pred: Labels, *, sample_size: int | None = 2000, seed: int = 0
+) -> float | None:
+    """Cosine silhouette of assigned users (sampled); -1..1, >0.1 is usual for text, None if <2 segments."""
+    x, p = _sample_assigned(vectors, labels_pred, sample_size, seed)
+    n_labels = len(set(p.tolist()))
+    if n_labels < 2 or n_labels >= len(p):
+        return None
+    return float(silhouette_score(x, p, metric="cosine"))
+
+
+def dbcv(
+    vectors: np.ndarray, labels_pred: Labels, *, sample_size: int | None = 2000, seed: int = 0
+) -> float | None:
+    """Density-based cluster validity (hdbscan validity_index, noise kept out); higher is better."""
+    p_all = np.asarray(labels_pred, dtype=int)
+    x, p = _sample_assigned(vectors, p_all, sample_size, seed)
+    counts = Counter(p.tolist())
+    if len(counts) < 2 or min(counts.values()) < 2:
+        return None
+    try:
+        from hdbscan.validity import validity_index
+    except ImportError:  # pragma: no cover - hdbscan is a dependency
+        return None
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        try:
+            score = float(validity_index(x, p))
+        except (ValueError, ZeroDivisionError, FloatingPointError):
+            return None
+    if not np.isfinite(score):
+        return None
+    # validity_index weighs clusters by size / all points it saw; scale by coverage so noise counts.
+    return score * coverage(p_all)
+
+
+def internal_metrics(
+    vectors: np.ndarray, labels_pred: Labels, *, sample_size: int | None = 2000, seed: int = 0
+) -> dict[str, float | None]:
+    """Noise share, segment count, silhouette and DBCV of one segmentation."""
+    p = np.asarray(labels_pred, dtype=int)
+    return {
+        "coverage": coverage(p),
+        "noise_share": noise_share(p),
+        "n_segments": float(len(set(p[p != NOISE].tolist()))),
+        "silhouette": silhouette(vectors, p, sample_size=sample_size, seed=seed),
+        "dbcv": dbcv(vectors, p, sample_size=sample_size, seed=seed),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------
+# Grounding
+# ---------------------------------------------------------------------------------------------------
+
+_WS = re.compile(r"\s+")
+
+
+def normalize_ws(text: str) -> str:
+    """NFC and collapse whitespace runs to one space, as the persona quote gate does."""
+    return _WS.sub(" ", unicodedata.normalize("NFC", text)).strip()
+
+
+def is_verbatim(quote: str, source: str) -> bool:
+    """True when `quote` (non-empty) occurs in `source` after whitespace normalisation; case-sensitive."""
+    q = normalize_ws(quote)
+    return bool(q) and q in normalize_ws(source)
+
+
+@dataclass(frozen=True)
+class SourceText:
+    """What grounding needs to know about one stored text."""
+
+    text: str
+    user_id: str
+    segment_id: int
+
+
+def quote_checks(personas: Sequence[Persona], sources: Mapping[str, SourceText]) -> list[dict[str, Any]]:
+    """One record per kept quote: does its text id exist, is it verbatim there, in segment, by the user."""
+    rows: list[dict[str, Any]] = []
+    for persona in personas:
+        for q in persona.quotes:
+            src = sources.get(q.text_id)
+            rows.append(
+                {
+                    "persona_id": persona.persona_id,
+                    "segment_id": persona.segment_id,
+                    "text_id": q.text_id,
+                    "quote": q.text,
+                    "exists": src is not None,
+                    "verbatim": src is not None and is_verbatim(q.text, src.text),
+                    "in_segment": src is not None and src.segment_id == persona.segment_id,
+                    "same_user": src is not None and src.user_id == q.user_id,
+                }
+            )
+    return rows
+
+
+def citation_checks(personas: Sequence[Persona], sources: Mapping[str, SourceText]) -> list[dict[str, Any]]:
+    """One record per cited text id (quotes and demographic evidence): exists and belongs to the segment."""
+    rows: list[dict[str, Any]] = []
+    for persona in personas:
+        cited: list[tuple[str, str, str | None]] = [("quote", q.text_id, q.user_id) for q in persona.quotes]
+        for field_name, est in persona.demographics:
+            cited.extend((f"demographics.{field_name}", tid, None) for tid in est.text_ids)
+        for where, tid, user in cited:
+            src = sources.get(tid)
+            ok = (
+                src is not None
+                and src.segment_id == persona.segment_id
+                and (user is None or src.user_id == user)
+            )
+            rows.append({"persona_id": persona.persona_id, "where": where, "text_id": tid, "valid": ok})
+    return rows
+
+
+def grounding_metrics(
+    personas: Sequence[Persona], sources: Mapping[str, SourceText]
+) -> dict[str, float | None]:
+    """Share of quotes verified verbatim, share of valid citations, and quotes dropped by the gate."""
+    quotes = quote_checks(personas, sources)
+    cites = citation_checks(personas, sources)
+    dropped = sum(len(p.provenance.quotes_removed) for p in personas)
+    proposed = sum(p.provenance.quotes_proposed for p in personas)
+    return {
+        "quotes_total": float(len(quotes)),
+        "quote_verified": float(np.mean([r["verbatim"] for r in quotes])) if quotes else None,
+        "citation_valid": float(np.mean([r["valid"] for r in cites])) if cites else None,
+        "quotes_dropped": float(dropped),
+        "quotes_dropped_share": dropped / proposed if proposed else None,
+    }
+
+
+# ---------------------------------------------------------------------------------------------------
+# Distinctness
+# ---------------------------------------------------------------------------------------------------
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.where(norms == 0, 1.0, norms)
+
+
+def pairwise_similarity(vectors: np.ndarray) -> np.ndarray:
+    """Cosine similarity matrix of persona vectors (rows re-normalised)."""
+    u = _unit(vectors)
+    return u @ u.T
+
+
+def distinctness(vectors: np.ndarray, ids: Sequence[str]) -> dict[str, Any]:
+    """Mean and max off-diagonal cosine between personas and the closest pair; lower is more distinct."""
+    n = len(ids)
+    if n < 2:
+        return {"pair_similarity_mean": None, "pair_similarity_max": None, "closest_pair": None}
+    sim = pairwise_similarity(vectors)
+    iu = np.triu_indices(n, k=1)
+    vals = sim[iu]
+    best = int(np.argmax(vals))
+    i, j = int(iu[0][best]), int(iu[1][best])
+    return {
+        "pair_similarity_mean": float(vals.mean()),
+        "pair_similarity_max": float(vals[best]),
+        "closest_pair": [ids[i], ids[j]],
+    }
+
+
+def duplicate_names(names: Sequence[str]) -> list[str]:
+    """Names that repeat an earlier persona's name (case, accents and spacing ignored); [] is good."""
+    seen: set[str] = set()
+    dups: list[str] = []
+    for name in names:
+        key = unicodedata.normalize("NFKD", normalize_ws(name)).casefold()
+        key = "".join(ch for ch in key if not unicodedata.combining(ch))
+        if key in seen:
+            dups.append(name)
+        seen.add(key)
+    return dups
+
+
+# ---------------------------------------------------------------------------------------------------
+# Representativeness
+# ---------------------------------------------------------------------------------------------------
+
+
+def persona_identification(
+    text_vectors: np.ndarray,
+    text_users: Labels,
+    text_segments: Labels,
+    persona_vectors: np.ndarray,
+    persona_segments: Sequence[int],
+) -> dict[str, float | None]:
+    """Is each user's nearest persona (mean held-out text vector) their own segment's? vs the best guess."""
+    segs = np.asarray(text_segments, dtype=int)
+    pseg = np.asarray(persona_segments, dtype=int)
+    keep = np.isin(segs, pseg)
+    empty: dict[str, float | None] = {
+        "identification_accuracy": None,
+        "identification_text_accuracy": None,
+        "identification_chance": None,
+        "identification_lift": None,
+        "identification_users": 0.0,
+    }
+    if len(pseg) < 2 or not keep.any():
+        return empty
+    tv = _unit(np.asarray(text_vectors)[keep])
+    users = np.asarray(text_users, dtype=object)[keep]
+    segs = segs[keep]
+    pv = _unit(persona_vectors)
+    text_hit = pseg[np.argmax(tv @ pv.T, axis=1)] == segs
+
+    frame = pd.DataFrame({"user": users, "seg": segs, "row": np.arange(len(users))})
+    grouped = frame.groupby("user", sort=True)
+    user_seg = grouped["seg"].first().to_numpy()
+    user_vec = np.vstack([tv[rows].mean(axis=0) for rows in grouped["row"].apply(list)])
+    user_hit = pseg[np.argmax(_unit(user_vec) @ pv.T, axis=1)] == user_seg
+
+    majority = Counter(user_seg.tolist()).most_common(1)[0][1] / len(user_seg)
+    chance = max(1.0 / len(set(pseg.tolist())), majority)
+    acc = float(user_hit.mean())
+    return {
+        "identification_accuracy": acc,
+        "identification_text_accuracy": float(text_hit.mean()),
+        "identification_chance": float(chance),
+        "identification_lift": acc / chance,
+        "identification_users": float(len(user_seg)),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------
+# Privacy
+# ---------------------------------------------------------------------------------------------------
+
+PiiFinder = Callable[[str], list[tuple[str, str]]]
+
+_FALLBACK_PATTERNS: dict[str, re.Pattern[str]] = {
+    "email": re.compile(r"[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"),
+    "url": re.compile(r"\b(?:https?://|ftp://|www\.)[^\s<>\"']+", re.IGNORECASE),
+    "phone": re.compile(
+        r"(?<![\w.])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)[\s.-]?|\d{3}[\s.-])\d{3,4}[\s.-]\d{4}(?![\w])"
+        r"|(?<!\d)1[3-9]\d{9}(?!\d)"
+    ),
+}
+
+
+def fallback_find_pii(text: str) -> list[tuple[str, str]]:
+    """Minimal email / URL / phone finder used only when persona_llm.pii is not available."""
+    return [(kind, m.group(0)) for kind, pat in _FALLBACK_PATTERNS.items() for m in pat.finditer(text)]
+
+
+def default_pii_finder() -> PiiFinder:
+    """The project's `persona_llm.pii.find_pii` when importable, else the minimal fallback."""
+    try:
+        from persona_llm.pii import find_pii
+    except ImportError:
+        return fallback_find_pii
+    return find_pii  # type: ignore[no-any-return]
+
+
+def mask(match: str) -> str:
+    """Keep the first and last character so a report locates a leak without repeating it."""
+    return match[0] + "*" * max(len(match) - 2, 1) + match[-1] if len(match) > 2 else "*" * len(match)
+
+
+def pii_findings(items: Iterable[tuple[str, str]], finder: PiiFinder | None = None) -> list[dict[str, str]]:
+    """PII matches in (where, text) items, with masked matches; [] is the only acceptable result."""
+    find = finder or default_pii_finder()
+    out: list[dict[str, str]] = []
+    for where, text in items:
+        if not text:
+            continue
+        out.extend({"where": where, "kind": kind, "match": mask(match)} for kind, match in find(text))
+    return out
+
+
+def persona_strings(persona: Persona) -> Iterable[tuple[str, str]]:
+    """Every string a persona shows to a reader, with a JSON-ish path (provenance excluded)."""
+
+    def walk(value: Any, path: str) -> Iterable[tuple[str, str]]:
+        if isinstance(value, str):
+            yield path, value
+        elif isinstance(value, Mapping):
+            for k, v in value.items():
+                yield from walk(v, f"{path}.{k}")
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                yield from walk(v, f"{path}[{i}]")
+
+    data = persona.model_dump(exclude={"provenance"})
+    yield from walk(data, persona.persona_id)

@@ -1,0 +1,694 @@
+"""Evaluate a run directory: load it, call the metric functions, write `eval.json`, check thresholds.
+
+    report = evaluate_run("runs/x", labels="age_group")            # every group whose inputs exist
+    report = evaluate_run("runs/x", None, load_suite("evals/suites/ci.toml"), embedder=emb)
+    failures = check_thresholds(report, suite)                      # [] means the suite passed
+
+`run_suite` builds runs from the shared data with a pipeline callable (so it does not depend on the
+pipeline's internals) and evaluates each; `write_bench_report` writes the dated benchmark record.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import importlib.metadata
+import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, Field
+
+from persona_llm.errors import ConfigError, InputError
+from persona_llm.evaluation import claims as claims_mod
+from persona_llm.evaluation import metrics as m
+from persona_llm.evaluation.judge import JudgeRecord, LLMJudge, judge_metrics
+from persona_llm.evaluation.stability import SegmentFn, stability
+from persona_llm.evaluation.suite import GROUPS, Suite, load_dataset, load_suite, shared_data_dir
+from persona_llm.segments import SegmentSet
+
+EVAL_SCHEMA_VERSION = "1"
+EVAL_FILE = "eval.json"
+
+Pipeline = Callable[[pd.DataFrame, Path, int], Any]
+"""Builds a run directory (segments and personas) from a texts frame: pipeline(texts, run_dir, seed)."""
+
+
+class Failure(BaseModel):
+    """A missed threshold (or a thresholded metric that could not be computed)."""
+
+    metric: str
+    bound: Literal["min", "max"]
+    threshold: float
+    value: float | None
+    message: str
+
+
+class EvalReport(BaseModel):
+    """Everything one evaluation measured; `eval.json` in the run directory."""
+
+    schema_version: str = EVAL_SCHEMA_VERSION
+    run_id: str
+    run_dir: str
+    dataset: str | None = None
+    suite: str | None = None
+    labels: str | None = None
+    created_at: str
+    version: str
+    metrics: dict[str, float | None] = Field(default_factory=dict)
+    details: dict[str, Any] = Field(default_factory=dict)
+    skipped: dict[str, str] = Field(default_factory=dict, description="metric group -> why it did not run")
+    notes: list[str] = Field(default_factory=list)
+    failures: list[Failure] = Field(default_factory=list)
+    seconds: dict[str, float] = Field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+
+class SuiteResult(BaseModel):
+    suite: str
+    created_at: str
+    reports: list[EvalReport]
+
+    @property
+    def failures(self) -> list[tuple[str, Failure]]:
+        return [(r.dataset or r.run_id, f) for r in self.reports for f in r.failures]
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("persona-llm")
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Loading a run directory
+# ---------------------------------------------------------------------------------------------------
+
+
+class RunData:
+    """The parts of a run directory evaluation reads; optional parts are None when absent."""
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.run_dir = Path(run_dir)
+        if not self.run_dir.is_dir():
+            raise InputError("run directory not found", path=str(self.run_dir))
+        segments_path = self._required("segments.json")
+        try:
+            self.segments = SegmentSet.model_validate_json(segments_path.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise InputError(f"not a valid segment set: {exc}", path=str(segments_path)) from exc
+        self.assignments = pd.read_csv(self._required("assignments.csv"), dtype={"user_id": str})
+        for col in ("user_id", "segment_id"):
+            if col not in self.assignments.columns:
+                raise InputError("missing column", path=str(self.run_dir / "assignments.csv"), column=col)
+        self.assignments["segment_id"] = self.assignments["segment_id"].astype(int)
+        texts_path = self.run_dir / "texts.parquet"
+        self.texts: pd.DataFrame | None = None
+        if texts_path.exists():
+            texts = pd.read_parquet(texts_path)
+            self.texts = texts.assign(
+                user_id=texts["user_id"].astype(str), text_id=texts["text_id"].astype(str)
+            )
+        self.user_embeddings = self._array("user_embeddings.npy", len(self.assignments))
+        self.text_embeddings = (
+            self._array("text_embeddings.npy", len(self.texts)) if self.texts is not None else None
+        )
+        self.personas: list[Any] | None = None
+        personas_path = self.run_dir / "personas.json"
+        if personas_path.exists():
+            from persona_llm.personas.schema import load_personas
+
+            try:
+                self.personas = list(load_personas(personas_path))
+            except ValueError as exc:
+                raise InputError(f"not a valid list of personas: {exc}", path=str(personas_path)) from exc
+        manifest = self.run_dir / "manifest.json"
+        self.manifest: dict[str, Any] = (
+            json.loads(manifest.read_text(encoding="utf-8")) if manifest.exists() else {}
+        )
+
+    def _required(self, name: str) -> Path:
+        path = self.run_dir / name
+        if not path.exists():
+            raise InputError(f"missing {name}: is this a persona-llm run directory?", path=str(path))
+        return path
+
+    def _array(self, name: str, rows: int) -> np.ndarray | None:
+        path = self.run_dir / name
+        if not path.exists():
+            return None
+        arr = np.load(path)
+        if arr.ndim != 2 or len(arr) != rows:
+            raise InputError(f"has shape {arr.shape}, expected {rows} rows", path=str(path))
+        return arr
+
+    def user_segments(self) -> pd.Series:
+        return self.assignments.drop_duplicates("user_id").set_index("user_id")["segment_id"]
+
+    def user_column(self, column: str) -> pd.Series:
+        """One value per user for `column`, from assignments.csv or else the majority over texts.parquet."""
+        if column in self.assignments.columns:
+            return (
+                self.assignments.drop_duplicates("user_id").set_index("user_id")[column].dropna().astype(str)
+            )
+        if self.texts is not None and column in self.texts.columns:
+            return claims_mod.user_attribute(self.texts, column)
+        available = sorted(
+            set(self.assignments.columns) | set(self.texts.columns if self.texts is not None else [])
+        )
+        raise ConfigError(
+            f"column {column!r} is in neither assignments.csv nor texts.parquet; columns: {available}"
+        )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Evaluation
+# ---------------------------------------------------------------------------------------------------
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(time.perf_counter() - start, 3)
+
+
+def _sources(run: RunData) -> dict[str, m.SourceText]:
+    assert run.texts is not None
+    seg_of = run.user_segments()
+    segs = run.texts["user_id"].map(seg_of)
+    if "segment_id" in run.texts.columns:
+        segs = segs.fillna(run.texts["segment_id"])
+    segs = segs.fillna(m.NOISE).astype(int)
+    return {
+        tid: m.SourceText(text=str(text), user_id=uid, segment_id=int(seg))
+        for tid, text, uid, seg in zip(
+            run.texts["text_id"], run.texts["text"], run.texts["user_id"], segs, strict=True
+        )
+    }
+
+
+def _cited_ids(personas: list[Any]) -> set[str]:
+    ids: set[str] = set()
+    for p in personas:
+        ids.update(q.text_id for q in p.quotes)
+        for _, est in p.demographics:
+            ids.update(est.text_ids)
+    return ids
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    labels: str | None = None,
+    suite: Suite | None = None,
+    embedder: Any = None,
+    judge: Any = None,
+    *,
+    segment_fn: SegmentFn | None = None,
+    dataset: str | None = None,
+    negative_control: str | None = None,
+    pii_finder: m.PiiFinder | None = None,
+    write: bool = True,
+) -> EvalReport:
+    """Evaluate one run directory; writes `<run_dir>/eval.json` unless write=False.
+
+    labels: a user label column (assignments.csv or texts.parquet) for the labels group.
+    suite: chooses metric groups, options and thresholds (failures are filled in); None = all groups.
+    embedder: `.encode(texts) -> unit vectors`, the run's model, for distinctness and identification.
+    judge: a ChatModel or callable(messages) -> str for the optional LLM judge.
+    segment_fn: segment_fn(texts_frame, seed) -> assignments frame, for stability.
+    dataset: suite data set name, to pick its thresholds, labels and negative control.
+    """
+    run = RunData(run_dir)
+    ds = suite.dataset(dataset) if suite is not None else None
+    labels = labels or (ds.labels if ds else None)
+    negative_control = negative_control or (ds.negative_control if ds else None)
+    opts = suite.options if suite is not None else None
+    seed = opts.seed if opts else 0
+    groups = suite.metrics if suite is not None else list(GROUPS)
+
+    report = EvalReport(
+        run_id=run.segments.run_id,
+        run_dir=str(run.run_dir),
+        dataset=dataset,
+        suite=suite.name if suite else None,
+        labels=labels,
+        created_at=_now(),
+        version=_version(),
+    )
+    timer = _Timer()
+    personas = run.personas
+
+    def skip(group: str, why: str) -> None:
+        report.skipped[group] = why
+
+    seg_of = run.user_segments()
+    pred = run.assignments["segment_id"].to_numpy()
+
+    # -- segmentation vs labels --------------------------------------------------------------------
+    if "labels" in groups:
+        if not labels and not negative_control:
+            skip("labels", "no label column given (--labels)")
+        with timer("labels"):
+            for column, prefix in ((labels, ""), (negative_control, "control_")):
+                if not column:
+                    continue
+                user_labels = run.user_column(column)
+                users = seg_of.index.intersection(user_labels.index)
+                if len(users) < len(seg_of):
+                    report.notes.append(
+                        f"{len(seg_of) - len(users)} users have no {column!r} value; left out"
+                    )
+                y, p = user_labels.loc[users].to_numpy(), seg_of.loc[users].to_numpy()
+                if prefix:
+                    report.metrics["control_ari"] = m.adjusted_rand(y, p)
+                    report.metrics["control_nmi"] = m.normalized_mutual_info(y, p)
+                else:
+                    report.metrics.update(m.label_metrics(y, p))
+                    report.details["segment_majorities"] = m.segment_majorities(y, p)
+
+    # -- internal quality --------------------------------------------------------------------------
+    if "internal" in groups:
+        with timer("internal"):
+            if run.user_embeddings is None:
+                report.metrics.update({"coverage": m.coverage(pred), "noise_share": m.noise_share(pred)})
+                skip("internal", "no user_embeddings.npy: silhouette and DBCV not computed")
+            else:
+                sample = opts.silhouette_sample if opts else 2000
+                report.metrics.update(
+                    m.internal_metrics(run.user_embeddings, pred, sample_size=sample, seed=seed)
+                )
+
+    # -- persona groups ----------------------------------------------------------------------------
+    persona_groups = [
+        g for g in ("grounding", "claims", "distinctness", "representativeness", "judge") if g in groups
+    ]
+    if personas is None:
+        for g in persona_groups:
+            skip(g, "no personas.json in the run")
+        personas = []
+    else:
+        report.details["personas"] = [
+            {"persona_id": p.persona_id, "segment_id": p.segment_id, "name": p.name} for p in personas
+        ]
+
+    if personas and "grounding" in groups:
+        if run.texts is None:
+            skip("grounding", "no texts.parquet in the run")
+        else:
+            with timer("grounding"):
+                sources = _sources(run)
+                report.metrics.update(m.grounding_metrics(personas, sources))
+                bad_quotes = [
+                    r for r in m.quote_checks(personas, sources) if not (r["verbatim"] and r["in_segment"])
+                ]
+                bad_cites = [r for r in m.citation_checks(personas, sources) if not r["valid"]]
+                report.details["grounding"] = {
+                    "failed_quotes": bad_quotes,
+                    "invalid_citations": bad_cites,
+                    "dropped_by_gate": [
+                        {"persona_id": p.persona_id, **r.model_dump()}
+                        for p in personas
+                        for r in p.provenance.quotes_removed
+                    ],
+                }
+
+    if personas and "claims" in groups:
+        with timer("claims"):
+            members = run.assignments[["user_id", "segment_id"]].drop_duplicates("user_id")
+            candidates = {c for cols in claims_mod.FIELD_COLUMNS.values() for c in cols}
+            available = set(run.assignments.columns) | set(run.texts.columns if run.texts is not None else [])
+            for column in sorted(c for c in available if c.lower() in candidates):
+                members = members.merge(
+                    run.user_column(column).rename(column), left_on="user_id", right_index=True, how="left"
+                )
+                if column == "age":
+                    members["age"] = pd.to_numeric(members["age"], errors="coerce")
+            checks = claims_mod.check_claims(personas, members)
+            if not checks:
+                skip("claims", "no attribute column matches a demographic field (age_group, gender, ...)")
+            else:
+                report.metrics.update(claims_mod.claim_metrics(checks))
+                report.details["claims"] = [c.as_dict() for c in checks]
+                report.details["contradictions"] = [
+                    c.as_dict() for c in checks if c.status == "contradiction"
+                ]
+
+    persona_vectors: np.ndarray | None = None
+    if personas and ("distinctness" in groups or "representativeness" in groups):
+        report.metrics["duplicate_names"] = float(len(m.duplicate_names([p.name for p in personas])))
+        report.details["duplicate_names"] = m.duplicate_names([p.name for p in personas])
+        if embedder is not None:
+            persona_vectors = np.asarray(
+                embedder.encode([p.embedding_text() for p in personas]), dtype=np.float64
+            )
+
+    if personas and "distinctness" in groups:
+        with timer("distinctness"):
+            if persona_vectors is None:
+                skip("distinctness", "no embedder: pair similarity not computed (duplicate names were)")
+            else:
+                d = m.distinctness(persona_vectors, [p.persona_id for p in personas])
+                report.details["closest_pair"] = d.pop("closest_pair")
+                report.metrics.update(d)
+
+    if personas and "representativeness" in groups:
+        with timer("representativeness"):
+            why = None
+            if persona_vectors is None:
+                why = "no embedder"
+            elif run.texts is None or run.text_embeddings is None:
+                why = "no texts.parquet / text_embeddings.npy"
+            elif persona_vectors.shape[1] != run.text_embeddings.shape[1]:
+                why = (
+                    f"embedder dimension {persona_vectors.shape[1]} differs from the run's "
+                    f"{run.text_embeddings.shape[1]}: use the run's embedding model"
+                )
+            if why:
+                skip("representativeness", why)
+            else:
+                assert (
+                    run.texts is not None and run.text_embeddings is not None and persona_vectors is not None
+                )
+                excluded = _cited_ids(personas) | {
+                    t for s in run.segments.segments for t in s.representative_text_ids
+                }
+                frame = run.texts[["text_id", "user_id"]].assign(row=np.arange(len(run.texts)))
+                frame = frame[~frame["text_id"].isin(excluded)]
+                frame = frame.assign(segment_id=frame["user_id"].map(seg_of))
+                frame = frame[frame["segment_id"].notna() & (frame["segment_id"] != m.NOISE)]
+                per_user = opts.heldout_texts_per_user if opts else 5
+                frame = (
+                    frame.sample(frac=1.0, random_state=seed).groupby("user_id", sort=False).head(per_user)
+                )
+                frame = frame.sort_values("row")
+                ident = m.persona_identification(
+                    run.text_embeddings[frame["row"].to_numpy()],
+                    frame["user_id"].to_numpy(),
+                    frame["segment_id"].astype(int).to_numpy(),
+                    persona_vectors,
+                    [p.segment_id for p in personas],
+                )
+                report.details["identification_users"] = ident.pop("identification_users")
+                report.metrics.update(ident)
+
+    # -- stability ---------------------------------------------------------------------------------
+    if "stability" in groups:
+        if segment_fn is None:
+            skip("stability", "no segment_fn given (needs the pipeline to re-segment)")
+        elif run.texts is None:
+            skip("stability", "no texts.parquet in the run")
+        else:
+            with timer("stability"):
+                core = [c for c in run.texts.columns if c != "segment_id"]
+                result = stability(
+                    run.texts[core],
+                    segment_fn,
+                    reference=run.assignments[["user_id", "segment_id"]],
+                    segment_ids=[p.segment_id for p in personas] if personas else None,
+                    fraction=opts.stability_fraction if opts else 0.9,
+                    seeds=opts.stability_seeds if opts else (1, 2),
+                    min_jaccard=opts.min_jaccard if opts else 0.5,
+                )
+                report.metrics["stability_ari"] = result.pop("stability_ari")
+                report.metrics["persona_kept"] = result.pop("persona_kept")
+                report.details["stability"] = result
+
+    # -- judge -------------------------------------------------------------------------------------
+    if personas and "judge" in groups:
+        if judge is None:
+            skip("judge", "no judge model given (optional)")
+        else:
+            with timer("judge"):
+                llm_judge = judge if isinstance(judge, LLMJudge) else LLMJudge(judge)
+                records: list[JudgeRecord] = []
+                for p in personas:
+                    try:
+                        reps = [r.text for r in run.segments.get(p.segment_id).representatives]
+                    except KeyError:
+                        reps = []
+                    records.extend(llm_judge.judge_persona(p, reps))
+                report.metrics.update(judge_metrics(records))
+                report.details["judge"] = {
+                    "model": llm_judge.model_id,
+                    "records": [r.model_dump() for r in records],
+                }
+
+    # -- privacy -----------------------------------------------------------------------------------
+    if "privacy" in groups:
+        with timer("privacy"):
+            items: list[tuple[str, str]] = []
+            for p in personas:
+                items.extend(m.persona_strings(p))
+            for s in run.segments.segments:
+                items.extend(
+                    (f"segments[{s.segment_id}].representatives.{r.text_id}", r.text)
+                    for r in s.representatives
+                )
+                items.extend((f"segments[{s.segment_id}].keywords", k.term) for k in s.keywords)
+            if run.texts is not None:
+                items.extend(
+                    zip("texts.parquet:" + run.texts["text_id"], run.texts["text"].astype(str), strict=True)
+                )
+            findings = m.pii_findings(items, pii_finder)
+            report.metrics["pii"] = float(len(findings))
+            report.details["pii"] = findings[:200]
+
+    report.seconds = timer.seconds
+    if suite is not None:
+        report.failures = check_thresholds(report, suite)
+    if write:
+        write_report(report, run.run_dir)
+    return report
+
+
+def write_report(report: EvalReport, run_dir: str | Path) -> Path:
+    """Write `eval.json` (pretty, UTF-8) into the run directory."""
+    path = Path(run_dir) / EVAL_FILE
+    path.write_text(report.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def load_report(path: str | Path) -> EvalReport:
+    """Read an `eval.json` (or the one in a run directory)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / EVAL_FILE
+    return EvalReport.model_validate_json(path.read_text(encoding="utf-8"))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Thresholds
+# ---------------------------------------------------------------------------------------------------
+
+
+def check_thresholds(report: EvalReport, suite: Suite) -> list[Failure]:
+    """Every `<metric>_min` / `<metric>_max` the report misses; a thresholded metric not computed fails."""
+    failures: list[Failure] = []
+    for key, limit in sorted(suite.thresholds_for(report.dataset).items()):
+        name, _, side = key.rpartition("_")
+        bound: Literal["min", "max"] = "min" if side == "min" else "max"
+        value = report.metrics.get(name)
+        group = m.metric_group(name)
+        if value is None or (isinstance(value, float) and np.isnan(value)):
+            why = report.skipped.get(group, "not computed")
+            failures.append(
+                Failure(
+                    metric=name,
+                    bound=bound,
+                    threshold=limit,
+                    value=None,
+                    message=f"{name} not computed: {why}",
+                )
+            )
+            continue
+        missed = value < limit - 1e-9 if bound == "min" else value > limit + 1e-9
+        if missed:
+            op = ">=" if bound == "min" else "<="
+            failures.append(
+                Failure(
+                    metric=name,
+                    bound=bound,
+                    threshold=limit,
+                    value=value,
+                    message=f"{name} = {value:.4g}, needs {op} {limit:g}",
+                )
+            )
+    return failures
+
+
+def summary_rows(report: EvalReport, suite: Suite | None = None) -> list[dict[str, Any]]:
+    """Rows for a table: group, metric, value, threshold text and status (ok / FAIL / "")."""
+    thresholds = suite.thresholds_for(report.dataset) if suite is not None else {}
+    failed = {f.metric for f in report.failures}
+    rows = []
+    names = [
+        n for n in m.METRICS if n in report.metrics or f"{n}_min" in thresholds or f"{n}_max" in thresholds
+    ]
+    for name in names:
+        value = report.metrics.get(name)
+        limits = [f">= {thresholds[name + '_min']:g}"] if f"{name}_min" in thresholds else []
+        limits += [f"<= {thresholds[name + '_max']:g}"] if f"{name}_max" in thresholds else []
+        status = "FAIL" if name in failed else ("ok" if limits else "")
+        rows.append(
+            {
+                "group": m.metric_group(name),
+                "metric": name,
+                "value": value,
+                "threshold": ", ".join(limits),
+                "status": status,
+                "description": m.METRICS[name][1],
+            }
+        )
+    return rows
+
+
+def format_value(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    if float(value).is_integer() and abs(value) >= 1:
+        return str(int(value))
+    return f"{value:.3f}"
+
+
+def eval_section_html(report: EvalReport, suite: Suite | None = None) -> str:
+    """A self-contained HTML <section> for the run report: metric table, failures, contradictions."""
+    esc = html.escape
+    rows = "\n".join(
+        f"<tr class='{esc(r['status'].lower())}'><td>{esc(r['group'])}</td>"
+        f"<td title='{esc(r['description'])}'>"
+        f"{esc(r['metric'])}</td><td>{esc(format_value(r['value']))}</td><td>{esc(r['threshold'])}</td>"
+        f"<td>{esc(r['status'])}</td></tr>"
+        for r in summary_rows(report, suite)
+    )
+    parts = [
+        "<section class='eval'>",
+        f"<h2>Evaluation</h2><p>{esc(report.created_at)} · persona-llm {esc(report.version)}"
+        + (f" · suite {esc(report.suite)}" if report.suite else "")
+        + (f" · labels {esc(report.labels)}" if report.labels else "")
+        + "</p>",
+        "<table><thead><tr><th>group</th><th>metric</th><th>value</th><th>threshold</th><th></th></tr></thead>"
+        f"<tbody>{rows}</tbody></table>",
+    ]
+    if report.failures:
+        parts.append("<h3>Missed thresholds</h3><ul>")
+        parts += [f"<li>{esc(f.message)}</li>" for f in report.failures]
+        parts.append("</ul>")
+    contradictions = report.details.get("contradictions") or []
+    if contradictions:
+        parts.append("<h3>Contradicted claims</h3><ul>")
+        parts += [
+            f"<li>{esc(c['persona_id'])}: {esc(c['field'])} “{esc(c['claim'])}” but the segment's majority "
+            f"{esc(c['column'])} is {esc(', '.join(c['majority']))} ({c['majority_share']:.0%})</li>"
+            for c in contradictions
+        ]
+        parts.append("</ul>")
+    if report.skipped:
+        parts.append("<h3>Not run</h3><ul>")
+        parts += [f"<li>{esc(g)}: {esc(why)}</li>" for g, why in report.skipped.items()]
+        parts.append("</ul>")
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Suites on shared data
+# ---------------------------------------------------------------------------------------------------
+
+
+def run_suite(
+    suite: Suite | str | Path,
+    workdir: str | Path,
+    pipeline: Pipeline,
+    *,
+    segment_fn: SegmentFn | None = None,
+    embedder: Any = None,
+    judge: Any = None,
+    data_dir: str | Path | None = None,
+    write_bench: bool | None = None,
+) -> SuiteResult:
+    """Build one run per suite data set with `pipeline(texts, run_dir, seed)`, evaluate and check each.
+
+    Runs go to `<workdir>/<dataset>/`. With `write_bench` (default: when the suite has a report_dir),
+    a dated JSON + Markdown record is written there (the full suite's is bench/results/).
+    """
+    if not isinstance(suite, Suite):
+        suite = load_suite(suite)
+    if not suite.datasets:
+        raise ConfigError(f"suite {suite.name!r} lists no [[datasets]]")
+    data = Path(data_dir) if data_dir is not None else shared_data_dir(suite)
+    reports = []
+    for ds in suite.datasets:
+        texts = load_dataset(ds, data)
+        run_dir = Path(workdir) / ds.key
+        run_dir.mkdir(parents=True, exist_ok=True)
+        built = pipeline(texts, run_dir, ds.seed)
+        if isinstance(built, (str, Path)):
+            run_dir = Path(built)
+        report = evaluate_run(
+            run_dir,
+            ds.labels,
+            suite,
+            embedder,
+            judge,
+            segment_fn=segment_fn,
+            dataset=ds.key,
+            negative_control=ds.negative_control,
+        )
+        if ds.source == "online_shopping_10_cats":
+            report.notes.append(
+                f"pseudo-users: groups of {ds.texts_per_user} reviews of one category "
+                "(the set has no user ids)"
+            )
+            write_report(report, run_dir)
+        reports.append(report)
+    result = SuiteResult(suite=suite.name, created_at=_now(), reports=reports)
+    if write_bench or (write_bench is None and suite.report_dir):
+        base = Path(suite.path).parent if suite.path else Path.cwd()
+        write_bench_report(result, base / (suite.report_dir or "."))
+    return result
+
+
+def write_bench_report(result: SuiteResult, out_dir: str | Path) -> Path:
+    """Write `<date>-<suite>.json` (all reports) and `.md` (a metric table per data set); returns the JSON."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
+    json_path = out / f"{stamp}-{result.suite}.json"
+    json_path.write_text(result.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    lines = [f"# {result.suite} suite, {result.created_at}", ""]
+    for r in result.reports:
+        lines += [
+            f"## {r.dataset or r.run_id} ({'pass' if r.passed else 'FAIL'})",
+            "",
+            "| metric | value |",
+            "|---|---|",
+        ]
+        lines += [f"| {k} | {format_value(v)} |" for k, v in r.metrics.items()]
+        lines += [f"- FAIL: {f.message}" for f in r.failures]
+        lines += [f"- note: {n}" for n in r.notes] + [""]
+    json_path.with_suffix(".md").write_text("\n".join(lines), encoding="utf-8")
+    return json_path

@@ -1,0 +1,405 @@
+"""evaluate_run on a hand-built run directory, thresholds, the `eval` CLI command and run_suite."""
+
+from __future__ import annotations
+
+import json
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from persona_llm.cli_eval import register
+from persona_llm.evaluation.runner import (
+    EvalReport,
+    check_thresholds,
+    eval_section_html,
+    evaluate_run,
+    load_report,
+    run_suite,
+)
+from persona_llm.evaluation.suite import Suite, load_suite
+from persona_llm.personas.schema import Persona
+from persona_llm.segments import Representative, Segment, SegmentQuality, SegmentSet
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_persona(
+    segment_id: int, *, name: str, age: str, gender: str, words: str, quotes: list[tuple[str, str, str]]
+) -> Persona:
+    """A stored Persona from the hand-made case evals/cases/persona.json; quotes: (text_id, user_id, text)."""
+    data = json.loads((ROOT / "evals" / "cases" / "persona.json").read_text(encoding="utf-8"))
+    data.update(
+        persona_id=f"p{segment_id}",
+        segment_id=segment_id,
+        name=name,
+        tagline=words,
+        summary=f"People who write about {words}.",
+        interests=words.split()[:3],
+        goals=["a goal"],
+        pain_points=["a pain"],
+        keywords=words.split(),
+        quotes=[{"text_id": t, "user_id": u, "text": q} for t, u, q in quotes],
+    )
+    data["demographics"]["age_group"]["value"] = age
+    data["demographics"]["gender"]["value"] = gender
+    data["provenance"]["quotes_proposed"] = len(quotes)
+    return Persona.model_validate(data)
+
+
+class HashEmbedder:
+    """Deterministic bag-of-words embedder: tokens hashed into 64 dims, unit rows."""
+
+    model_id = "fake-hash-64"
+
+    def encode(self, texts: list[str], **_: Any) -> np.ndarray:
+        out = np.zeros((len(texts), 64), dtype=np.float32)
+        for i, text in enumerate(texts):
+            for tok in text.lower().split():
+                out[i, zlib.crc32(tok.strip(".,;:").encode()) % 64] += 1.0
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return out / np.where(norms == 0, 1, norms)
+
+
+# Three segments with their own words and demographics, plus two noise users.
+SEGMENT_TEXTS = {
+    0: ("skate school homework exam", "13-17", "male"),
+    1: ("mortgage garden commute daycare", "33-48", "female"),
+    2: ("gigs startup flatmate brunch", "23-27", "female"),
+}
+
+
+def hand_made_texts() -> tuple[pd.DataFrame, dict[str, int]]:
+    rows, seg_of = [], {}
+    for seg, (words, age, gender) in SEGMENT_TEXTS.items():
+        for u in range(4):
+            uid = f"s{seg}u{u}"
+            seg_of[uid] = seg
+            for k in range(3):
+                rows.append(
+                    {
+                        "text_id": f"{uid}t{k}",
+                        "user_id": uid,
+                        "text": f"Day {k}: {words} again, honestly {words.split()[k]} is my life.",
+                        "age_group": age,
+                        "gender": gender,
+                        "sign": ["Leo", "Aries", "Virgo", "Libra"][u],
+                    }
+                )
+    for u in range(2):
+        uid = f"noise{u}"
+        seg_of[uid] = -1
+        rows.append(
+            {
+                "text_id": f"{uid}t0",
+                "user_id": uid,
+                "text": "random weather chat",
+                "age_group": "23-27",
+                "gender": "male",
+                "sign": "Leo",
+            }
+        )
+    return pd.DataFrame(rows), seg_of
+
+
+def good_personas() -> list[Persona]:
+    out = []
+    for seg, (words, age, gender) in SEGMENT_TEXTS.items():
+        p = make_persona(
+            seg,
+            name=f"Persona {words.split()[0].title()}",
+            age=age,
+            gender={"male": "mostly men", "female": "women"}[gender],
+            words=words,
+            quotes=[(f"s{seg}u{u}t1", f"s{seg}u{u}", f"{words} again, honestly") for u in range(3)],
+        )
+        out.append(p)
+    return out
+
+
+def write_run(run_dir: Path, texts: pd.DataFrame, seg_of: dict[str, int], personas: list[Persona]) -> Path:
+    """A run directory in the layout of persona_llm.segments (what the pipeline writes)."""
+    emb = HashEmbedder()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    texts = texts.assign(language="en", segment_id=texts["user_id"].map(seg_of).astype(int))
+    tv = emb.encode(texts["text"].tolist())
+    users = sorted(seg_of)
+    uv = np.vstack([tv[(texts["user_id"] == u).to_numpy()].mean(axis=0) for u in users])
+    uv /= np.linalg.norm(uv, axis=1, keepdims=True)
+    assignments = pd.DataFrame(
+        {"user_id": users, "segment_id": [seg_of[u] for u in users], "probability": 1.0}
+    )
+    n_assigned = int((assignments["segment_id"] != -1).sum())
+    segments = []
+    for seg in sorted({s for s in seg_of.values() if s != -1}):
+        members = texts[texts["segment_id"] == seg]
+        reps = members.iloc[[0, 3]]
+        size = sum(1 for s in seg_of.values() if s == seg)
+        segments.append(
+            Segment(
+                segment_id=seg,
+                size=size,
+                share=size / n_assigned,
+                n_texts=len(members),
+                keywords=[],
+                representative_text_ids=reps["text_id"].tolist(),
+                representatives=[
+                    Representative(text_id=str(tid), user_id=str(uid), text=str(text), similarity=0.9)
+                    for tid, uid, text in zip(reps["text_id"], reps["user_id"], reps["text"], strict=True)
+                ],
+                quality=SegmentQuality(mean_probability=1.0, cohesion=0.5),
+            )
+        )
+    seg_set = SegmentSet(
+        run_id="run-test",
+        n_users=len(users),
+        n_assigned=n_assigned,
+        coverage=n_assigned / len(users),
+        noise_share=1 - n_assigned / len(users),
+        segments=segments,
+    )
+    (run_dir / "segments.json").write_text(seg_set.model_dump_json(indent=2), encoding="utf-8")
+    assignments.to_csv(run_dir / "assignments.csv", index=False)
+    texts.to_parquet(run_dir / "texts.parquet", index=False)
+    np.save(run_dir / "text_embeddings.npy", tv)
+    np.save(run_dir / "user_embeddings.npy", uv.astype(np.float32))
+    (run_dir / "personas.json").write_text(
+        json.dumps([p.model_dump(mode="json") for p in personas], indent=2), encoding="utf-8"
+    )
+    return run_dir
+
+
+@pytest.fixture
+def good_run(tmp_path: Path) -> Path:
+    texts, seg_of = hand_made_texts()
+    return write_run(tmp_path / "good", texts, seg_of, good_personas())
+
+
+@pytest.fixture
+def bad_run(tmp_path: Path) -> Path:
+    texts, seg_of = hand_made_texts()
+    texts["text"] = [t + (" mail me: kid@example.com" if i == 0 else "") for i, t in enumerate(texts["text"])]
+    personas = good_personas()
+    personas[1].demographics.age_group.value = "teenagers"  # segment 1 is 33-48
+    personas[2].quotes[0].text = "brunch is the best meal of the week"  # fabricated
+    return write_run(tmp_path / "bad", texts, seg_of, personas)
+
+
+SUITE_TOML = """
+name = "test"
+metrics = ["labels", "internal", "grounding", "claims", "distinctness", "privacy"]
+[thresholds]
+ari_assigned_min = 0.99
+coverage_min = 0.8
+quote_verified_min = 1.0
+citation_valid_min = 1.0
+contradictions_max = 0
+duplicate_names_max = 0
+pii_max = 0
+"""
+
+
+@pytest.fixture
+def suite_file(tmp_path: Path) -> Path:
+    path = tmp_path / "suite.toml"
+    path.write_text(SUITE_TOML, encoding="utf-8")
+    return path
+
+
+def by_age(texts: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """A stand-in segmenter for stability: users grouped by their age group (ids vary per seed)."""
+    users = texts.drop_duplicates("user_id")
+    codes = {"13-17": 0, "33-48": 1, "23-27": 2}
+    seg = users["age_group"].map(codes)
+    seg = seg.where(~users["user_id"].str.startswith("noise"), -1)
+    return pd.DataFrame({"user_id": users["user_id"], "segment_id": (seg + seed * (seg >= 0)) % 7})
+
+
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_evaluate_good_run_writes_eval_json(good_run: Path) -> None:
+    report = evaluate_run(
+        good_run, "age_group", embedder=HashEmbedder(), segment_fn=by_age, negative_control="sign"
+    )
+    got = report.metrics
+    assert got["ari_assigned"] == pytest.approx(1.0)
+    assert got["purity"] == pytest.approx(1.0)
+    assert got["coverage"] == pytest.approx(12 / 14)
+    assert got["n_segments"] == 3
+    assert got["silhouette"] is not None and got["silhouette"] > 0.3
+    assert got["quote_verified"] == 1.0 and got["citation_valid"] == 1.0
+    assert got["contradictions"] == 0 and got["claims_consistent"] == 6
+    assert got["duplicate_names"] == 0
+    assert got["pair_similarity_max"] is not None and got["pair_similarity_max"] < 0.9
+    assert got["identification_accuracy"] == 1.0 and got["identification_lift"] == pytest.approx(3.0)
+    assert got["stability_ari"] == pytest.approx(1.0) and got["persona_kept"] == 1.0
+    assert got["pii"] == 0
+    assert got["control_ari"] is not None and abs(got["control_ari"]) < 0.2
+    assert report.skipped == {"judge": "no judge model given (optional)"}
+    assert [m["majority"] for m in report.details["segment_majorities"]] == ["13-17", "33-48", "23-27"]
+
+    saved = load_report(good_run)
+    assert saved.metrics == report.metrics
+    assert json.loads((good_run / "eval.json").read_text())["run_id"] == "run-test"
+
+
+def test_evaluate_bad_run_catches_each_problem(bad_run: Path, suite_file: Path) -> None:
+    suite = load_suite(suite_file)
+    report = evaluate_run(bad_run, "age_group", suite)
+    assert report.metrics["quote_verified"] == pytest.approx(8 / 9)
+    assert report.metrics["contradictions"] == 1
+    assert report.metrics["pii"] == 2  # the text and its copy as a segment representative
+    assert {f["where"] for f in report.details["pii"]} == {
+        "texts.parquet:s0u0t0",
+        "segments[0].representatives.s0u0t0",
+    }
+    (c,) = report.details["contradictions"]
+    assert (c["persona_id"], c["claim"], c["majority"]) == ("p1", "teenagers", ["33-48"])
+    assert report.details["grounding"]["failed_quotes"][0]["text_id"] == "s2u0t1"
+    assert "kid@example.com" not in (bad_run / "eval.json").read_text()  # findings are masked
+    assert sorted(f.metric for f in report.failures) == ["contradictions", "pii", "quote_verified"]
+    assert report.failures == check_thresholds(report, suite)
+
+
+def test_thresholded_metric_that_was_not_computed_fails(good_run: Path) -> None:
+    suite = Suite.model_validate(
+        {"name": "t", "metrics": ["distinctness"], "thresholds": {"pair_similarity_max_max": 0.9}}
+    )
+    report = evaluate_run(good_run, None, suite)  # no embedder
+    (failure,) = report.failures
+    assert failure.value is None and "no embedder" in failure.message
+
+
+def test_per_dataset_thresholds_override_the_suites() -> None:
+    suite = Suite.model_validate(
+        {
+            "name": "t",
+            "thresholds": {"ari_min": 0.5},
+            "datasets": [{"source": "20newsgroups", "thresholds": {"ari_min": 0.1}}],
+        }
+    )
+    report = EvalReport(run_id="r", run_dir=".", created_at="now", version="0", metrics={"ari": 0.2})
+    assert [f.metric for f in check_thresholds(report, suite)] == ["ari"]
+    report.dataset = "20newsgroups"
+    assert check_thresholds(report, suite) == []
+
+
+def test_unknown_threshold_name_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text('name = "x"\n[thresholds]\naccuracy_min = 1\n', encoding="utf-8")
+    with pytest.raises(Exception, match="unknown threshold 'accuracy_min'"):
+        load_suite(path)
+
+
+def test_run_without_personas_skips_persona_metrics(good_run: Path) -> None:
+    (good_run / "personas.json").unlink()
+    report = evaluate_run(good_run, "age_group")
+    assert "grounding" in report.skipped and "claims" in report.skipped
+    assert report.metrics["ari_assigned"] == pytest.approx(1.0)
+
+
+def test_eval_section_html_lists_failures_and_escapes(bad_run: Path, suite_file: Path) -> None:
+    suite = load_suite(suite_file)
+    html = eval_section_html(evaluate_run(bad_run, "age_group", suite), suite)
+    assert html.startswith("<section class='eval'>")
+    assert "Missed thresholds" in html and "Contradicted claims" in html and "teenagers" in html
+
+
+# ---------------------------------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------------------------------
+
+
+def cli_app() -> typer.Typer:
+    app = typer.Typer()
+
+    @app.callback()
+    def main() -> None:
+        """Test app."""
+
+    register(app)
+    return app
+
+
+def test_cli_passes_on_a_good_run(good_run: Path, suite_file: Path) -> None:
+    result = CliRunner().invoke(
+        cli_app(), ["eval", str(good_run), "--labels", "age_group", "--suite", str(suite_file), "--no-embed"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "quote_verified" in result.output and "FAIL" not in result.output
+    assert (good_run / "eval.json").exists()
+
+
+def test_cli_exits_non_zero_when_a_threshold_is_missed(bad_run: Path, suite_file: Path) -> None:
+    result = CliRunner().invoke(cli_app(), ["eval", str(bad_run), "--suite", str(suite_file), "--no-embed"])
+    assert result.exit_code == 1, result.output
+    assert "FAIL" in result.output and "contradiction" in result.output
+
+
+def test_cli_bad_input_exits_2(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli_app(), ["eval", str(tmp_path / "nope"), "--no-embed"])
+    assert result.exit_code == 2
+    assert "run directory not found" in result.output
+
+
+def test_cli_json_output(good_run: Path) -> None:
+    result = CliRunner().invoke(cli_app(), ["eval", str(good_run), "--no-embed", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["metrics"]["pii"] == 0
+
+
+# ---------------------------------------------------------------------------------------------------
+# run_suite with a stand-in pipeline on a stand-in shared data dir
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_run_suite_builds_evaluates_and_writes_a_bench_record(tmp_path: Path) -> None:
+    data = tmp_path / "data" / "20newsgroups"
+    data.mkdir(parents=True)
+    groups = ["sci.space", "rec.autos", "talk.politics"]
+    rows = [
+        {
+            "doc_id": f"d{g}{u}{k}",
+            "user_id": f"u{g}{u}",
+            "split": "train",
+            "newsgroup": groups[g],
+            "subject": "s",
+            "body": f"{groups[g]} post {k} by {u}",
+        }
+        for g in range(3)
+        for u in range(4)
+        for k in range(5)
+    ]
+    pd.DataFrame(rows).to_csv(data / "posts.csv.gz", index=False)
+    (tmp_path / "suites").mkdir()
+    suite_path = tmp_path / "suites" / "mini.toml"
+    suite_path.write_text(
+        'name = "mini"\nmetrics = ["labels", "grounding", "privacy"]\nreport_dir = "../bench"\n'
+        "[thresholds]\nari_min = 0.99\npii_max = 0\n"
+        '[[datasets]]\nsource = "20newsgroups"\nlabels = "newsgroup"\nmin_texts_per_user = 5\n'
+        "max_texts_per_user = 3\nmax_users = 9\n",
+        encoding="utf-8",
+    )
+    calls = []
+
+    def pipeline(texts: pd.DataFrame, run_dir: Path, seed: int) -> None:
+        calls.append((len(texts), texts["user_id"].nunique(), seed))
+        seg_of = {
+            str(u): groups.index(str(g)) for u, g in texts.groupby("user_id")["newsgroup"].first().items()
+        }
+        write_run(run_dir, texts, seg_of, [])
+
+    result = run_suite(suite_path, tmp_path / "runs", pipeline, data_dir=tmp_path / "data")
+    assert calls == [(27, 9, 0)]
+    assert result.passed, result.failures
+    (report,) = result.reports
+    assert report.dataset == "20newsgroups" and report.metrics["ari"] == pytest.approx(1.0)
+    assert (tmp_path / "runs" / "20newsgroups" / "eval.json").exists()
+    bench = sorted((tmp_path / "bench").iterdir())
+    assert [p.suffix for p in bench] == [".json", ".md"] and bench[0].name.endswith("-mini.json")

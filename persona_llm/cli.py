@@ -198,6 +198,43 @@ def segment(
         _fail(exc)
 
 
+@app.command()
+def build(
+    input_path: Path = typer.Argument(..., help="CSV, JSONL or Parquet file (gzip too).", metavar="INPUT"),
+    out: Path = typer.Option(Path("runs/latest"), "--out", "-o", help="Run directory to write."),
+    user_column: str | None = typer.Option(None, help=_COMMON_HELP["user_column"]),
+    text_column: str | None = typer.Option(None, help=_COMMON_HELP["text_column"]),
+    id_column: str | None = typer.Option(None, help=_COMMON_HELP["id_column"]),
+    attributes: str | None = typer.Option(None, help=_COMMON_HELP["attributes"]),
+    config: Path | None = typer.Option(None, help=_COMMON_HELP["config"]),
+    min_texts: int | None = typer.Option(None, help="Minimum texts per user to segment them."),
+    max_rows: int | None = typer.Option(None, help="Read at most this many rows."),
+    store_url: str | None = typer.Option(None, help="Chroma server URL (default: persistent store in OUT/chroma)."),
+    llm: str | None = typer.Option(None, help="embedded (default, CPU), vllm, or openai (any compatible URL)."),
+    llm_url: str | None = typer.Option(None, help="Base URL of an OpenAI-compatible server."),
+    llm_model: str | None = typer.Option(None, help="Model name on that server."),
+    language: str = typer.Option("auto", help="Persona language: en, zh or auto (the segment's)."),
+    max_segments: int | None = typer.Option(None, help="Write personas for the largest N segments only."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Segment INPUT, then write a persona per segment (personas.json, personas.md, report.html)."""
+    from persona_llm.cli_personas import llm_settings_from_options, run_build_personas
+
+    try:
+        pipe = run_segment(
+            input_path, out, user_column=user_column, text_column=text_column, id_column=id_column,
+            attributes=attributes, config=config, max_rows=max_rows, store_url=store_url,
+            overrides={"min_texts": min_texts}, quiet=quiet,
+        )
+        settings = llm_settings_from_options(llm=llm, llm_url=llm_url, llm_model=llm_model)
+        seg_ids = [s.segment_id for s in pipe.segments_.segments]
+        if max_segments is not None:
+            seg_ids = seg_ids[:max_segments]  # segments are numbered largest first
+        run_build_personas(out, settings, language=language, segment_ids=seg_ids, quiet=quiet)
+    except PersonaLLMError as exc:
+        _fail(exc)
+
+
 @app.command("segments")
 def list_segments(run_dir: Path = typer.Argument(..., help="A run directory.")) -> None:
     """Print the segments of a run as JSON lines (id, size, share, keywords)."""

@@ -15,7 +15,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -185,7 +185,7 @@ class SegmentPipeline:
         input_sha256: str,
         input_format: str,
     ) -> SegmentPipeline:
-        started = datetime.now(timezone.utc)
+        started = datetime.now(UTC)
         rejects = [ingest_rejects]
         if texts.empty:
             raise InputError("no usable rows after reading", path=input_path)
@@ -341,7 +341,8 @@ class SegmentPipeline:
                 shares = texts[LANGUAGE].value_counts(normalize=True).to_dict() if LANGUAGE in texts else {}
                 name = embed.choose_embedder_for_languages({str(k): float(v) for k, v in shares.items()})
             params: dict[str, Any] = {}
-            if self.embedding_backend:
+            # The backend choice is a sentence-transformers option; the e5 model has its own runtime.
+            if self.embedding_backend and name.strip().lower() not in embed.E5_NAMES:
                 params["backend"] = self.embedding_backend
             base = embed.get_embedder(name, **params)
         if self.cache_dir == "none" or isinstance(base, embed.CachedEmbedder):

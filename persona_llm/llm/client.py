@@ -1,0 +1,644 @@
+"""One client layer over the `openai` package for every backend (embedded llama.cpp, vLLM, any URL).
+
+Style follows simonw/llm (a model object with capability flags, a content-hash response cache) and
+instructor (Pydantic response models; on a validation error the model is re-asked with the error).
+Transport failures (timeouts, connection errors, 5xx, 429) are retried with exponential backoff by
+tenacity; the openai client's own retries are switched off so the count is ours and is logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Generic, Literal, TypeVar, cast
+
+import openai
+from pydantic import BaseModel, Field, ValidationError
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+)
+
+from persona_llm.errors import BackendError, ConfigError
+
+log = logging.getLogger(__name__)
+
+Backend = Literal["embedded", "vllm", "openai"]
+StructuredMode = Literal["auto", "json_schema", "json_object", "prompt"]
+Message = dict[str, str]
+T = TypeVar("T", bound=BaseModel)
+
+DEFAULT_OPENAI_URL = "https://api.openai.com/v1"
+REASK_SUFFIX = "Reply again with the complete corrected JSON object only."
+
+
+def default_cache_root() -> Path:
+    """Where models and cached responses live: $PERSONA_LLM_CACHE or ~/.cache/persona-llm."""
+    root = os.environ.get("PERSONA_LLM_CACHE")
+    return Path(root) if root else Path.home() / ".cache" / "persona-llm"
+
+
+class LLMSettings(BaseModel):
+    """Everything that chooses and tunes the generative backend; `backend` is the one switch.
+
+    embedded: we start llama.cpp (xllamacpp) on a free loopback port, serving `model` (a key of
+              `persona_llm.llm.embedded.EMBEDDED_MODELS`; default the 1.5B Qwen2.5-Coder GGUF).
+    vllm:     `base_url` of a running `vllm serve`, or, without one, we start vLLM on `model`.
+    openai:   any OpenAI-compatible URL (OpenAI, Ollama, LM Studio, TGI); the key is read from the
+              environment variable named by `api_key_env`, never stored.
+    """
+
+    backend: Backend = "embedded"
+    base_url: str | None = None
+    model: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    timeout_s: float = Field(default=600.0, gt=0, description="one request; CPU generation is slow")
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+    max_retries: int = Field(default=3, ge=0, description="transport retries per call (timeouts, 5xx, 429)")
+    retry_wait_s: float = Field(default=1.0, ge=0, description="first backoff; doubles, capped at 30 s")
+    max_reasks: int = Field(default=2, ge=0, description="re-asks after invalid output, per generation")
+    concurrency: int = Field(default=1, ge=1, description="segments generated at the same time")
+    temperature: float = Field(default=0.2, ge=0, le=2)
+    seed: int | None = 0
+    max_tokens: int = Field(default=1500, gt=0, description="completion token limit per call")
+    structured: StructuredMode = "auto"
+    max_context: int | None = Field(default=None, description="override the context length the backend reports")
+    n_threads: int | None = Field(
+        default=None, ge=1, description="embedded: llama.cpp threads; None = the cores not busy now (max 8)"
+    )
+    n_ctx: int = Field(default=6144, ge=1024, description="embedded: context per parallel slot")
+    startup_timeout_s: float = Field(default=300.0, gt=0, description="embedded/vllm: wait for the server")
+    cache_dir: Path | None = Field(default=None, description="response cache; default <cache root>/llm-responses")
+    use_cache: bool = True
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> LLMSettings:
+        """Settings from PERSONA_LLM_* environment variables, then explicit overrides (None ignored)."""
+        env_map = {
+            "backend": "PERSONA_LLM_BACKEND",
+            "base_url": "PERSONA_LLM_BASE_URL",
+            "model": "PERSONA_LLM_MODEL",
+            "api_key_env": "PERSONA_LLM_API_KEY_ENV",
+            "concurrency": "PERSONA_LLM_CONCURRENCY",
+            "n_threads": "PERSONA_LLM_THREADS",
+            "timeout_s": "PERSONA_LLM_TIMEOUT",
+        }
+        values: dict[str, Any] = {k: os.environ[v] for k, v in env_map.items() if os.environ.get(v)}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            raise ConfigError(f"invalid LLM settings: {exc}") from exc
+
+    def api_key(self) -> str:
+        key = os.environ.get(self.api_key_env)
+        if self.backend == "openai" and not key and (self.base_url or DEFAULT_OPENAI_URL) == DEFAULT_OPENAI_URL:
+            raise ConfigError(f"backend 'openai' needs an API key in environment variable {self.api_key_env}")
+        # Local servers (Ollama, LM Studio, vLLM, llama.cpp) accept any key; the client insists on one.
+        return key or "not-needed"
+
+    def response_cache_dir(self) -> Path:
+        return self.cache_dir or default_cache_root() / "llm-responses"
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend supports; the writer adapts instead of failing (JSON mode if no schema decoding)."""
+
+    json_schema: bool = False
+    json_object: bool = False
+    tools: bool = False
+    tokenize: bool = False
+    max_context: int = 4096
+
+    def structured_mode(self, requested: StructuredMode = "auto") -> Literal["json_schema", "json_object", "prompt"]:
+        if requested == "auto":
+            if self.json_schema:
+                return "json_schema"
+            return "json_object" if self.json_object else "prompt"
+        if requested == "json_schema" and not self.json_schema:
+            raise BackendError("the backend lacks JSON-schema decoding (response_format json_schema)")
+        if requested == "json_object" and not self.json_object:
+            raise BackendError("the backend does not support JSON mode (response_format json_object)")
+        return requested
+
+
+@dataclass
+class Completion:
+    text: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    seconds: float
+    cached: bool
+    prompt_sha256: str
+
+
+@dataclass
+class CallRecord:
+    """One line of the per-call log (`llm_calls.jsonl`)."""
+
+    tag: str
+    model: str
+    prompt_sha256: str
+    attempt: int
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    finish_reason: str = ""
+    cached: bool = False
+    transport_retries: int = 0
+    # llama.cpp reports its own timings (prompt processing vs generation); 0 when the server does not.
+    server_prompt_ms: float = 0.0
+    server_prompt_tokens: int = 0  # processed now, not taken from the server's prefix cache
+    server_generation_ms: float = 0.0
+    outcome: str = "ok"
+    error: str = ""
+    at: float = field(default_factory=time.time)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class StructuredResult(Generic[T]):
+    value: T
+    attempts: int
+    records: list[CallRecord]
+    messages: list[Message]
+
+    @property
+    def prompt_tokens(self) -> int:
+        return sum(r.prompt_tokens for r in self.records)
+
+    @property
+    def completion_tokens(self) -> int:
+        return sum(r.completion_tokens for r in self.records)
+
+    @property
+    def seconds(self) -> float:
+        return sum(r.seconds for r in self.records)
+
+    @property
+    def from_cache(self) -> bool:
+        return all(r.cached for r in self.records)
+
+
+class StructuredOutputError(BackendError):
+    """The model did not produce valid output within the allowed re-asks."""
+
+    def __init__(self, message: str, records: list[CallRecord]) -> None:
+        super().__init__(message)
+        self.records = records
+
+
+def http_json(method: str, url: str, body: Any = None, timeout: float = 10.0, api_key: str | None = None) -> Any:
+    """A small stdlib JSON request for the non-OpenAI endpoints (/health, /tokenize, /v1/models).
+
+    Raises `OSError` (URLError, HTTPError, timeouts) or `ValueError` (a body that is not JSON).
+    """
+    data = None if body is None else json.dumps(body).encode("utf-8")
+    request = urllib.request.Request(url, data=data, method=method)
+    request.add_header("Content-Type", "application/json")
+    if api_key:
+        request.add_header("Authorization", f"Bearer {api_key}")
+    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (our own URLs)
+        return json.loads(response.read().decode("utf-8") or "null")
+
+
+def canonical_sha256(obj: Any) -> str:
+    data = json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+    return hashlib.sha256(data.encode("utf-8")).hexdigest()
+
+
+class ResponseCache:
+    """Content-hash cache: key = hash of everything that determines the reply (model, messages, format).
+
+    One JSON file per key, written atomically, so concurrent writers and interrupted runs are safe.
+    """
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+
+    def _path(self, key: str) -> Path:
+        return self.directory / key[:2] / f"{key}.json"
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        path = self._path(key)
+        try:
+            return cast(dict[str, Any], json.loads(path.read_text(encoding="utf-8")))
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+    def put(self, key: str, value: dict[str, Any]) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp.write_text(json.dumps(value, ensure_ascii=False), encoding="utf-8")
+        os.replace(tmp, path)
+
+
+def _is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, openai.APIStatusError):
+        return exc.status_code in (408, 409, 429) or exc.status_code >= 500
+    return isinstance(exc, (openai.APITimeoutError, openai.APIConnectionError))
+
+
+_FENCE = re.compile(r"^```(?:json)?\s*|\s*```$", re.IGNORECASE)
+
+
+def extract_json(text: str) -> Any:
+    """Parse a JSON object from a reply, tolerating code fences and prose around it (JSON/prompt modes)."""
+    stripped = _FENCE.sub("", text.strip()).strip()
+    try:
+        return json.loads(stripped)
+    except json.JSONDecodeError:
+        start, end = stripped.find("{"), stripped.rfind("}")
+        if start == -1 or end <= start:
+            raise
+        return json.loads(stripped[start : end + 1])
+
+
+def _format_validation_error(exc: ValidationError, limit: int = 12) -> str:
+    lines = []
+    for err in exc.errors()[:limit]:
+        loc = ".".join(str(p) for p in err["loc"]) or "(root)"
+        lines.append(f"- {loc}: {err['msg']}")
+    if len(exc.errors()) > limit:
+        lines.append(f"- ... and {len(exc.errors()) - limit} more")
+    return "\n".join(lines)
+
+
+class ChatModel:
+    """A chat model behind an OpenAI-compatible API, with capability flags, retries, re-ask and cache.
+
+    Thread-safe: the writer calls it from several threads (one per segment, up to `concurrency`).
+    """
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        model: str,
+        api_key: str = "not-needed",
+        capabilities: Capabilities | None = None,
+        backend: str = "openai",
+        timeout_s: float = 600.0,
+        connect_timeout_s: float = 10.0,
+        max_retries: int = 3,
+        retry_wait_s: float = 1.0,
+        temperature: float = 0.2,
+        seed: int | None = 0,
+        max_tokens: int = 1500,
+        structured: StructuredMode = "auto",
+        cache: ResponseCache | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.backend = backend
+        self.capabilities = capabilities or Capabilities()
+        self.max_retries = max_retries
+        self.retry_wait_s = retry_wait_s
+        self.temperature = temperature
+        self.seed = seed
+        self.max_tokens = max_tokens
+        self.structured = structured
+        self.cache = cache
+        self.timeout_s = timeout_s
+        self.api_key = api_key
+        self._client = openai.OpenAI(
+            base_url=self.base_url,
+            api_key=api_key,
+            timeout=openai.Timeout(timeout_s, connect=connect_timeout_s),
+            max_retries=0,
+        )
+        self._lock = threading.Lock()
+        self._token_cache: dict[str, int] = {}
+        self.records: list[CallRecord] = []
+        self.info: dict[str, Any] = {}  # what the backend told us (threads, start-up seconds, ...)
+
+    @classmethod
+    def from_settings(
+        cls, settings: LLMSettings, *, base_url: str, model: str, capabilities: Capabilities
+    ) -> ChatModel:
+        if settings.max_context:
+            capabilities = Capabilities(**{**asdict(capabilities), "max_context": settings.max_context})
+        return cls(
+            base_url=base_url,
+            model=model,
+            api_key=settings.api_key(),
+            capabilities=capabilities,
+            backend=settings.backend,
+            timeout_s=settings.timeout_s,
+            connect_timeout_s=settings.connect_timeout_s,
+            max_retries=settings.max_retries,
+            retry_wait_s=settings.retry_wait_s,
+            temperature=settings.temperature,
+            seed=settings.seed,
+            max_tokens=settings.max_tokens,
+            structured=settings.structured,
+            cache=ResponseCache(settings.response_cache_dir()) if settings.use_cache else None,
+        )
+
+    @property
+    def model_id(self) -> str:
+        return f"{self.backend}:{self.model}"
+
+    @property
+    def server_root(self) -> str:
+        """The server URL without the OpenAI `/v1` prefix (llama.cpp and vLLM put /tokenize there)."""
+        return self.base_url[: -len("/v1")] if self.base_url.endswith("/v1") else self.base_url
+
+    # -- tokens -------------------------------------------------------------------------------------
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of `text` by the served model's own tokenizer (/tokenize), else a safe estimate.
+
+        The estimate (UTF-8 bytes / 3) over-counts English (~4 bytes/token) and Chinese (~3 bytes per
+        character, ~1.5 characters per token), so truncation errs on the short side.
+        """
+        if text in self._token_cache:
+            return self._token_cache[text]
+        n: int | None = None
+        if self.capabilities.tokenize:
+            try:
+                # llama.cpp reads "content", vLLM reads "prompt" and "model"; each ignores the rest.
+                body = {"content": text, "prompt": text, "model": self.model, "add_special": False}
+                reply = http_json("POST", f"{self.server_root}/tokenize", body, timeout=self.timeout_s)
+                n = len(reply["tokens"])
+            except (OSError, KeyError, TypeError, ValueError) as exc:
+                log.debug("tokenize failed (%s); estimating", exc)
+        if n is None:
+            n = len(text.encode("utf-8")) // 3 + 1
+        with self._lock:
+            self._token_cache[text] = n
+        return n
+
+    # -- one call -----------------------------------------------------------------------------------
+
+    def _request(
+        self, messages: Sequence[Message], response_format: dict[str, Any] | None, max_tokens: int
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": list(messages),
+            "temperature": self.temperature,
+            "max_tokens": max_tokens,
+        }
+        if self.seed is not None:
+            body["seed"] = self.seed
+        if response_format is not None:
+            body["response_format"] = response_format
+        return body
+
+    def complete(
+        self,
+        messages: Sequence[Message],
+        *,
+        response_format: dict[str, Any] | None = None,
+        max_tokens: int | None = None,
+        tag: str = "",
+        attempt: int = 1,
+    ) -> Completion:
+        """One chat completion, retried on transient errors, answered from the cache when possible."""
+        return self._complete(messages, response_format, max_tokens, tag, attempt)[0]
+
+    def _complete(
+        self,
+        messages: Sequence[Message],
+        response_format: dict[str, Any] | None,
+        max_tokens: int | None,
+        tag: str,
+        attempt: int,
+    ) -> tuple[Completion, CallRecord]:
+        body = self._request(messages, response_format, max_tokens or self.max_tokens)
+        key = canonical_sha256({"base": "chat/v1", **body})
+        prompt_sha = canonical_sha256(body["messages"])
+        record = CallRecord(tag=tag, model=self.model_id, prompt_sha256=prompt_sha, attempt=attempt)
+        cached = self.cache.get(key) if self.cache else None
+        if cached is not None:
+            completion = Completion(**{**cached, "cached": True, "seconds": 0.0, "prompt_sha256": prompt_sha})
+            record.cached, record.finish_reason = True, completion.finish_reason
+            record.prompt_tokens, record.completion_tokens = (
+                completion.prompt_tokens,
+                completion.completion_tokens,
+            )
+            self._log(record)
+            return completion, record
+
+        retries = 0
+
+        def _before_sleep(state: RetryCallState) -> None:
+            nonlocal retries
+            retries += 1
+            exc = state.outcome.exception() if state.outcome else None
+            log.warning("%s %s: transient error (%s); retry %d/%d", self.model_id, tag, exc, retries, self.max_retries)
+
+        retrying = Retrying(
+            retry=retry_if_exception(_is_transient),
+            stop=stop_after_attempt(self.max_retries + 1),
+            wait=wait_exponential(multiplier=self.retry_wait_s, max=30),
+            before_sleep=_before_sleep,
+            reraise=True,
+        )
+        started = time.perf_counter()
+        try:
+            response = retrying(self._client.chat.completions.create, **body)
+        except openai.OpenAIError as exc:
+            record.transport_retries, record.outcome = retries, "error"
+            record.error = f"{type(exc).__name__}: {exc}"
+            record.seconds = time.perf_counter() - started
+            self._log(record)
+            raise BackendError(
+                f"{self.model_id} at {self.base_url}: {type(exc).__name__}: {exc} (after {retries} retries)"
+            ) from exc
+        seconds = time.perf_counter() - started
+        choice = response.choices[0] if response.choices else None
+        usage = response.usage
+        completion = Completion(
+            text=(choice.message.content or "") if choice else "",
+            finish_reason=(choice.finish_reason or "") if choice else "",
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            completion_tokens=usage.completion_tokens if usage else 0,
+            seconds=seconds,
+            cached=False,
+            prompt_sha256=prompt_sha,
+        )
+        record.transport_retries, record.seconds, record.finish_reason = (
+            retries,
+            seconds,
+            completion.finish_reason,
+        )
+        record.prompt_tokens, record.completion_tokens = (
+            completion.prompt_tokens,
+            completion.completion_tokens,
+        )
+        timings = (getattr(response, "model_extra", None) or {}).get("timings") or {}
+        if isinstance(timings, dict):
+            record.server_prompt_ms = float(timings.get("prompt_ms") or 0.0)
+            record.server_prompt_tokens = int(timings.get("prompt_n") or 0)
+            record.server_generation_ms = float(timings.get("predicted_ms") or 0.0)
+        self._log(record)
+        # A truncated reply is never cached: it is an accident of max_tokens, not the model's answer.
+        if self.cache is not None and completion.finish_reason != "length":
+            payload = asdict(completion)
+            for transient in ("cached", "seconds", "prompt_sha256"):
+                payload.pop(transient)
+            self.cache.put(key, payload)
+        return completion, record
+
+    def _log(self, record: CallRecord) -> None:
+        with self._lock:
+            self.records.append(record)
+        log.info(
+            "llm call %s attempt=%d prompt=%s tokens=%d+%d %.1fs finish=%s cached=%s",
+            record.tag,
+            record.attempt,
+            record.prompt_sha256[:12],
+            record.prompt_tokens,
+            record.completion_tokens,
+            record.seconds,
+            record.finish_reason,
+            record.cached,
+        )
+
+    # -- structured generation ----------------------------------------------------------------------
+
+    def response_format_for(self, response_model: type[BaseModel]) -> dict[str, Any] | None:
+        mode = self.capabilities.structured_mode(self.structured)
+        if mode == "json_schema":
+            return {
+                "type": "json_schema",
+                "json_schema": {
+                    "name": response_model.__name__,
+                    "schema": response_model.model_json_schema(),
+                },
+            }
+        if mode == "json_object":
+            return {"type": "json_object"}
+        return None
+
+    def generate_structured(
+        self,
+        messages: Sequence[Message],
+        response_model: type[T],
+        *,
+        max_reasks: int = 2,
+        check: Callable[[T], list[str]] | None = None,
+        tag: str = "",
+        max_tokens: int | None = None,
+    ) -> StructuredResult[T]:
+        """Generate a `response_model`; on bad JSON, a validation error, a truncated reply or a failed
+        `check` (returns problems), re-ask with the problem, at most `max_reasks` times.
+
+        Returns the value and the conversation so far (for callers that re-ask on their own grounds).
+        """
+        convo: list[Message] = list(messages)
+        response_format = self.response_format_for(response_model)
+        records: list[CallRecord] = []
+        last_problem = ""
+        for attempt in range(1, max_reasks + 2):
+            completion, record = self._complete(convo, response_format, max_tokens, tag, attempt)
+            records.append(record)
+            outcome = self._problem_with(completion, response_model, check)
+            if not isinstance(outcome, str):
+                convo = convo + [{"role": "assistant", "content": completion.text}]
+                return StructuredResult(value=outcome, attempts=attempt, records=records, messages=convo)
+            last_problem = outcome
+            record.outcome, record.error = "invalid", outcome[:500]
+            log.warning("%s %s attempt %d invalid: %s", self.model_id, tag, attempt, outcome.splitlines()[0])
+            convo = convo + [
+                {"role": "assistant", "content": completion.text[:4000]},
+                {"role": "user", "content": outcome + "\n" + REASK_SUFFIX},
+            ]
+        raise StructuredOutputError(
+            f"{self.model_id}: no valid {response_model.__name__} after {max_reasks + 1} attempts; "
+            f"last problem: {last_problem[:300]}",
+            records,
+        )
+
+    @staticmethod
+    def _problem_with(
+        completion: Completion, response_model: type[T], check: Callable[[T], list[str]] | None
+    ) -> T | str:
+        if completion.finish_reason == "length":
+            return (
+                "Your reply was cut off at the length limit, so the JSON is incomplete. "
+                "Write shorter values: fewer list items and shorter sentences."
+            )
+        try:
+            data = extract_json(completion.text)
+        except json.JSONDecodeError as exc:
+            return f"Your reply was not valid JSON ({exc.msg} at position {exc.pos})."
+        try:
+            value = response_model.model_validate(data)
+        except ValidationError as exc:
+            return "Your JSON does not match the required schema:\n" + _format_validation_error(exc)
+        if check is not None:
+            problems = check(value)
+            if problems:
+                return "Your JSON has these problems:\n" + "\n".join(f"- {p}" for p in problems)
+        return value
+
+
+@contextmanager
+def open_chat_model(settings: LLMSettings) -> Iterator[ChatModel]:
+    """The configured backend as a ChatModel; servers we start are stopped when the block exits."""
+    if settings.backend == "embedded":
+        from persona_llm.llm.embedded import EmbeddedServer
+
+        server = EmbeddedServer(
+            settings.model,
+            n_threads=settings.n_threads,
+            n_ctx=settings.n_ctx,
+            n_parallel=settings.concurrency,
+            startup_timeout_s=settings.startup_timeout_s,
+        )
+        with server:
+            caps = Capabilities(json_schema=True, json_object=True, tokenize=True, max_context=settings.n_ctx)
+            chat = ChatModel.from_settings(settings, base_url=server.base_url, model=server.alias, capabilities=caps)
+            chat.info = {"threads": server.threads_, "startup_seconds": round(server.startup_seconds_ or 0.0, 2)}
+            yield chat
+        return
+    if settings.backend == "vllm":
+        from persona_llm.llm.vllm import VLLMServer, vllm_capabilities
+
+        if settings.base_url:
+            model, caps = vllm_capabilities(settings.base_url, settings.api_key())
+            yield ChatModel.from_settings(
+                settings, base_url=settings.base_url, model=settings.model or model, capabilities=caps
+            )
+            return
+        if not settings.model:
+            raise ConfigError("backend 'vllm' needs base_url (a running server) or model (to start one)")
+        with VLLMServer(settings.model, startup_timeout_s=settings.startup_timeout_s) as vllm_server:
+            model, caps = vllm_capabilities(vllm_server.base_url)
+            yield ChatModel.from_settings(settings, base_url=vllm_server.base_url, model=model, capabilities=caps)
+        return
+    base_url = settings.base_url or DEFAULT_OPENAI_URL
+    if not settings.model:
+        raise ConfigError("backend 'openai' needs a model name (--llm-model or PERSONA_LLM_MODEL)")
+    caps = Capabilities(
+        # OpenAI, Ollama (>= 0.5), LM Studio and vLLM accept json_schema; set structured="json_object"
+        # (or "prompt") for servers that do not.
+        json_schema=True,
+        json_object=True,
+        tools=True,
+        tokenize=False,
+        max_context=settings.max_context or 8192,
+    )
+    yield ChatModel.from_settings(settings, base_url=base_url, model=settings.model, capabilities=caps)

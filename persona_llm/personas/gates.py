@@ -1,0 +1,304 @@
+"""The two gates a persona passes before it is stored.
+
+Grounding: a quote survives only if it is verbatim (after whitespace normalisation) in the text whose
+id it cites, and that text belongs to the persona's segment. Small models paraphrase, merge and invent
+"quotes"; a quote is evidence only if a reader can find it. Demographic estimates get the same
+treatment: cited text ids must be the segment's, and an "attribute" estimate needs an attribute column
+that could support it; otherwise the estimate becomes "unknown". Every removal is recorded.
+
+Distinctness: personas are embedded; a pair above a cosine threshold is flagged so the writer can
+regenerate one of them with the other shown as "different from".
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from persona_llm.personas.schema import (
+    DemographicEstimate,
+    Demographics,
+    DraftQuote,
+    EstimateRemoval,
+    Quote,
+    QuoteRemoval,
+    RemovalReason,
+)
+from persona_llm.segments import CategoricalSummary, NumericSummary, Segment
+
+_WS = re.compile(r"\s+")
+# Quote marks and ellipses a model wraps around a quote are not part of it.
+_WRAPPERS = "\"'“”‘’「」『』«»"
+_ELLIPSES = ("…", "...")
+
+
+def normalize_ws(text: str) -> str:
+    return _WS.sub(" ", text).strip()
+
+
+def _strip_wrappers(quote: str) -> str:
+    q = normalize_ws(quote)
+    for _ in range(3):
+        before = q
+        for e in _ELLIPSES:
+            q = q.removeprefix(e).removesuffix(e).strip()
+        if len(q) >= 2 and q[0] in _WRAPPERS and q[-1] in _WRAPPERS:
+            q = q[1:-1].strip()
+        if q == before:
+            break
+    return q
+
+
+def _long_enough(quote: str, min_chars: int, min_words: int) -> bool:
+    # Chinese and Japanese have no spaces: count characters there, words elsewhere.
+    cjk = sum(1 for ch in quote if "\u3040" <= ch <= "\u9fff")
+    if cjk >= len(quote) / 3:
+        return cjk >= max(6, min_chars // 3)
+    return len(quote) >= min_chars and len(quote.split()) >= min_words
+
+
+@dataclass(frozen=True)
+class SourceText:
+    text_id: str
+    user_id: str
+    segment_id: int
+    text: str
+    normalized: str
+
+
+class TextIndex:
+    """All texts of a run by id (from texts.parquet), with whitespace-normalised copies for matching."""
+
+    def __init__(self, rows: Iterable[tuple[str, str, int, str]]) -> None:
+        self.by_id: dict[str, SourceText] = {}
+        self.by_segment: dict[int, list[SourceText]] = {}
+        for text_id, user_id, segment_id, text in rows:
+            src = SourceText(str(text_id), str(user_id), int(segment_id), str(text), normalize_ws(str(text)))
+            self.by_id[src.text_id] = src
+            self.by_segment.setdefault(src.segment_id, []).append(src)
+
+    @classmethod
+    def from_frame(cls, texts: Any) -> TextIndex:
+        """From a texts frame with text_id, user_id, segment_id, text columns."""
+        return cls(
+            zip(
+                texts["text_id"].astype(str),
+                texts["user_id"].astype(str),
+                texts["segment_id"].fillna(-1).astype(int),
+                texts["text"].astype(str),
+                strict=True,
+            )
+        )
+
+    def segment_size(self, segment_id: int) -> int:
+        return len(self.by_segment.get(segment_id, []))
+
+
+@dataclass
+class GroundingResult:
+    kept: list[Quote] = field(default_factory=list)
+    removed: list[QuoteRemoval] = field(default_factory=list)
+
+
+def ground_quotes(
+    quotes: Sequence[DraftQuote],
+    segment_id: int,
+    index: TextIndex,
+    *,
+    attempt: int = 1,
+    already_kept: Sequence[Quote] = (),
+    max_quotes: int = 5,
+    min_chars: int = 15,
+    min_words: int = 3,
+) -> GroundingResult:
+    """Keep the quotes that are verbatim in the cited text of this segment; record why others go."""
+    result = GroundingResult()
+    seen = {normalize_ws(q.text).lower() for q in already_kept}
+    seen_sources = {q.text_id for q in already_kept}
+    for draft in quotes:
+        quote = _strip_wrappers(draft.text)
+        text_id = draft.text_id.strip().strip("[]")
+        reason: RemovalReason | None = None
+        source = index.by_id.get(text_id)
+        if not quote or not _long_enough(quote, min_chars, min_words):
+            reason = "too_short"
+        elif quote.lower() in seen:
+            reason = "duplicate"
+        elif source is not None and source.segment_id == segment_id and quote in source.normalized:
+            reason = None
+        elif any(quote in s.normalized for s in index.by_segment.get(segment_id, [])):
+            reason = "wrong_text_id"  # verbatim, but not in the text it cites: the citation is wrong
+        elif source is not None and source.segment_id != segment_id:
+            reason = "not_in_segment"
+        else:
+            reason = "not_verbatim"
+        if reason is None and source is not None and len(result.kept) + len(already_kept) < max_quotes:
+            # Several quotes from one text are allowed but a second text is better evidence.
+            seen.add(quote.lower())
+            seen_sources.add(text_id)
+            result.kept.append(Quote(text_id=text_id, user_id=source.user_id, text=quote))
+        elif reason is not None:
+            result.removed.append(
+                QuoteRemoval(text_id=draft.text_id, text=draft.text[:300], reason=reason, attempt=attempt)
+            )
+    return result
+
+
+# Which attribute column names can support which demographic estimate.
+_ATTRIBUTE_HINTS: dict[str, tuple[str, ...]] = {
+    "age_group": ("age", "birth", "born", "年龄"),
+    "gender": ("gender", "sex", "性别"),
+    "location": ("country", "city", "region", "location", "state", "locale", "地区", "城市"),
+    "occupation": ("occupation", "job", "industry", "profession", "role", "topic", "职业", "行业"),
+}
+_GENDER_WORDS = {
+    "female": ("female", "women", "woman", "f", "girl", "girls", "女"),
+    "male": ("male", "men", "man", "m", "boy", "boys", "男"),
+}
+
+
+def _gender_of(value: str) -> str | None:
+    v = value.strip().lower()
+    words = set(re.findall(r"[a-z]+", v))
+    # "female" contains "male": test female first, and whole words only.
+    for gender in ("female", "male"):
+        if any(w in words or (not w.isascii() and w in v) for w in _GENDER_WORDS[gender]):
+            return gender
+    return None
+
+
+def parse_age_range(value: str) -> tuple[float, float] | None:
+    """'23-27' -> (23, 27); '20s' / '20多岁' -> (20, 29); 'teens' -> (13, 19); '30+' -> (30, 99)."""
+    v = value.lower()
+    if re.search(r"teen|青少年", v):
+        return (13.0, 19.0)
+    m = re.search(r"(\d{2})\s*(?:-|–|~|to|至)\s*(\d{2})", v)
+    if m:
+        return (float(m.group(1)), float(m.group(2)))
+    m = re.search(r"(\d)0\s*(?:s|多岁|几岁|后)", v)
+    if m:
+        return (float(m.group(1)) * 10, float(m.group(1)) * 10 + 9)
+    m = re.search(r"(\d{2})\s*\+", v)
+    if m:
+        return (float(m.group(1)), 99.0)
+    return None
+
+
+def _attribute_verdict(field_name: str, est: DemographicEstimate, summaries: list[tuple[str, Any]]) -> tuple[str, str]:
+    """(reason to drop or "", evidence line) for an estimate that claims an attribute as its source."""
+    for attr, summary in summaries:
+        if isinstance(summary, NumericSummary):
+            line = f"{attr}: median {summary.median:.1f}, mean {summary.mean:.1f} (all {summary.overall_mean:.1f})"
+            rng = parse_age_range(est.value) if field_name == "age_group" else None
+            if rng is not None and not (rng[0] - 1 <= summary.median <= rng[1] + 1):
+                return f"{attr} median {summary.median:.1f} is outside {est.value}", line
+            return "", line
+        if isinstance(summary, CategoricalSummary):
+            line = f"{attr}: " + ", ".join(f"{c.value} {c.share * 100:.0f}%" for c in summary.top[:4])
+            wanted = _gender_of(est.value) if field_name == "gender" else None
+            for c in summary.top:
+                same = _gender_of(c.value) == wanted if wanted else c.value.strip().lower() in est.value.strip().lower()
+                if same:
+                    if c.share <= 0.5:
+                        return f"{attr} shows no majority for it ({c.value} {c.share * 100:.0f}%)", line
+                    return "", line
+            return f"{attr} has no value matching it", line
+    return "no attribute column supports it", ""
+
+
+def check_estimates(
+    demographics: Demographics, segment: Segment, index: TextIndex
+) -> tuple[Demographics, list[EstimateRemoval]]:
+    """Demote unsupported demographic estimates to "unknown" and record why.
+
+    "texts": the cited ids must be texts of this segment; texts alone give at most "medium".
+    "attribute": an attribute column must fit the field, and its summary must agree (a categorical
+    value held by more than half the segment; an age range containing the median). The attribute
+    summary becomes the evidence, so the reader sees the numbers rather than the model's paraphrase.
+    """
+    removals: list[EstimateRemoval] = []
+    fixed: dict[str, DemographicEstimate] = {}
+    segment_ids = {s.text_id for s in index.by_segment.get(segment.segment_id, [])}
+    for name in ("age_group", "gender", "location", "occupation"):
+        est: DemographicEstimate = getattr(demographics, name)
+        if est.source == "none":
+            fixed[name] = est
+            continue
+        reason = ""
+        hints = _ATTRIBUTE_HINTS[name]
+        summaries = [(a, s) for a, s in segment.attributes.items() if any(h in a.lower() for h in hints)]
+        if est.source == "texts":
+            valid = [t.strip("[] ") for t in est.text_ids if t.strip("[] ") in segment_ids]
+            if not valid and summaries:
+                # No usable citation, but an attribute column may still carry the claim: judge it there.
+                est = est.model_copy(update={"source": "attribute", "text_ids": []})
+            elif not valid:
+                reason = "cites no text of this segment"
+            else:
+                est = est.model_copy(update={"text_ids": valid})
+                if est.confidence == "high":
+                    removals.append(EstimateRemoval(field=name, value=est.value, reason="confidence capped at medium"))
+                    est = est.model_copy(update={"confidence": "medium"})
+        if est.source == "attribute":
+            reason, line = _attribute_verdict(name, est, summaries)
+            if not reason and line:
+                est = est.model_copy(update={"evidence": line[:200], "text_ids": []})
+        if reason:
+            removals.append(EstimateRemoval(field=name, value=est.value, reason=reason))
+            est = DemographicEstimate.unknown(evidence=f"removed: {reason}")
+        fixed[name] = est
+    return Demographics(**fixed), removals
+
+
+class Embedder(Protocol):
+    def encode(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class SimilarPair:
+    first: int
+    second: int
+    similarity: float
+
+
+def similarity_matrix(embeddings: np.ndarray) -> np.ndarray:
+    vecs = np.asarray(embeddings, dtype=np.float64)
+    norms = np.linalg.norm(vecs, axis=1, keepdims=True)
+    vecs = vecs / np.where(norms == 0, 1.0, norms)
+    return vecs @ vecs.T
+
+
+def similar_pairs(embeddings: np.ndarray, threshold: float) -> list[SimilarPair]:
+    """Pairs (i < j) with cosine similarity above `threshold`, most similar first."""
+    sims = similarity_matrix(embeddings)
+    n = sims.shape[0]
+    pairs = [SimilarPair(i, j, float(sims[i, j])) for i in range(n) for j in range(i + 1, n) if sims[i, j] > threshold]
+    return sorted(pairs, key=lambda p: -p.similarity)
+
+
+def max_pairwise_similarity(embeddings: np.ndarray) -> float | None:
+    if len(embeddings) < 2:
+        return None
+    sims = similarity_matrix(embeddings)
+    np.fill_diagonal(sims, -np.inf)
+    return float(sims.max())
+
+
+def choose_to_regenerate(pairs: Sequence[SimilarPair], sizes: Mapping[int, int]) -> list[tuple[int, int, float]]:
+    """For each too-similar pair, regenerate the smaller segment's persona (the larger one keeps its
+    claim to the shared theme), each persona at most once: (index to redo, index to differ from, sim)."""
+    redo: list[tuple[int, int, float]] = []
+    taken: set[int] = set()
+    for pair in pairs:
+        small, large = (
+            (pair.first, pair.second) if sizes[pair.first] <= sizes[pair.second] else (pair.second, pair.first)
+        )
+        if small in taken:
+            continue
+        taken.add(small)
+        redo.append((small, large, pair.similarity))
+    return redo

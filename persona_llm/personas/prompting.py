@@ -1,0 +1,279 @@
+"""Render the persona prompt of a segment from the versioned Jinja2 templates in `prompts/`.
+
+The texts put in the prompt are the segment's representatives (central and diverse, chosen by the
+segment pipeline) followed by one text per not-yet-heard user, in a seeded shuffle, so the model sees
+the spread of the segment and not only its centre. They are cut to a token budget measured with the
+served model's own tokenizer (llama.cpp's and vLLM's /tokenize) through `count_tokens`; backends with
+no tokenizer endpoint fall back to a deliberate over-estimate (UTF-8 bytes / 3), see `ChatModel`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import pandas as pd
+
+from persona_llm.errors import ConfigError
+from persona_llm.personas.schema import draft_json_schema
+from persona_llm.resource_paths import RESOURCE_ENV, resource_root
+from persona_llm.segments import CategoricalSummary, NumericSummary, Segment
+
+DEFAULT_PROMPT_VERSION = "persona/v1"
+PROMPTS_ENV = RESOURCE_ENV["prompts"]
+
+LANGUAGE_NAMES = {
+    "en": "English",
+    "zh": "Simplified Chinese (简体中文)",
+    "de": "German",
+    "fr": "French",
+    "es": "Spanish",
+    "it": "Italian",
+    "pt": "Portuguese",
+    "nl": "Dutch",
+    "ja": "Japanese",
+    "ko": "Korean",
+    "ru": "Russian",
+}
+
+TokenCounter = Callable[[str], int]
+Message = dict[str, str]
+
+
+def prompts_root() -> Path:
+    """$PERSONA_LLM_PROMPTS, else the package's resources/prompts, else the repository's prompts/."""
+    return resource_root("prompts")
+
+
+@dataclass(frozen=True)
+class PromptTemplates:
+    """A versioned pair of templates; `sha256` covers both sources and goes into provenance."""
+
+    version: str
+    system: jinja2.Template
+    user: jinja2.Template
+    sha256: str
+
+    @classmethod
+    def load(cls, version: str = DEFAULT_PROMPT_VERSION, root: Path | None = None) -> PromptTemplates:
+        folder = (root or prompts_root()) / version
+        if not (folder / "system.j2").is_file() or not (folder / "user.j2").is_file():
+            raise ConfigError(f"{folder}: prompt version {version!r} needs system.j2 and user.j2")
+        env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(str(folder)),
+            undefined=jinja2.StrictUndefined,  # a missing variable is a bug, not an empty string
+            keep_trailing_newline=False,
+            autoescape=False,  # plain-text prompts, not HTML
+        )
+        digest = hashlib.sha256()
+        for name in ("system.j2", "user.j2"):
+            digest.update((folder / name).read_bytes())
+        return cls(version, env.get_template("system.j2"), env.get_template("user.j2"), digest.hexdigest())
+
+
+def output_language(segment: Segment, language: str) -> tuple[str, str]:
+    """(code, name) to write in: `language` itself, or for "auto" the segment's majority language."""
+    if language == "auto":
+        known = {k: v for k, v in segment.languages.items() if k in LANGUAGE_NAMES}
+        code = max(known, key=lambda k: known[k]) if known else "en"
+    else:
+        code = language
+    if code not in LANGUAGE_NAMES:
+        raise ConfigError(f"unsupported output language {language!r}; use auto or one of {', '.join(LANGUAGE_NAMES)}")
+    return code, LANGUAGE_NAMES[code]
+
+
+def attribute_lines(segment: Segment, max_values: int = 4) -> list[str]:
+    lines = []
+    for name, summary in segment.attributes.items():
+        if isinstance(summary, NumericSummary):
+            lines.append(
+                f"{name}: mean {summary.mean:.1f}, median {summary.median:.1f} "
+                f"(all customers: mean {summary.overall_mean:.1f}; {summary.count} known)"
+            )
+        elif isinstance(summary, CategoricalSummary):
+            shares = ", ".join(
+                f"{c.value} {c.share * 100:.0f}% (all {c.overall_share * 100:.0f}%)" for c in summary.top[:max_values]
+            )
+            lines.append(f"{name}: {shares}; {summary.count} known")
+    return lines
+
+
+@dataclass
+class PromptText:
+    text_id: str
+    user_id: str
+    text: str
+    truncated: bool = False
+
+
+def truncate_to_tokens(text: str, max_tokens: int, count_tokens: TokenCounter) -> tuple[str, bool]:
+    """Cut `text` to at most `max_tokens` tokens (at a word boundary where there are spaces)."""
+    n = count_tokens(text)
+    if n <= max_tokens:
+        return text, False
+    cut = text
+    for _ in range(4):  # proportional cuts converge in one or two steps
+        chars = max(1, int(len(cut) * max_tokens / max(n, 1) * 0.95))
+        cut = cut[:chars]
+        space = cut.rfind(" ")
+        if space > chars * 0.7:
+            cut = cut[:space]
+        n = count_tokens(cut)
+        if n <= max_tokens:
+            break
+    return cut.rstrip() + " …", True
+
+
+def select_texts(
+    segment: Segment,
+    segment_texts: pd.DataFrame,
+    count_tokens: TokenCounter,
+    *,
+    budget_tokens: int,
+    max_text_tokens: int = 160,
+    max_texts: int = 24,
+    min_chars: int = 12,
+    seed: int = 0,
+) -> list[PromptText]:
+    """Representatives first, then one text per unheard user (seeded shuffle), within the budget."""
+    by_id = {str(r.text_id): r for r in segment_texts.itertuples(index=False)}
+    order: list[str] = [r.text_id for r in segment.representatives if r.text_id in by_id]
+    heard_users = {str(by_id[t].user_id) for t in order}
+    rest = [t for t in by_id if t not in set(order)]
+    random.Random(seed * 7919 + segment.segment_id).shuffle(rest)
+    # One text per new user first, then the remaining texts, to spread across the segment.
+    first_per_user: list[str] = []
+    later: list[str] = []
+    for text_id in rest:
+        user = str(by_id[text_id].user_id)
+        if user in heard_users:
+            later.append(text_id)
+        else:
+            heard_users.add(user)
+            first_per_user.append(text_id)
+    chosen: list[PromptText] = []
+    seen_texts: set[str] = set()
+    used = 0
+    for text_id in order + first_per_user + later:
+        if len(chosen) >= max_texts or budget_tokens - used < 16:
+            break
+        row = by_id[text_id]
+        raw = " ".join(str(row.text).split())
+        if len(raw) < min_chars or raw.lower() in seen_texts:
+            continue
+        text, truncated = truncate_to_tokens(raw, max_text_tokens, count_tokens)
+        cost = count_tokens(f"[{text_id}] {text}") + 1
+        if used + cost > budget_tokens:
+            continue  # a shorter text further on may still fit
+        seen_texts.add(raw.lower())
+        chosen.append(PromptText(text_id, str(row.user_id), text, truncated))
+        used += cost
+    return chosen
+
+
+@dataclass
+class RenderedPrompt:
+    messages: list[Message]
+    prompt_version: str
+    template_sha256: str
+    inputs_sha256: str
+    texts: list[PromptText]
+    language_code: str
+    language_name: str
+    fixed_tokens: int = 0
+    text_tokens: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def render_messages(
+    templates: PromptTemplates,
+    segment: Segment,
+    *,
+    n_segments: int,
+    texts: Sequence[PromptText],
+    language_name: str,
+    different_from: Sequence[dict[str, Any]] = (),
+    schema_in_prompt: bool = False,
+) -> list[Message]:
+    system = templates.system.render(
+        output_language=language_name,
+        schema_json=json.dumps(draft_json_schema(), ensure_ascii=False) if schema_in_prompt else "",
+    )
+    languages = ", ".join(f"{k} {v * 100:.0f}%" for k, v in sorted(segment.languages.items(), key=lambda kv: -kv[1]))
+    user = templates.user.render(
+        segment=segment,
+        n_segments=n_segments,
+        languages=languages,
+        keywords=", ".join(k.term for k in segment.keywords[:15]),
+        attribute_lines=attribute_lines(segment),
+        different_from=list(different_from),
+        texts=[{"id": t.text_id, "text": t.text} for t in texts],
+        output_language=language_name,
+    )
+    return [{"role": "system", "content": system.strip()}, {"role": "user", "content": user.strip()}]
+
+
+def build_prompt(
+    templates: PromptTemplates,
+    segment: Segment,
+    segment_texts: pd.DataFrame,
+    count_tokens: TokenCounter,
+    *,
+    n_segments: int,
+    language: str = "auto",
+    max_context: int = 4096,
+    completion_tokens: int = 1500,
+    text_token_budget: int = 1500,
+    max_text_tokens: int = 160,
+    max_texts: int = 24,
+    different_from: Sequence[dict[str, Any]] = (),
+    schema_in_prompt: bool = False,
+    seed: int = 0,
+) -> RenderedPrompt:
+    """Render the prompt with as many texts as fit: the context minus the reply and the fixed part."""
+    code, name = output_language(segment, language)
+    kwargs: dict[str, Any] = {
+        "n_segments": n_segments,
+        "language_name": name,
+        "different_from": different_from,
+        "schema_in_prompt": schema_in_prompt,
+    }
+    empty = render_messages(templates, segment, texts=[], **kwargs)
+    # Chat-template tokens (role markers) are a few per message; 64 covers them with room to spare.
+    fixed = sum(count_tokens(m["content"]) for m in empty) + 64
+    room = max_context - completion_tokens - fixed
+    budget = min(text_token_budget, room)
+    if room < 100:
+        raise ConfigError(
+            f"the model's context ({max_context} tokens) leaves no room for texts after the instructions "
+            f"({fixed}) and the reply ({completion_tokens}); use a larger context or fewer max tokens"
+        )
+    texts = select_texts(
+        segment,
+        segment_texts,
+        count_tokens,
+        budget_tokens=budget,
+        max_text_tokens=max_text_tokens,
+        max_texts=max_texts,
+        seed=seed,
+    )
+    messages = render_messages(templates, segment, texts=texts, **kwargs)
+    inputs_sha = hashlib.sha256(json.dumps(messages, ensure_ascii=False, sort_keys=True).encode("utf-8")).hexdigest()
+    return RenderedPrompt(
+        messages=messages,
+        prompt_version=templates.version,
+        template_sha256=templates.sha256,
+        inputs_sha256=inputs_sha,
+        texts=texts,
+        language_code=code,
+        language_name=name,
+        fixed_tokens=fixed,
+        text_tokens=sum(count_tokens(f"[{t.text_id}] {t.text}") + 1 for t in texts),
+    )

@@ -1,0 +1,255 @@
+"""Persona models: what the LLM is asked to fill (`PersonaDraft`) and what we store (`Persona`).
+
+Two models on purpose (as in instructor): the *draft* is the response schema sent to the model, so it
+holds only what the model can know from the prompt, and every list and string is bounded
+(`maxItems`/`maxLength`) because a JSON schema alone does not stop a small model from rambling until the
+token limit. The stored `Persona` adds what we know better than the model: ids, share and counts,
+verified quotes (with their user), and provenance including every gate decision.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, model_validator
+
+PERSONA_SCHEMA_VERSION = "1"
+
+# Bounds shared by the draft and the stored persona: the stored one must accept every valid draft.
+MIN_QUOTES = 3
+MAX_QUOTES = 5
+QUOTE_MAX_CHARS = 300
+
+Short = Annotated[str, StringConstraints(min_length=1, max_length=80, strip_whitespace=True)]
+Sentence = Annotated[str, StringConstraints(min_length=1, max_length=160, strip_whitespace=True)]
+
+Confidence = Literal["low", "medium", "high"]
+EstimateConfidence = Literal["unknown", "low", "medium", "high"]
+Sentiment = Literal["positive", "mixed", "neutral", "negative"]
+
+
+class _Strict(BaseModel):
+    # additionalProperties: false in the schema, so constrained decoding cannot add stray keys.
+    model_config = ConfigDict(extra="forbid")
+
+
+class DemographicEstimate(_Strict):
+    """An estimate, never a fact: a value with the evidence that supports it and how sure we are.
+
+    `source` says where the support comes from: "attribute" (an attribute column summary in the prompt),
+    "texts" (what members wrote, cited by text id) or "none" (then value must be "unknown").
+    """
+
+    value: str = Field(max_length=60, description='the estimate, or "unknown" if the data does not say')
+    confidence: EstimateConfidence = Field(description='"unknown" when value is "unknown"')
+    source: Literal["attribute", "texts", "none"]
+    evidence: str = Field(default="", max_length=200, description="why: the attribute share or what the texts say")
+    text_ids: list[str] = Field(default_factory=list, max_length=3, description="ids of supporting texts")
+
+    @model_validator(mode="after")
+    def _unknown_is_consistent(self) -> DemographicEstimate:
+        is_unknown = self.value.strip().lower() in {"", "unknown", "未知"}
+        if is_unknown or self.source == "none":
+            # An unsupported guess is turned into an honest "unknown" rather than rejected: re-asking a
+            # small model for evidence it does not have only invites invention.
+            self.value, self.confidence, self.source = "unknown", "unknown", "none"
+            self.text_ids = []
+        elif self.confidence == "unknown":
+            self.confidence = "low"
+        return self
+
+    @classmethod
+    def unknown(cls, evidence: str = "") -> DemographicEstimate:
+        return cls(value="unknown", confidence="unknown", source="none", evidence=evidence)
+
+
+class Demographics(_Strict):
+    age_group: DemographicEstimate
+    gender: DemographicEstimate
+    location: DemographicEstimate
+    occupation: DemographicEstimate
+
+
+class Recommendations(_Strict):
+    messages: list[Sentence] = Field(min_length=1, max_length=3, description="messages that would land")
+    offers: list[Sentence] = Field(default_factory=list, max_length=3)
+    channels: list[Short] = Field(default_factory=list, max_length=3, description="where to reach them")
+
+
+class DraftQuote(_Strict):
+    text_id: str = Field(max_length=64, description="the id shown with the text, e.g. t123")
+    text: str = Field(min_length=1, max_length=QUOTE_MAX_CHARS, description="copied exactly from that text, no edits")
+
+
+class PersonaDraft(_Strict):
+    """The response model: what the LLM writes for one segment (field order = generation order)."""
+
+    name: str = Field(min_length=1, max_length=60, description="a memorable persona name")
+    tagline: str = Field(min_length=1, max_length=140, description="one line")
+    summary: str = Field(min_length=1, max_length=700, description="3-4 sentence narrative")
+    demographics: Demographics
+    interests: list[Short] = Field(min_length=1, max_length=6)
+    goals: list[Sentence] = Field(min_length=1, max_length=4)
+    pain_points: list[Sentence] = Field(min_length=1, max_length=4)
+    motivations: list[Sentence] = Field(default_factory=list, max_length=3)
+    purchase_triggers: list[Sentence] = Field(default_factory=list, max_length=3)
+    objections: list[Sentence] = Field(default_factory=list, max_length=3)
+    preferred_channels: list[Short] = Field(default_factory=list, max_length=4)
+    tone_of_voice: str = Field(max_length=160, description="how to talk to them")
+    sentiment: Sentiment
+    keywords: list[Short] = Field(min_length=1, max_length=8)
+    quotes: list[DraftQuote] = Field(min_length=MIN_QUOTES, max_length=MAX_QUOTES)
+    recommendations: Recommendations
+    confidence: Confidence = Field(description="how well the texts support this persona")
+
+
+class Quote(_Strict):
+    """A verified quote: verbatim (after whitespace normalisation) in source text `text_id`."""
+
+    text_id: str
+    user_id: str
+    text: str = Field(max_length=QUOTE_MAX_CHARS)
+
+
+RemovalReason = Literal["not_verbatim", "wrong_text_id", "not_in_segment", "duplicate", "too_short"]
+
+
+class QuoteRemoval(_Strict):
+    text_id: str
+    text: str
+    reason: RemovalReason
+    attempt: int = Field(description="1-based generation attempt that produced the quote")
+
+
+class EstimateRemoval(_Strict):
+    field: str
+    value: str
+    reason: str
+
+
+class DistinctnessCheck(_Strict):
+    other_persona_id: str
+    similarity: float
+    threshold: float
+    regenerated: bool
+
+
+class Provenance(_Strict):
+    run_id: str
+    data_sha256: str = Field(description="input_sha256 of the run manifest")
+    segment_sha256: str = Field(description="hash of the prompt inputs; the cache key's data part")
+    backend: str
+    model: str
+    prompt_version: str
+    prompt_sha256: str
+    schema_version: str = PERSONA_SCHEMA_VERSION
+    language: str
+    generated_at: str = Field(description="ISO 8601 UTC")
+    attempts: int = Field(description="generation calls made, including re-asks")
+    from_cache: bool = False
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    quotes_proposed: int = Field(default=0, description="quotes the model proposed across all attempts")
+    quotes_removed: list[QuoteRemoval] = Field(default_factory=list)
+    estimates_removed: list[EstimateRemoval] = Field(default_factory=list)
+    distinctness: list[DistinctnessCheck] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
+
+
+class Persona(_Strict):
+    """A stored persona (`personas.json` is a list of these)."""
+
+    persona_id: str = Field(description="stable: derived from the data hash and the segment's members")
+    segment_id: int
+    run_id: str
+    language: str
+    user_count: int
+    share: float = Field(description="share of segmented users")
+    n_texts: int
+    name: str = Field(max_length=60)
+    tagline: str = Field(max_length=140)
+    summary: str = Field(max_length=700)
+    demographics: Demographics
+    interests: list[str] = Field(max_length=6)
+    goals: list[str] = Field(max_length=4)
+    pain_points: list[str] = Field(max_length=4)
+    motivations: list[str] = Field(max_length=3)
+    purchase_triggers: list[str] = Field(max_length=3)
+    objections: list[str] = Field(max_length=3)
+    preferred_channels: list[str] = Field(max_length=4)
+    tone_of_voice: str = Field(max_length=160)
+    sentiment: Sentiment
+    keywords: list[str] = Field(max_length=8)
+    quotes: list[Quote] = Field(max_length=MAX_QUOTES, description="only quotes that passed the gate")
+    recommendations: Recommendations
+    confidence: Confidence
+    provenance: Provenance
+
+    @classmethod
+    def from_draft(
+        cls,
+        draft: PersonaDraft,
+        *,
+        persona_id: str,
+        segment_id: int,
+        run_id: str,
+        language: str,
+        user_count: int,
+        share: float,
+        n_texts: int,
+        quotes: list[Quote],
+        provenance: Provenance,
+    ) -> Persona:
+        fields = draft.model_dump(exclude={"quotes"})
+        return cls(
+            persona_id=persona_id,
+            segment_id=segment_id,
+            run_id=run_id,
+            language=language,
+            user_count=user_count,
+            share=share,
+            n_texts=n_texts,
+            quotes=quotes,
+            provenance=provenance,
+            **fields,
+        )
+
+    def embedding_text(self) -> str:
+        """What the distinctness gate and the store embed: the persona's substance, not its name."""
+        parts = [
+            self.tagline,
+            self.summary,
+            "; ".join(self.interests),
+            "; ".join(self.goals),
+            "; ".join(self.pain_points),
+            "; ".join(self.keywords),
+        ]
+        return "\n".join(p for p in parts if p)
+
+
+def draft_json_schema() -> dict[str, Any]:
+    """The JSON schema sent as `response_format` (and shown to models without schema decoding)."""
+    return PersonaDraft.model_json_schema()
+
+
+def persona_list_schema() -> dict[str, Any]:
+    schema = TypeAdapter(list[Persona]).json_schema()
+    schema["title"] = "personas.json"
+    schema["$comment"] = f"persona-llm persona schema version {PERSONA_SCHEMA_VERSION}"
+    return schema
+
+
+def export_json_schema(path: str | Path) -> Path:
+    """Write the JSON Schema of `personas.json` (a list of Persona) to `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(persona_list_schema(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path
+
+
+def load_personas(path: str | Path) -> list[Persona]:
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    return TypeAdapter(list[Persona]).validate_python(data)

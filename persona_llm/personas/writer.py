@@ -1,0 +1,566 @@
+"""Write one persona per segment of a run: prompt -> LLM -> schema -> grounding gate -> distinctness gate.
+
+Outputs in the run directory:
+    personas.json         list of Persona (schema: persona.schema.json next to it)
+    persona.schema.json   JSON Schema of personas.json
+    personas.md           the personas as Markdown
+    report.html           self-contained report: user map, segment sizes, persona cards with evidence
+    personas_stats.json   what the writer did: calls, tokens, seconds, gate counts, similarities
+    llm_calls.jsonl       one line per model call: prompt hash, tokens, seconds, outcome
+and the personas are upserted into the run's Chroma store (collection "personas").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from persona_llm.agents import load_agent
+from persona_llm.errors import BackendError, InputError
+from persona_llm.llm.client import CallRecord, ChatModel, LLMSettings, StructuredOutputError, open_chat_model
+from persona_llm.personas.gates import (
+    Embedder,
+    TextIndex,
+    check_estimates,
+    choose_to_regenerate,
+    max_pairwise_similarity,
+    similar_pairs,
+    similarity_matrix,
+)
+from persona_llm.personas.gates import (
+    ground_quotes as ground_quotes_gate,
+)
+from persona_llm.personas.prompting import PromptTemplates, build_prompt
+from persona_llm.personas.schema import (
+    MAX_QUOTES,
+    MIN_QUOTES,
+    DistinctnessCheck,
+    Persona,
+    PersonaDraft,
+    Provenance,
+    Quote,
+    QuoteRemoval,
+    export_json_schema,
+    load_personas,
+)
+from persona_llm.segments import Segment, SegmentSet
+
+log = logging.getLogger(__name__)
+
+PERSONAS_FILE = "personas.json"
+SCHEMA_FILE = "persona.schema.json"
+MARKDOWN_FILE = "personas.md"
+REPORT_FILE = "report.html"
+STATS_FILE = "personas_stats.json"
+CALLS_FILE = "llm_calls.jsonl"
+#: Agent definition (agents/<name>.toml) whose prompt version the writer uses by default.
+WRITER_AGENT = "persona_writer"
+
+
+class PersonaWriteError(BackendError):
+    """Some segments got no persona (the others were written); `failures` maps segment id to why."""
+
+    def __init__(self, failures: dict[int, str]) -> None:
+        self.failures = failures
+        detail = "; ".join(f"segment {k}: {v}" for k, v in sorted(failures.items()))
+        super().__init__(f"{len(failures)} segment(s) got no persona: {detail}")
+
+
+@dataclass
+class RunData:
+    """What the writer reads from a run directory."""
+
+    run_dir: Path
+    segments: SegmentSet
+    texts: pd.DataFrame
+    manifest: dict[str, Any]
+    index: TextIndex
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> RunData:
+        run_dir = Path(run_dir)
+        seg_path, texts_path = run_dir / "segments.json", run_dir / "texts.parquet"
+        for path in (seg_path, texts_path):
+            if not path.is_file():
+                raise InputError("not found; is this a run directory written by `persona-llm segment`?", path=str(path))
+        segments = SegmentSet.model_validate_json(seg_path.read_text(encoding="utf-8"))
+        texts = pd.read_parquet(texts_path)
+        missing = {"text_id", "user_id", "text", "segment_id"} - set(texts.columns)
+        if missing:
+            raise InputError(f"missing columns {sorted(missing)}", path=str(texts_path))
+        texts["text_id"] = texts["text_id"].astype(str)
+        texts["user_id"] = texts["user_id"].astype(str)
+        manifest_path = run_dir / "manifest.json"
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.is_file() else {}
+        return cls(run_dir, segments, texts, manifest, TextIndex.from_frame(texts))
+
+    @property
+    def run_id(self) -> str:
+        return str(self.manifest.get("run_id") or self.segments.run_id)
+
+    @property
+    def data_sha256(self) -> str:
+        return str(self.manifest.get("input_sha256", ""))
+
+    def segment_texts(self, segment_id: int) -> pd.DataFrame:
+        return self.texts[self.texts["segment_id"] == segment_id]
+
+    def persona_id(self, segment_id: int) -> str:
+        """Stable: the same input, segment and members give the same id on every run."""
+        members = sorted(self.segment_texts(segment_id)["text_id"])
+        digest = hashlib.sha256(f"{self.data_sha256}|{segment_id}|{','.join(members)}".encode()).hexdigest()
+        return f"p{segment_id}-{digest[:10]}"
+
+
+@dataclass
+class _Generated:
+    persona: Persona
+    records: list[CallRecord] = field(default_factory=list)
+
+
+def _quote_feedback(removed: Sequence[QuoteRemoval], n_kept: int, needed: int) -> str:
+    reasons = {
+        "not_verbatim": "not found word for word in any text",
+        "wrong_text_id": "found, but not in the text it cites",
+        "not_in_segment": "cites a text that is not in this segment",
+        "duplicate": "repeats another quote",
+        "too_short": "too short to be evidence",
+    }
+    lines = [f'- "{r.text[:120]}" (text_id {r.text_id}): {reasons[r.reason]}' for r in removed[:8]]
+    return (
+        f"Only {n_kept} of the quotes are copied exactly from the texts; at least {needed} are needed.\n"
+        "Rejected quotes:\n" + "\n".join(lines) + "\n"
+        "Copy each quote character for character from one text between <texts> and </texts> and give "
+        "that text's id. Reply again with the complete corrected JSON object only."
+    )
+
+
+class PersonaWriter:
+    """Writes personas for the segments of a run directory.
+
+    Parameters (scikit-learn style: stored as given; nothing happens until `write`)
+    ----------
+    settings: which backend and how to call it (ignored for the model if `chat` is given).
+    chat: an already-open ChatModel (tests, several runs on one server); else one is opened per write.
+    language: "auto" (each segment's majority language), "en", "zh", ...
+    prompt_version: a folder under prompts/ (None: the one the persona_writer agent definition names).
+    text_token_budget / max_text_tokens / max_texts: how much of the segment goes into the prompt.
+    min_quotes: verified quotes wanted; fewer triggers a re-ask (at most `max_quote_reasks`).
+    distinct_threshold: cosine similarity above which two personas count as the same persona.
+    max_regenerations: rounds of "different from" regeneration.
+    embedder: object with `.encode(texts) -> unit vectors`, a `persona_llm.embed.get_embedder` name, or
+        "auto" (MiniLM for English personas, the multilingual E5 otherwise).
+    write_store / write_report: also upsert into the Chroma store / write report.html.
+    """
+
+    def __init__(
+        self,
+        settings: LLMSettings | None = None,
+        *,
+        chat: ChatModel | None = None,
+        language: str = "auto",
+        prompt_version: str | None = None,
+        text_token_budget: int = 1500,
+        max_text_tokens: int = 160,
+        max_texts: int = 24,
+        min_quotes: int = MIN_QUOTES,
+        max_quote_reasks: int = 2,
+        distinct_threshold: float = 0.9,
+        max_regenerations: int = 1,
+        embedder: Embedder | str | None = "auto",
+        write_store: bool = True,
+        write_report: bool = True,
+        seed: int = 0,
+    ) -> None:
+        self.settings = settings
+        self.chat = chat
+        self.language = language
+        self.prompt_version = prompt_version
+        self.text_token_budget = text_token_budget
+        self.max_text_tokens = max_text_tokens
+        self.max_texts = max_texts
+        self.min_quotes = min_quotes
+        self.max_quote_reasks = max_quote_reasks
+        self.distinct_threshold = distinct_threshold
+        self.max_regenerations = max_regenerations
+        self.embedder = embedder
+        self.write_store = write_store
+        self.write_report = write_report
+        self.seed = seed
+
+    # -- public -------------------------------------------------------------------------------------
+
+    def write(self, run_dir: str | Path, segment_ids: Sequence[int] | None = None) -> list[Persona]:
+        """Generate personas for `segment_ids` (default: all), merge them into personas.json, write the
+        Markdown and HTML report and the store. Returns all personas of the run, by segment id."""
+        settings = self.settings or LLMSettings()
+        run = RunData.load(run_dir)
+        wanted = list(segment_ids) if segment_ids is not None else [s.segment_id for s in run.segments.segments]
+        segments = [run.segments.get(int(sid)) for sid in wanted]  # KeyError names a wrong id
+        if not segments:
+            raise InputError("the run has no segments to write personas for", path=str(run.run_dir))
+        self.records_: list[CallRecord] = []
+        self.failures_: dict[int, str] = {}
+        started = time.perf_counter()
+        if self.chat is not None:
+            personas = self._write_with(self.chat, run, segments, settings)
+        else:
+            with open_chat_model(settings) as chat:
+                personas = self._write_with(chat, run, segments, settings)
+        self.seconds_ = time.perf_counter() - started
+        all_personas = self._save(run, personas)
+        if self.failures_:
+            raise PersonaWriteError(self.failures_)
+        return all_personas
+
+    # -- generation ---------------------------------------------------------------------------------
+
+    def _write_with(
+        self, chat: ChatModel, run: RunData, segments: list[Segment], settings: LLMSettings
+    ) -> list[Persona]:
+        self.model_id_ = chat.model_id
+        self.backend_info_ = dict(chat.info)
+        # The agent definition (agents/persona_writer.toml) names the prompt version unless one is given.
+        templates = PromptTemplates.load(self.prompt_version or load_agent(WRITER_AGENT).prompt)
+        generated = self._generate_many(chat, templates, run, segments, settings, {})
+        personas = {g.persona.segment_id: g.persona for g in generated}
+        self._distinctness(chat, templates, run, personas, settings)
+        return [personas[s.segment_id] for s in segments if s.segment_id in personas]
+
+    def _generate_many(
+        self,
+        chat: ChatModel,
+        templates: PromptTemplates,
+        run: RunData,
+        segments: Sequence[Segment],
+        settings: LLMSettings,
+        different_from: dict[int, list[dict[str, Any]]],
+    ) -> list[_Generated]:
+        def one(segment: Segment) -> _Generated | None:
+            try:
+                return self._generate_one(
+                    chat, templates, run, segment, settings, different_from.get(segment.segment_id, [])
+                )
+            except (StructuredOutputError, BackendError) as exc:
+                log.error("segment %d: %s", segment.segment_id, exc)
+                self.failures_[segment.segment_id] = str(exc)[:500]
+                if isinstance(exc, StructuredOutputError):
+                    self.records_.extend(exc.records)
+                return None
+
+        workers = max(1, min(settings.concurrency, len(segments)))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="persona") as pool:
+            results = list(pool.map(one, segments))
+        done = [r for r in results if r is not None]
+        for r in done:
+            self.records_.extend(r.records)
+        return done
+
+    def _generate_one(
+        self,
+        chat: ChatModel,
+        templates: PromptTemplates,
+        run: RunData,
+        segment: Segment,
+        settings: LLMSettings,
+        different_from: list[dict[str, Any]],
+    ) -> _Generated:
+        sid = segment.segment_id
+        mode = chat.capabilities.structured_mode(chat.structured)
+        prompt = build_prompt(
+            templates,
+            segment,
+            run.segment_texts(sid),
+            chat.count_tokens,
+            n_segments=len(run.segments.segments),
+            language=self.language,
+            max_context=chat.capabilities.max_context,
+            completion_tokens=chat.max_tokens,
+            text_token_budget=self.text_token_budget,
+            max_text_tokens=self.max_text_tokens,
+            max_texts=self.max_texts,
+            different_from=different_from,
+            schema_in_prompt=mode != "json_schema",
+            seed=self.seed,
+        )
+        if not prompt.texts:
+            raise BackendError(f"segment {sid} has no usable texts for a prompt")
+        needed = min(self.min_quotes, len(prompt.texts))
+        messages = prompt.messages
+        kept: list[Quote] = []
+        removed: list[QuoteRemoval] = []
+        records: list[CallRecord] = []
+        proposed = attempts = 0
+        draft: PersonaDraft | None = None
+        warnings: list[str] = []
+        tag = f"segment {sid}"
+        for round_ in range(1, self.max_quote_reasks + 2):
+            result = chat.generate_structured(messages, PersonaDraft, max_reasks=settings.max_reasks, tag=tag)
+            records.extend(result.records)
+            draft = result.value
+            grounding = ground_quotes_gate(
+                draft.quotes, sid, run.index, attempt=attempts + result.attempts, already_kept=kept
+            )
+            attempts += result.attempts
+            proposed += len(draft.quotes)
+            kept.extend(grounding.kept)
+            removed.extend(grounding.removed)
+            if len(kept) >= needed:
+                break
+            if round_ <= self.max_quote_reasks:
+                log.info("segment %d: %d/%d verified quotes; re-asking", sid, len(kept), needed)
+                messages = result.messages + [
+                    {"role": "user", "content": _quote_feedback(grounding.removed, len(kept), needed)}
+                ]
+        assert draft is not None
+        if len(kept) < needed:
+            warnings.append(f"only {len(kept)} verified quotes after {self.max_quote_reasks} re-asks")
+        demographics, estimate_removals = check_estimates(draft.demographics, segment, run.index)
+        draft = draft.model_copy(update={"demographics": demographics})
+        provenance = Provenance(
+            run_id=run.run_id,
+            data_sha256=run.data_sha256,
+            segment_sha256=prompt.inputs_sha256,
+            backend=chat.backend,
+            model=chat.model,
+            prompt_version=prompt.prompt_version,
+            prompt_sha256=prompt.template_sha256,
+            language=prompt.language_code,
+            generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            attempts=attempts,
+            from_cache=all(r.cached for r in records),
+            prompt_tokens=sum(r.prompt_tokens for r in records),
+            completion_tokens=sum(r.completion_tokens for r in records),
+            seconds=round(sum(r.seconds for r in records), 3),
+            quotes_proposed=proposed,
+            quotes_removed=removed,
+            estimates_removed=estimate_removals,
+            warnings=warnings,
+        )
+        persona = Persona.from_draft(
+            draft,
+            persona_id=run.persona_id(sid),
+            segment_id=sid,
+            run_id=run.run_id,
+            language=prompt.language_code,
+            user_count=segment.size,
+            share=segment.share,
+            n_texts=segment.n_texts,
+            quotes=kept[:MAX_QUOTES],
+            provenance=provenance,
+        )
+        return _Generated(persona, records)
+
+    # -- distinctness -------------------------------------------------------------------------------
+
+    def _get_embedder(self, personas: Sequence[Persona]) -> Embedder:
+        if self.embedder is not None and not isinstance(self.embedder, str):
+            return self.embedder
+        from persona_llm.embed import choose_embedder_for_languages, get_embedder
+
+        name = self.embedder or "auto"
+        if name == "auto":
+            shares: dict[str, float] = {}
+            for p in personas:
+                shares[p.language] = shares.get(p.language, 0.0) + 1.0 / max(len(personas), 1)
+            name = choose_embedder_for_languages(shares)
+        return get_embedder(name)
+
+    def _embed(self, personas: Sequence[Persona]) -> np.ndarray:
+        if not personas:
+            return np.zeros((0, 1), dtype=np.float32)
+        vectors = self._get_embedder(personas).encode([p.embedding_text() for p in personas])
+        return np.asarray(vectors, dtype=np.float32)
+
+    def _distinctness(
+        self,
+        chat: ChatModel,
+        templates: PromptTemplates,
+        run: RunData,
+        personas: dict[int, Persona],
+        settings: LLMSettings,
+    ) -> None:
+        """Regenerate the smaller segment's persona of each too-similar pair, showing the other one."""
+        existing = {p.segment_id: p for p in self._existing(run) if p.segment_id not in personas}
+        for _round in range(self.max_regenerations):
+            everyone = {**existing, **personas}
+            order = sorted(everyone)
+            vectors = self._embed([everyone[s] for s in order])
+            pairs = similar_pairs(vectors, self.distinct_threshold)
+            if not pairs:
+                break
+            sizes = {i: everyone[s].user_count for i, s in enumerate(order)}
+            # Only personas of this write may be regenerated; if the smaller one is an old one, redo
+            # the new one instead.
+            redo: dict[int, list[tuple[int, float]]] = {}
+            for small, large, sim in choose_to_regenerate(pairs, sizes):
+                target, other = order[small], order[large]
+                if target not in personas:
+                    target, other = other, target
+                if target in personas:
+                    redo.setdefault(target, []).append((other, sim))
+            if not redo:
+                break
+            different_from = {t: [self._as_other(everyone[o]) for o, _ in others] for t, others in redo.items()}
+            log.info("distinctness: regenerating segments %s", sorted(redo))
+            regenerated = self._generate_many(
+                chat, templates, run, [run.segments.get(t) for t in redo], settings, different_from
+            )
+            for sid in redo:
+                # A failed regeneration keeps the first persona: similar is better than missing.
+                if sid in self.failures_ and sid in personas:
+                    why = self.failures_.pop(sid)
+                    personas[sid].provenance.warnings.append(f"regeneration for distinctness failed: {why[:200]}")
+            for g in regenerated:
+                sid = g.persona.segment_id
+                checks = [
+                    DistinctnessCheck(
+                        other_persona_id=everyone[o].persona_id,
+                        similarity=round(sim, 4),
+                        threshold=self.distinct_threshold,
+                        regenerated=True,
+                    )
+                    for o, sim in redo[sid]
+                ]
+                g.persona.provenance.distinctness = personas[sid].provenance.distinctness + checks
+                g.persona.provenance.attempts += personas[sid].provenance.attempts
+                personas[sid] = g.persona
+        # Final record: each persona's nearest other persona, regenerated or not.
+        everyone = {**existing, **personas}
+        order = sorted(everyone)
+        vectors = self._embed([everyone[s] for s in order])
+        self.max_similarity_ = max_pairwise_similarity(vectors)
+        self.embeddings_ = {s: vectors[i] for i, s in enumerate(order)}
+        if len(order) >= 2:
+            sims = similarity_matrix(vectors)
+            np.fill_diagonal(sims, -np.inf)
+            for i, sid in enumerate(order):
+                if sid not in personas:
+                    continue
+                j = int(np.argmax(sims[i]))
+                personas[sid].provenance.distinctness.append(
+                    DistinctnessCheck(
+                        other_persona_id=everyone[order[j]].persona_id,
+                        similarity=round(float(sims[i, j]), 4),
+                        threshold=self.distinct_threshold,
+                        regenerated=False,
+                    )
+                )
+
+    @staticmethod
+    def _as_other(persona: Persona) -> dict[str, Any]:
+        return {"name": persona.name, "tagline": persona.tagline, "interests": persona.interests[:5]}
+
+    @staticmethod
+    def _existing(run: RunData) -> list[Persona]:
+        path = run.run_dir / PERSONAS_FILE
+        if not path.is_file():
+            return []
+        try:
+            return [p for p in load_personas(path) if p.run_id == run.run_id]
+        except (ValueError, OSError):
+            log.warning("%s is unreadable; it will be replaced", path)
+            return []
+
+    # -- output -------------------------------------------------------------------------------------
+
+    def _save(self, run: RunData, personas: list[Persona]) -> list[Persona]:
+        merged = {p.segment_id: p for p in self._existing(run)}
+        merged.update({p.segment_id: p for p in personas})
+        all_personas = [merged[k] for k in sorted(merged)]
+        out = run.run_dir
+        tmp = out / f".{PERSONAS_FILE}.tmp"
+        tmp.write_text(
+            json.dumps([p.model_dump(mode="json") for p in all_personas], indent=2, ensure_ascii=False) + "\n",
+            encoding="utf-8",
+        )
+        tmp.replace(out / PERSONAS_FILE)
+        export_json_schema(out / SCHEMA_FILE)
+        with (out / CALLS_FILE).open("w", encoding="utf-8") as fh:
+            for record in self.records_:
+                fh.write(json.dumps(record.to_dict(), ensure_ascii=False) + "\n")
+        self.stats_ = self._stats(personas)
+        (out / STATS_FILE).write_text(json.dumps(self.stats_, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        from persona_llm.personas.report import write_html_report, write_markdown
+
+        write_markdown(all_personas, out / MARKDOWN_FILE, run_id=run.run_id)
+        if self.write_report:
+            write_html_report(run.run_dir, all_personas, out / REPORT_FILE)
+        if self.write_store and personas:
+            self._upsert_store(run, personas)
+        return all_personas
+
+    def _stats(self, personas: list[Persona]) -> dict[str, Any]:
+        calls = [r for r in self.records_ if not r.cached]
+        seconds = sum(r.seconds for r in calls)
+        completion = sum(r.completion_tokens for r in calls)
+        timed = [r for r in calls if r.server_generation_ms > 0]
+        gen_ms = sum(r.server_generation_ms for r in timed)
+        prompt_ms = sum(r.server_prompt_ms for r in timed)
+        completion_timed = sum(r.completion_tokens for r in timed)
+        proposed = sum(p.provenance.quotes_proposed for p in personas)
+        dropped = sum(len(p.provenance.quotes_removed) for p in personas)
+        return {
+            "model": getattr(self, "model_id_", ""),
+            "backend_info": getattr(self, "backend_info_", {}),
+            "personas": len(personas),
+            "failed_segments": sorted(self.failures_),
+            "calls": len(self.records_),
+            "cached_calls": len(self.records_) - len(calls),
+            "invalid_outputs": sum(1 for r in self.records_ if r.outcome == "invalid"),
+            "transport_retries": sum(r.transport_retries for r in self.records_),
+            "prompt_tokens": sum(r.prompt_tokens for r in calls),
+            "completion_tokens": completion,
+            "llm_seconds": round(seconds, 2),
+            "wall_seconds": round(getattr(self, "seconds_", 0.0), 2),
+            "completion_tokens_per_second": round(completion / seconds, 2) if seconds else None,
+            # Generation alone and prompt processing alone, where the server reports its timings.
+            "generation_tokens_per_second": round(completion_timed / (gen_ms / 1000), 2) if gen_ms else None,
+            "prompt_tokens_per_second": (
+                round(sum(r.server_prompt_tokens for r in timed) / (prompt_ms / 1000), 2) if prompt_ms else None
+            ),
+            "quotes_proposed": proposed,
+            "quotes_dropped_by_gate": dropped,
+            "quotes_kept": sum(len(p.quotes) for p in personas),
+            "personas_short_of_quotes": sum(1 for p in personas if len(p.quotes) < MIN_QUOTES),
+            "estimates_removed": sum(len(p.provenance.estimates_removed) for p in personas),
+            "regenerated_for_distinctness": sum(
+                1 for p in personas if any(c.regenerated for c in p.provenance.distinctness)
+            ),
+            "max_pairwise_similarity": getattr(self, "max_similarity_", None),
+            "distinct_threshold": self.distinct_threshold,
+        }
+
+    def _upsert_store(self, run: RunData, personas: list[Persona]) -> None:
+        from persona_llm.store import ChromaStore
+
+        info = run.manifest.get("store") or {}
+        if info.get("kind") == "http":
+            store = ChromaStore(url=info.get("location"), prefix=info.get("collections_prefix", "persona_llm_"))
+        else:
+            store = ChromaStore(path=run.run_dir / "chroma", prefix=info.get("collections_prefix", "persona_llm_"))
+        vectors = np.stack([self.embeddings_[p.segment_id] for p in personas])
+        records = [{**p.model_dump(mode="json"), "id": p.persona_id} for p in personas]
+        store.upsert_personas(run.run_id, records, vectors)
+
+
+def write_personas(
+    run_dir: str | Path,
+    settings: LLMSettings | None = None,
+    language: str = "auto",
+    segment_ids: Sequence[int] | None = None,
+    **params: Any,
+) -> list[Persona]:
+    """Write personas for a run directory with the configured backend (see PersonaWriter)."""
+    return PersonaWriter(settings, language=language, **params).write(run_dir, segment_ids)

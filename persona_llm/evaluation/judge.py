@@ -14,6 +14,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
+from persona_llm.errors import ConfigError
+from persona_llm.resource_paths import resource_root
+
 if TYPE_CHECKING:
     from persona_llm.personas.schema import Persona
 
@@ -21,16 +24,16 @@ Message = dict[str, str]
 ChatFn = Callable[[list[Message]], str]
 Verdict = Literal["supported", "unsupported", "error"]
 
-JUDGE_PROMPT_VERSION = "judge-1"
+JUDGE_PROMPT_VERSION = "judge/v1"
 
-SYSTEM = (
-    "You check marketing personas against evidence. For each numbered claim, decide from the numbered "
-    "texts only whether the texts support it. A claim is supported when at least one text states or "
-    "clearly implies it; it is unsupported when no text does, even if it sounds plausible. Demographic "
-    "claims are supported only by explicit evidence in the texts. Give a short reason naming text numbers. "
-    'Reply with JSON only: {"verdicts": [{"claim": <number>, "verdict": "supported" | "unsupported", '
-    '"reason": "..."}]} with one verdict per claim.'
-)
+
+
+def judge_system_prompt(version: str = JUDGE_PROMPT_VERSION) -> str:
+    """The judge's instructions, from the versioned prompt folder (`prompts/<version>/system.txt`)."""
+    path = resource_root("prompts") / version / "system.txt"
+    if not path.is_file():
+        raise ConfigError(f"{path}: judge prompt version {version!r} not found")
+    return path.read_text(encoding="utf-8").strip()
 
 
 class ClaimVerdict(BaseModel):
@@ -71,7 +74,7 @@ def build_messages(claims: Sequence[str], texts: Sequence[str], *, max_chars: in
     text_block = "\n".join(f"[{i}] {t[:max_chars]}" for i, t in enumerate(texts, 1))
     claim_block = "\n".join(f"{i}. {c}" for i, c in enumerate(claims, 1))
     return [
-        {"role": "system", "content": SYSTEM},
+        {"role": "system", "content": judge_system_prompt()},
         {"role": "user", "content": f"Texts:\n{text_block}\n\nClaims:\n{claim_block}"},
     ]
 

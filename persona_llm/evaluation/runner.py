@@ -93,6 +93,28 @@ def _version() -> str:
         return "0+unknown"
 
 
+def run_embedder(run_dir: str | Path) -> Any:
+    """The embedding model a run was built with (from its manifest), for persona metrics that compare
+    persona vectors with the run's text vectors."""
+    from persona_llm.embed import embedder_from_model_id
+
+    manifest = Path(run_dir) / "manifest.json"
+    if not manifest.is_file():
+        raise InputError(f"{manifest}: missing; cannot tell which embedding model the run used")
+    model_id = json.loads(manifest.read_text(encoding="utf-8")).get("models", {}).get("embedder")
+    if not model_id:
+        raise InputError(f"{manifest}: field 'models.embedder' is missing")
+    return embedder_from_model_id(str(model_id))
+
+
+def _suite_embedder(embedder: Any, suite: Suite, run_dir: Path) -> Any:
+    """Resolve run_suite's `embedder`: "run" loads the run's model, only when a group needs vectors."""
+    if not (isinstance(embedder, str) and embedder == "run"):
+        return embedder
+    needs_vectors = suite.enabled("distinctness") or suite.enabled("representativeness")
+    return run_embedder(run_dir) if needs_vectors else None
+
+
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
@@ -625,13 +647,15 @@ def run_suite(
     pipeline: Pipeline,
     *,
     segment_fn: SegmentFn | None = None,
-    embedder: Any = None,
+    embedder: Any = "run",
     judge: Any = None,
     data_dir: str | Path | None = None,
     write_bench: bool | None = None,
 ) -> SuiteResult:
     """Build one run per suite data set with `pipeline(texts, run_dir, seed)`, evaluate and check each.
 
+    `embedder`: "run" (default) embeds personas with each run's own model (`run_embedder`), else an
+    object with `.encode` used for every run, or None (persona vector metrics skipped).
     Runs go to `<workdir>/<dataset>/`. With `write_bench` (default: when the suite has a report_dir),
     a dated JSON + Markdown record is written there (the full suite's is bench/results/).
     """
@@ -652,7 +676,7 @@ def run_suite(
             run_dir,
             ds.labels,
             suite,
-            embedder,
+            _suite_embedder(embedder, suite, run_dir),
             judge,
             segment_fn=segment_fn,
             dataset=ds.key,

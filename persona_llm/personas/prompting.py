@@ -111,6 +111,9 @@ class PromptText:
     user_id: str
     text: str
     truncated: bool = False
+    #: The short id the model sees ("t1", "t2", ...): real ids are long and structured
+    #: ("train/rec.autos/101551") and small models garble them when citing; the writer maps them back.
+    ref: str = ""
 
 
 def truncate_to_tokens(text: str, max_tokens: int, count_tokens: TokenCounter) -> tuple[str, bool]:
@@ -169,11 +172,12 @@ def select_texts(
         if len(raw) < min_chars or raw.lower() in seen_texts:
             continue
         text, truncated = truncate_to_tokens(raw, max_text_tokens, count_tokens)
-        cost = count_tokens(f"[{text_id}] {text}") + 1
+        ref = f"t{len(chosen) + 1}"
+        cost = count_tokens(f"[{ref}] {text}") + 1
         if used + cost > budget_tokens:
             continue  # a shorter text further on may still fit
         seen_texts.add(raw.lower())
-        chosen.append(PromptText(text_id, str(row.user_id), text, truncated))
+        chosen.append(PromptText(text_id, str(row.user_id), text, truncated, ref=ref))
         used += cost
     return chosen
 
@@ -190,6 +194,16 @@ class RenderedPrompt:
     fixed_tokens: int = 0
     text_tokens: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def text_id_for(self, ref: str) -> str:
+        """The real text id behind a short id the model cited ("t3", "[t3]", "T3"); anything else as given."""
+        key = ref.strip().strip("[]").strip()
+        by_ref = {t.ref.lower(): t.text_id for t in self.texts if t.ref}
+        return by_ref.get(key.lower(), key)
+
+    def ref_for(self, text_id: str) -> str:
+        """The short id shown to the model for a real text id (the id itself if it was not shown)."""
+        return next((t.ref for t in self.texts if t.text_id == text_id and t.ref), text_id)
 
 
 def render_messages(
@@ -214,7 +228,7 @@ def render_messages(
         keywords=", ".join(k.term for k in segment.keywords[:15]),
         attribute_lines=attribute_lines(segment),
         different_from=list(different_from),
-        texts=[{"id": t.text_id, "text": t.text} for t in texts],
+        texts=[{"id": t.ref or t.text_id, "text": t.text} for t in texts],
         output_language=language_name,
     )
     return [{"role": "system", "content": system.strip()}, {"role": "user", "content": user.strip()}]
@@ -275,5 +289,5 @@ def build_prompt(
         language_code=code,
         language_name=name,
         fixed_tokens=fixed,
-        text_tokens=sum(count_tokens(f"[{t.text_id}] {t.text}") + 1 for t in texts),
+        text_tokens=sum(count_tokens(f"[{t.ref or t.text_id}] {t.text}") + 1 for t in texts),
     )

@@ -16,7 +16,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -41,7 +41,7 @@ from persona_llm.personas.gates import (
 from persona_llm.personas.gates import (
     ground_quotes as ground_quotes_gate,
 )
-from persona_llm.personas.prompting import PromptTemplates, build_prompt
+from persona_llm.personas.prompting import PromptTemplates, RenderedPrompt, build_prompt
 from persona_llm.personas.schema import (
     MAX_QUOTES,
     MIN_QUOTES,
@@ -123,13 +123,27 @@ class RunData:
         return f"p{segment_id}-{digest[:10]}"
 
 
+def _with_real_text_ids(draft: PersonaDraft, prompt: RenderedPrompt) -> PersonaDraft:
+    """The draft with the short ids the model cited ("t3") replaced by the real text ids, before any gate."""
+    quotes = [q.model_copy(update={"text_id": prompt.text_id_for(q.text_id)}) for q in draft.quotes]
+    demographics = draft.demographics.model_copy(
+        update={
+            name: est.model_copy(update={"text_ids": [prompt.text_id_for(t) for t in est.text_ids]})
+            for name, est in draft.demographics
+        }
+    )
+    return draft.model_copy(update={"quotes": quotes, "demographics": demographics})
+
+
 @dataclass
 class _Generated:
     persona: Persona
     records: list[CallRecord] = field(default_factory=list)
 
 
-def _quote_feedback(removed: Sequence[QuoteRemoval], n_kept: int, needed: int) -> str:
+def _quote_feedback(
+    removed: Sequence[QuoteRemoval], n_kept: int, needed: int, shown_id: Callable[[str], str] = str
+) -> str:
     reasons = {
         "not_verbatim": "not found word for word in any text",
         "wrong_text_id": "found, but not in the text it cites",
@@ -137,7 +151,7 @@ def _quote_feedback(removed: Sequence[QuoteRemoval], n_kept: int, needed: int) -
         "duplicate": "repeats another quote",
         "too_short": "too short to be evidence",
     }
-    lines = [f'- "{r.text[:120]}" (text_id {r.text_id}): {reasons[r.reason]}' for r in removed[:8]]
+    lines = [f'- "{r.text[:120]}" (text_id {shown_id(r.text_id)}): {reasons[r.reason]}' for r in removed[:8]]
     return (
         f"Only {n_kept} of the quotes are copied exactly from the texts; at least {needed} are needed.\n"
         "Rejected quotes:\n" + "\n".join(lines) + "\n"
@@ -308,7 +322,7 @@ class PersonaWriter:
         for round_ in range(1, self.max_quote_reasks + 2):
             result = chat.generate_structured(messages, PersonaDraft, max_reasks=settings.max_reasks, tag=tag)
             records.extend(result.records)
-            draft = result.value
+            draft = _with_real_text_ids(result.value, prompt)
             grounding = ground_quotes_gate(
                 draft.quotes, sid, run.index, attempt=attempts + result.attempts, already_kept=kept
             )
@@ -321,7 +335,7 @@ class PersonaWriter:
             if round_ <= self.max_quote_reasks:
                 log.info("segment %d: %d/%d verified quotes; re-asking", sid, len(kept), needed)
                 messages = result.messages + [
-                    {"role": "user", "content": _quote_feedback(grounding.removed, len(kept), needed)}
+                    {"role": "user", "content": _quote_feedback(grounding.removed, len(kept), needed, prompt.ref_for)}
                 ]
         assert draft is not None
         if len(kept) < needed:

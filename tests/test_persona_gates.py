@@ -21,6 +21,7 @@ from persona_llm.personas.gates import (
     TextIndex,
     check_estimates,
     choose_to_regenerate,
+    find_verbatim,
     ground_quotes,
     max_pairwise_similarity,
     normalize_ws,
@@ -316,6 +317,19 @@ def test_grounding_keeps_verbatim_quotes_and_records_every_removal(run_dir: Path
     ]
 
 
+def test_swapped_quote_marks_match_and_the_source_text_is_kept() -> None:
+    source = 'He said "never again" and I agree: don\'t buy the “deluxe” model.'
+    index = TextIndex([("a-1", "ua", 0, source)])
+    swapped = DraftQuote(text_id="a-1", text="He said 'never again' and I agree: don't buy the \"deluxe\" model.")
+    changed = DraftQuote(text_id="a-1", text="He said 'never' and I agree: do not buy the deluxe model.")
+    result = ground_quotes([swapped, changed], 0, index)
+    # Kept as the source writes it, so a verbatim check on the stored quote still holds.
+    assert [q.text for q in result.kept] == [source]
+    assert [r.reason for r in result.removed] == ["not_verbatim"]
+    assert find_verbatim("said 'never again'", normalize_ws(source)) == 'said "never again"'
+    assert find_verbatim("said never again", normalize_ws(source)) is None
+
+
 def test_grounding_handles_chinese(run_dir: Path) -> None:
     index = TextIndex.from_frame(pd.read_parquet(run_dir / "texts.parquet"))
     quotes = [
@@ -489,6 +503,9 @@ def test_invented_quote_is_dropped_and_reasked(run_dir: Path) -> None:
     reask = server.requests[1]["messages"]
     assert "Best beans I ever had" in reask[-1]["content"] and "not found word for word" in reask[-1]["content"]
     assert reask[-2]["role"] == "assistant"
+    # The quote re-ask samples differently from the first call, which would mostly repeat itself.
+    assert server.requests[0]["temperature"] == pytest.approx(0.2)
+    assert server.requests[1]["temperature"] == pytest.approx(0.7) and server.requests[1]["seed"] != server.requests[0]["seed"]
 
 
 def test_short_ids_the_model_sees_are_mapped_back(run_dir: Path) -> None:

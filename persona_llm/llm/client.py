@@ -17,7 +17,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -391,7 +391,11 @@ class ChatModel:
     # -- one call -----------------------------------------------------------------------------------
 
     def _request(
-        self, messages: Sequence[Message], response_format: dict[str, Any] | None, max_tokens: int
+        self,
+        messages: Sequence[Message],
+        response_format: dict[str, Any] | None,
+        max_tokens: int,
+        sampling: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.model,
@@ -401,6 +405,7 @@ class ChatModel:
         }
         if self.seed is not None:
             body["seed"] = self.seed
+        body.update(sampling or {})
         if response_format is not None:
             body["response_format"] = response_format
         return body
@@ -424,8 +429,9 @@ class ChatModel:
         max_tokens: int | None,
         tag: str,
         attempt: int,
+        sampling: Mapping[str, Any] | None = None,
     ) -> tuple[Completion, CallRecord]:
-        body = self._request(messages, response_format, max_tokens or self.max_tokens)
+        body = self._request(messages, response_format, max_tokens or self.max_tokens, sampling)
         key = canonical_sha256({"base": "chat/v1", **body})
         prompt_sha = canonical_sha256(body["messages"])
         record = CallRecord(tag=tag, model=self.model_id, prompt_sha256=prompt_sha, attempt=attempt)
@@ -541,9 +547,11 @@ class ChatModel:
         check: Callable[[T], list[str]] | None = None,
         tag: str = "",
         max_tokens: int | None = None,
+        sampling: Mapping[str, Any] | None = None,
     ) -> StructuredResult[T]:
         """Generate a `response_model`; on bad JSON, a validation error, a truncated reply or a failed
         `check` (returns problems), re-ask with the problem, at most `max_reasks` times.
+        `sampling` overrides request fields such as temperature and seed for these calls.
 
         Returns the value and the conversation so far (for callers that re-ask on their own grounds).
         """
@@ -552,7 +560,7 @@ class ChatModel:
         records: list[CallRecord] = []
         last_problem = ""
         for attempt in range(1, max_reasks + 2):
-            completion, record = self._complete(convo, response_format, max_tokens, tag, attempt)
+            completion, record = self._complete(convo, response_format, max_tokens, tag, attempt, sampling)
             records.append(record)
             outcome = self._problem_with(completion, response_model, check)
             if not isinstance(outcome, str):

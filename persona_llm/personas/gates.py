@@ -53,6 +53,21 @@ def _strip_wrappers(quote: str) -> str:
     return q
 
 
+# Small models writing JSON swap " for ' (escaping \" is hard for them) and straight for curly quotes.
+# Matching folds every quote mark to one; the kept quote is then cut from the source, so it stays verbatim.
+_QUOTE_MARKS = str.maketrans({ch: "'" for ch in "\"'“”„‟‘’‚‛«»`´"})
+
+
+def find_verbatim(quote: str, source_normalized: str) -> str | None:
+    """The source's own text for `quote` (both whitespace-normalised), matching quote marks loosely;
+    None when the quote is not in the source."""
+    if quote in source_normalized:
+        return quote
+    # translate() maps one character to one, so positions in the folded text are positions in the source.
+    start = source_normalized.translate(_QUOTE_MARKS).find(quote.translate(_QUOTE_MARKS))
+    return source_normalized[start : start + len(quote)] if start >= 0 else None
+
+
 def _long_enough(quote: str, min_chars: int, min_words: int) -> bool:
     # Chinese and Japanese have no spaces: count characters there, words elsewhere.
     cjk = sum(1 for ch in quote if "\u3040" <= ch <= "\u9fff")
@@ -117,7 +132,10 @@ def ground_quotes(
 ) -> GroundingResult:
     """Keep the quotes that are verbatim in the cited text of this segment; record why others go."""
     result = GroundingResult()
-    seen = {normalize_ws(q.text).lower() for q in already_kept}
+    def dedupe_key(text: str) -> str:
+        return normalize_ws(text).translate(_QUOTE_MARKS).lower()
+
+    seen = {dedupe_key(q.text) for q in already_kept}
     seen_sources = {q.text_id for q in already_kept}
     for draft in quotes:
         quote = _strip_wrappers(draft.text)
@@ -126,11 +144,15 @@ def ground_quotes(
         source = index.by_id.get(text_id)
         if not quote or not _long_enough(quote, min_chars, min_words):
             reason = "too_short"
-        elif quote.lower() in seen:
+        elif dedupe_key(quote) in seen:
             reason = "duplicate"
-        elif source is not None and source.segment_id == segment_id and quote in source.normalized:
-            reason = None
-        elif any(quote in s.normalized for s in index.by_segment.get(segment_id, [])):
+        elif (
+            source is not None
+            and source.segment_id == segment_id
+            and (found := find_verbatim(quote, source.normalized)) is not None
+        ):
+            quote, reason = found, None
+        elif any(find_verbatim(quote, s.normalized) is not None for s in index.by_segment.get(segment_id, [])):
             reason = "wrong_text_id"  # verbatim, but not in the text it cites: the citation is wrong
         elif source is not None and source.segment_id != segment_id:
             reason = "not_in_segment"
@@ -138,7 +160,7 @@ def ground_quotes(
             reason = "not_verbatim"
         if reason is None and source is not None and len(result.kept) + len(already_kept) < max_quotes:
             # Several quotes from one text are allowed but a second text is better evidence.
-            seen.add(quote.lower())
+            seen.add(dedupe_key(quote))
             seen_sources.add(text_id)
             result.kept.append(Quote(text_id=text_id, user_id=source.user_id, text=quote))
         elif reason is not None:

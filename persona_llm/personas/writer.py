@@ -320,7 +320,12 @@ class PersonaWriter:
         warnings: list[str] = []
         tag = f"segment {sid}"
         for round_ in range(1, self.max_quote_reasks + 2):
-            result = chat.generate_structured(messages, PersonaDraft, max_reasks=settings.max_reasks, tag=tag)
+            # A quote re-ask at the first call's deterministic sampling tends to return the same quotes
+            # again (seen with the 1.5B model); later rounds sample a little more freely.
+            sampling = None if round_ == 1 else {"temperature": max(settings.temperature, 0.7), "seed": self.seed + round_}
+            result = chat.generate_structured(
+                messages, PersonaDraft, max_reasks=settings.max_reasks, tag=tag, sampling=sampling
+            )
             records.extend(result.records)
             draft = _with_real_text_ids(result.value, prompt)
             grounding = ground_quotes_gate(

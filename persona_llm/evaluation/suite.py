@@ -76,6 +76,9 @@ class Options(BaseModel):
     min_jaccard: float = Field(
         default=0.5, gt=0, le=1, description="a re-run segment 'keeps' a persona above this"
     )
+    max_personas: int | None = Field(
+        default=None, ge=2, description="write personas for the largest N segments only (bounds LLM time)"
+    )
 
 
 class DataSet(BaseModel):

@@ -1,0 +1,60 @@
+"""Builds suite runs with the real product: `SegmentPipeline` for segments, `PersonaWriter` on the
+configured LLM backend for personas. `run_suite` takes `SuiteBuilder.build` as its pipeline and
+`SuiteBuilder.resegment` as the stability re-segmentation, so a suite measures exactly what users run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from persona_llm.frames import INTERNAL_COLUMNS, TEXT_ID
+from persona_llm.segments import SegmentSet
+
+#: Columns that are not user attributes: ours, and the segment a run's texts.parquet records (stability
+#: re-segments those texts).
+_NOT_ATTRIBUTES = INTERNAL_COLUMNS | {"segment_id"}
+
+
+@dataclass
+class SuiteBuilder:
+    """Run builder for `run_suite`.
+
+    segment_params: `SegmentPipeline` constructor parameters (random_state comes from the suite seed).
+    writer: a `PersonaWriter` (None: segments only; persona metric groups are then skipped).
+    max_personas: personas only for the largest N segments of each run (None: every segment); CI uses
+        this to bound LLM time, the persona metrics are then computed over those segments.
+    """
+
+    segment_params: Mapping[str, Any] = field(default_factory=dict)
+    writer: Any = None
+    max_personas: int | None = None
+
+    def _pipeline(self, seed: int) -> Any:
+        from persona_llm.pipeline import SegmentPipeline
+
+        return SegmentPipeline(**{**self.segment_params, "random_state": seed})
+
+    @staticmethod
+    def _fit(pipe: Any, texts: pd.DataFrame) -> Any:
+        attributes = [c for c in texts.columns if c not in _NOT_ATTRIBUTES]
+        return pipe.fit(texts, id_column=TEXT_ID, attribute_columns=attributes)
+
+    def build(self, texts: pd.DataFrame, run_dir: Path, seed: int) -> Path:
+        """Segment `texts`, save the run to `run_dir`, then write personas into it."""
+        pipe = self._fit(self._pipeline(seed), texts)
+        pipe.save(run_dir)
+        if self.writer is not None:
+            segments = SegmentSet.model_validate_json((Path(run_dir) / "segments.json").read_text(encoding="utf-8"))
+            largest = sorted(segments.segments, key=lambda s: (-s.size, s.segment_id))
+            chosen = largest[: self.max_personas] if self.max_personas is not None else largest
+            self.writer.write(run_dir, segment_ids=sorted(s.segment_id for s in chosen))
+        return Path(run_dir)
+
+    def resegment(self, texts: pd.DataFrame, seed: int) -> pd.DataFrame:
+        """Assignments of a fresh segmentation (no save, no personas), for the stability metrics."""
+        return self._fit(self._pipeline(seed), texts).assignments()  # type: ignore[no-any-return]

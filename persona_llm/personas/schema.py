@@ -21,6 +21,9 @@ PERSONA_SCHEMA_VERSION = "1"
 MIN_QUOTES = 3
 MAX_QUOTES = 5
 QUOTE_MAX_CHARS = 300
+#: Longest quote the model may propose. Without a tighter bound than stored quotes have, the 1.5B model
+#: copied whole texts up to the limit and drifted from the source on the way.
+DRAFT_QUOTE_MAX_CHARS = 200
 
 Short = Annotated[str, StringConstraints(min_length=1, max_length=80, strip_whitespace=True)]
 Sentence = Annotated[str, StringConstraints(min_length=1, max_length=160, strip_whitespace=True)]
@@ -80,7 +83,7 @@ class Recommendations(_Strict):
 
 class DraftQuote(_Strict):
     text_id: str = Field(max_length=64, description="the id shown with the text, e.g. t123")
-    text: str = Field(min_length=1, max_length=QUOTE_MAX_CHARS, description="copied exactly from that text, no edits")
+    text: str = Field(min_length=1, max_length=DRAFT_QUOTE_MAX_CHARS, description="copied exactly from that text, no edits")
 
 
 class PersonaDraft(_Strict):

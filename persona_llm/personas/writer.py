@@ -135,6 +135,12 @@ def _with_real_text_ids(draft: PersonaDraft, prompt: RenderedPrompt) -> PersonaD
     return draft.model_copy(update={"quotes": quotes, "demographics": demographics})
 
 
+def _unquoted_refs(prompt: RenderedPrompt, kept: Sequence[Quote], draft: PersonaDraft) -> list[str]:
+    """Short ids of the prompt's texts that neither a kept quote nor the last draft cited."""
+    cited = {q.text_id for q in kept} | {q.text_id for q in draft.quotes}
+    return [t.ref for t in prompt.texts if t.ref and t.text_id not in cited]
+
+
 @dataclass
 class _Generated:
     persona: Persona
@@ -142,7 +148,11 @@ class _Generated:
 
 
 def _quote_feedback(
-    removed: Sequence[QuoteRemoval], n_kept: int, needed: int, shown_id: Callable[[str], str] = str
+    removed: Sequence[QuoteRemoval],
+    n_kept: int,
+    needed: int,
+    shown_id: Callable[[str], str] = str,
+    unquoted: Sequence[str] = (),
 ) -> str:
     reasons = {
         "not_verbatim": "not found word for word in any text",
@@ -151,12 +161,23 @@ def _quote_feedback(
         "duplicate": "repeats another quote",
         "too_short": "too short to be evidence",
     }
-    lines = [f'- "{r.text[:120]}" (text_id {shown_id(r.text_id)}): {reasons[r.reason]}' for r in removed[:8]]
+    # Each distinct rejected quote once: a small model that repeats one quote five times needs one line.
+    lines: list[str] = []
+    for r in removed:
+        line = f'- "{r.text[:120]}" (text_id {shown_id(r.text_id)}): {reasons[r.reason]}'
+        if line not in lines and len(lines) < 8:
+            lines.append(line)
+    # Naming texts not yet quoted is what gets a small model off the quote it keeps repeating.
+    hint = (
+        f"Take each new quote from a different one of these texts, which you have not quoted yet: {', '.join(unquoted[:8])}.\n"
+        if unquoted
+        else ""
+    )
     return (
         f"Only {n_kept} of the quotes are copied exactly from the texts; at least {needed} are needed.\n"
-        "Rejected quotes:\n" + "\n".join(lines) + "\n"
-        "Copy each quote character for character from one text between <texts> and </texts> and give "
-        "that text's id. Reply again with the complete corrected JSON object only."
+        "Rejected quotes:\n" + "\n".join(lines) + "\n" + hint + "Copy each quote character for character "
+        "(one or two sentences, at most 40 words) from one text between <texts> and </texts> and give that "
+        "text's id. Reply again with the complete corrected JSON object only."
     )
 
 
@@ -340,7 +361,13 @@ class PersonaWriter:
             if round_ <= self.max_quote_reasks:
                 log.info("segment %d: %d/%d verified quotes; re-asking", sid, len(kept), needed)
                 messages = result.messages + [
-                    {"role": "user", "content": _quote_feedback(grounding.removed, len(kept), needed, prompt.ref_for)}
+                    {"role": "user", "content": _quote_feedback(
+                            grounding.removed,
+                            len(kept),
+                            needed,
+                            prompt.ref_for,
+                            unquoted=_unquoted_refs(prompt, kept, draft),
+                        )}
                 ]
         assert draft is not None
         if len(kept) < needed:

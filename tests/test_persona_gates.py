@@ -595,6 +595,27 @@ def test_distinctness_regenerates_the_smaller_segment(run_dir: Path) -> None:
     assert w.stats_["regenerated_for_distinctness"] == 1 and w.stats_["max_pairwise_similarity"] < 0.9
 
 
+def test_same_name_triggers_regeneration_and_a_worse_one_is_not_kept(run_dir: Path) -> None:
+    """Two personas named alike are regenerated even when their texts differ; a regeneration that keeps
+    the name is dropped and the first version kept, with a warning."""
+
+    def reply(request: dict[str, Any]) -> dict[str, Any]:
+        sid = segment_of(request)
+        if sid in (0, 1):
+            return {"content": draft_for(sid, name="Tech Enthusiast")}  # same name, different content
+        return {"content": draft_for(sid)}
+
+    with FakeOpenAIServer(default=reply) as server:
+        w = writer(chat_for(server), distinct_threshold=0.99)
+        personas = w.write(run_dir)
+    regen = [r for r in server.requests if "must be clearly different" in r["messages"][1]["content"]]
+    assert len(regen) == 1  # the name clash was noticed although the vectors are far apart
+    smaller = personas[1]
+    assert any("did not help" in x and "same name" in x for x in smaller.provenance.warnings)
+    assert not any(c.regenerated for c in smaller.provenance.distinctness)  # the first version stands
+    assert w.stats_["regenerated_for_distinctness"] == 0
+
+
 def test_unchanged_segments_are_served_from_cache(run_dir: Path, tmp_path: Path) -> None:
     with FakeOpenAIServer(default=by_segment(draft_for)) as server:
         writer(chat_for(server, tmp_path), max_regenerations=0).write(run_dir)

@@ -19,6 +19,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score, silhouette_score
 
+from persona_llm.personas.gates import name_key
+
 if TYPE_CHECKING:
     from persona_llm.personas.schema import Persona
 
@@ -372,8 +374,7 @@ def duplicate_names(names: Sequence[str]) -> list[str]:
     seen: set[str] = set()
     dups: list[str] = []
     for name in names:
-        key = unicodedata.normalize("NFKD", normalize_ws(name)).casefold()
-        key = "".join(ch for ch in key if not unicodedata.combining(ch))
+        key = name_key(name)
         if key in seen:
             dups.append(name)
         seen.add(key)

@@ -13,6 +13,7 @@ regenerate one of them with the other shown as "different from".
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -294,11 +295,26 @@ def similarity_matrix(embeddings: np.ndarray) -> np.ndarray:
     return vecs @ vecs.T
 
 
-def similar_pairs(embeddings: np.ndarray, threshold: float) -> list[SimilarPair]:
-    """Pairs (i < j) with cosine similarity above `threshold`, most similar first."""
+def name_key(name: str) -> str:
+    """A persona name as compared for duplicates: case, accents and spacing ignored."""
+    key = unicodedata.normalize("NFKD", normalize_ws(name)).casefold()
+    return "".join(ch for ch in key if not unicodedata.combining(ch))
+
+
+def similar_pairs(
+    embeddings: np.ndarray, threshold: float, names: Sequence[str] | None = None
+) -> list[SimilarPair]:
+    """Pairs (i < j) with cosine similarity above `threshold`, or with the same name (`names`), most
+    similar first: two personas called the same are duplicates to a reader whatever the vectors say."""
     sims = similarity_matrix(embeddings)
     n = sims.shape[0]
-    pairs = [SimilarPair(i, j, float(sims[i, j])) for i in range(n) for j in range(i + 1, n) if sims[i, j] > threshold]
+    keys = [name_key(x) for x in names] if names is not None else None
+    pairs = [
+        SimilarPair(i, j, float(sims[i, j]))
+        for i in range(n)
+        for j in range(i + 1, n)
+        if sims[i, j] > threshold or (keys is not None and keys[i] == keys[j])
+    ]
     return sorted(pairs, key=lambda p: -p.similarity)
 
 

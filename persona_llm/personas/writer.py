@@ -35,6 +35,7 @@ from persona_llm.personas.gates import (
     check_estimates,
     choose_to_regenerate,
     max_pairwise_similarity,
+    name_key,
     similar_pairs,
     similarity_matrix,
 )
@@ -139,6 +140,10 @@ def _unquoted_refs(prompt: RenderedPrompt, kept: Sequence[Quote], draft: Persona
     """Short ids of the prompt's texts that neither a kept quote nor the last draft cited."""
     cited = {q.text_id for q in kept} | {q.text_id for q in draft.quotes}
     return [t.ref for t in prompt.texts if t.ref and t.text_id not in cited]
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(a @ b / max(float(np.linalg.norm(a) * np.linalg.norm(b)), 1e-12))
 
 
 @dataclass
@@ -443,7 +448,7 @@ class PersonaWriter:
             everyone = {**existing, **personas}
             order = sorted(everyone)
             vectors = self._embed([everyone[s] for s in order])
-            pairs = similar_pairs(vectors, self.distinct_threshold)
+            pairs = similar_pairs(vectors, self.distinct_threshold, names=[everyone[s].name for s in order])
             if not pairs:
                 break
             sizes = {i: everyone[s].user_count for i, s in enumerate(order)}
@@ -468,8 +473,20 @@ class PersonaWriter:
                 if sid in self.failures_ and sid in personas:
                     why = self.failures_.pop(sid)
                     personas[sid].provenance.warnings.append(f"regeneration for distinctness failed: {why[:200]}")
-            for g in regenerated:
+            new_vectors = self._embed([g.persona for g in regenerated]) if regenerated else None
+            for k, g in enumerate(regenerated):
                 sid = g.persona.segment_id
+                assert new_vectors is not None
+                before = max(sim for _, sim in redo[sid])
+                after = max(_cosine(new_vectors[k], vectors[order.index(o)]) for o, _ in redo[sid])
+                renamed = all(name_key(g.persona.name) != name_key(everyone[o].name) for o, _ in redo[sid])
+                if not (renamed and (after < before or after <= self.distinct_threshold)):
+                    personas[sid].provenance.warnings.append(
+                        f"regeneration for distinctness did not help (similarity {before:.3f} -> {after:.3f}"
+                        f"{'' if renamed else ', same name'}); kept the first version"
+                    )
+                    personas[sid].provenance.attempts += g.persona.provenance.attempts
+                    continue
                 checks = [
                     DistinctnessCheck(
                         other_persona_id=everyone[o].persona_id,

@@ -614,6 +614,12 @@ def test_same_name_triggers_regeneration_and_a_worse_one_is_not_kept(run_dir: Pa
     assert any("did not help" in x and "same name" in x for x in smaller.provenance.warnings)
     assert not any(c.regenerated for c in smaller.provenance.distinctness)  # the first version stands
     assert w.stats_["regenerated_for_distinctness"] == 0
+    # ...but no reader sees two personas of one name: the smaller one is qualified by its own keyword.
+    assert personas[0].name == "Tech Enthusiast"
+    assert personas[1].name.startswith("Tech Enthusiast (") and personas[1].name != personas[0].name
+    assert any("renamed" in x for x in smaller.provenance.warnings)
+    saved = {p.segment_id: p.name for p in load_personas(run_dir / "personas.json")}
+    assert saved[1] == personas[1].name
 
 
 def test_unchanged_segments_are_served_from_cache(run_dir: Path, tmp_path: Path) -> None:

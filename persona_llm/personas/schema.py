@@ -24,6 +24,7 @@ QUOTE_MAX_CHARS = 300
 #: Longest quote the model may propose. Without a tighter bound than stored quotes have, the 1.5B model
 #: copied whole texts up to the limit and drifted from the source on the way.
 DRAFT_QUOTE_MAX_CHARS = 200
+NAME_MAX_CHARS = 60
 
 Short = Annotated[str, StringConstraints(min_length=1, max_length=80, strip_whitespace=True)]
 Sentence = Annotated[str, StringConstraints(min_length=1, max_length=160, strip_whitespace=True)]
@@ -89,7 +90,7 @@ class DraftQuote(_Strict):
 class PersonaDraft(_Strict):
     """The response model: what the LLM writes for one segment (field order = generation order)."""
 
-    name: str = Field(min_length=1, max_length=60, description="a memorable persona name")
+    name: str = Field(min_length=1, max_length=NAME_MAX_CHARS, description="a memorable persona name")
     tagline: str = Field(min_length=1, max_length=140, description="one line")
     summary: str = Field(min_length=1, max_length=700, description="3-4 sentence narrative")
     demographics: Demographics
@@ -172,7 +173,7 @@ class Persona(_Strict):
     user_count: int
     share: float = Field(description="share of segmented users")
     n_texts: int
-    name: str = Field(max_length=60)
+    name: str = Field(max_length=NAME_MAX_CHARS)
     tagline: str = Field(max_length=140)
     summary: str = Field(max_length=700)
     demographics: Demographics

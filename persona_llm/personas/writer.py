@@ -46,6 +46,7 @@ from persona_llm.personas.prompting import PromptTemplates, RenderedPrompt, buil
 from persona_llm.personas.schema import (
     MAX_QUOTES,
     MIN_QUOTES,
+    NAME_MAX_CHARS,
     DistinctnessCheck,
     Persona,
     PersonaDraft,
@@ -55,7 +56,7 @@ from persona_llm.personas.schema import (
     export_json_schema,
     load_personas,
 )
-from persona_llm.segments import Segment, SegmentSet
+from persona_llm.segments import Keyword, Segment, SegmentSet
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +141,13 @@ def _unquoted_refs(prompt: RenderedPrompt, kept: Sequence[Quote], draft: Persona
     """Short ids of the prompt's texts that neither a kept quote nor the last draft cited."""
     cited = {q.text_id for q in kept} | {q.text_id for q in draft.quotes}
     return [t.ref for t in prompt.texts if t.ref and t.text_id not in cited]
+
+
+def _keywords(run: RunData, segment_id: int) -> list[Keyword]:
+    try:
+        return run.segments.get(segment_id).keywords
+    except KeyError:  # a published persona whose segment is gone from this run
+        return []
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -499,6 +507,7 @@ class PersonaWriter:
                 g.persona.provenance.distinctness = personas[sid].provenance.distinctness + checks
                 g.persona.provenance.attempts += personas[sid].provenance.attempts
                 personas[sid] = g.persona
+        self._disambiguate_names(run, existing, personas)
         # Final record: each persona's nearest other persona, regenerated or not.
         everyone = {**existing, **personas}
         order = sorted(everyone)
@@ -520,6 +529,38 @@ class PersonaWriter:
                         regenerated=False,
                     )
                 )
+
+    @staticmethod
+    def _disambiguate_names(run: RunData, existing: dict[int, Persona], personas: dict[int, Persona]) -> None:
+        """Last resort once regeneration is spent: a persona of this write still named like another one
+        gets its segment's first keyword that the other segment lacks, e.g. "Tech Enthusiast (hockey)".
+        Two personas with one name are duplicates to a reader even when their contents differ."""
+        everyone = {**existing, **personas}
+        # Published personas keep their names; among new ones the larger segment keeps its name.
+        order = sorted(everyone, key=lambda s: (s in personas, -everyone[s].user_count, s))
+        taken: dict[str, int] = {}
+        for sid in order:
+            persona = everyone[sid]
+            key = name_key(persona.name)
+            if key not in taken or sid not in personas:
+                taken.setdefault(key, sid)
+                continue
+            holder = taken[key]
+            other_terms = {k.term.casefold() for k in _keywords(run, holder)}
+            own_terms = [k.term for k in _keywords(run, sid) if k.term.casefold() not in other_terms]
+            qualifiers = [*own_terms, f"segment {sid}"]
+            base = persona.name.strip()
+            for qualifier in qualifiers:
+                suffix = f" ({qualifier})"
+                candidate = base[: NAME_MAX_CHARS - len(suffix)].rstrip() + suffix
+                if len(suffix) < NAME_MAX_CHARS and name_key(candidate) not in taken:
+                    break
+            persona.provenance.warnings.append(
+                f"still named like segment {holder}'s persona after regeneration; renamed "
+                f"{persona.name!r} -> {candidate!r}"
+            )
+            persona.name = candidate
+            taken[name_key(candidate)] = sid
 
     @staticmethod
     def _as_other(persona: Persona) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
     python bench/bench_segment.py                 # 20NG authors (>=5 posts) + Chinese reviews
     python bench/bench_segment.py --full-file     # also: the whole 20NG file, wall time + peak RSS
+    python bench/bench_segment.py --reducers      # also: no reduction vs UMAP as users get fewer posts
 
 Scored set (see ../shared/data/README.md): 20 Newsgroups authors with at least 5 posts, each labelled
 by their most frequent newsgroup. Printed side by side:
@@ -163,10 +164,43 @@ def run_chinese(cache_dir: str, args: argparse.Namespace) -> None:
         console.print(f"  segment {seg.segment_id} ({seg.size} users): " + ", ".join(k.term for k in seg.keywords[:6]))
 
 
+def run_reducers(cache_dir: str) -> None:
+    """Why reducer="auto" switches to UMAP for many users: ARI by user count and reducer, same run."""
+    df = pd.read_csv(SHARED / "20newsgroups" / "posts.csv.gz", dtype=str)
+    counts = df["user_id"].value_counts()
+    table = Table(title="20NG users, no reduction vs UMAP->5d (HDBSCAN leaf, defaults otherwise)")
+    for c in ("users (min posts)", "reducer", "ARI", "NMI", "coverage", "segments", "seconds", "ARI / none"):
+        table.add_column(c)
+    for min_posts in (5, 3, 2, 1):
+        part = df[df["user_id"].isin(counts[counts >= min_posts].index)].reset_index(drop=True)
+        labels = part.groupby("user_id")["newsgroup"].agg(lambda s: s.value_counts().index[0])
+        base = None
+        for reducer in ("none", "umap"):
+            pipe = SegmentPipeline(cache_dir=cache_dir, reducer=reducer)
+            t0 = time.perf_counter()
+            pipe.fit(part, user_column="user_id", text_column="body", id_column="doc_id", attribute_columns=[])
+            s = score(labels, pipe.user_ids_, pipe.labels_)
+            base = base or s
+            table.add_row(
+                f"{len(labels)} (>= {min_posts})",
+                reducer,
+                f"{s['ari']:.3f}",
+                f"{s['nmi']:.3f}",
+                f"{s['coverage']:.1%}",
+                f"{s['segments']:.0f}",
+                f"{time.perf_counter() - t0:.1f}",
+                f"{s['ari'] / base['ari']:.2f}x",
+            )
+    console.print(table)
+    console.print("reducer='auto' uses UMAP from 2000 users up (persona_llm.reduce.AUTO_UMAP_FROM_USERS)")
+
+
 def run_full_file(cache_dir: str) -> None:
     from persona_llm.ingest import ColumnMap
 
     path = SHARED / "20newsgroups" / "posts.csv.gz"
+    df = pd.read_csv(path, dtype=str)
+    labels = df.groupby("user_id")["newsgroup"].agg(lambda s: s.value_counts().index[0])
     for attempt in ("cold cache", "warm cache"):
         pipe = SegmentPipeline(cache_dir=cache_dir)
         t0 = time.perf_counter()
@@ -176,16 +210,22 @@ def run_full_file(cache_dir: str) -> None:
         wall = time.perf_counter() - t0
         stage_table(pipe, f"whole 20NG file ({attempt}): {pipe.manifest_.rows.read} rows, "
                           f"{len(pipe.user_ids_)} users, {len(pipe.segments_.segments)} segments")
-        console.print(f"wall {wall:.1f} s, peak RSS {peak_rss_mb():.0f} MB (target: < 90 s after first model load)")
+        s = score(labels, pipe.user_ids_, pipe.labels_)
+        console.print(
+            f"wall {wall:.1f} s, peak RSS {peak_rss_mb():.0f} MB (target: < 90 s after first model load); "
+            f"reducer {pipe.manifest_.parameters.get('reducer_used')}, ARI {s['ari']:.3f}, NMI {s['nmi']:.3f} "
+            f"at {s['coverage']:.0%} coverage vs each user's main newsgroup"
+        )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--full-file", action="store_true", help="also time the whole 20NG file")
+    ap.add_argument("--reducers", action="store_true", help="also compare no reduction and UMAP by user count")
     ap.add_argument("--skip-chinese", action="store_true")
     ap.add_argument("--min-texts", type=int, default=5)
     ap.add_argument("--backend", default=None)
-    ap.add_argument("--reducer", default="none")
+    ap.add_argument("--reducer", default="auto")
     ap.add_argument("--engine", default="auto")
     ap.add_argument("--zh-users-per-cat", type=int, default=30)
     ap.add_argument("--zh-reviews-per-user", type=int, default=5)
@@ -198,6 +238,8 @@ def main() -> None:
         run_newsgroups(cache_dir, args)
         if not args.skip_chinese:
             run_chinese(cache_dir, args)
+        if args.reducers:
+            run_reducers(cache_dir)
         if args.full_file:
             run_full_file(cache_dir)
 

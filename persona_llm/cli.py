@@ -172,7 +172,7 @@ def segment(
     config: Path | None = typer.Option(None, help=_COMMON_HELP["config"]),
     embedder: str | None = typer.Option(None, help="minilm, e5-multilingual, auto, or a model path."),
     backend: str | None = typer.Option(None, help="Embedding backend: torch, onnx or onnx-int8."),
-    reducer: str | None = typer.Option(None, help="none, pca[:N] or umap[:N]."),
+    reducer: str | None = typer.Option(None, help="auto (UMAP from 2000 users up), none, pca[:N] or umap[:N]."),
     min_texts: int | None = typer.Option(None, help="Minimum texts per user to segment them."),
     min_cluster_size: int | None = typer.Option(None, help="Smallest segment (default: ~1% of users)."),
     engine: str | None = typer.Option(None, help="auto, fast_hdbscan or hdbscan."),

@@ -43,7 +43,7 @@ from persona_llm.frames import (
     concat_rejects,
 )
 from persona_llm.manifest import RowCounts, RunManifest, package_versions, peak_rss_mb
-from persona_llm.reduce import get_reducer
+from persona_llm.reduce import get_reducer, reducer_label
 from persona_llm.segments import Segment, SegmentQuality, SegmentSet
 from persona_llm.store import ChromaStore
 from persona_llm.users import LexicalUserFeatures, UserAggregator, combine_views
@@ -65,7 +65,8 @@ class SegmentPipeline:
     min_texts: users with fewer cleaned texts are not segmented (their rows go to rejects).
     lexical_weight: share of a TF-IDF/SVD word view in the vectors HDBSCAN clusters (0: embeddings only);
         centroids, representatives and the store always use the semantic embeddings.
-    reducer: "none", "pca[:N]", "umap[:N]" or a BaseReducer.
+    reducer: "auto" (UMAP to 5-d from 2000 users up, else none; see persona_llm.reduce), "none",
+        "pca[:N]", "umap[:N]" or a BaseReducer.
     min_cluster_size, min_samples, engine, cluster_selection_method, reassign_outliers,
     reassign_threshold: HDBSCAN settings (see HDBSCANClusterer); or pass `clusterer` to replace it.
     n_keywords, n_representatives, mmr_diversity: describe-stage settings.
@@ -83,7 +84,7 @@ class SegmentPipeline:
         weighting: Literal["length", "uniform"] = "length",
         lexical_weight: float = 0.3,
         lexical_components: int = 50,
-        reducer: str | BaseReducer = "none",
+        reducer: str | BaseReducer = "auto",
         clusterer: BaseClusterer | None = None,
         min_cluster_size: int | None = None,
         min_samples: int | None = None,
@@ -226,7 +227,7 @@ class SegmentPipeline:
                 ).fit_transform(texts, users.user_ids)
                 features = combine_views(users.vectors, lexical, self.lexical_weight)
             reducer = self.reducer if isinstance(self.reducer, BaseReducer) else get_reducer(
-                self.reducer, random_state=self.random_state
+                self.reducer, random_state=self.random_state, n_users=len(users.user_ids)
             )
             reduced = reducer.fit_transform(features)
         with self._stage("cluster"):
@@ -301,6 +302,7 @@ class SegmentPipeline:
                 "min_cluster_size_used": getattr(clusterer, "min_cluster_size_", None),
                 "min_samples_used": getattr(clusterer, "min_samples_", None),
                 "engine_used": getattr(clusterer, "engine_", None),
+                "reducer_used": reducer_label(reducer),
             },
             models={"embedder": embedder.model_id},
             versions=package_versions(),

@@ -16,7 +16,7 @@ from persona_llm.describe import (
     user_attribute_table,
 )
 from persona_llm.errors import ConfigError
-from persona_llm.reduce import NoReducer, PCAReducer, get_reducer
+from persona_llm.reduce import AUTO_UMAP_FROM_USERS, NoReducer, PCAReducer, UMAPReducer, get_reducer, reducer_label
 from persona_llm.segments import CategoricalSummary, NumericSummary
 from persona_llm.users import UserAggregator
 
@@ -72,6 +72,17 @@ def test_reducers() -> None:
     assert get_reducer("pca:3").fit_transform(x).shape == (90, 3)
     with pytest.raises(ConfigError, match="unknown reducer"):
         get_reducer("tsne")
+
+
+def test_auto_reducer_switches_to_umap_for_many_users() -> None:
+    assert isinstance(get_reducer("auto", n_users=AUTO_UMAP_FROM_USERS - 1), NoReducer)
+    assert isinstance(get_reducer("auto"), NoReducer)  # size unknown: no reduction
+    umap_ = get_reducer("auto", n_users=AUTO_UMAP_FROM_USERS, random_state=7)
+    assert isinstance(umap_, UMAPReducer) and umap_.random_state == 7
+    assert reducer_label(umap_) == "umap:5" and reducer_label(NoReducer()) == "none"
+    assert reducer_label(get_reducer("pca:3")) == "pca:3"
+    with pytest.raises(ConfigError, match="auto takes no dimensions"):
+        get_reducer("auto:5")
 
 
 @pytest.mark.parametrize("engine", ["fast_hdbscan", "hdbscan"])

@@ -85,6 +85,8 @@ def test_manifest_counts_add_up_and_rejects_have_reasons(ng_run: Path, ng_slice:
     assert len(np.load(ng_run / "text_embeddings.npy")) == len(texts)
     assert manifest["input_sha256"] and manifest["timings_s"]["embed"] > 0
     assert manifest["models"]["embedder"]
+    # 64 text-rich users: "auto" reduction leaves the vectors as they are (UMAP only from 2000 users)
+    assert manifest["parameters"]["reducer"] == "auto" and manifest["parameters"]["reducer_used"] == "none"
     assert manifest["clean_counts"]["quotes_stripped"] > 0
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from persona_llm.errors import ConfigError, PersonaLLMError
@@ -30,7 +31,8 @@ out_console = Console()
 
 
 def _fail(exc: Exception) -> None:
-    console.print(f"[bold red]error:[/] {exc}", highlight=False)
+    # Messages quote TOML tables like [columns]: escape them or rich takes them for markup and drops them.
+    console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
     raise typer.Exit(code=2)
 
 
@@ -40,11 +42,25 @@ def _load_toml(path: Path | None) -> dict[str, Any]:
     import tomllib
 
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise ConfigError(f"{path}: config file not found") from exc
-    except tomllib.TOMLDecodeError as exc:
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    # A misspelt table or key would otherwise be ignored and the run would quietly use defaults.
+    unknown = sorted(set(doc) - CONFIG_TABLES)
+    if unknown:
+        raise ConfigError(f"{path}: unknown table(s) {', '.join(unknown)}; use [columns], [pipeline], [store]")
+    for table in CONFIG_TABLES & set(doc):
+        if not isinstance(doc[table], dict):
+            raise ConfigError(f"{path}: {table} must be a table: [{table}]")
+    unknown = sorted(set(doc.get("store", {})) - {"url"})
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) in [store]: {', '.join(unknown)}; use url")
+    return doc
+
+
+CONFIG_TABLES = frozenset({"columns", "pipeline", "store"})
 
 
 def segment_options_to_pipeline(
@@ -57,7 +73,7 @@ def segment_options_to_pipeline(
     try:
         return SegmentPipeline(show_progress=show_progress, stage_hook=stage_hook, **params)
     except TypeError as exc:
-        raise ConfigError(f"unknown pipeline parameter in config: {exc}") from exc
+        raise ConfigError(f"{'[pipeline]: ' if cfg.get('pipeline') else ''}unknown pipeline parameter: {exc}") from exc
 
 
 def run_segment(
@@ -79,22 +95,12 @@ def run_segment(
     from persona_llm.store import ChromaStore
 
     cfg = _load_toml(config)
-    col_cfg = dict(cfg.get("columns", {}))
-    user_column = user_column or col_cfg.get("user")
-    text_column = text_column or col_cfg.get("text")
-    if not user_column or not text_column:
+    table = dict(cfg.get("columns", {}))
+    flags = {"user": user_column, "text": text_column, "id": id_column, "attributes": attributes}
+    table.update({k: v for k, v in flags.items() if v is not None})  # flags win over the config file
+    if not table.get("user") or not table.get("text"):
         raise ConfigError("say which columns hold the user id and the text: --user-column and --text-column")
-    attr_list: list[str] | None
-    if attributes is not None:
-        attr_list = [a.strip() for a in attributes.split(",") if a.strip()]
-    else:
-        attr_list = col_cfg.get("attributes")
-    columns = ColumnMap(
-        user_column=user_column,
-        text_column=text_column,
-        id_column=id_column or col_cfg.get("id"),
-        attribute_columns=attr_list,
-    )
+    columns = ColumnMap.from_table(table, source=config or "command line")
     store_url = store_url or cfg.get("store", {}).get("url") or os.environ.get("PERSONA_LLM_CHROMA_URL")
 
     status = console.status("starting", spinner="dots") if not quiet else None
@@ -157,7 +163,7 @@ _COMMON_HELP = {
     "text_column": "Column holding the text.",
     "id_column": "Column holding a unique text id (default: generated from the row number).",
     "attributes": "Comma-separated extra columns to summarise per segment (default: all other columns).",
-    "config": "TOML config: [columns] user/text/id/attributes, [pipeline] parameters, [store] url.",
+    "config": "TOML config: \\[columns] user/text/id/attributes, \\[pipeline] parameters, \\[store] url.",
 }
 
 

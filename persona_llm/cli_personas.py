@@ -10,6 +10,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from persona_llm.errors import ConfigError, PersonaLLMError
@@ -39,7 +40,8 @@ def llm_settings_from_options(
 
 
 def _fail(exc: Exception) -> None:
-    console.print(f"[bold red]error:[/] {exc}", highlight=False)
+    # Messages quote TOML tables like [columns]: escape them or rich takes them for markup and drops them.
+    console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
     raise typer.Exit(code=2)
 
 

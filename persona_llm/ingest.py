@@ -112,21 +112,37 @@ class ColumnMap(BaseModel):
         table = doc.get("columns")
         if not isinstance(table, dict):
             raise ConfigError(f"{p}: no [columns] table (keys: user, text, id, attributes)")
-        allowed = {"user": "user_column", "text": "text_column", "id": "id_column", "attributes": "attribute_columns"}
-        unknown = sorted(set(table) - set(allowed))
+        return cls.from_table(table, source=p)
+
+    @classmethod
+    def from_table(cls, table: Any, source: str | Path) -> ColumnMap:
+        """A config's `[columns]` table (keys: user, text, id, attributes); errors name `source`.
+
+        The one place a column table is read, for the Python API and the CLI alike, so a misspelt key
+        is an error everywhere instead of being ignored.
+        """
+        if not isinstance(table, dict):
+            raise ConfigError(f"{source}: [columns] must be a table (keys: user, text, id, attributes)")
+        unknown = sorted(set(table) - set(COLUMN_KEYS))
         if unknown:
-            raise ConfigError(f"{p}: unknown key(s) in [columns]: {', '.join(unknown)}; use user, text, id, attributes")
+            raise ConfigError(
+                f"{source}: unknown key(s) in [columns]: {', '.join(unknown)}; use user, text, id, attributes"
+            )
         for key in ("user", "text"):
-            if key not in table:
-                raise ConfigError(f"{p}: [columns] needs {key} = \"<column name>\"")
+            if table.get(key) is None:
+                raise ConfigError(f"{source}: [columns] needs {key} = \"<column name>\"")
         try:
-            return cls(**{allowed[k]: v for k, v in table.items()})
+            return cls(**{COLUMN_KEYS[k]: v for k, v in table.items() if v is not None})
         except ConfigError as exc:
-            raise ConfigError(f"{p}: [columns] {exc}") from None
+            raise ConfigError(f"{source}: [columns] {exc}") from None
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(part) for part in first["loc"])
-            raise ConfigError(f"{p}: [columns] {where}: {first['msg']}") from None
+            raise ConfigError(f"{source}: [columns] {where}: {first['msg']}") from None
+
+
+#: `[columns]` keys of a config file -> ColumnMap fields.
+COLUMN_KEYS = {"user": "user_column", "text": "text_column", "id": "id_column", "attributes": "attribute_columns"}
 
 
 # --------------------------------------------------------------------------- row validation

@@ -144,6 +144,16 @@ def test_cli_errors_are_one_line(tmp_path: Path, ng_slice: Path) -> None:
                               "--out", str(tmp_path / "y")])
     assert res.exit_code == 2 and "empty.csv" in res.output and "Traceback" not in res.output
     assert not (tmp_path / "y").exists()
+    bad_config = tmp_path / "cols.toml"
+    bad_config.write_text('[columns]\nuser = "author"\ntext = "body"\nlabel = "x"\n')
+    res = runner.invoke(app, ["segment", str(ng_slice), "--config", str(bad_config), "--out", str(tmp_path / "z")])
+    # the TOML table's name is part of the message (rich markup must not swallow "[columns]")
+    assert res.exit_code == 2 and "cols.toml" in res.output and "[columns]" in res.output and "label" in res.output
+    # a misspelt table would otherwise be ignored and the run would quietly use defaults
+    bad_config.write_text('[columns]\nuser = "user_id"\ntext = "body"\n[pipline]\nmin_texts = 3\n')
+    res = runner.invoke(app, ["segment", str(ng_slice), "--config", str(bad_config), "--out", str(tmp_path / "z")])
+    assert res.exit_code == 2 and "unknown table(s) pipline" in res.output and "[pipeline]" in res.output
+    assert not (tmp_path / "z").exists()
 
 
 def test_chinese_reviews_use_multilingual_model(tmp_path: Path) -> None:

@@ -53,8 +53,11 @@ def register(app: typer.Typer) -> None:
             None, "--judge-url", help="OpenAI-compatible base URL of the judge"
         ),
         as_json: bool = typer.Option(False, "--json", help="print eval.json instead of the table"),
+        stability: bool = typer.Option(
+            True, "--stability/--no-stability", help="re-segment two 90% subsamples (uses the embedding cache)"
+        ),
     ) -> None:
-        """Evaluate a run: segmentation, grounding, claims, distinctness, identification, privacy."""
+        """Evaluate a run: segmentation, grounding, claims, distinctness, identification, stability, privacy."""
         from persona_llm.evaluation.runner import evaluate_run, format_value, summary_rows
         from persona_llm.evaluation.suite import load_suite
 
@@ -79,7 +82,17 @@ def register(app: typer.Typer) -> None:
                         backend=judge_backend, model=judge_model, base_url=judge_url
                     )
                     chat = stack.enter_context(open_chat_model(settings))
-                report = evaluate_run(run_dir, labels, suite_obj, embedder, chat, dataset=dataset)
+                segment_fn = None
+                if stability:
+                    from persona_llm.evaluation.build import run_resegmenter
+
+                    try:
+                        segment_fn = run_resegmenter(run_dir)
+                    except PersonaLLMError as exc:  # stability is skipped (with this reason), the rest runs
+                        err.print(f"[yellow]warning:[/yellow] no stability: {escape(str(exc))}")
+                report = evaluate_run(
+                    run_dir, labels, suite_obj, embedder, chat, dataset=dataset, segment_fn=segment_fn
+                )
         except PersonaLLMError as exc:
             err.print(f"[red]error:[/red] {escape(str(exc))}")
             raise typer.Exit(2) from exc

@@ -181,3 +181,19 @@ def test_chinese_reviews_use_multilingual_model(tmp_path: Path) -> None:
     pipe.save(tmp_path / "run")
     texts = pd.read_parquet(tmp_path / "run" / "texts.parquet")
     assert (texts["language"] == "zh").mean() > 0.9
+
+
+def test_eval_command_measures_stability_by_re_segmenting_the_run(ng_run: Path) -> None:
+    runner = CliRunner()
+    res = runner.invoke(app, ["eval", str(ng_run), "--labels", "newsgroup", "--json"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.output[res.output.index("{"):])
+    # 8 far-apart newsgroups: two 90% subsamples, re-segmented with the run's own parameters and
+    # embedding model, agree with each other and keep the run's segments
+    assert report["metrics"]["stability_ari"] > 0.6, report["metrics"]
+    assert report["metrics"]["persona_kept"] >= 0.5
+    assert report["metrics"]["ari"] > 0.4
+    res = runner.invoke(app, ["eval", str(ng_run), "--no-stability", "--json"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.output[res.output.index("{"):])
+    assert "stability_ari" not in report["metrics"] and "stability" in report["skipped"]

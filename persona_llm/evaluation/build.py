@@ -58,3 +58,36 @@ class SuiteBuilder:
     def resegment(self, texts: pd.DataFrame, seed: int) -> pd.DataFrame:
         """Assignments of a fresh segmentation (no save, no personas), for the stability metrics."""
         return self._fit(self._pipeline(seed), texts).assignments()  # type: ignore[no-any-return]
+
+
+def run_resegmenter(run_dir: str | Path) -> Any:
+    """`segment_fn` for the stability metrics of a run on disk: re-segments (a subsample of) the run's
+    saved texts with the parameters and the exact embedding model its manifest records.
+
+    Raises InputError when the manifest cannot rebuild the pipeline (missing, or the run used a custom
+    cleaner or clusterer object, which a manifest only names).
+    """
+    import json
+
+    from persona_llm.embed import embedder_from_model_id
+    from persona_llm.errors import InputError
+    from persona_llm.pipeline import SegmentPipeline
+
+    path = Path(run_dir) / "manifest.json"
+    if not path.is_file():
+        raise InputError(f"{path}: missing; cannot tell how the run was segmented")
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    recorded = manifest.get("parameters") or {}
+    if recorded.get("cleaner", "default") != "default" or "clusterer" in recorded:
+        raise InputError(f"{path}: the run used a custom cleaner or clusterer object, which cannot be rebuilt")
+    model_id = (manifest.get("models") or {}).get("embedder")
+    if not model_id:
+        raise InputError(f"{path}: field 'models.embedder' is missing")
+    names = set(SegmentPipeline().get_params()) - {"cleaner", "random_state", "embedder", "embedding_backend"}
+    params: dict[str, Any] = {k: recorded[k] for k in names if k in recorded}
+    cache_dir = params.get("cache_dir")
+    if cache_dir not in (None, "none") and not Path(str(cache_dir)).exists():
+        params["cache_dir"] = None  # a temporary cache that is gone: use the user's own
+    # The exact model (name, backend, token cut-off) from its id, so subsample vectors match the run's.
+    params["embedder"] = embedder_from_model_id(str(model_id))
+    return SuiteBuilder(segment_params=params).resegment

@@ -440,7 +440,7 @@ def evaluate_run(
     # -- stability ---------------------------------------------------------------------------------
     if "stability" in groups:
         if segment_fn is None:
-            skip("stability", "no segment_fn given (needs the pipeline to re-segment)")
+            skip("stability", "not requested (no segment_fn; `persona-llm eval` re-segments unless --no-stability)")
         elif run.texts is None:
             skip("stability", "no texts.parquet in the run")
         else:

@@ -82,16 +82,17 @@ def register(app: typer.Typer) -> None:
                         backend=judge_backend, model=judge_model, base_url=judge_url
                     )
                     chat = stack.enter_context(open_chat_model(settings))
-                segment_fn = None
+                segment_fn, no_segment_fn = None, "--no-stability"
                 if stability:
                     from persona_llm.evaluation.build import run_resegmenter
 
                     try:
                         segment_fn = run_resegmenter(run_dir)
-                    except PersonaLLMError as exc:  # stability is skipped (with this reason), the rest runs
-                        err.print(f"[yellow]warning:[/yellow] no stability: {escape(str(exc))}")
+                    except PersonaLLMError as exc:  # stability is skipped with this reason; the rest runs
+                        no_segment_fn = f"cannot re-segment: {exc}"
                 report = evaluate_run(
-                    run_dir, labels, suite_obj, embedder, chat, dataset=dataset, segment_fn=segment_fn
+                    run_dir, labels, suite_obj, embedder, chat, dataset=dataset, segment_fn=segment_fn,
+                    no_segment_fn_reason=no_segment_fn,
                 )
         except PersonaLLMError as exc:
             err.print(f"[red]error:[/red] {escape(str(exc))}")

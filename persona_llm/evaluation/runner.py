@@ -250,6 +250,7 @@ def evaluate_run(
     judge: Any = None,
     *,
     segment_fn: SegmentFn | None = None,
+    no_segment_fn_reason: str | None = None,
     dataset: str | None = None,
     negative_control: str | None = None,
     pii_finder: m.PiiFinder | None = None,
@@ -262,6 +263,7 @@ def evaluate_run(
     embedder: `.encode(texts) -> unit vectors`, the run's model, for distinctness and identification.
     judge: a ChatModel or callable(messages) -> str for the optional LLM judge.
     segment_fn: segment_fn(texts_frame, seed) -> assignments frame, for stability.
+    no_segment_fn_reason: why there is no segment_fn (recorded as the reason stability was skipped).
     dataset: suite data set name, to pick its thresholds, labels and negative control.
     """
     run = RunData(run_dir)
@@ -440,7 +442,7 @@ def evaluate_run(
     # -- stability ---------------------------------------------------------------------------------
     if "stability" in groups:
         if segment_fn is None:
-            skip("stability", "not requested (no segment_fn; `persona-llm eval` re-segments unless --no-stability)")
+            skip("stability", no_segment_fn_reason or "no segment_fn given (needs the pipeline to re-segment)")
         elif run.texts is None:
             skip("stability", "no texts.parquet in the run")
         else:

@@ -595,6 +595,41 @@ def test_distinctness_regenerates_the_smaller_segment(run_dir: Path) -> None:
     assert w.stats_["regenerated_for_distinctness"] == 1 and w.stats_["max_pairwise_similarity"] < 0.9
 
 
+class AnisotropicEmbedder(FakeEmbedder):
+    """Like multilingual e5 on Chinese: a large shared direction puts any two texts at cosine ~0.9."""
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        vecs = super().encode(texts)
+        vecs[:, 0] += 3.0
+        return vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
+
+
+def test_distinctness_threshold_is_relative_to_the_embedders_chance_similarity(run_dir: Path) -> None:
+    """Distinct personas that an anisotropic embedder puts above cosine 0.9 are left alone; identical
+    ones are still regenerated, because the threshold is measured from the run's random-text cosine."""
+
+    def reply(request: dict[str, Any]) -> dict[str, Any]:
+        sid = segment_of(request)
+        if sid == 1 and "must be clearly different" not in request["messages"][1]["content"]:
+            return {"content": draft_for(0)}  # the same persona as segment 0, on its first try
+        return {"content": draft_for(sid)}
+
+    with FakeOpenAIServer(default=reply) as server:
+        w = writer(chat_for(server), embedder=AnisotropicEmbedder(), distinct_threshold=0.9)
+        personas = w.write(run_dir)
+    regen = [r for r in server.requests if "must be clearly different" in r["messages"][1]["content"]]
+    assert len(regen) == 1 and segment_of(regen[0]) == 1  # only the true duplicate
+    assert 0.8 < w.chance_similarity_ < 0.99 and w.distinct_cosine_ > 0.98
+    # the distinct personas are far above an absolute 0.9 in this space, and were not regenerated
+    assert w.max_similarity_ > 0.9 and w.stats_["regenerated_for_distinctness"] == 1
+    assert all(c.threshold == round(w.distinct_cosine_, 4) for p in personas for c in p.provenance.distinctness)
+
+    with FakeOpenAIServer(default=lambda r: {"content": draft_for(segment_of(r))}) as server:
+        w = writer(chat_for(server), embedder=FakeEmbedder(), distinct_threshold=0.9)
+        w.write(run_dir)
+    assert w.chance_similarity_ < 0.5 and abs(w.distinct_cosine_ - (w.chance_similarity_ + 0.9 * (1 - w.chance_similarity_))) < 1e-9
+
+
 def test_same_name_triggers_regeneration_and_a_worse_one_is_not_kept(run_dir: Path) -> None:
     """Two personas named alike are regenerated even when their texts differ; a regeneration that keeps
     the name is dropped and the first version kept, with a warning."""

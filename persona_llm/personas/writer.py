@@ -68,6 +68,9 @@ STATS_FILE = "personas_stats.json"
 CALLS_FILE = "llm_calls.jsonl"
 #: Agent definition (agents/<name>.toml) whose prompt version the writer uses by default.
 WRITER_AGENT = "persona_writer"
+#: Random texts of the run embedded to learn what "unrelated" looks like to the persona embedder
+#: (2,016 pairs; about 1 s with MiniLM, 5-10 s with e5).
+CHANCE_SAMPLE = 64
 
 
 class PersonaWriteError(BackendError):
@@ -205,7 +208,11 @@ class PersonaWriter:
     prompt_version: a folder under prompts/ (None: the one the persona_writer agent definition names).
     text_token_budget / max_text_tokens / max_texts: how much of the segment goes into the prompt.
     min_quotes: verified quotes wanted; fewer triggers a re-ask (at most `max_quote_reasks`).
-    distinct_threshold: cosine similarity above which two personas count as the same persona.
+    distinct_threshold: similarity above which two personas count as the same persona, on the scale
+        (cosine - chance) / (1 - chance), where chance is the embedder's mean cosine between random texts
+        of the run (`chance_similarity_`). MiniLM's chance on 20NG posts is ~0.06, so 0.9 means cosine
+        ~0.91; multilingual e5's on Chinese reviews is ~0.88, so 0.9 means ~0.99 there. One absolute
+        cosine would regenerate every Chinese persona (distinct ones sit at 0.90-0.96) or no English one.
     max_regenerations: rounds of "different from" regeneration.
     embedder: object with `.encode(texts) -> unit vectors`, a `persona_llm.embed.get_embedder` name, or
         "auto" (MiniLM for English personas, the multilingual E5 otherwise).
@@ -436,11 +443,26 @@ class PersonaWriter:
             name = choose_embedder_for_languages(shares)
         return get_embedder(name)
 
-    def _embed(self, personas: Sequence[Persona]) -> np.ndarray:
+    def _embed(self, personas: Sequence[Persona], embedder: Embedder | None = None) -> np.ndarray:
         if not personas:
             return np.zeros((0, 1), dtype=np.float32)
-        vectors = self._get_embedder(personas).encode([p.embedding_text() for p in personas])
+        embedder = embedder or self._get_embedder(personas)
+        vectors = embedder.encode([p.embedding_text() for p in personas])
         return np.asarray(vectors, dtype=np.float32)
+
+    def _chance_similarity(self, run: RunData, embedder: Embedder) -> float:
+        """Mean cosine between random texts of the run under `embedder`: what "unrelated" looks like in
+        this embedding space (anisotropic models put everything close together)."""
+        texts = run.texts["text"].astype(str)
+        if len(texts) < 2:
+            return 0.0
+        rng = np.random.default_rng(self.seed)
+        rows = np.sort(rng.choice(len(texts), size=min(CHANCE_SAMPLE, len(texts)), replace=False))
+        vectors = np.asarray(embedder.encode([texts.iloc[int(i)] for i in rows]), dtype=np.float64)
+        vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        sims = vectors @ vectors.T
+        upper = sims[np.triu_indices(len(vectors), 1)]
+        return float(np.clip(upper.mean(), 0.0, 0.99))
 
     def _distinctness(
         self,
@@ -452,11 +474,15 @@ class PersonaWriter:
     ) -> None:
         """Regenerate the smaller segment's persona of each too-similar pair, showing the other one."""
         existing = {p.segment_id: p for p in self._existing(run) if p.segment_id not in personas}
+        embedder = self._get_embedder(list({**existing, **personas}.values()))
+        chance = self._chance_similarity(run, embedder)
+        threshold = chance + self.distinct_threshold * (1.0 - chance)  # as a plain cosine
+        self.chance_similarity_, self.distinct_cosine_ = chance, threshold
         for _round in range(self.max_regenerations):
             everyone = {**existing, **personas}
             order = sorted(everyone)
-            vectors = self._embed([everyone[s] for s in order])
-            pairs = similar_pairs(vectors, self.distinct_threshold, names=[everyone[s].name for s in order])
+            vectors = self._embed([everyone[s] for s in order], embedder)
+            pairs = similar_pairs(vectors, threshold, names=[everyone[s].name for s in order])
             if not pairs:
                 break
             sizes = {i: everyone[s].user_count for i, s in enumerate(order)}
@@ -481,14 +507,14 @@ class PersonaWriter:
                 if sid in self.failures_ and sid in personas:
                     why = self.failures_.pop(sid)
                     personas[sid].provenance.warnings.append(f"regeneration for distinctness failed: {why[:200]}")
-            new_vectors = self._embed([g.persona for g in regenerated]) if regenerated else None
+            new_vectors = self._embed([g.persona for g in regenerated], embedder) if regenerated else None
             for k, g in enumerate(regenerated):
                 sid = g.persona.segment_id
                 assert new_vectors is not None
                 before = max(sim for _, sim in redo[sid])
                 after = max(_cosine(new_vectors[k], vectors[order.index(o)]) for o, _ in redo[sid])
                 renamed = all(name_key(g.persona.name) != name_key(everyone[o].name) for o, _ in redo[sid])
-                if not (renamed and (after < before or after <= self.distinct_threshold)):
+                if not (renamed and (after < before or after <= threshold)):
                     personas[sid].provenance.warnings.append(
                         f"regeneration for distinctness did not help (similarity {before:.3f} -> {after:.3f}"
                         f"{'' if renamed else ', same name'}); kept the first version"
@@ -499,7 +525,7 @@ class PersonaWriter:
                     DistinctnessCheck(
                         other_persona_id=everyone[o].persona_id,
                         similarity=round(sim, 4),
-                        threshold=self.distinct_threshold,
+                        threshold=round(threshold, 4),
                         regenerated=True,
                     )
                     for o, sim in redo[sid]
@@ -511,7 +537,7 @@ class PersonaWriter:
         # Final record: each persona's nearest other persona, regenerated or not.
         everyone = {**existing, **personas}
         order = sorted(everyone)
-        vectors = self._embed([everyone[s] for s in order])
+        vectors = self._embed([everyone[s] for s in order], embedder)
         self.max_similarity_ = max_pairwise_similarity(vectors)
         self.embeddings_ = {s: vectors[i] for i, s in enumerate(order)}
         if len(order) >= 2:
@@ -525,7 +551,7 @@ class PersonaWriter:
                     DistinctnessCheck(
                         other_persona_id=everyone[order[j]].persona_id,
                         similarity=round(float(sims[i, j]), 4),
-                        threshold=self.distinct_threshold,
+                        threshold=round(threshold, 4),
                         regenerated=False,
                     )
                 )
@@ -644,6 +670,8 @@ class PersonaWriter:
             ),
             "max_pairwise_similarity": getattr(self, "max_similarity_", None),
             "distinct_threshold": self.distinct_threshold,
+            "chance_similarity": round(getattr(self, "chance_similarity_", 0.0), 4),
+            "distinct_cosine": round(getattr(self, "distinct_cosine_", self.distinct_threshold), 4),
         }
 
     def _upsert_store(self, run: RunData, personas: list[Persona]) -> None:

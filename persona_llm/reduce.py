@@ -16,6 +16,8 @@ leaves half the users in noise, while UMAP's neighbour graph recovers the topics
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from persona_llm.base import BaseReducer, NoReducer
@@ -58,8 +60,12 @@ class UMAPReducer(BaseReducer):
             min_dist=self.min_dist,
             metric="cosine",
             random_state=self.random_state,
+            n_jobs=1,  # a seed makes UMAP single-threaded anyway; saying so keeps its warning off the console
         )
-        return np.asarray(self.umap_.fit_transform(vectors), dtype=np.float32)
+        with warnings.catch_warnings():
+            # "Graph is not fully connected" on tiny inputs is UMAP's own business; the result is still used.
+            warnings.filterwarnings("ignore", message=".*fully connected.*")
+            return np.asarray(self.umap_.fit_transform(vectors), dtype=np.float32)
 
 
 AUTO_UMAP_FROM_USERS = 2000  # crossover in the table above: even at ~1200 users, UMAP far ahead at ~2500

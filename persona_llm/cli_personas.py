@@ -81,7 +81,7 @@ def run_build_personas(
 
     writer = PersonaWriter(llm_settings, language=language, **writer_params)
     if not quiet:
-        console.print(f"[bold]personas[/] backend {llm_settings.backend}; this takes ~15-60 s per segment on CPU")
+        console.print(f"[bold]personas[/] backend {llm_settings.backend}; about a minute per segment on a 2-core CPU")
     personas = writer.write(run_dir, segment_ids)
     if not quiet:
         stats = getattr(writer, "stats_", {})

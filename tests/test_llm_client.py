@@ -250,3 +250,24 @@ def test_free_threads_is_at_least_one() -> None:
     from persona_llm.llm.embedded import free_threads
 
     assert 1 <= free_threads() <= 8
+
+
+def test_busy_cores_sees_a_spinning_process() -> None:
+    """The thread count follows what the CPUs do now (not the load average, which still counts work
+    this process finished a minute ago)."""
+    import subprocess
+    import sys
+    import time
+
+    from persona_llm.llm.embedded import busy_cores
+
+    if not Path("/proc/stat").exists():
+        pytest.skip("needs /proc/stat")
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        busy = busy_cores(1.0)
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert busy >= 0.8, busy

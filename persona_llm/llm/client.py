@@ -34,6 +34,7 @@ from tenacity import (
 )
 
 from persona_llm.errors import BackendError, ConfigError
+from persona_llm.resource_paths import default_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +48,8 @@ REASK_SUFFIX = "Reply again with the complete corrected JSON object only."
 
 
 def default_cache_root() -> Path:
-    """Where models and cached responses live: $PERSONA_LLM_CACHE or ~/.cache/persona-llm."""
-    root = os.environ.get("PERSONA_LLM_CACHE")
-    return Path(root) if root else Path.home() / ".cache" / "persona-llm"
+    """Where models and cached responses live: the project's one cache root (`default_cache_dir`)."""
+    return default_cache_dir()
 
 
 class LLMSettings(BaseModel):

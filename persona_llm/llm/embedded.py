@@ -150,6 +150,10 @@ def ensure_gguf(model: GGUFModel, cache_dir: str | Path | None = None) -> Path:
     return target
 
 
+#: llama.cpp log verbosity thresholds (its -lv flag): 1 errors, 2 warnings, 3 info, 4 debug.
+LLAMA_LOG_ERROR, LLAMA_LOG_DEBUG = 1, 4
+
+
 def _cpu_times() -> tuple[int, int] | None:
     """(busy, total) jiffies of all CPUs since boot, from /proc/stat; None where there is none."""
     try:
@@ -264,6 +268,9 @@ class EmbeddedServer:
                 params.cpuparams.n_threads = self.threads_
                 params.cpuparams_batch.n_threads = self.threads_
                 params.warmup = False
+                # llama.cpp logs every slot and request at info level into our stderr (the user's
+                # console); keep errors only, or everything when our own logger is at DEBUG.
+                params.verbosity = LLAMA_LOG_DEBUG if log.isEnabledFor(logging.DEBUG) else LLAMA_LOG_ERROR
                 try:
                     self._server = xllamacpp.Server(params)
                     self.port_ = int(params.port)

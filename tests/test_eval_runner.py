@@ -223,6 +223,17 @@ def by_age(texts: pd.DataFrame, seed: int) -> pd.DataFrame:
 # ---------------------------------------------------------------------------------------------------
 
 
+def test_a_failing_re_segmentation_skips_stability_only(good_run: Path) -> None:
+    from persona_llm.errors import ConfigError
+
+    def broken(texts: pd.DataFrame, seed: int) -> pd.DataFrame:
+        raise ConfigError("need at least 3 users to segment, got 2")
+
+    report = evaluate_run(good_run, "age_group", segment_fn=broken, write=False)
+    assert "re-segmentation failed: need at least 3 users" in report.skipped["stability"]
+    assert "stability_ari" not in report.metrics and report.metrics["ari_assigned"] == pytest.approx(1.0)
+
+
 def test_evaluate_good_run_writes_eval_json(good_run: Path) -> None:
     report = evaluate_run(
         good_run, "age_group", embedder=HashEmbedder(), segment_fn=by_age, negative_control="sign"

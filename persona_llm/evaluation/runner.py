@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, Field
 
-from persona_llm.errors import ConfigError, InputError
+from persona_llm.errors import ConfigError, InputError, PersonaLLMError
 from persona_llm.evaluation import claims as claims_mod
 from persona_llm.evaluation import metrics as m
 from persona_llm.evaluation.judge import JudgeRecord, LLMJudge, judge_metrics
@@ -448,18 +448,23 @@ def evaluate_run(
         else:
             with timer("stability"):
                 core = [c for c in run.texts.columns if c != "segment_id"]
-                result = stability(
-                    run.texts[core],
-                    segment_fn,
-                    reference=run.assignments[["user_id", "segment_id"]],
-                    segment_ids=[p.segment_id for p in personas] if personas else None,
-                    fraction=opts.stability_fraction if opts else 0.9,
-                    seeds=opts.stability_seeds if opts else (1, 2),
-                    min_jaccard=opts.min_jaccard if opts else 0.5,
-                )
-                report.metrics["stability_ari"] = result.pop("stability_ari")
-                report.metrics["persona_kept"] = result.pop("persona_kept")
-                report.details["stability"] = result
+                try:
+                    result: dict[str, Any] | None = stability(
+                        run.texts[core],
+                        segment_fn,
+                        reference=run.assignments[["user_id", "segment_id"]],
+                        segment_ids=[p.segment_id for p in personas] if personas else None,
+                        fraction=opts.stability_fraction if opts else 0.9,
+                        seeds=opts.stability_seeds if opts else (1, 2),
+                        min_jaccard=opts.min_jaccard if opts else 0.5,
+                    )
+                except PersonaLLMError as exc:  # e.g. a subsample too small to segment: say so, go on
+                    skip("stability", f"re-segmentation failed: {exc}")
+                    result = None
+                if result is not None:
+                    report.metrics["stability_ari"] = result.pop("stability_ari")
+                    report.metrics["persona_kept"] = result.pop("persona_kept")
+                    report.details["stability"] = result
 
     # -- judge -------------------------------------------------------------------------------------
     if personas and "judge" in groups:

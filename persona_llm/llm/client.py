@@ -47,11 +47,6 @@ DEFAULT_OPENAI_URL = "https://api.openai.com/v1"
 REASK_SUFFIX = "Reply again with the complete corrected JSON object only."
 
 
-def default_cache_root() -> Path:
-    """Where models and cached responses live: the project's one cache root (`default_cache_dir`)."""
-    return default_cache_dir()
-
-
 class LLMSettings(BaseModel):
     """Everything that chooses and tunes the generative backend; `backend` is the one switch.
 
@@ -112,7 +107,7 @@ class LLMSettings(BaseModel):
         return key or "not-needed"
 
     def response_cache_dir(self) -> Path:
-        return self.cache_dir or default_cache_root() / "llm-responses"
+        return self.cache_dir or default_cache_dir() / "llm-responses"
 
 
 @dataclass(frozen=True)

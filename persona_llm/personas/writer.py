@@ -443,10 +443,10 @@ class PersonaWriter:
             name = choose_embedder_for_languages(shares)
         return get_embedder(name)
 
-    def _embed(self, personas: Sequence[Persona], embedder: Embedder | None = None) -> np.ndarray:
+    @staticmethod
+    def _embed(personas: Sequence[Persona], embedder: Embedder) -> np.ndarray:
         if not personas:
             return np.zeros((0, 1), dtype=np.float32)
-        embedder = embedder or self._get_embedder(personas)
         vectors = embedder.encode([p.embedding_text() for p in personas])
         return np.asarray(vectors, dtype=np.float32)
 

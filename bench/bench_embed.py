@@ -59,7 +59,7 @@ def load_workloads(args: argparse.Namespace) -> dict[str, list[str]]:
 
 def make_embedder(backend: str, args: argparse.Namespace):  # noqa: ANN201 - script helper
     sys.path.insert(0, str(ROOT))
-    from persona_llm.embed import E5Embedder, SentenceTransformerEmbedder
+    from persona_llm.segment.embed import E5Embedder, SentenceTransformerEmbedder
 
     if backend == "e5":
         return E5Embedder(batch_size=args.batch_size)

@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(ROOT))
 
-from persona_llm.cli_personas import llm_settings_from_options  # noqa: E402
+from persona_llm.cli.personas import llm_settings_from_options  # noqa: E402
 from persona_llm.personas.gates import normalize_ws, parse_age_range  # noqa: E402
 from persona_llm.personas.writer import PersonaWriteError, PersonaWriter  # noqa: E402
 
@@ -45,7 +45,7 @@ console = Console()
 
 def blog_run(out: Path, bloggers: int, posts_per_blogger: int, seed: int) -> tuple[Path, pd.DataFrame]:
     """Segment a blog slice with demographics hidden; return the run dir and the true labels."""
-    from persona_llm.pipeline import SegmentPipeline
+    from persona_llm.segment.pipeline import SegmentPipeline
 
     df = pd.read_csv(SHARED / "blog_authorship" / "posts.csv.gz", dtype={"blogger_id": str})
     rng = np.random.default_rng(seed)
@@ -154,7 +154,7 @@ def main() -> None:
         personas = writer.write(run_dir, ids)
     except PersonaWriteError as exc:
         failures = exc.failures
-        from persona_llm.personas.schema import load_personas
+        from persona_llm.schema.personas import load_personas
 
         personas = load_personas(run_dir / "personas.json")
     wall = time.perf_counter() - started

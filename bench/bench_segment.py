@@ -32,8 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(ROOT))
 
-from persona_llm.manifest import peak_rss_mb  # noqa: E402
-from persona_llm.pipeline import SegmentPipeline  # noqa: E402
+from persona_llm.schema.manifest import peak_rss_mb  # noqa: E402
+from persona_llm.segment.pipeline import SegmentPipeline  # noqa: E402
 
 console = Console()
 
@@ -91,7 +91,7 @@ def same_features_kmeans(pipe: SegmentPipeline, labels: pd.Series, k: int = 20) 
     better, the ceiling is in the representation (and the labels), not in the clustering."""
     from sklearn.cluster import KMeans
 
-    from persona_llm.users import LexicalUserFeatures, combine_views
+    from persona_llm.segment.users import LexicalUserFeatures, combine_views
 
     t0 = time.perf_counter()
     lexical = LexicalUserFeatures(n_components=pipe.lexical_components, random_state=pipe.random_state)
@@ -104,7 +104,7 @@ def pipeline_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """--max-seq-length (e.g. 128 to compare with the default 256) needs an embedder object."""
     if not args.max_seq_length:
         return {"embedding_backend": args.backend}
-    from persona_llm.embed import get_embedder
+    from persona_llm.segment.embed import get_embedder
 
     params: dict[str, Any] = {"max_seq_length": args.max_seq_length}
     if args.backend:
@@ -229,7 +229,7 @@ def run_reducers(cache_dir: str) -> None:
 
 
 def run_full_file(cache_dir: str, args: argparse.Namespace) -> None:
-    from persona_llm.ingest import ColumnMap
+    from persona_llm.segment.ingest import ColumnMap
 
     path = SHARED / "20newsgroups" / "posts.csv.gz"
     df = pd.read_csv(path, dtype=str)

@@ -1,16 +1,26 @@
-"""persona-llm: evidence-backed marketing personas from what customers write."""
+"""persona-llm: evidence-backed marketing personas from what customers write.
+
+The folders read like the design, bottom layer first:
+    schema/      the records a run holds (segments, personas, manifest, frame columns)
+    common/      helpers that must agree everywhere (text matching, demographics, vectors)
+    runs/        the run store: one run directory type, workspaces of versioned runs, atomic publish
+    segment/     the segment stages (ingest, clean, embed, users, reduce, cluster, describe, store)
+                 and the pipeline that chains them
+    llm/         OpenAI-compatible chat backends (embedded llama.cpp, vLLM, any URL)
+    agents/      agent definitions (role, prompt, tools, output schema) read from agents/*.toml
+    personas/    persona writing: prompts, gates, writer, report
+    evaluation/  metrics, suites and the eval runner
+    workflows.py segment / write_personas / build / evaluate as library functions
+    cli/         the `persona-llm` command line over the workflows
+"""
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+import importlib.metadata
 
-__all__ = ["__version__", "SegmentPipeline"]
+try:  # pyproject.toml is the one source of the version
+    __version__ = importlib.metadata.version("persona-llm")
+except importlib.metadata.PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+    __version__ = "0+unknown"
 
-
-def __getattr__(name: str) -> object:
-    # Lazy: `import persona_llm` stays fast and the CLI starts without loading torch.
-    if name == "SegmentPipeline":
-        from persona_llm.pipeline import SegmentPipeline
-
-        return SegmentPipeline
-    raise AttributeError(name)
+__all__ = ["__version__"]

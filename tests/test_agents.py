@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from persona_llm.agents import list_agents, load_agent
+from persona_llm.agents.definitions import list_agents, load_agent
 from persona_llm.errors import ConfigError
 from persona_llm.evaluation.judge import JudgeResponse, build_messages
-from persona_llm.personas.schema import PersonaDraft
+from persona_llm.schema.personas import PersonaDraft
 
 
 def test_bundled_agents_load_and_resolve() -> None:

@@ -1,4 +1,4 @@
-"""Tests for persona_llm.clean, persona_llm.pii and persona_llm.language."""
+"""Tests for persona_llm.segment.clean, persona_llm.segment.pii and persona_llm.language."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from persona_llm.clean import COUNT_KEYS, TextCleaner, binary_reason, strip_html, strip_quotes, strip_signature
 from persona_llm.errors import ConfigError
-from persona_llm.frames import REJECT_COLUMNS
-from persona_llm.language import detect_language
-from persona_llm.pii import find_pii, redact
+from persona_llm.schema.frames import REJECT_COLUMNS
+from persona_llm.segment.clean import COUNT_KEYS, TextCleaner, binary_reason, strip_html, strip_quotes, strip_signature
+from persona_llm.segment.language import detect_language
+from persona_llm.segment.pii import find_pii, redact
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 

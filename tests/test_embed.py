@@ -18,8 +18,9 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from persona_llm.base import BaseEmbedder  # noqa: E402
-from persona_llm.embed import (  # noqa: E402
+from persona_llm.errors import ConfigError  # noqa: E402
+from persona_llm.segment.base import BaseEmbedder  # noqa: E402
+from persona_llm.segment.embed import (  # noqa: E402
     CachedEmbedder,
     E5Embedder,
     EmbeddingCache,
@@ -27,7 +28,6 @@ from persona_llm.embed import (  # noqa: E402
     choose_embedder_for_languages,
     get_embedder,
 )
-from persona_llm.errors import ConfigError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -170,7 +170,7 @@ def test_cache_shared_by_concurrent_processes(tmp_path: Path) -> None:
     path = tmp_path / "shared.sqlite3"
     script = (
         "import sys, numpy as np\n"
-        "from persona_llm.embed import EmbeddingCache\n"
+        "from persona_llm.segment.embed import EmbeddingCache\n"
         "c = EmbeddingCache(sys.argv[1])\n"
         "for r in range(20):\n"
         "    keys = [EmbeddingCache.key('m', 'passage', f'{i}') for i in range(r * 50, r * 50 + 200)]\n"

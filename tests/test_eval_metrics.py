@@ -17,7 +17,7 @@ from persona_llm.evaluation import metrics as M
 from persona_llm.evaluation.judge import JudgeResponse, LLMJudge, judge_metrics, persona_claims
 from persona_llm.evaluation.stability import match_segments, shared_ari, stability, subsample_users
 from persona_llm.evaluation.suite import DataSet, load_dataset, load_suite
-from persona_llm.personas.schema import Persona
+from persona_llm.schema.personas import Persona
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -13,7 +13,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from persona_llm.cli_eval import register
+from persona_llm.cli.evaluate import register
 from persona_llm.evaluation.runner import (
     EvalReport,
     check_thresholds,
@@ -23,8 +23,8 @@ from persona_llm.evaluation.runner import (
     run_suite,
 )
 from persona_llm.evaluation.suite import Suite, load_suite
-from persona_llm.personas.schema import Persona
-from persona_llm.segments import Representative, Segment, SegmentQuality, SegmentSet
+from persona_llm.schema.personas import Persona
+from persona_llm.schema.segments import Representative, Segment, SegmentQuality, SegmentSet
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -123,7 +123,7 @@ def good_personas() -> list[Persona]:
 
 
 def write_run(run_dir: Path, texts: pd.DataFrame, seg_of: dict[str, int], personas: list[Persona]) -> Path:
-    """A run directory in the layout of persona_llm.segments (what the pipeline writes)."""
+    """A run directory in the layout of persona_llm.schema.segments (what the pipeline writes)."""
     emb = HashEmbedder()
     run_dir.mkdir(parents=True, exist_ok=True)
     texts = texts.assign(language="en", segment_id=texts["user_id"].map(seg_of).astype(int))

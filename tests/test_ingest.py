@@ -1,4 +1,4 @@
-"""Tests for persona_llm.ingest: formats, column mapping, file-level errors and row rejects."""
+"""Tests for persona_llm.segment.ingest: formats, column mapping, file-level errors and row rejects."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from persona_llm.errors import ConfigError, InputError
-from persona_llm.frames import REJECT_COLUMNS
-from persona_llm.ingest import ColumnMap, read_texts, texts_from_frame
+from persona_llm.schema.frames import REJECT_COLUMNS
+from persona_llm.segment.ingest import ColumnMap, read_texts, texts_from_frame
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"

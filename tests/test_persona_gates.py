@@ -28,7 +28,8 @@ from persona_llm.personas.gates import (
     similar_pairs,
 )
 from persona_llm.personas.prompting import PromptTemplates, build_prompt, truncate_to_tokens
-from persona_llm.personas.schema import (
+from persona_llm.personas.writer import PersonaWriter, RunData
+from persona_llm.schema.personas import (
     DemographicEstimate,
     Demographics,
     DraftQuote,
@@ -36,8 +37,7 @@ from persona_llm.personas.schema import (
     PersonaDraft,
     load_personas,
 )
-from persona_llm.personas.writer import PersonaWriter, RunData
-from persona_llm.segments import (
+from persona_llm.schema.segments import (
     CategoricalSummary,
     CategoryShare,
     Keyword,
@@ -696,7 +696,7 @@ def test_subset_write_merges_and_store_upsert(run_dir: Path) -> None:
         writer(chat_for(server), max_regenerations=0, write_store=True).write(run_dir, [0, 2])
         merged = writer(chat_for(server), max_regenerations=0, write_store=True).write(run_dir, [1])
     assert [p.segment_id for p in merged] == [0, 1, 2]
-    from persona_llm.store import PERSONAS, ChromaStore
+    from persona_llm.segment.store import PERSONAS, ChromaStore
 
     store = ChromaStore(path=run_dir / "chroma")
     assert store.count(PERSONAS, run_id="run-test") == 3

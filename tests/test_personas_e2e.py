@@ -18,8 +18,8 @@ import pytest
 
 from persona_llm.llm.client import LLMSettings
 from persona_llm.personas.gates import normalize_ws
-from persona_llm.personas.schema import MIN_QUOTES, load_personas
 from persona_llm.personas.writer import PersonaWriter
+from persona_llm.schema.personas import MIN_QUOTES, load_personas
 from tests.test_persona_gates import FakeEmbedder, make_run_dir
 
 pytestmark = pytest.mark.slow

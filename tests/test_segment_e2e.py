@@ -91,10 +91,10 @@ def test_manifest_counts_add_up_and_rejects_have_reasons(ng_run: Path, ng_slice:
 
 
 def test_store_is_queryable_and_free_of_pii(ng_run: Path) -> None:
-    from persona_llm.embed import get_embedder
-    from persona_llm.pii import find_pii
-    from persona_llm.segments import SegmentSet
-    from persona_llm.store import TEXTS, ChromaStore
+    from persona_llm.schema.segments import SegmentSet
+    from persona_llm.segment.embed import get_embedder
+    from persona_llm.segment.pii import find_pii
+    from persona_llm.segment.store import TEXTS, ChromaStore
 
     segs = SegmentSet.model_validate_json((ng_run / "segments.json").read_text())
     assert len(segs.segments) >= 4
@@ -119,8 +119,8 @@ def test_store_is_queryable_and_free_of_pii(ng_run: Path) -> None:
 def test_rerun_embeds_nothing_twice(ng_run: Path, ng_slice: Path, tmp_path: Path) -> None:
     manifest = json.loads((ng_run / "manifest.json").read_text())
     cache = manifest["parameters"]["cache_dir"]
-    from persona_llm.ingest import ColumnMap
-    from persona_llm.pipeline import SegmentPipeline
+    from persona_llm.segment.ingest import ColumnMap
+    from persona_llm.segment.pipeline import SegmentPipeline
 
     pipe = SegmentPipeline(cache_dir=cache).fit_file(
         ng_slice, ColumnMap(user_column="user_id", text_column="body", id_column="doc_id", attribute_columns=[])
@@ -168,7 +168,7 @@ def test_chinese_reviews_use_multilingual_model(tmp_path: Path) -> None:
         g["user_id"] = [f"{cat}-{i // 4}" for i in range(len(g))]
         parts.append(g)
     sample = pd.concat(parts, ignore_index=True)
-    from persona_llm.pipeline import SegmentPipeline
+    from persona_llm.segment.pipeline import SegmentPipeline
 
     pipe = SegmentPipeline(cache_dir=tmp_path / "cache", min_texts=2).fit(
         sample, user_column="user_id", text_column="review", id_column="review_id", attribute_columns=["label"]

@@ -6,8 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from persona_llm.cluster import HDBSCANClusterer, default_min_cluster_size
-from persona_llm.describe import (
+from persona_llm.errors import ConfigError
+from persona_llm.schema.segments import CategoricalSummary, NumericSummary
+from persona_llm.segment.cluster import HDBSCANClusterer, default_min_cluster_size
+from persona_llm.segment.describe import (
     KeywordExtractor,
     select_representatives,
     summarizable_columns,
@@ -15,10 +17,15 @@ from persona_llm.describe import (
     tokenize_mixed,
     user_attribute_table,
 )
-from persona_llm.errors import ConfigError
-from persona_llm.reduce import AUTO_UMAP_FROM_USERS, NoReducer, PCAReducer, UMAPReducer, get_reducer, reducer_label
-from persona_llm.segments import CategoricalSummary, NumericSummary
-from persona_llm.users import UserAggregator
+from persona_llm.segment.reduce import (
+    AUTO_UMAP_FROM_USERS,
+    NoReducer,
+    PCAReducer,
+    UMAPReducer,
+    get_reducer,
+    reducer_label,
+)
+from persona_llm.segment.users import UserAggregator
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -186,7 +193,7 @@ def test_mmr_representatives_are_central_and_diverse() -> None:
 
 
 def test_lexical_view_separates_vocabularies_and_combines() -> None:
-    from persona_llm.users import LexicalUserFeatures, combine_views
+    from persona_llm.segment.users import LexicalUserFeatures, combine_views
 
     rows = []
     for u in range(6):

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from persona_llm.segments import Keyword, Representative, Segment, SegmentQuality, SegmentSet
-from persona_llm.store import PERSONAS, SEGMENTS, TEXTS, ChromaStore
+from persona_llm.schema.segments import Keyword, Representative, Segment, SegmentQuality, SegmentSet
+from persona_llm.segment.store import PERSONAS, SEGMENTS, TEXTS, ChromaStore
 
 
 def _segment_set(run_id: str = "run-1") -> tuple[SegmentSet, np.ndarray, dict[str, np.ndarray]]:

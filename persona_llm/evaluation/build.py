@@ -12,8 +12,8 @@ from typing import Any
 
 import pandas as pd
 
-from persona_llm.frames import INTERNAL_COLUMNS, TEXT_ID
-from persona_llm.segments import SegmentSet
+from persona_llm.schema.frames import INTERNAL_COLUMNS, TEXT_ID
+from persona_llm.schema.segments import SegmentSet
 
 #: Columns that are not user attributes: ours, and the segment a run's texts.parquet records (stability
 #: re-segments those texts).
@@ -35,7 +35,7 @@ class SuiteBuilder:
     max_personas: int | None = None
 
     def _pipeline(self, seed: int) -> Any:
-        from persona_llm.pipeline import SegmentPipeline
+        from persona_llm.segment.pipeline import SegmentPipeline
 
         return SegmentPipeline(**{**self.segment_params, "random_state": seed})
 
@@ -69,9 +69,9 @@ def run_resegmenter(run_dir: str | Path) -> Any:
     """
     import json
 
-    from persona_llm.embed import embedder_from_model_id
     from persona_llm.errors import InputError
-    from persona_llm.pipeline import SegmentPipeline
+    from persona_llm.segment.embed import embedder_from_model_id
+    from persona_llm.segment.pipeline import SegmentPipeline
 
     path = Path(run_dir) / "manifest.json"
     if not path.is_file():

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 if TYPE_CHECKING:
-    from persona_llm.personas.schema import Persona
+    from persona_llm.schema.personas import Persona
 
 ClaimStatus = Literal["consistent", "contradiction", "vague", "unmapped", "unknown"]
 

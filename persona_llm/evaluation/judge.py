@@ -18,7 +18,7 @@ from persona_llm.errors import ConfigError
 from persona_llm.resource_paths import resource_root
 
 if TYPE_CHECKING:
-    from persona_llm.personas.schema import Persona
+    from persona_llm.schema.personas import Persona
 
 Message = dict[str, str]
 ChatFn = Callable[[list[Message]], str]

@@ -22,7 +22,7 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score, s
 from persona_llm.personas.gates import name_key
 
 if TYPE_CHECKING:
-    from persona_llm.personas.schema import Persona
+    from persona_llm.schema.personas import Persona
 
 NOISE = -1
 
@@ -447,14 +447,14 @@ _FALLBACK_PATTERNS: dict[str, re.Pattern[str]] = {
 
 
 def fallback_find_pii(text: str) -> list[tuple[str, str]]:
-    """Minimal email / URL / phone finder used only when persona_llm.pii is not available."""
+    """Minimal email / URL / phone finder used only when persona_llm.segment.pii is not available."""
     return [(kind, m.group(0)) for kind, pat in _FALLBACK_PATTERNS.items() for m in pat.finditer(text)]
 
 
 def default_pii_finder() -> PiiFinder:
     """The project's `persona_llm.pii.find_pii` when importable, else the minimal fallback."""
     try:
-        from persona_llm.pii import find_pii
+        from persona_llm.segment.pii import find_pii
     except ImportError:
         return fallback_find_pii
     return find_pii  # type: ignore[no-any-return]

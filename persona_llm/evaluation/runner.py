@@ -30,7 +30,7 @@ from persona_llm.evaluation import metrics as m
 from persona_llm.evaluation.judge import JudgeRecord, LLMJudge, judge_metrics
 from persona_llm.evaluation.stability import SegmentFn, stability
 from persona_llm.evaluation.suite import GROUPS, Suite, load_dataset, load_suite, shared_data_dir
-from persona_llm.segments import SegmentSet
+from persona_llm.schema.segments import SegmentSet
 
 EVAL_SCHEMA_VERSION = "1"
 EVAL_FILE = "eval.json"
@@ -96,7 +96,7 @@ def _version() -> str:
 def run_embedder(run_dir: str | Path) -> Any:
     """The embedding model a run was built with (from its manifest), for persona metrics that compare
     persona vectors with the run's text vectors."""
-    from persona_llm.embed import embedder_from_model_id
+    from persona_llm.segment.embed import embedder_from_model_id
 
     manifest = Path(run_dir) / "manifest.json"
     if not manifest.is_file():
@@ -155,7 +155,7 @@ class RunData:
         self.personas: list[Any] | None = None
         personas_path = self.run_dir / "personas.json"
         if personas_path.exists():
-            from persona_llm.personas.schema import load_personas
+            from persona_llm.schema.personas import load_personas
 
             try:
                 self.personas = list(load_personas(personas_path))

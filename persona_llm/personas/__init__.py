@@ -6,7 +6,7 @@ not import the LLM client.
 
 from typing import Any
 
-from persona_llm.personas.schema import (
+from persona_llm.schema.personas import (
     DemographicEstimate,
     Demographics,
     Persona,

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from persona_llm.personas.schema import (
+from persona_llm.schema.personas import (
     DemographicEstimate,
     Demographics,
     DraftQuote,
@@ -29,7 +29,7 @@ from persona_llm.personas.schema import (
     QuoteRemoval,
     RemovalReason,
 )
-from persona_llm.segments import CategoricalSummary, NumericSummary, Segment
+from persona_llm.schema.segments import CategoricalSummary, NumericSummary, Segment
 
 _WS = re.compile(r"\s+")
 # Quote marks and ellipses a model wraps around a quote are not part of it.

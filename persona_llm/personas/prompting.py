@@ -21,9 +21,9 @@ import jinja2
 import pandas as pd
 
 from persona_llm.errors import ConfigError
-from persona_llm.personas.schema import draft_json_schema
 from persona_llm.resource_paths import RESOURCE_ENV, resource_root
-from persona_llm.segments import CategoricalSummary, NumericSummary, Segment
+from persona_llm.schema.personas import draft_json_schema
+from persona_llm.schema.segments import CategoricalSummary, NumericSummary, Segment
 
 DEFAULT_PROMPT_VERSION = "persona/v1"
 PROMPTS_ENV = RESOURCE_ENV["prompts"]

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from persona_llm.agents import load_agent
+from persona_llm.agents.definitions import load_agent
 from persona_llm.errors import BackendError, InputError
 from persona_llm.llm.client import CallRecord, ChatModel, LLMSettings, StructuredOutputError, open_chat_model
 from persona_llm.personas.gates import (
@@ -43,7 +43,7 @@ from persona_llm.personas.gates import (
     ground_quotes as ground_quotes_gate,
 )
 from persona_llm.personas.prompting import PromptTemplates, RenderedPrompt, build_prompt
-from persona_llm.personas.schema import (
+from persona_llm.schema.personas import (
     MAX_QUOTES,
     MIN_QUOTES,
     NAME_MAX_CHARS,
@@ -56,7 +56,7 @@ from persona_llm.personas.schema import (
     export_json_schema,
     load_personas,
 )
-from persona_llm.segments import Keyword, Segment, SegmentSet
+from persona_llm.schema.segments import Keyword, Segment, SegmentSet
 
 log = logging.getLogger(__name__)
 
@@ -433,7 +433,7 @@ class PersonaWriter:
     def _get_embedder(self, personas: Sequence[Persona]) -> Embedder:
         if self.embedder is not None and not isinstance(self.embedder, str):
             return self.embedder
-        from persona_llm.embed import choose_embedder_for_languages, get_embedder
+        from persona_llm.segment.embed import choose_embedder_for_languages, get_embedder
 
         name = self.embedder or "auto"
         if name == "auto":
@@ -675,7 +675,7 @@ class PersonaWriter:
         }
 
     def _upsert_store(self, run: RunData, personas: list[Persona]) -> None:
-        from persona_llm.store import ChromaStore
+        from persona_llm.segment.store import ChromaStore
 
         info = run.manifest.get("store") or {}
         if info.get("kind") == "http":

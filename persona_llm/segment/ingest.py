@@ -33,7 +33,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from persona_llm.errors import ConfigError, InputError
-from persona_llm.frames import INTERNAL_COLUMNS, REJECT_COLUMNS, SOURCE_ROW, TEXT, TEXT_ID, USER_ID, make_rejects
+from persona_llm.schema.frames import INTERNAL_COLUMNS, REJECT_COLUMNS, SOURCE_ROW, TEXT, TEXT_ID, USER_ID, make_rejects
 
 __all__ = ["FORMATS", "ColumnMap", "IngestResult", "TextRow", "read_texts", "texts_from_frame"]
 

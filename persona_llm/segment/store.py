@@ -25,7 +25,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from persona_llm.errors import BackendError
-from persona_llm.segments import SegmentSet
+from persona_llm.schema.segments import SegmentSet
 
 TEXTS = "texts"
 SEGMENTS = "segments"

@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from persona_llm.base import BaseCleaner, StageResult
 from persona_llm.errors import ConfigError
-from persona_llm.frames import LANGUAGE, TEXT, TEXT_ID, empty_rejects, make_rejects
-from persona_llm.language import detect_language
-from persona_llm.pii import PII_KINDS, find_pii, redact
+from persona_llm.schema.frames import LANGUAGE, TEXT, TEXT_ID, empty_rejects, make_rejects
+from persona_llm.segment.base import BaseCleaner, StageResult
+from persona_llm.segment.language import detect_language
+from persona_llm.segment.pii import PII_KINDS, find_pii, redact
 
 __all__ = [
     "COUNT_KEYS",

@@ -66,7 +66,7 @@ CONFIG_TABLES = frozenset({"columns", "pipeline", "store"})
 def segment_options_to_pipeline(
     cfg: dict[str, Any], overrides: dict[str, Any], show_progress: bool, stage_hook: Any
 ) -> Any:
-    from persona_llm.pipeline import SegmentPipeline
+    from persona_llm.segment.pipeline import SegmentPipeline
 
     params = dict(cfg.get("pipeline", {}))
     params.update({k: v for k, v in overrides.items() if v is not None})
@@ -91,8 +91,8 @@ def run_segment(
     quiet: bool = False,
 ) -> Any:
     """Segment a file into `out`; prints progress per stage and a summary table. Returns the pipeline."""
-    from persona_llm.ingest import ColumnMap
-    from persona_llm.store import ChromaStore
+    from persona_llm.segment.ingest import ColumnMap
+    from persona_llm.segment.store import ChromaStore
 
     cfg = _load_toml(config)
     table = dict(cfg.get("columns", {}))
@@ -224,7 +224,7 @@ def build(
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Segment INPUT, then write a persona per segment (personas.json, personas.md, report.html)."""
-    from persona_llm.cli_personas import llm_settings_from_options, run_build_personas
+    from persona_llm.cli.personas import llm_settings_from_options, run_build_personas
 
     try:
         pipe = run_segment(
@@ -245,7 +245,7 @@ def build(
 def list_segments(run_dir: Path = typer.Argument(..., help="A run directory.")) -> None:
     """Print the segments of a run as JSON lines (id, size, share, keywords)."""
     try:
-        from persona_llm.segments import SegmentSet
+        from persona_llm.schema.segments import SegmentSet
 
         path = run_dir / "segments.json"
         if not path.exists():
@@ -265,7 +265,7 @@ def _register_optional() -> None:
     # The persona and eval commands live next to the code they drive.
     import importlib
 
-    for module in ("persona_llm.cli_personas", "persona_llm.cli_eval"):
+    for module in ("persona_llm.cli.personas", "persona_llm.cli.evaluate"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:

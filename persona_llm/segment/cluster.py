@@ -13,8 +13,8 @@ from typing import Literal
 
 import numpy as np
 
-from persona_llm.base import BaseClusterer
 from persona_llm.errors import ConfigError
+from persona_llm.segment.base import BaseClusterer
 
 Engine = Literal["auto", "fast_hdbscan", "hdbscan"]
 AUTO_FAST_HDBSCAN_ABOVE = 4000  # users; see bench/bench_segment.py --engines

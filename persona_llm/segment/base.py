@@ -14,7 +14,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from persona_llm.frames import empty_rejects
+from persona_llm.schema.frames import empty_rejects
 
 
 @dataclass

@@ -23,17 +23,8 @@ import numpy as np
 import pandas as pd
 
 from persona_llm import __version__
-from persona_llm.base import BaseCleaner, BaseClusterer, BaseEmbedder, BaseReducer, StageResult
-from persona_llm.cluster import HDBSCANClusterer
-from persona_llm.describe import (
-    KeywordExtractor,
-    representatives_for,
-    summarizable_columns,
-    summarize_attributes,
-    user_attribute_table,
-)
 from persona_llm.errors import ConfigError, InputError
-from persona_llm.frames import (
+from persona_llm.schema.frames import (
     LANGUAGE,
     SOURCE_ROW,
     TEXT,
@@ -42,11 +33,20 @@ from persona_llm.frames import (
     attribute_columns,
     concat_rejects,
 )
-from persona_llm.manifest import RowCounts, RunManifest, package_versions, peak_rss_mb
-from persona_llm.reduce import get_reducer, reducer_label
-from persona_llm.segments import Segment, SegmentQuality, SegmentSet
-from persona_llm.store import ChromaStore
-from persona_llm.users import LexicalUserFeatures, UserAggregator, combine_views
+from persona_llm.schema.manifest import RowCounts, RunManifest, package_versions, peak_rss_mb
+from persona_llm.schema.segments import Segment, SegmentQuality, SegmentSet
+from persona_llm.segment.base import BaseCleaner, BaseClusterer, BaseEmbedder, BaseReducer, StageResult
+from persona_llm.segment.cluster import HDBSCANClusterer
+from persona_llm.segment.describe import (
+    KeywordExtractor,
+    representatives_for,
+    summarizable_columns,
+    summarize_attributes,
+    user_attribute_table,
+)
+from persona_llm.segment.reduce import get_reducer, reducer_label
+from persona_llm.segment.store import ChromaStore
+from persona_llm.segment.users import LexicalUserFeatures, UserAggregator, combine_views
 
 StageHook = Callable[[str, Literal["start", "end"], float], None]
 STAGES = ("ingest", "clean", "embed", "users", "reduce", "cluster", "describe", "store")
@@ -65,7 +65,7 @@ class SegmentPipeline:
     min_texts: users with fewer cleaned texts are not segmented (their rows go to rejects).
     lexical_weight: share of a TF-IDF/SVD word view in the vectors HDBSCAN clusters (0: embeddings only);
         centroids, representatives and the store always use the semantic embeddings.
-    reducer: "auto" (UMAP to 5-d from 2000 users up, else none; see persona_llm.reduce), "none",
+    reducer: "auto" (UMAP to 5-d from 2000 users up, else none; see persona_llm.segment.reduce), "none",
         "pca[:N]", "umap[:N]" or a BaseReducer.
     min_cluster_size, min_samples, engine, cluster_selection_method, reassign_outliers,
     reassign_threshold: HDBSCAN settings (see HDBSCANClusterer); or pass `clusterer` to replace it.
@@ -144,7 +144,7 @@ class SegmentPipeline:
     # --- fitting -------------------------------------------------------------------------------
     def fit_file(self, path: str | Path, columns: Any, *, max_rows: int | None = None) -> SegmentPipeline:
         """Read `path` (CSV, JSONL, Parquet, gzip too) with a `ColumnMap`, then `fit`."""
-        from persona_llm.ingest import read_texts
+        from persona_llm.segment.ingest import read_texts
 
         self.timings_: dict[str, float] = {}
         with self._stage("ingest"):
@@ -163,7 +163,7 @@ class SegmentPipeline:
         attribute_columns: list[str] | None = None,
     ) -> SegmentPipeline:
         """Segment the users of a DataFrame with one row per text."""
-        from persona_llm.ingest import ColumnMap, texts_from_frame
+        from persona_llm.segment.ingest import ColumnMap, texts_from_frame
 
         self.timings_ = {}
         columns = ColumnMap(
@@ -318,14 +318,14 @@ class SegmentPipeline:
     # --- stages --------------------------------------------------------------------------------
     def _clean(self, texts: pd.DataFrame) -> StageResult:
         if self.cleaner == "skip":
-            from persona_llm.language import detect_language
+            from persona_llm.segment.language import detect_language
 
             out = texts.copy()
             if LANGUAGE not in out.columns:
                 out[LANGUAGE] = [detect_language(t) for t in out[TEXT].astype(str)]
             return StageResult(texts=out, counts={"kept": len(out)})
         if self.cleaner is None:
-            from persona_llm.clean import TextCleaner
+            from persona_llm.segment.clean import TextCleaner
 
             return TextCleaner().transform(texts)
         if isinstance(self.cleaner, BaseCleaner):
@@ -333,7 +333,7 @@ class SegmentPipeline:
         raise ConfigError(f"cleaner must be a BaseCleaner, None or 'skip', got {self.cleaner!r}")
 
     def _embedder(self, texts: pd.DataFrame) -> BaseEmbedder:
-        from persona_llm import embed
+        from persona_llm.segment import embed
 
         if isinstance(self.embedder, BaseEmbedder):
             base: BaseEmbedder = self.embedder

@@ -8,7 +8,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from persona_llm.frames import TEXT, USER_ID, empty_rejects, make_rejects
+from persona_llm.schema.frames import TEXT, USER_ID, empty_rejects, make_rejects
 
 
 @dataclass
@@ -92,7 +92,7 @@ class LexicalUserFeatures:
         from sklearn.decomposition import TruncatedSVD
         from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, TfidfVectorizer
 
-        from persona_llm.describe import tokenize_mixed
+        from persona_llm.segment.describe import tokenize_mixed
 
         docs = texts.groupby(USER_ID, sort=False)[TEXT].agg(lambda s: "\n".join(s.astype(str)))
         docs = docs.reindex(user_ids).fillna("")

@@ -36,9 +36,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 
-from persona_llm.base import BaseEmbedder  # noqa: E402
 from persona_llm.errors import BackendError, ConfigError  # noqa: E402
 from persona_llm.resource_paths import default_cache_dir  # noqa: E402
+from persona_llm.segment.base import BaseEmbedder  # noqa: E402
 
 Backend = Literal["torch", "onnx", "onnx-int8"]
 Kind = Literal["passage", "query"]

@@ -19,8 +19,8 @@ from persona_llm.errors import PersonaLLMError
 
 def _default_embedder(run_dir: Path, name: str | None) -> Any:
     """The embedder named by --embedder, else the one the run was built with (its manifest)."""
-    from persona_llm.embed import get_embedder
     from persona_llm.evaluation.runner import run_embedder
+    from persona_llm.segment.embed import get_embedder
 
     return get_embedder(name) if name else run_embedder(run_dir)
 

@@ -46,8 +46,8 @@ def _fail(exc: Exception) -> None:
 
 
 def _load(run_dir: Path) -> list[Any]:
-    from persona_llm.personas.schema import load_personas
     from persona_llm.personas.writer import PERSONAS_FILE
+    from persona_llm.schema.personas import load_personas
 
     path = run_dir / PERSONAS_FILE
     if not path.is_file():

@@ -20,8 +20,8 @@ import warnings
 
 import numpy as np
 
-from persona_llm.base import BaseReducer, NoReducer
 from persona_llm.errors import ConfigError
+from persona_llm.segment.base import BaseReducer, NoReducer
 
 
 class PCAReducer(BaseReducer):

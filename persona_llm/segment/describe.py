@@ -8,8 +8,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from persona_llm.frames import LANGUAGE, TEXT, TEXT_ID, USER_ID
-from persona_llm.segments import (
+from persona_llm.schema.frames import LANGUAGE, TEXT, TEXT_ID, USER_ID
+from persona_llm.schema.segments import (
     CategoricalSummary,
     CategoryShare,
     Keyword,

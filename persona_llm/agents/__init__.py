@@ -1,0 +1,1 @@
+"""Agents: definitions read from agents/*.toml (role, prompt version, tools, output schema)."""

@@ -39,3 +39,23 @@ class ConfigError(PersonaLLMError):
 
 class BackendError(PersonaLLMError):
     """A model, store or server could not be reached or lacks a needed capability."""
+
+
+class RunStoreError(PersonaLLMError):
+    """A run or workspace cannot be written or read as asked (not ours, not writable, nothing published)."""
+
+
+class WorkspaceLockedError(RunStoreError):
+    """Another live process is writing to the workspace."""
+
+    def __init__(self, message: str, *, pid: int | None) -> None:
+        super().__init__(message)
+        self.pid = pid
+
+
+class RunNotPublishedError(RunStoreError):
+    """A run was written but not published, because a step failed; it stays in the workspace."""
+
+    def __init__(self, message: str, *, run_name: str) -> None:
+        super().__init__(message)
+        self.run_name = run_name

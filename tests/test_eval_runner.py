@@ -13,7 +13,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from persona_llm.cli.evaluate import register
+from persona_llm.cli import app as persona_llm_app
 from persona_llm.evaluation.runner import (
     EvalReport,
     check_thresholds,
@@ -328,14 +328,7 @@ def test_eval_section_html_lists_failures_and_escapes(bad_run: Path, suite_file:
 
 
 def cli_app() -> typer.Typer:
-    app = typer.Typer()
-
-    @app.callback()
-    def main() -> None:
-        """Test app."""
-
-    register(app)
-    return app
+    return persona_llm_app
 
 
 def test_cli_passes_on_a_good_run(good_run: Path, suite_file: Path) -> None:

@@ -1,5 +1,17 @@
-"""The `persona-llm` command line."""
+"""The `persona-llm` command line: a thin layer over `persona_llm.workflows`.
 
-from persona_llm.cli.segment import app, main
+    app.py        the Typer app, consoles, shared options (--llm, --llm-url, --llm-model...), the error helper
+    segment.py    segment, build, segments
+    personas.py   personas, show, write-personas, doctor
+    evaluate.py   eval, eval-suite
+    workspace.py  history, publish, rollback, gc
+"""
 
-__all__ = ["app", "main"]
+from persona_llm.cli import evaluate, personas, segment, workspace
+from persona_llm.cli.app import app
+
+__all__ = ["app", "evaluate", "personas", "segment", "workspace"]
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()

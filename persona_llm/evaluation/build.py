@@ -12,8 +12,8 @@ from typing import Any
 
 import pandas as pd
 
+from persona_llm.runs.rundir import MANIFEST, RunDir
 from persona_llm.schema.frames import INTERNAL_COLUMNS, TEXT_ID
-from persona_llm.schema.segments import SegmentSet
 
 #: Columns that are not user attributes: ours, and the segment a run's texts.parquet records (stability
 #: re-segments those texts).
@@ -47,40 +47,39 @@ class SuiteBuilder:
     def build(self, texts: pd.DataFrame, run_dir: Path, seed: int) -> Path:
         """Segment `texts`, save the run to `run_dir`, then write personas into it."""
         pipe = self._fit(self._pipeline(seed), texts)
-        pipe.save(run_dir)
+        run = RunDir(pipe.save(run_dir, overwrite=True))  # the suite's own work folder: rebuilt each time
         if self.writer is not None:
-            segments = SegmentSet.model_validate_json((Path(run_dir) / "segments.json").read_text(encoding="utf-8"))
+            segments = run.load_segments()
             largest = sorted(segments.segments, key=lambda s: (-s.size, s.segment_id))
             chosen = largest[: self.max_personas] if self.max_personas is not None else largest
-            self.writer.write(run_dir, segment_ids=sorted(s.segment_id for s in chosen))
-        return Path(run_dir)
+            self.writer.write(run, segment_ids=sorted(s.segment_id for s in chosen))
+        return run.path
 
     def resegment(self, texts: pd.DataFrame, seed: int) -> pd.DataFrame:
         """Assignments of a fresh segmentation (no save, no personas), for the stability metrics."""
         return self._fit(self._pipeline(seed), texts).assignments()  # type: ignore[no-any-return]
 
 
-def run_resegmenter(run_dir: str | Path) -> Any:
+def run_resegmenter(run_dir: str | Path | RunDir) -> Any:
     """`segment_fn` for the stability metrics of a run on disk: re-segments (a subsample of) the run's
     saved texts with the parameters and the exact embedding model its manifest records.
 
     Raises InputError when the manifest cannot rebuild the pipeline (missing, or the run used a custom
     cleaner or clusterer object, which a manifest only names).
     """
-    import json
-
     from persona_llm.errors import InputError
     from persona_llm.segment.embed import embedder_from_model_id
     from persona_llm.segment.pipeline import SegmentPipeline
 
-    path = Path(run_dir) / "manifest.json"
-    if not path.is_file():
+    run = run_dir if isinstance(run_dir, RunDir) else RunDir.open(run_dir)
+    path = run.file(MANIFEST)
+    if not run.has(MANIFEST):
         raise InputError(f"{path}: missing; cannot tell how the run was segmented")
-    manifest = json.loads(path.read_text(encoding="utf-8"))
-    recorded = manifest.get("parameters") or {}
+    manifest = run.load_manifest()
+    recorded = manifest.parameters
     if recorded.get("cleaner", "default") != "default" or "clusterer" in recorded:
         raise InputError(f"{path}: the run used a custom cleaner or clusterer object, which cannot be rebuilt")
-    model_id = (manifest.get("models") or {}).get("embedder")
+    model_id = manifest.models.get("embedder")
     if not model_id:
         raise InputError(f"{path}: field 'models.embedder' is missing")
     names = set(SegmentPipeline().get_params()) - {"cleaner", "random_state", "embedder", "embedding_backend"}

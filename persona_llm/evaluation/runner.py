@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime as dt
 import html
 import importlib.metadata
-import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -30,10 +29,9 @@ from persona_llm.evaluation import metrics as m
 from persona_llm.evaluation.judge import JudgeRecord, LLMJudge, judge_metrics
 from persona_llm.evaluation.stability import SegmentFn, stability
 from persona_llm.evaluation.suite import GROUPS, Suite, load_dataset, load_suite, shared_data_dir
-from persona_llm.schema.segments import SegmentSet
+from persona_llm.runs.rundir import EVAL, MANIFEST, TEXT_EMBEDDINGS, TEXTS, USER_EMBEDDINGS, RunDir
 
 EVAL_SCHEMA_VERSION = "1"
-EVAL_FILE = "eval.json"
 
 Pipeline = Callable[[pd.DataFrame, Path, int], Any]
 """Builds a run directory (segments and personas) from a texts frame: pipeline(texts, run_dir, seed)."""
@@ -93,15 +91,16 @@ def _version() -> str:
         return "0+unknown"
 
 
-def run_embedder(run_dir: str | Path) -> Any:
+def run_embedder(run_dir: str | Path | RunDir) -> Any:
     """The embedding model a run was built with (from its manifest), for persona metrics that compare
     persona vectors with the run's text vectors."""
     from persona_llm.segment.embed import embedder_from_model_id
 
-    manifest = Path(run_dir) / "manifest.json"
-    if not manifest.is_file():
+    run = run_dir if isinstance(run_dir, RunDir) else RunDir.open(run_dir)
+    manifest = run.file(MANIFEST)
+    if not run.has(MANIFEST):
         raise InputError(f"{manifest}: missing; cannot tell which embedding model the run used")
-    model_id = json.loads(manifest.read_text(encoding="utf-8")).get("models", {}).get("embedder")
+    model_id = run.load_manifest().models.get("embedder")
     if not model_id:
         raise InputError(f"{manifest}: field 'models.embedder' is missing")
     return embedder_from_model_id(str(model_id))
@@ -125,61 +124,21 @@ def _now() -> str:
 
 
 class RunData:
-    """The parts of a run directory evaluation reads; optional parts are None when absent."""
+    """The parts of a run evaluation reads, loaded once through RunDir; optional parts are None when absent."""
 
-    def __init__(self, run_dir: str | Path) -> None:
-        self.run_dir = Path(run_dir)
-        if not self.run_dir.is_dir():
-            raise InputError("run directory not found", path=str(self.run_dir))
-        segments_path = self._required("segments.json")
-        try:
-            self.segments = SegmentSet.model_validate_json(segments_path.read_text(encoding="utf-8"))
-        except ValueError as exc:
-            raise InputError(f"not a valid segment set: {exc}", path=str(segments_path)) from exc
-        self.assignments = pd.read_csv(self._required("assignments.csv"), dtype={"user_id": str})
-        for col in ("user_id", "segment_id"):
-            if col not in self.assignments.columns:
-                raise InputError("missing column", path=str(self.run_dir / "assignments.csv"), column=col)
-        self.assignments["segment_id"] = self.assignments["segment_id"].astype(int)
-        texts_path = self.run_dir / "texts.parquet"
-        self.texts: pd.DataFrame | None = None
-        if texts_path.exists():
-            texts = pd.read_parquet(texts_path)
-            self.texts = texts.assign(
-                user_id=texts["user_id"].astype(str), text_id=texts["text_id"].astype(str)
-            )
-        self.user_embeddings = self._array("user_embeddings.npy", len(self.assignments))
-        self.text_embeddings = (
-            self._array("text_embeddings.npy", len(self.texts)) if self.texts is not None else None
+    def __init__(self, run_dir: str | Path | RunDir) -> None:
+        self.rundir = run_dir if isinstance(run_dir, RunDir) else RunDir.open(run_dir)
+        self.run_dir = self.rundir.path
+        run = self.rundir
+        self.segments = run.load_segments()
+        self.assignments = run.load_assignments()
+        self.texts: pd.DataFrame | None = run.load_texts() if run.has(TEXTS) else None
+        self.user_embeddings: np.ndarray | None = run.load_user_embeddings() if run.has(USER_EMBEDDINGS) else None
+        self.text_embeddings: np.ndarray | None = (
+            run.load_text_embeddings() if self.texts is not None and run.has(TEXT_EMBEDDINGS) else None
         )
-        self.personas: list[Any] | None = None
-        personas_path = self.run_dir / "personas.json"
-        if personas_path.exists():
-            from persona_llm.schema.personas import load_personas
-
-            try:
-                self.personas = list(load_personas(personas_path))
-            except ValueError as exc:
-                raise InputError(f"not a valid list of personas: {exc}", path=str(personas_path)) from exc
-        manifest = self.run_dir / "manifest.json"
-        self.manifest: dict[str, Any] = (
-            json.loads(manifest.read_text(encoding="utf-8")) if manifest.exists() else {}
-        )
-
-    def _required(self, name: str) -> Path:
-        path = self.run_dir / name
-        if not path.exists():
-            raise InputError(f"missing {name}: is this a persona-llm run directory?", path=str(path))
-        return path
-
-    def _array(self, name: str, rows: int) -> np.ndarray | None:
-        path = self.run_dir / name
-        if not path.exists():
-            return None
-        arr = np.load(path)
-        if arr.ndim != 2 or len(arr) != rows:
-            raise InputError(f"has shape {arr.shape}, expected {rows} rows", path=str(path))
-        return arr
+        self.personas: list[Any] | None = run.load_personas() if run.has_personas() else None
+        self.manifest: dict[str, Any] = run.load_manifest().model_dump() if run.has(MANIFEST) else {}
 
     def user_segments(self) -> pd.Series:
         return self.assignments.drop_duplicates("user_id").set_index("user_id")["segment_id"]
@@ -243,7 +202,7 @@ def _cited_ids(personas: list[Any]) -> set[str]:
 
 
 def evaluate_run(
-    run_dir: str | Path,
+    run_dir: str | Path | RunDir,
     labels: str | None = None,
     suite: Suite | None = None,
     embedder: Any = None,
@@ -514,18 +473,17 @@ def evaluate_run(
     return report
 
 
-def write_report(report: EvalReport, run_dir: str | Path) -> Path:
+def write_report(report: EvalReport, run_dir: str | Path | RunDir) -> Path:
     """Write `eval.json` (pretty, UTF-8) into the run directory."""
-    path = Path(run_dir) / EVAL_FILE
-    path.write_text(report.model_dump_json(indent=2) + "\n", encoding="utf-8")
-    return path
+    run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    return run.save_eval(report.model_dump_json(indent=2))
 
 
 def load_report(path: str | Path) -> EvalReport:
     """Read an `eval.json` (or the one in a run directory)."""
     path = Path(path)
     if path.is_dir():
-        path = path / EVAL_FILE
+        path = RunDir(path).file(EVAL)
     return EvalReport.model_validate_json(path.read_text(encoding="utf-8"))
 
 

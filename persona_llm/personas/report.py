@@ -8,16 +8,15 @@ inline CSS. Every quote links to its full source text in the evidence section at
 from __future__ import annotations
 
 import html
-import json
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
+from persona_llm.errors import InputError
+from persona_llm.runs.rundir import ASSIGNMENTS, SEGMENTS, TEXTS, USER_EMBEDDINGS, RunDir
 from persona_llm.schema.personas import DemographicEstimate, Persona
 
 PALETTE = [
@@ -92,12 +91,11 @@ def persona_markdown(p: Persona) -> str:
     return "\n".join(lines)
 
 
-def write_markdown(personas: Sequence[Persona], path: str | Path, *, run_id: str = "") -> Path:
-    path = Path(path)
+def markdown_report(personas: Sequence[Persona], *, run_id: str = "") -> str:
+    """personas.md: every persona as Markdown."""
     head = [f"# Personas{f' of run {run_id}' if run_id else ''}", ""]
     body = [persona_markdown(p) for p in personas]
-    path.write_text("\n".join(head + body), encoding="utf-8")
-    return path
+    return "\n".join(head + body)
 
 
 # -- HTML -------------------------------------------------------------------------------------------
@@ -117,13 +115,15 @@ def project_2d(vectors: np.ndarray) -> np.ndarray:
 
 
 def user_map_svg(
-    run_dir: Path, names: dict[int, str], *, width: int = 640, height: int = 420, max_points: int = 3000
+    run: RunDir, names: dict[int, str], *, width: int = 640, height: int = 420, max_points: int = 3000
 ) -> str:
-    emb_path, assign_path = run_dir / "user_embeddings.npy", run_dir / "assignments.csv"
-    if not emb_path.is_file() or not assign_path.is_file():
-        return "<p class='muted'>No user map: user_embeddings.npy or assignments.csv is missing.</p>"
-    vectors = np.load(emb_path)
-    segments = pd.read_csv(assign_path)["segment_id"].to_numpy()
+    if not run.has(USER_EMBEDDINGS) or not run.has(ASSIGNMENTS):
+        return f"<p class='muted'>No user map: {USER_EMBEDDINGS} or {ASSIGNMENTS} is missing.</p>"
+    try:
+        vectors = run.load_user_embeddings()
+    except InputError:
+        return "<p class='muted'>No user map: embeddings and assignments do not line up.</p>"
+    segments = run.load_assignments()["segment_id"].to_numpy()
     if len(vectors) != len(segments) or len(vectors) == 0:
         return "<p class='muted'>No user map: embeddings and assignments do not line up.</p>"
     rng = np.random.default_rng(0)
@@ -276,7 +276,7 @@ table.demo th{text-align:left;padding-right:12px;font-weight:600}table.demo td{p
 """
 
 
-def _evidence_section(run_dir: Path, personas: Sequence[Persona]) -> str:
+def _evidence_section(run: RunDir, personas: Sequence[Persona]) -> str:
     wanted: list[str] = []
     for p in personas:
         wanted += [q.text_id for q in p.quotes]
@@ -285,11 +285,10 @@ def _evidence_section(run_dir: Path, personas: Sequence[Persona]) -> str:
     wanted = list(dict.fromkeys(wanted))
     if not wanted:
         return ""
-    texts_path = run_dir / "texts.parquet"
     by_id: dict[str, Any] = {}
-    if texts_path.is_file():
-        frame = pd.read_parquet(texts_path, columns=["text_id", "user_id", "text", "segment_id"])
-        frame = frame[frame["text_id"].astype(str).isin(set(wanted))]
+    if run.has(TEXTS):
+        frame = run.load_texts(["text_id", "user_id", "text", "segment_id"])
+        frame = frame[frame["text_id"].isin(set(wanted))]
         by_id = {str(r.text_id): r for r in frame.itertuples(index=False)}
     items = []
     for text_id in wanted:
@@ -304,19 +303,18 @@ def _evidence_section(run_dir: Path, personas: Sequence[Persona]) -> str:
     return f"<h2>Evidence: source texts</h2><dl class='evidence'>{''.join(items)}</dl>"
 
 
-def write_html_report(run_dir: str | Path, personas: Sequence[Persona], path: str | Path) -> Path:
-    run_dir, path = Path(run_dir), Path(path)
+def html_report(run: RunDir, personas: Sequence[Persona]) -> str:
+    """report.html: a self-contained page with the user map, segment sizes and persona cards."""
     names = {p.segment_id: f"{p.segment_id}: {p.name}" for p in personas}
     rows: list[tuple[int, str, int, float]] = []
-    seg_path = run_dir / "segments.json"
     run_id = personas[0].run_id if personas else ""
-    if seg_path.is_file():
-        data = json.loads(seg_path.read_text(encoding="utf-8"))
-        run_id = run_id or data.get("run_id", "")
-        for seg in data.get("segments", []):
-            sid = int(seg["segment_id"])
+    if run.has(SEGMENTS):
+        segment_set = run.load_segments()
+        run_id = run_id or segment_set.run_id
+        for seg in segment_set.segments:
+            sid = seg.segment_id
             names.setdefault(sid, f"{sid}: (no persona)")
-            rows.append((sid, names[sid], int(seg["size"]), float(seg["share"])))
+            rows.append((sid, names[sid], seg.size, seg.share))
     else:
         rows = [(p.segment_id, names[p.segment_id], p.user_count, p.share) for p in personas]
     rows.sort(key=lambda r: -r[2])
@@ -331,14 +329,13 @@ def write_html_report(run_dir: str | Path, personas: Sequence[Persona], path: st
 <h1>Personas</h1>
 <p class="muted">run {html.escape(run_id)} · {len(personas)} personas · {html.escape(", ".join(models))} · {made}</p>
 <ul>{toc}</ul>
-<h2>Users by segment</h2>{user_map_svg(run_dir, names)}
+<h2>Users by segment</h2>{user_map_svg(run, names)}
 <h2>Segment sizes</h2>{sizes_svg(rows)}
 <h2>Personas</h2>
 <p class="muted">Every quote was checked to appear word for word in the linked text of its segment.
 Demographics are estimates with their evidence; "unknown" means the data does not say.</p>
 {cards}
-{_evidence_section(run_dir, personas)}
+{_evidence_section(run, personas)}
 </body></html>
 """
-    path.write_text(doc, encoding="utf-8")
-    return path
+    return doc

@@ -12,8 +12,6 @@ and the personas are upserted into the run's Chroma store (collection "personas"
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -24,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from persona_llm.agents.definitions import load_agent
 from persona_llm.errors import BackendError, InputError
@@ -43,6 +40,8 @@ from persona_llm.personas.gates import (
     ground_quotes as ground_quotes_gate,
 )
 from persona_llm.personas.prompting import PromptTemplates, RenderedPrompt, build_prompt
+from persona_llm.runs.rundir import LLM_CALLS, PERSONA_STATS, PERSONAS_MARKDOWN, REPORT, RunDir
+from persona_llm.schema.frames import TEXT
 from persona_llm.schema.personas import (
     MAX_QUOTES,
     MIN_QUOTES,
@@ -53,19 +52,11 @@ from persona_llm.schema.personas import (
     Provenance,
     Quote,
     QuoteRemoval,
-    export_json_schema,
-    load_personas,
 )
-from persona_llm.schema.segments import Keyword, Segment, SegmentSet
+from persona_llm.schema.segments import Keyword, Segment
 
 log = logging.getLogger(__name__)
 
-PERSONAS_FILE = "personas.json"
-SCHEMA_FILE = "persona.schema.json"
-MARKDOWN_FILE = "personas.md"
-REPORT_FILE = "report.html"
-STATS_FILE = "personas_stats.json"
-CALLS_FILE = "llm_calls.jsonl"
 #: Agent definition (agents/<name>.toml) whose prompt version the writer uses by default.
 WRITER_AGENT = "persona_writer"
 #: Random texts of the run embedded to learn what "unrelated" looks like to the persona embedder
@@ -80,52 +71,6 @@ class PersonaWriteError(BackendError):
         self.failures = failures
         detail = "; ".join(f"segment {k}: {v}" for k, v in sorted(failures.items()))
         super().__init__(f"{len(failures)} segment(s) got no persona: {detail}")
-
-
-@dataclass
-class RunData:
-    """What the writer reads from a run directory."""
-
-    run_dir: Path
-    segments: SegmentSet
-    texts: pd.DataFrame
-    manifest: dict[str, Any]
-    index: TextIndex
-
-    @classmethod
-    def load(cls, run_dir: str | Path) -> RunData:
-        run_dir = Path(run_dir)
-        seg_path, texts_path = run_dir / "segments.json", run_dir / "texts.parquet"
-        for path in (seg_path, texts_path):
-            if not path.is_file():
-                raise InputError("not found; is this a run directory written by `persona-llm segment`?", path=str(path))
-        segments = SegmentSet.model_validate_json(seg_path.read_text(encoding="utf-8"))
-        texts = pd.read_parquet(texts_path)
-        missing = {"text_id", "user_id", "text", "segment_id"} - set(texts.columns)
-        if missing:
-            raise InputError(f"missing columns {sorted(missing)}", path=str(texts_path))
-        texts["text_id"] = texts["text_id"].astype(str)
-        texts["user_id"] = texts["user_id"].astype(str)
-        manifest_path = run_dir / "manifest.json"
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.is_file() else {}
-        return cls(run_dir, segments, texts, manifest, TextIndex.from_frame(texts))
-
-    @property
-    def run_id(self) -> str:
-        return str(self.manifest.get("run_id") or self.segments.run_id)
-
-    @property
-    def data_sha256(self) -> str:
-        return str(self.manifest.get("input_sha256", ""))
-
-    def segment_texts(self, segment_id: int) -> pd.DataFrame:
-        return self.texts[self.texts["segment_id"] == segment_id]
-
-    def persona_id(self, segment_id: int) -> str:
-        """Stable: the same input, segment and members give the same id on every run."""
-        members = sorted(self.segment_texts(segment_id)["text_id"])
-        digest = hashlib.sha256(f"{self.data_sha256}|{segment_id}|{','.join(members)}".encode()).hexdigest()
-        return f"p{segment_id}-{digest[:10]}"
 
 
 def _with_real_text_ids(draft: PersonaDraft, prompt: RenderedPrompt) -> PersonaDraft:
@@ -146,9 +91,9 @@ def _unquoted_refs(prompt: RenderedPrompt, kept: Sequence[Quote], draft: Persona
     return [t.ref for t in prompt.texts if t.ref and t.text_id not in cited]
 
 
-def _keywords(run: RunData, segment_id: int) -> list[Keyword]:
+def _keywords(run: RunDir, segment_id: int) -> list[Keyword]:
     try:
-        return run.segments.get(segment_id).keywords
+        return run.load_segments().get(segment_id).keywords
     except KeyError:  # a published persona whose segment is gone from this run
         return []
 
@@ -256,15 +201,17 @@ class PersonaWriter:
 
     # -- public -------------------------------------------------------------------------------------
 
-    def write(self, run_dir: str | Path, segment_ids: Sequence[int] | None = None) -> list[Persona]:
+    def write(self, run_dir: str | Path | RunDir, segment_ids: Sequence[int] | None = None) -> list[Persona]:
         """Generate personas for `segment_ids` (default: all), merge them into personas.json, write the
         Markdown and HTML report and the store. Returns all personas of the run, by segment id."""
         settings = self.settings or LLMSettings()
-        run = RunData.load(run_dir)
-        wanted = list(segment_ids) if segment_ids is not None else [s.segment_id for s in run.segments.segments]
-        segments = [run.segments.get(int(sid)) for sid in wanted]  # KeyError names a wrong id
+        run = run_dir if isinstance(run_dir, RunDir) else RunDir.open(run_dir)
+        segment_set = run.load_segments()
+        wanted = list(segment_ids) if segment_ids is not None else [s.segment_id for s in segment_set.segments]
+        segments = [segment_set.get(int(sid)) for sid in wanted]  # KeyError names a wrong id
         if not segments:
-            raise InputError("the run has no segments to write personas for", path=str(run.run_dir))
+            raise InputError("the run has no segments to write personas for", path=str(run.path))
+        self.index_ = TextIndex.from_frame(run.load_texts())
         self.records_: list[CallRecord] = []
         self.failures_: dict[int, str] = {}
         started = time.perf_counter()
@@ -282,7 +229,7 @@ class PersonaWriter:
     # -- generation ---------------------------------------------------------------------------------
 
     def _write_with(
-        self, chat: ChatModel, run: RunData, segments: list[Segment], settings: LLMSettings
+        self, chat: ChatModel, run: RunDir, segments: list[Segment], settings: LLMSettings
     ) -> list[Persona]:
         self.model_id_ = chat.model_id
         self.backend_info_ = dict(chat.info)
@@ -297,7 +244,7 @@ class PersonaWriter:
         self,
         chat: ChatModel,
         templates: PromptTemplates,
-        run: RunData,
+        run: RunDir,
         segments: Sequence[Segment],
         settings: LLMSettings,
         different_from: dict[int, list[dict[str, Any]]],
@@ -326,7 +273,7 @@ class PersonaWriter:
         self,
         chat: ChatModel,
         templates: PromptTemplates,
-        run: RunData,
+        run: RunDir,
         segment: Segment,
         settings: LLMSettings,
         different_from: list[dict[str, Any]],
@@ -338,7 +285,7 @@ class PersonaWriter:
             segment,
             run.segment_texts(sid),
             chat.count_tokens,
-            n_segments=len(run.segments.segments),
+            n_segments=len(run.load_segments().segments),
             language=self.language,
             max_context=chat.capabilities.max_context,
             completion_tokens=chat.max_tokens,
@@ -370,7 +317,7 @@ class PersonaWriter:
             records.extend(result.records)
             draft = _with_real_text_ids(result.value, prompt)
             grounding = ground_quotes_gate(
-                draft.quotes, sid, run.index, attempt=attempts + result.attempts, already_kept=kept
+                draft.quotes, sid, self.index_, attempt=attempts + result.attempts, already_kept=kept
             )
             attempts += result.attempts
             proposed += len(draft.quotes)
@@ -392,11 +339,11 @@ class PersonaWriter:
         assert draft is not None
         if len(kept) < needed:
             warnings.append(f"only {len(kept)} verified quotes after {self.max_quote_reasks} re-asks")
-        demographics, estimate_removals = check_estimates(draft.demographics, segment, run.index)
+        demographics, estimate_removals = check_estimates(draft.demographics, segment, self.index_)
         draft = draft.model_copy(update={"demographics": demographics})
         provenance = Provenance(
             run_id=run.run_id,
-            data_sha256=run.data_sha256,
+            data_sha256=run.input_sha256,
             segment_sha256=prompt.inputs_sha256,
             backend=chat.backend,
             model=chat.model,
@@ -450,10 +397,10 @@ class PersonaWriter:
         vectors = embedder.encode([p.embedding_text() for p in personas])
         return np.asarray(vectors, dtype=np.float32)
 
-    def _chance_similarity(self, run: RunData, embedder: Embedder) -> float:
+    def _chance_similarity(self, run: RunDir, embedder: Embedder) -> float:
         """Mean cosine between random texts of the run under `embedder`: what "unrelated" looks like in
         this embedding space (anisotropic models put everything close together)."""
-        texts = run.texts["text"].astype(str)
+        texts = run.load_texts([TEXT])[TEXT].astype(str)
         if len(texts) < 2:
             return 0.0
         rng = np.random.default_rng(self.seed)
@@ -468,7 +415,7 @@ class PersonaWriter:
         self,
         chat: ChatModel,
         templates: PromptTemplates,
-        run: RunData,
+        run: RunDir,
         personas: dict[int, Persona],
         settings: LLMSettings,
     ) -> None:
@@ -500,7 +447,7 @@ class PersonaWriter:
             different_from = {t: [self._as_other(everyone[o]) for o, _ in others] for t, others in redo.items()}
             log.info("distinctness: regenerating segments %s", sorted(redo))
             regenerated = self._generate_many(
-                chat, templates, run, [run.segments.get(t) for t in redo], settings, different_from
+                chat, templates, run, [run.load_segments().get(t) for t in redo], settings, different_from
             )
             for sid in redo:
                 # A failed regeneration keeps the first persona: similar is better than missing.
@@ -557,7 +504,7 @@ class PersonaWriter:
                 )
 
     @staticmethod
-    def _disambiguate_names(run: RunData, existing: dict[int, Persona], personas: dict[int, Persona]) -> None:
+    def _disambiguate_names(run: RunDir, existing: dict[int, Persona], personas: dict[int, Persona]) -> None:
         """Last resort once regeneration is spent: a persona of this write still named like another one
         gets its segment's first keyword that the other segment lacks, e.g. "Tech Enthusiast (hockey)".
         Two personas with one name are duplicates to a reader even when their contents differ."""
@@ -593,40 +540,28 @@ class PersonaWriter:
         return {"name": persona.name, "tagline": persona.tagline, "interests": persona.interests[:5]}
 
     @staticmethod
-    def _existing(run: RunData) -> list[Persona]:
-        path = run.run_dir / PERSONAS_FILE
-        if not path.is_file():
-            return []
+    def _existing(run: RunDir) -> list[Persona]:
         try:
-            return [p for p in load_personas(path) if p.run_id == run.run_id]
-        except (ValueError, OSError):
-            log.warning("%s is unreadable; it will be replaced", path)
+            return [p for p in run.load_personas() if p.run_id == run.run_id]
+        except InputError as exc:
+            log.warning("%s; it will be replaced", exc)
             return []
 
     # -- output -------------------------------------------------------------------------------------
 
-    def _save(self, run: RunData, personas: list[Persona]) -> list[Persona]:
+    def _save(self, run: RunDir, personas: list[Persona]) -> list[Persona]:
         merged = {p.segment_id: p for p in self._existing(run)}
         merged.update({p.segment_id: p for p in personas})
         all_personas = [merged[k] for k in sorted(merged)]
-        out = run.run_dir
-        tmp = out / f".{PERSONAS_FILE}.tmp"
-        tmp.write_text(
-            json.dumps([p.model_dump(mode="json") for p in all_personas], indent=2, ensure_ascii=False) + "\n",
-            encoding="utf-8",
-        )
-        tmp.replace(out / PERSONAS_FILE)
-        export_json_schema(out / SCHEMA_FILE)
-        with (out / CALLS_FILE).open("w", encoding="utf-8") as fh:
-            for record in self.records_:
-                fh.write(json.dumps(record.to_dict(), ensure_ascii=False) + "\n")
+        run.save_personas(all_personas)
+        run.save_jsonl(LLM_CALLS, [record.to_dict() for record in self.records_])
         self.stats_ = self._stats(personas)
-        (out / STATS_FILE).write_text(json.dumps(self.stats_, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        from persona_llm.personas.report import write_html_report, write_markdown
+        run.save_json(PERSONA_STATS, self.stats_)
+        from persona_llm.personas.report import html_report, markdown_report
 
-        write_markdown(all_personas, out / MARKDOWN_FILE, run_id=run.run_id)
+        run.save_text(PERSONAS_MARKDOWN, markdown_report(all_personas, run_id=run.run_id))
         if self.write_report:
-            write_html_report(run.run_dir, all_personas, out / REPORT_FILE)
+            run.save_text(REPORT, html_report(run, all_personas))
         if self.write_store and personas:
             self._upsert_store(run, personas)
         return all_personas
@@ -674,21 +609,18 @@ class PersonaWriter:
             "distinct_cosine": round(getattr(self, "distinct_cosine_", self.distinct_threshold), 4),
         }
 
-    def _upsert_store(self, run: RunData, personas: list[Persona]) -> None:
+    def _upsert_store(self, run: RunDir, personas: list[Persona]) -> None:
         from persona_llm.segment.store import ChromaStore
 
-        info = run.manifest.get("store") or {}
-        if info.get("kind") == "http":
-            store = ChromaStore(url=info.get("location"), prefix=info.get("collections_prefix", "persona_llm_"))
-        else:
-            store = ChromaStore(path=run.run_dir / "chroma", prefix=info.get("collections_prefix", "persona_llm_"))
+        store = ChromaStore.for_run(run)
         vectors = np.stack([self.embeddings_[p.segment_id] for p in personas])
         records = [{**p.model_dump(mode="json"), "id": p.persona_id} for p in personas]
         store.upsert_personas(run.run_id, records, vectors)
+        store.close()
 
 
 def write_personas(
-    run_dir: str | Path,
+    run_dir: str | Path | RunDir,
     settings: LLMSettings | None = None,
     language: str = "auto",
     segment_ids: Sequence[int] | None = None,

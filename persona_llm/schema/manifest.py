@@ -18,20 +18,23 @@ class RowCounts(BaseModel):
 
 
 class RunManifest(BaseModel):
+    """`manifest.json`. Only the run id is required: hand-made and older runs record less, and every
+    reader of a field says what it does without it."""
+
     run_id: str
-    created_at: str
-    package_version: str
-    input_path: str
-    input_sha256: str
-    input_format: str
-    rows: RowCounts
-    users: dict[str, int]
-    clean_counts: dict[str, int]
-    parameters: dict[str, Any]
-    models: dict[str, str]
-    versions: dict[str, str]
-    timings_s: dict[str, float]
-    peak_rss_mb: float
+    created_at: str = ""
+    package_version: str = ""
+    input_path: str = ""
+    input_sha256: str = ""
+    input_format: str = ""
+    rows: RowCounts = Field(default_factory=lambda: RowCounts(read=0, rejected=0, kept=0))
+    users: dict[str, int] = Field(default_factory=dict)
+    clean_counts: dict[str, int] = Field(default_factory=dict)
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    models: dict[str, str] = Field(default_factory=dict)
+    versions: dict[str, str] = Field(default_factory=dict)
+    timings_s: dict[str, float] = Field(default_factory=dict)
+    peak_rss_mb: float = 0.0
     embedding_cache: dict[str, int] = Field(default_factory=dict)
     store: dict[str, Any] = Field(default_factory=dict)
 

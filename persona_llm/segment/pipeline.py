@@ -11,8 +11,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -24,6 +22,7 @@ import pandas as pd
 
 from persona_llm import __version__
 from persona_llm.errors import ConfigError, InputError
+from persona_llm.runs.rundir import STORE, RunDir
 from persona_llm.schema.frames import (
     LANGUAGE,
     SOURCE_ROW,
@@ -425,53 +424,44 @@ class SegmentPipeline:
             }
         )
 
-    def save(self, out_dir: str | Path, store: ChromaStore | None = None) -> Path:
-        """Write the run directory atomically: a failed save leaves the previous run in place.
+    def save(self, out_dir: str | Path, store: ChromaStore | None = None, *, overwrite: bool = False) -> Path:
+        """Write the run directory `out_dir` atomically: it is written beside and moved into place when
+        complete, so a failed save leaves what was there. `out_dir` must be new, empty, or (with
+        `overwrite`) an existing run; any other folder is refused untouched.
 
-        `store`: None writes the default persistent Chroma store to `out_dir/chroma`; pass a
+        `store`: None writes the default persistent Chroma store into the run; pass a
         `ChromaStore(url=...)` for a server.
         """
         self._check_fitted()
-        out = Path(out_dir)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        staging = out.parent / f".{out.name}.staging-{os.getpid()}"
-        if staging.exists():
-            shutil.rmtree(staging)
-        staging.mkdir()
-        try:
-            t0 = time.perf_counter()
-            self.assignments().to_csv(staging / "assignments.csv", index=False)
-            self.rejects_.to_csv(staging / "rejects.csv", index=False)
-            (staging / "segments.json").write_text(
-                self.segments_.model_dump_json(indent=2), encoding="utf-8"
-            )
-            texts = self.texts_.copy()
-            for col in texts.columns:
-                if texts[col].dtype == object and col not in (TEXT, TEXT_ID, USER_ID, LANGUAGE):
-                    texts[col] = texts[col].astype("string")
-            texts.to_parquet(staging / "texts.parquet", index=False)
-            np.save(staging / "text_embeddings.npy", self.text_embeddings_)
-            np.save(staging / "user_embeddings.npy", self.user_embeddings_)
-            with self._stage("store"):
-                target = store or ChromaStore(path=staging / "chroma")
-                rep_vectors = self._representative_vectors()
-                counts = target.write_segments(self.segments_, self.centroids_, rep_vectors)
-                _release_chroma(target)
-            self.manifest_.store = {
-                "kind": "http" if target.url else "persistent",
-                "location": target.url or str(out / "chroma"),
-                "collections_prefix": target.prefix,
-                **counts,
-            }
-            self.manifest_.timings_s["store"] = round(self.timings_.get("store", 0.0), 3)
-            self.manifest_.timings_s["save"] = round(time.perf_counter() - t0, 3)
-            self.manifest_.peak_rss_mb = peak_rss_mb()
-            (staging / "manifest.json").write_text(self.manifest_.model_dump_json(indent=2), encoding="utf-8")
-            _swap_into_place(staging, out)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        return out
+        with RunDir.staged(out_dir, overwrite=overwrite) as run:
+            self.write(run, store)
+        return run.path
+
+    def write(self, run: RunDir, store: ChromaStore | None = None) -> RunDir:
+        """Write every artifact of the fitted run into `run` (a new or staging run directory) and the store."""
+        self._check_fitted()
+        t0 = time.perf_counter()
+        run.save_assignments(self.assignments())
+        run.save_rejects(self.rejects_)
+        run.save_segments(self.segments_)
+        run.save_texts(self.texts_)
+        run.save_text_embeddings(self.text_embeddings_)
+        run.save_user_embeddings(self.user_embeddings_)
+        with self._stage("store"):
+            target = store or ChromaStore(path=run.store_path)
+            counts = target.write_segments(self.segments_, self.centroids_, self._representative_vectors())
+            target.close()  # the run folder may be renamed next (staging -> runs/)
+        self.manifest_.store = {
+            "kind": "http" if target.url else "persistent",
+            "location": target.url or STORE,
+            "collections_prefix": target.prefix,
+            **counts,
+        }
+        self.manifest_.timings_s["store"] = round(self.timings_.get("store", 0.0), 3)
+        self.manifest_.timings_s["save"] = round(time.perf_counter() - t0, 3)
+        self.manifest_.peak_rss_mb = peak_rss_mb()
+        run.save_manifest(self.manifest_)  # last: a run with a manifest has all its files
+        return run
 
     def _representative_vectors(self) -> dict[str, np.ndarray]:
         index = {tid: i for i, tid in enumerate(self.texts_[TEXT_ID].astype(str))}
@@ -517,28 +507,3 @@ def _centroids(user_vectors: np.ndarray, labels: np.ndarray) -> np.ndarray:
 def _describe_object(obj: object) -> str:
     params = {k: v for k, v in vars(obj).items() if not k.endswith("_") and not k.startswith("_")}
     return f"{type(obj).__name__}({', '.join(f'{k}={v!r}' for k, v in sorted(params.items()))})"
-
-
-def _release_chroma(store: ChromaStore) -> None:
-    """Close Chroma's cached system for this path so the directory can be moved safely."""
-    client = getattr(store, "client_", None)
-    if client is None or store.url:
-        return
-    with contextlib.suppress(Exception):
-        from chromadb.api.client import SharedSystemClient
-
-        SharedSystemClient.clear_system_cache()
-    store.client_ = None  # type: ignore[assignment]
-
-
-def _swap_into_place(staging: Path, out: Path) -> None:
-    old = out.parent / f".{out.name}.old-{os.getpid()}"
-    if out.exists():
-        os.replace(out, old)
-    try:
-        os.replace(staging, out)
-    except BaseException:
-        if old.exists():
-            os.replace(old, out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)

@@ -16,6 +16,7 @@ cannot work offline, so collections are opened with `embedding_function=None` an
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +26,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from persona_llm.errors import BackendError
+from persona_llm.runs.rundir import MANIFEST, RunDir
 from persona_llm.schema.segments import SegmentSet
 
 TEXTS = "texts"
@@ -74,6 +76,28 @@ class ChromaStore:
                 where = self.url or self.path
                 raise BackendError(f"cannot open the Chroma store at {where}: {exc}") from exc
         return self.client_
+
+    def close(self) -> None:
+        """Release a persistent store's files (Chroma caches one open system per path), so its folder
+        can be renamed or removed; a server connection needs nothing."""
+        client = getattr(self, "client_", None)
+        if client is None:
+            return
+        if not self.url:
+            with contextlib.suppress(Exception):
+                from chromadb.api.client import SharedSystemClient
+
+                SharedSystemClient.clear_system_cache()
+        self.client_ = None  # type: ignore[assignment]
+
+    @classmethod
+    def for_run(cls, run: RunDir) -> ChromaStore:
+        """The store a run was written to, as its manifest records: its own persistent folder, or a server."""
+        info = run.load_manifest().store if run.has(MANIFEST) else {}
+        prefix = str(info.get("collections_prefix", "persona_llm_"))
+        if info.get("kind") == "http":
+            return cls(url=str(info.get("location")), prefix=prefix)
+        return cls(path=run.store_path, prefix=prefix)
 
     @property
     def location(self) -> str:

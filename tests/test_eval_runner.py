@@ -349,7 +349,7 @@ def test_cli_exits_non_zero_when_a_threshold_is_missed(bad_run: Path, suite_file
 def test_cli_bad_input_exits_2(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli_app(), ["eval", str(tmp_path / "nope"), "--no-embed"])
     assert result.exit_code == 2
-    assert "run directory not found" in result.output
+    assert "run directory or workspace not found" in result.output
 
 
 def test_cli_json_output(good_run: Path) -> None:

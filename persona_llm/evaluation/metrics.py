@@ -8,18 +8,16 @@ number an `EvalReport` can hold (the keys suite thresholds refer to as `<name>_m
 from __future__ import annotations
 
 import re
-import unicodedata
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score, silhouette_score
 
-from persona_llm.personas.gates import name_key
+from persona_llm.common.textmatch import SourceText, is_verbatim, name_key
 
 if TYPE_CHECKING:
     from persona_llm.schema.personas import Persona
@@ -55,7 +53,7 @@ METRICS: dict[str, tuple[str, str]] = {
     "quotes_total": ("grounding", "number of quotes kept in the personas"),
     "quote_verified": (
         "grounding",
-        "share of kept quotes found verbatim (whitespace-normalised) in their source",
+        "share of kept quotes found verbatim in their source (NFC, whitespace and quote marks normalised)",
     ),
     "citation_valid": ("grounding", "share of cited text ids that exist, belong to the segment and the user"),
     "quotes_dropped": ("grounding", "quotes the grounding gate removed during generation (provenance)"),
@@ -255,29 +253,6 @@ def internal_metrics(
 # ---------------------------------------------------------------------------------------------------
 # Grounding
 # ---------------------------------------------------------------------------------------------------
-
-_WS = re.compile(r"\s+")
-
-
-def normalize_ws(text: str) -> str:
-    """NFC and collapse whitespace runs to one space, as the persona quote gate does."""
-    return _WS.sub(" ", unicodedata.normalize("NFC", text)).strip()
-
-
-def is_verbatim(quote: str, source: str) -> bool:
-    """True when `quote` (non-empty) occurs in `source` after whitespace normalisation; case-sensitive."""
-    q = normalize_ws(quote)
-    return bool(q) and q in normalize_ws(source)
-
-
-@dataclass(frozen=True)
-class SourceText:
-    """What grounding needs to know about one stored text."""
-
-    text: str
-    user_id: str
-    segment_id: int
-
 
 def quote_checks(personas: Sequence[Persona], sources: Mapping[str, SourceText]) -> list[dict[str, Any]]:
     """One record per kept quote: does its text id exist, is it verbatim there, in segment, by the user."""

@@ -1,10 +1,11 @@
 """The two gates a persona passes before it is stored.
 
-Grounding: a quote survives only if it is verbatim (after whitespace normalisation) in the text whose
-id it cites, and that text belongs to the persona's segment. Small models paraphrase, merge and invent
-"quotes"; a quote is evidence only if a reader can find it. Demographic estimates get the same
-treatment: cited text ids must be the segment's, and an "attribute" estimate needs an attribute column
-that could support it; otherwise the estimate becomes "unknown". Every removal is recorded.
+Grounding: a quote survives only if it is verbatim (by `persona_llm.common.textmatch`, the rules the
+grounding eval checks with too) in the text whose id it cites, and that text belongs to the persona's
+segment. Small models paraphrase, merge and invent "quotes"; a quote is evidence only if a reader can
+find it. Demographic estimates get the same treatment: cited text ids must be the segment's, and an
+"attribute" estimate needs an attribute column that could support it; otherwise the estimate becomes
+"unknown". Every removal is recorded.
 
 Distinctness: personas are embedded; a pair above a cosine threshold is flagged so the writer can
 regenerate one of them with the other shown as "different from".
@@ -13,13 +14,13 @@ regenerate one of them with the other shown as "different from".
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
+from persona_llm.common.textmatch import SourceText, find_verbatim, fold_quote_marks, name_key, normalize_ws
 from persona_llm.schema.personas import (
     DemographicEstimate,
     Demographics,
@@ -31,14 +32,9 @@ from persona_llm.schema.personas import (
 )
 from persona_llm.schema.segments import CategoricalSummary, NumericSummary, Segment
 
-_WS = re.compile(r"\s+")
 # Quote marks and ellipses a model wraps around a quote are not part of it.
 _WRAPPERS = "\"'“”‘’「」『』«»"
 _ELLIPSES = ("…", "...")
-
-
-def normalize_ws(text: str) -> str:
-    return _WS.sub(" ", text).strip()
 
 
 def _strip_wrappers(quote: str) -> str:
@@ -54,21 +50,6 @@ def _strip_wrappers(quote: str) -> str:
     return q
 
 
-# Small models writing JSON swap " for ' (escaping \" is hard for them) and straight for curly quotes.
-# Matching folds every quote mark to one; the kept quote is then cut from the source, so it stays verbatim.
-_QUOTE_MARKS = str.maketrans({ch: "'" for ch in "\"'“”„‟‘’‚‛«»`´"})
-
-
-def find_verbatim(quote: str, source_normalized: str) -> str | None:
-    """The source's own text for `quote` (both whitespace-normalised), matching quote marks loosely;
-    None when the quote is not in the source."""
-    if quote in source_normalized:
-        return quote
-    # translate() maps one character to one, so positions in the folded text are positions in the source.
-    start = source_normalized.translate(_QUOTE_MARKS).find(quote.translate(_QUOTE_MARKS))
-    return source_normalized[start : start + len(quote)] if start >= 0 else None
-
-
 def _long_enough(quote: str, min_chars: int, min_words: int) -> bool:
     # Chinese and Japanese have no spaces: count characters there, words elsewhere.
     cjk = sum(1 for ch in quote if "\u3040" <= ch <= "\u9fff")
@@ -77,23 +58,14 @@ def _long_enough(quote: str, min_chars: int, min_words: int) -> bool:
     return len(quote) >= min_chars and len(quote.split()) >= min_words
 
 
-@dataclass(frozen=True)
-class SourceText:
-    text_id: str
-    user_id: str
-    segment_id: int
-    text: str
-    normalized: str
-
-
 class TextIndex:
-    """All texts of a run by id (from texts.parquet), with whitespace-normalised copies for matching."""
+    """All texts of a run by id (from texts.parquet), each with its normalised copy for matching."""
 
     def __init__(self, rows: Iterable[tuple[str, str, int, str]]) -> None:
         self.by_id: dict[str, SourceText] = {}
         self.by_segment: dict[int, list[SourceText]] = {}
         for text_id, user_id, segment_id, text in rows:
-            src = SourceText(str(text_id), str(user_id), int(segment_id), str(text), normalize_ws(str(text)))
+            src = SourceText(text=str(text), user_id=str(user_id), segment_id=int(segment_id), text_id=str(text_id))
             self.by_id[src.text_id] = src
             self.by_segment.setdefault(src.segment_id, []).append(src)
 
@@ -134,7 +106,7 @@ def ground_quotes(
     """Keep the quotes that are verbatim in the cited text of this segment; record why others go."""
     result = GroundingResult()
     def dedupe_key(text: str) -> str:
-        return normalize_ws(text).translate(_QUOTE_MARKS).lower()
+        return fold_quote_marks(normalize_ws(text)).lower()
 
     seen = {dedupe_key(q.text) for q in already_kept}
     seen_sources = {q.text_id for q in already_kept}
@@ -293,12 +265,6 @@ def similarity_matrix(embeddings: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(vecs, axis=1, keepdims=True)
     vecs = vecs / np.where(norms == 0, 1.0, norms)
     return vecs @ vecs.T
-
-
-def name_key(name: str) -> str:
-    """A persona name as compared for duplicates: case, accents and spacing ignored."""
-    key = unicodedata.normalize("NFKD", normalize_ws(name)).casefold()
-    return "".join(ch for ch in key if not unicodedata.combining(ch))
 
 
 def similar_pairs(

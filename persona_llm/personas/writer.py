@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from persona_llm.agents.definitions import load_agent
+from persona_llm.common.textmatch import name_key
 from persona_llm.errors import BackendError, InputError
 from persona_llm.llm.client import CallRecord, ChatModel, LLMSettings, StructuredOutputError, open_chat_model
 from persona_llm.personas.gates import (
@@ -35,7 +36,6 @@ from persona_llm.personas.gates import (
     check_estimates,
     choose_to_regenerate,
     max_pairwise_similarity,
-    name_key,
     similar_pairs,
     similarity_matrix,
 )

@@ -1,0 +1,6 @@
+"""Helpers that must give the same answer wherever they are used, so each exists exactly once.
+
+    textmatch     text normalisation and quote-vs-source matching (the quote gate and the grounding eval)
+
+Nothing here reads files, calls a model or imports the rest of the package.
+"""

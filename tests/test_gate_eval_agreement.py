@@ -1,12 +1,14 @@
 """The persona gates and the eval must judge the same input the same way.
 
 The quote gate (personas/gates.py) decides which quotes a persona keeps; the grounding eval
-(evaluation/metrics.py) later checks that they are verbatim. If the two disagree, a run can pass its own
-gate and fail its evaluation, or the other way round.
+(evaluation/metrics.py) later checks that they are verbatim. The estimate gate decides which demographic
+estimates survive; the claims eval (evaluation/claims.py) checks them against the segment's members.
+If the two sides disagree, a run can pass its own gates and fail its evaluation, or the other way round.
 
 These tests use only the gate and eval entry points (not the shared helpers behind them), so they also
 pin what the code did before the helpers were shared: there the gate skipped Unicode NFC and the eval
-did not fold quote marks.
+did not fold quote marks; the gate did not read "under 30" or "retirees", the claims eval did not read
+"40多岁" or map "women" onto an "f"/"m" column.
 """
 
 from __future__ import annotations
@@ -16,11 +18,20 @@ import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
+from persona_llm.evaluation import claims as C
 from persona_llm.evaluation import metrics as M
-from persona_llm.personas.gates import TextIndex, ground_quotes
-from persona_llm.schema.personas import DraftQuote, Persona
+from persona_llm.personas.gates import TextIndex, check_estimates, ground_quotes
+from persona_llm.schema.personas import DemographicEstimate, Demographics, DraftQuote, Persona
+from persona_llm.schema.segments import (
+    CategoricalSummary,
+    CategoryShare,
+    NumericSummary,
+    Segment,
+    SegmentQuality,
+)
 
 CASES = Path(__file__).resolve().parents[1] / "evals" / "cases"
 
@@ -86,3 +97,75 @@ def test_quote_gate_and_grounding_eval_agree(quote: str, source: str, verbatim: 
     assert _eval_verifies(quote, source) is verbatim, "grounding eval"
     # What the gate stores (the source's own span) is what the eval then checks.
     assert all(_eval_verifies(q, source) for q in kept)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Demographic estimates
+# ---------------------------------------------------------------------------------------------------
+
+AGES = [41, 43, 44, 45, 45, 46, 47, 48, 50, 52]  # median 45.5
+GENDERS = ["f"] * 8 + ["m"] * 2  # f 80%
+
+
+def _segment() -> Segment:
+    return Segment(
+        segment_id=0,
+        size=len(AGES),
+        share=1.0,
+        n_texts=len(AGES),
+        keywords=[],
+        representative_text_ids=[],
+        representatives=[],
+        attributes={
+            "age": NumericSummary(count=len(AGES), mean=sum(AGES) / len(AGES), median=45.5, overall_mean=40.0),
+            "gender": CategoricalSummary(
+                count=len(GENDERS),
+                top=[CategoryShare(value="f", share=0.8, overall_share=0.5), CategoryShare(value="m", share=0.2, overall_share=0.5)],
+            ),
+        },
+        quality=SegmentQuality(mean_probability=0.9, cohesion=0.5),
+    )
+
+
+def _gate_keeps_estimate(field: str, value: str) -> bool:
+    unknown = DemographicEstimate.unknown()
+    parts = {"age_group": unknown, "gender": unknown, "location": unknown, "occupation": unknown}
+    parts[field] = DemographicEstimate(value=value, confidence="medium", source="attribute", evidence="model")
+    fixed, _ = check_estimates(Demographics(**parts), _segment(), TextIndex([]))
+    return str(getattr(fixed, field).value) != "unknown"
+
+
+def _eval_status(field: str, value: str) -> str:
+    members = pd.DataFrame(
+        {"user_id": [f"u{i}" for i in range(len(AGES))], "segment_id": 0, "age": AGES, "gender": GENDERS}
+    )
+    persona = _persona(**{"age" if field == "age_group" else "gender": value})
+    (check,) = [c for c in C.check_claims([persona], members) if c.field == field]
+    return check.status
+
+
+ESTIMATE_CASES = [
+    ("age_group", "40-49", True),
+    ("age_group", "40s", True),
+    ("age_group", "over 40", True),
+    ("age_group", "40多岁", True),
+    ("age_group", "20-29", False),
+    ("age_group", "20多岁", False),
+    ("age_group", "under 30", False),
+    ("age_group", "teenagers", False),
+    ("age_group", "retirees", False),
+    ("gender", "women", True),
+    ("gender", "female", True),
+    ("gender", "F", True),
+    ("gender", "mostly women", True),
+    ("gender", "ladies", True),
+    ("gender", "女性", True),
+    ("gender", "men", False),
+    ("gender", "男性", False),
+]
+
+
+@pytest.mark.parametrize(("field", "value", "supported"), ESTIMATE_CASES)
+def test_estimate_gate_and_claims_eval_agree(field: str, value: str, supported: bool) -> None:
+    assert _gate_keeps_estimate(field, value) is supported, "estimate gate"
+    assert (_eval_status(field, value) == "consistent") is supported, "claims eval"

@@ -4,8 +4,9 @@ Grounding: a quote survives only if it is verbatim (by `persona_llm.common.textm
 grounding eval checks with too) in the text whose id it cites, and that text belongs to the persona's
 segment. Small models paraphrase, merge and invent "quotes"; a quote is evidence only if a reader can
 find it. Demographic estimates get the same treatment: cited text ids must be the segment's, and an
-"attribute" estimate needs an attribute column that could support it; otherwise the estimate becomes
-"unknown". Every removal is recorded.
+"attribute" estimate needs an attribute column that could support it (ages and genders read as the
+claims eval reads them, `persona_llm.common.demographics`); otherwise the estimate becomes "unknown".
+Every removal is recorded.
 
 Distinctness: personas are embedded; a pair above a cosine threshold is flagged so the writer can
 regenerate one of them with the other shown as "different from".
@@ -13,13 +14,13 @@ regenerate one of them with the other shown as "different from".
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
+from persona_llm.common.demographics import fits_age, gender_of, parse_age_intervals
 from persona_llm.common.textmatch import SourceText, find_verbatim, fold_quote_marks, name_key, normalize_ws
 from persona_llm.schema.personas import (
     DemographicEstimate,
@@ -150,37 +151,6 @@ _ATTRIBUTE_HINTS: dict[str, tuple[str, ...]] = {
     "location": ("country", "city", "region", "location", "state", "locale", "地区", "城市"),
     "occupation": ("occupation", "job", "industry", "profession", "role", "topic", "职业", "行业"),
 }
-_GENDER_WORDS = {
-    "female": ("female", "women", "woman", "f", "girl", "girls", "女"),
-    "male": ("male", "men", "man", "m", "boy", "boys", "男"),
-}
-
-
-def _gender_of(value: str) -> str | None:
-    v = value.strip().lower()
-    words = set(re.findall(r"[a-z]+", v))
-    # "female" contains "male": test female first, and whole words only.
-    for gender in ("female", "male"):
-        if any(w in words or (not w.isascii() and w in v) for w in _GENDER_WORDS[gender]):
-            return gender
-    return None
-
-
-def parse_age_range(value: str) -> tuple[float, float] | None:
-    """'23-27' -> (23, 27); '20s' / '20多岁' -> (20, 29); 'teens' -> (13, 19); '30+' -> (30, 99)."""
-    v = value.lower()
-    if re.search(r"teen|青少年", v):
-        return (13.0, 19.0)
-    m = re.search(r"(\d{2})\s*(?:-|–|~|to|至)\s*(\d{2})", v)
-    if m:
-        return (float(m.group(1)), float(m.group(2)))
-    m = re.search(r"(\d)0\s*(?:s|多岁|几岁|后)", v)
-    if m:
-        return (float(m.group(1)) * 10, float(m.group(1)) * 10 + 9)
-    m = re.search(r"(\d{2})\s*\+", v)
-    if m:
-        return (float(m.group(1)), 99.0)
-    return None
 
 
 def _attribute_verdict(field_name: str, est: DemographicEstimate, summaries: list[tuple[str, Any]]) -> tuple[str, str]:
@@ -188,15 +158,15 @@ def _attribute_verdict(field_name: str, est: DemographicEstimate, summaries: lis
     for attr, summary in summaries:
         if isinstance(summary, NumericSummary):
             line = f"{attr}: median {summary.median:.1f}, mean {summary.mean:.1f} (all {summary.overall_mean:.1f})"
-            rng = parse_age_range(est.value) if field_name == "age_group" else None
-            if rng is not None and not (rng[0] - 1 <= summary.median <= rng[1] + 1):
+            ages = parse_age_intervals(est.value) if field_name == "age_group" else []
+            if ages and not fits_age(summary.median, ages, tolerance=1.0):
                 return f"{attr} median {summary.median:.1f} is outside {est.value}", line
             return "", line
         if isinstance(summary, CategoricalSummary):
             line = f"{attr}: " + ", ".join(f"{c.value} {c.share * 100:.0f}%" for c in summary.top[:4])
-            wanted = _gender_of(est.value) if field_name == "gender" else None
+            wanted = gender_of(est.value) if field_name == "gender" else None
             for c in summary.top:
-                same = _gender_of(c.value) == wanted if wanted else c.value.strip().lower() in est.value.strip().lower()
+                same = gender_of(c.value) == wanted if wanted else c.value.strip().lower() in est.value.strip().lower()
                 if same:
                     if c.share <= 0.5:
                         return f"{attr} shows no majority for it ({c.value} {c.share * 100:.0f}%)", line

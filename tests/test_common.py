@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import unicodedata
 
+import numpy as np
 import pytest
 
 from persona_llm.common import demographics as D
 from persona_llm.common import textmatch as T
+from persona_llm.common import vectors as V
 
 # ---------------------------------------------------------------------------------------------------
 # Text matching
@@ -108,3 +110,59 @@ def test_genders_in_does_not_read_male_inside_female() -> None:
 def test_gender_value_needs_the_whole_value() -> None:
     assert D.gender_value(" Women ") == "female" and D.gender_value("M") == "male"
     assert D.gender_value("Isle of Man") is None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Vectors
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_normalize_rows_keeps_zero_rows_and_dtype() -> None:
+    v = np.array([[3, 4], [0, 0]], dtype=np.float32)
+    out = V.normalize_rows(v)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, [[0.6, 0.8], [0, 0]])
+    assert V.normalize_rows([[1, 1]]).dtype == np.float64
+    assert V.normalize_rows(v, dtype=np.float64).dtype == np.float64
+
+
+def test_cosine() -> None:
+    assert V.cosine([1, 0], [2, 0]) == pytest.approx(1.0)
+    assert V.cosine([1, 0], [0, 3]) == pytest.approx(0.0)
+    assert V.cosine([1, 1], [-1, -1]) == pytest.approx(-1.0)
+    assert V.cosine([0, 0], [1, 0]) == 0.0
+
+
+def test_pairwise_cosine_matrix() -> None:
+    v = np.array([[2, 0], [1, 1], [0, 5]], dtype=np.float32)
+    sims = V.pairwise_cosine(v)
+    assert sims.shape == (3, 3) and sims.dtype == np.float64
+    np.testing.assert_allclose(np.diag(sims), 1.0)
+    np.testing.assert_allclose(sims, sims.T)
+    assert sims[0, 1] == pytest.approx(V.cosine(v[0], v[1])) == pytest.approx(np.sqrt(0.5))
+    assert sims[0, 2] == pytest.approx(0.0)
+
+
+def test_segment_centroids_are_normalised_means_of_unit_vectors() -> None:
+    unit = V.normalize_rows(np.array([[1, 0], [0, 1], [1, 0], [0, 1], [1, 1]], dtype=np.float32))
+    labels = np.array([0, 0, 1, 1, -1])
+    cents = V.segment_centroids(unit, labels)
+    assert cents.shape == (2, 2) and cents.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(cents, axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(cents[0], [np.sqrt(0.5), np.sqrt(0.5)], rtol=1e-6)  # noise row ignored
+    assert V.segment_centroids(unit, np.full(5, -1)).shape == (0, 2)
+
+
+def test_cosine_silhouette_separates_clear_clusters_and_needs_two() -> None:
+    rng = np.random.default_rng(0)
+    a = np.array([1.0, 0, 0]) + rng.normal(scale=0.05, size=(20, 3))
+    b = np.array([0, 1.0, 0]) + rng.normal(scale=0.05, size=(20, 3))
+    x = np.vstack([a, b])
+    labels = np.array([0] * 20 + [1] * 20)
+    score = V.cosine_silhouette(x, labels)
+    assert score is not None and score > 0.8
+    sampled = V.cosine_silhouette(x, labels, sample_size=10, seed=1)
+    assert sampled is not None and sampled > 0.8
+    assert V.cosine_silhouette(x, np.zeros(40, dtype=int)) is None  # one segment
+    assert V.cosine_silhouette(x[:2], np.array([0, 1])) is None  # every user its own segment
+    assert V.cosine_silhouette(x, np.full(40, -1)) is None  # all noise

@@ -22,6 +22,7 @@ import numpy as np
 
 from persona_llm.common.demographics import fits_age, gender_of, parse_age_intervals
 from persona_llm.common.textmatch import SourceText, find_verbatim, fold_quote_marks, name_key, normalize_ws
+from persona_llm.common.vectors import pairwise_cosine
 from persona_llm.schema.personas import (
     DemographicEstimate,
     Demographics,
@@ -230,19 +231,12 @@ class SimilarPair:
     similarity: float
 
 
-def similarity_matrix(embeddings: np.ndarray) -> np.ndarray:
-    vecs = np.asarray(embeddings, dtype=np.float64)
-    norms = np.linalg.norm(vecs, axis=1, keepdims=True)
-    vecs = vecs / np.where(norms == 0, 1.0, norms)
-    return vecs @ vecs.T
-
-
 def similar_pairs(
     embeddings: np.ndarray, threshold: float, names: Sequence[str] | None = None
 ) -> list[SimilarPair]:
     """Pairs (i < j) with cosine similarity above `threshold`, or with the same name (`names`), most
     similar first: two personas called the same are duplicates to a reader whatever the vectors say."""
-    sims = similarity_matrix(embeddings)
+    sims = pairwise_cosine(embeddings)
     n = sims.shape[0]
     keys = [name_key(x) for x in names] if names is not None else None
     pairs = [
@@ -257,7 +251,7 @@ def similar_pairs(
 def max_pairwise_similarity(embeddings: np.ndarray) -> float | None:
     if len(embeddings) < 2:
         return None
-    sims = similarity_matrix(embeddings)
+    sims = pairwise_cosine(embeddings)
     np.fill_diagonal(sims, -np.inf)
     return float(sims.max())
 

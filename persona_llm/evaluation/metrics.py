@@ -7,7 +7,6 @@ number an `EvalReport` can hold (the keys suite thresholds refer to as `<name>_m
 
 from __future__ import annotations
 
-import re
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -19,6 +18,7 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from persona_llm.common.textmatch import SourceText, is_verbatim, name_key
 from persona_llm.common.vectors import NOISE, cosine_silhouette, normalize_rows, pairwise_cosine, sample_assigned
+from persona_llm.segment.pii import find_pii
 
 if TYPE_CHECKING:
     from persona_llm.schema.personas import Persona
@@ -383,29 +383,7 @@ def persona_identification(
 # ---------------------------------------------------------------------------------------------------
 
 PiiFinder = Callable[[str], list[tuple[str, str]]]
-
-_FALLBACK_PATTERNS: dict[str, re.Pattern[str]] = {
-    "email": re.compile(r"[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"),
-    "url": re.compile(r"\b(?:https?://|ftp://|www\.)[^\s<>\"']+", re.IGNORECASE),
-    "phone": re.compile(
-        r"(?<![\w.])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)[\s.-]?|\d{3}[\s.-])\d{3,4}[\s.-]\d{4}(?![\w])"
-        r"|(?<!\d)1[3-9]\d{9}(?!\d)"
-    ),
-}
-
-
-def fallback_find_pii(text: str) -> list[tuple[str, str]]:
-    """Minimal email / URL / phone finder used only when persona_llm.segment.pii is not available."""
-    return [(kind, m.group(0)) for kind, pat in _FALLBACK_PATTERNS.items() for m in pat.finditer(text)]
-
-
-def default_pii_finder() -> PiiFinder:
-    """The project's `persona_llm.pii.find_pii` when importable, else the minimal fallback."""
-    try:
-        from persona_llm.segment.pii import find_pii
-    except ImportError:
-        return fallback_find_pii
-    return find_pii  # type: ignore[no-any-return]
+"""text -> [(kind, matched text)], like `persona_llm.segment.pii.find_pii` (the default)."""
 
 
 def mask(match: str) -> str:
@@ -414,8 +392,9 @@ def mask(match: str) -> str:
 
 
 def pii_findings(items: Iterable[tuple[str, str]], finder: PiiFinder | None = None) -> list[dict[str, str]]:
-    """PII matches in (where, text) items, with masked matches; [] is the only acceptable result."""
-    find = finder or default_pii_finder()
+    """PII matches in (where, text) items (by `finder`, default the pipeline's own `find_pii`), with
+    masked matches; [] is the only acceptable result."""
+    find = finder or find_pii
     out: list[dict[str, str]] = []
     for where, text in items:
         if not text:

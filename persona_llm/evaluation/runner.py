@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import html
-import importlib.metadata
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -24,6 +23,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, Field
 
+from persona_llm import __version__
 from persona_llm.errors import ConfigError, InputError, PersonaLLMError
 from persona_llm.evaluation import claims as claims_mod
 from persona_llm.evaluation import metrics as m
@@ -84,13 +84,6 @@ class SuiteResult(BaseModel):
     @property
     def passed(self) -> bool:
         return not self.failures
-
-
-def _version() -> str:
-    try:
-        return importlib.metadata.version("persona-llm")
-    except importlib.metadata.PackageNotFoundError:
-        return "0+unknown"
 
 
 def run_embedder(run_dir: str | Path) -> Any:
@@ -281,7 +274,7 @@ def evaluate_run(
         suite=suite.name if suite else None,
         labels=labels,
         created_at=_now(),
-        version=_version(),
+        version=__version__,
     )
     timer = _Timer()
     personas = run.personas

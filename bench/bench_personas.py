@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import shutil
 import sys
 import tempfile
@@ -37,7 +36,8 @@ SHARED = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(ROOT))
 
 from persona_llm.cli.personas import llm_settings_from_options  # noqa: E402
-from persona_llm.personas.gates import normalize_ws, parse_age_range  # noqa: E402
+from persona_llm.common.demographics import fits_age, gender_of, parse_age_intervals  # noqa: E402
+from persona_llm.common.textmatch import is_verbatim  # noqa: E402
 from persona_llm.personas.writer import PersonaWriteError, PersonaWriter  # noqa: E402
 
 console = Console()
@@ -62,15 +62,6 @@ def blog_run(out: Path, bloggers: int, posts_per_blogger: int, seed: int) -> tup
     return out, labels
 
 
-def parse_gender(value: str) -> str | None:
-    v = value.lower()
-    if re.search(r"\b(female|women|woman|f)\b|女", v):
-        return "female"
-    if re.search(r"\b(male|men|man|m)\b|男", v):
-        return "male"
-    return None
-
-
 def demographics_table(run_dir: Path, personas: list[Any], labels: pd.DataFrame) -> Table:
     assign = pd.read_csv(run_dir / "assignments.csv", dtype={"user_id": str})
     overall_f = float((labels["gender"] == "female").mean())
@@ -82,28 +73,29 @@ def demographics_table(run_dir: Path, personas: list[Any], labels: pd.DataFrame)
         members = assign.loc[assign["segment_id"] == p.segment_id, "user_id"]
         lab = labels.reindex(members).dropna()
         age, gender = p.demographics.age_group, p.demographics.gender
-        rng = parse_age_range(age.value) if age.value != "unknown" else None
-        in_range = f"{((lab['age'] >= rng[0]) & (lab['age'] <= rng[1])).mean() * 100:.0f}%" if rng else "-"
+        ages = parse_age_intervals(age.value) if age.value != "unknown" else []
+        in_range = f"{np.mean([fits_age(a, ages) for a in lab['age']]) * 100:.0f}%" if ages else "-"
         groups = lab["age_group"].value_counts(normalize=True)
         table.add_row(
             str(p.segment_id), str(len(lab)), f"{age.value} ({age.confidence}, {age.source})", in_range,
             ", ".join(f"{g} {s * 100:.0f}%" for g, s in groups.items()),
-            f"{gender.value} ({gender.confidence})" + (f" -> {parse_gender(gender.value)}" if gender.value != "unknown" else ""),
+            f"{gender.value} ({gender.confidence})" + (f" -> {gender_of(gender.value)}" if gender.value != "unknown" else ""),
             f"{(lab['gender'] == 'female').mean() * 100:.0f}%",
         )  # fmt: skip
     return table
 
 
 def verify_quotes(run_dir: Path, personas: list[Any]) -> tuple[int, int]:
-    """Independent of the gate: (verified, total) kept quotes verbatim in a text of their segment."""
+    """A re-check of what the gate kept: (verified, total) quotes verbatim (the eval's rules) in a text of
+    their segment."""
     texts = pd.read_parquet(run_dir / "texts.parquet", columns=["text_id", "segment_id", "text"])
-    by_id = {str(r.text_id): (int(r.segment_id), normalize_ws(str(r.text))) for r in texts.itertuples()}
+    by_id = {str(r.text_id): (int(r.segment_id), str(r.text)) for r in texts.itertuples()}
     ok = total = 0
     for p in personas:
         for q in p.quotes:
             total += 1
             seg, text = by_id.get(q.text_id, (None, ""))
-            ok += int(seg == p.segment_id and normalize_ws(q.text) in text)
+            ok += int(seg == p.segment_id and is_verbatim(q.text, text))
     return ok, total
 
 

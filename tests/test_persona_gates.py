@@ -28,7 +28,6 @@ from persona_llm.personas.gates import (
     similar_pairs,
 )
 from persona_llm.personas.prompting import PromptTemplates, build_prompt, truncate_to_tokens
-from persona_llm.personas.gates import TextIndex
 from persona_llm.personas.writer import PersonaWriter
 from persona_llm.runs.rundir import RunDir
 from persona_llm.schema.personas import (

@@ -259,9 +259,8 @@ def lock_holder(tmp_path: Path) -> Iterator[tuple[Path, subprocess.Popen[str]]]:
 
 def test_a_second_writer_gets_locked_by_pid(lock_holder: tuple[Path, subprocess.Popen[str]], tmp_path: Path) -> None:
     ws_path, holder = lock_holder
-    with pytest.raises(WorkspaceLockedError, match=f"locked by pid {holder.pid}") as err:
-        with Workspace(ws_path).lock():
-            pass
+    with pytest.raises(WorkspaceLockedError, match=f"locked by pid {holder.pid}") as err, Workspace(ws_path).lock():
+        pass
     assert err.value.pid == holder.pid
     data = write_csv(tmp_path / "in.csv", users_per_topic=2)
     res = CliRunner().invoke(app, ["segment", str(data), *COLUMNS, "--out", str(ws_path)])

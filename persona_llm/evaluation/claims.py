@@ -13,7 +13,8 @@ values of a column's vocabulary it is compatible with (e.g. {"13-17"} for the bl
 
 "Majority" includes near-ties (within 5 points of the top share, `tie_tolerance`). Ages are mapped
 through intervals (a claim "30s" is 30-39, which overlaps only the bucket "33-48"); other
-columns through the value itself and a few synonyms (women -> female). Unmappable never passes.
+columns through the value itself and, for genders, the synonyms the estimate gate reads too (women ->
+female; both read ages and genders through `persona_llm.common.demographics`). Unmappable never passes.
 """
 
 from __future__ import annotations
@@ -27,12 +28,12 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import pandas as pd
 
+from persona_llm.common.demographics import Interval, fits_age, gender_value, genders_in, mentions, parse_age_intervals
+
 if TYPE_CHECKING:
     from persona_llm.schema.personas import Persona
 
 ClaimStatus = Literal["consistent", "contradiction", "vague", "unmapped", "unknown"]
-
-Interval = tuple[float, float]
 
 # Persona demographic field -> attribute column names it can be checked against (first present wins).
 FIELD_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -42,69 +43,6 @@ FIELD_COLUMNS: dict[str, tuple[str, ...]] = {
     "location": ("location", "country", "region", "city"),
 }
 
-_NUMBER_WORDS = {
-    "twenties": (20, 29),
-    "thirties": (30, 39),
-    "forties": (40, 49),
-    "fifties": (50, 59),
-    "sixties": (60, 69),
-    "seventies": (70, 79),
-}
-
-# Phrases -> age interval. Checked as whole words, case-insensitive; more specific phrases first.
-_AGE_PHRASES: list[tuple[str, Interval]] = [
-    (r"middle[- ]school|junior high", (11, 14)),
-    (r"high[- ]school|secondary school|teen(?:age)?s?|teenagers?|adolescents?|youths?|minors", (13, 18)),
-    (r"college|undergrad(?:uate)?s?|university students?|uni students?|freshm[ae]n", (18, 22)),
-    (r"young adults?", (18, 29)),
-    (r"twenty[- ]?somethings?", (20, 29)),
-    (r"thirty[- ]?somethings?", (30, 39)),
-    (r"forty[- ]?somethings?", (40, 49)),
-    (r"middle[- ]aged", (40, 60)),
-    (r"retirees?|retired|seniors?|elderly|pensioners?", (60, 100)),
-    (r"children|kids", (0, 12)),
-]
-
-_GENDER_SYNONYMS: dict[str, tuple[str, ...]] = {
-    "female": (
-        "female",
-        "females",
-        "woman",
-        "women",
-        "girl",
-        "girls",
-        "lady",
-        "ladies",
-        "mother",
-        "mothers",
-        "mom",
-        "moms",
-        "mum",
-        "mums",
-        "feminine",
-        "女",
-        "女性",
-    ),
-    "male": (
-        "male",
-        "males",
-        "man",
-        "men",
-        "boy",
-        "boys",
-        "guy",
-        "guys",
-        "gentleman",
-        "gentlemen",
-        "father",
-        "fathers",
-        "dad",
-        "dads",
-        "masculine",
-        "男",
-        "男性",
-    ),
-}
 # Attribute values that mean "not known" are left out of a segment's distribution (blog set: "indUnk").
 UNKNOWN_VALUES = frozenset({"", "unknown", "indunk", "n/a", "na", "none", "null", "nan", "未知"})
 
@@ -143,47 +81,6 @@ class ClaimCheck:
 # Mapping a claim to a vocabulary
 # ---------------------------------------------------------------------------------------------------
 
-_RANGE = re.compile(r"(\d{1,2})\s*(?:-|–|—|to|~|至|到)\s*(\d{1,2})")
-_DECADE = re.compile(r"(?:(early|mid|late)[- ]?)?(?<!\d)(\d)0\s*'?s\b", re.I)
-_PLUS = re.compile(r"(\d{1,2})\s*\+|(?:over|above|older than|at least)\s+(\d{1,2})", re.I)
-_UNDER = re.compile(r"(?:under|below|younger than|less than)\s+(\d{1,2})", re.I)
-_SINGLE = re.compile(
-    r"(?:aged?|age of)\s+(\d{1,2})\b|\b(\d{1,2})\s*(?:years? old|y/?o)\b|(\d{1,2})\s*岁", re.I
-)
-
-
-def parse_age_intervals(text: str) -> list[Interval]:
-    """Age intervals named in `text`: ranges, decades (early/mid/late), "18+", "under 18", life stages."""
-    s = text.lower()
-    found: list[Interval] = []
-    for m in _RANGE.finditer(s):
-        lo, hi = float(m.group(1)), float(m.group(2))
-        if lo <= hi:
-            found.append((lo, hi))
-    s_wo_ranges = _RANGE.sub(" ", s)
-    for m in _DECADE.finditer(s_wo_ranges):
-        base = float(m.group(2)) * 10
-        part = (m.group(1) or "").lower()
-        lo, hi = {"early": (base, base + 3), "mid": (base + 3, base + 6), "late": (base + 6, base + 9)}.get(
-            part, (base, base + 9)
-        )
-        found.append((lo, hi))
-    for m in _PLUS.finditer(s_wo_ranges):
-        found.append((float(m.group(1) or m.group(2)), 100.0))
-    for m in _UNDER.finditer(s_wo_ranges):
-        found.append((0.0, float(m.group(1)) - 1))
-    for m in _SINGLE.finditer(s_wo_ranges):
-        age = float(next(g for g in m.groups() if g))
-        found.append((age, age))
-    for word, (lo, hi) in _NUMBER_WORDS.items():
-        if re.search(rf"\b{word}\b", s):
-            found.append((float(lo), float(hi)))
-    for pattern, (lo, hi) in _AGE_PHRASES:
-        if re.search(rf"\b(?:{pattern})\b", s):
-            found.append((float(lo), float(hi)))
-    return found
-
-
 def vocabulary_intervals(values: Iterable[str]) -> dict[str, Interval] | None:
     """Each vocabulary value as an age interval ("13-17" -> 13..17, "65+" -> 65..100); None if any fails."""
     out: dict[str, Interval] = {}
@@ -199,12 +96,6 @@ def _overlaps(a: Interval, b: Interval) -> bool:
     return a[0] <= b[1] and b[0] <= a[1]
 
 
-def _word_in(word: str, text: str) -> bool:
-    if re.fullmatch(r"\w+", word, flags=re.ASCII):
-        return re.search(rf"(?<![\w-]){re.escape(word)}s?(?![\w-])", text, flags=re.I) is not None
-    return word.lower() in text.lower()
-
-
 def map_claim(claim: str, vocabulary: Sequence[str], *, age: bool = False) -> tuple[str, ...]:
     """Vocabulary values compatible with `claim` (sorted); () when nothing maps (then it is not a pass)."""
     vocab = sorted({str(v) for v in vocabulary})
@@ -216,14 +107,12 @@ def map_claim(claim: str, vocabulary: Sequence[str], *, age: bool = False) -> tu
         claimed = parse_age_intervals(text)
         if buckets is not None:
             return tuple(v for v in vocab if any(_overlaps(iv, buckets[v]) for iv in claimed))
-    hits: set[str] = set()
-    lowered = {v.lower(): v for v in vocab}
-    for key, original in lowered.items():
-        synonyms = _GENDER_SYNONYMS.get(key, ()) + (key,)
-        if any(_word_in(s, text) for s in synonyms):
-            hits.add(original)
-    if _ALL_WORDS.search(text) and len(lowered.keys() & _GENDER_SYNONYMS.keys()) >= 2:
-        hits.update(v for k, v in lowered.items() if k in _GENDER_SYNONYMS)
+    # A value that is a gender word or code ("female", "F") also matches the claim's synonyms ("women").
+    named = genders_in(text)
+    gender_values = {v: g for v in vocab if (g := gender_value(v)) is not None}
+    hits = {v for v in vocab if mentions(text, v) or gender_values.get(v) in named}
+    if _ALL_WORDS.search(text) and len(set(gender_values.values())) >= 2:
+        hits.update(gender_values)
     return tuple(sorted(hits))
 
 
@@ -279,8 +168,7 @@ def _numeric_status(claim: str, ages: pd.Series, tolerance: float) -> tuple[Clai
     ivs = parse_age_intervals(claim)
     if not ivs:
         return "unmapped", ()
-    median = float(ages.median())
-    ok = any(lo - tolerance <= median <= hi + tolerance for lo, hi in ivs)
+    ok = fits_age(float(ages.median()), ivs, tolerance)
     label = tuple(f"{lo:g}-{hi:g}" for lo, hi in ivs)
     if not ok:
         return "contradiction", label
@@ -327,7 +215,7 @@ def check_claims(
                 else:
                     status, mapped = _numeric_status(claim, values.astype(float), age_tolerance)
                     claimed_share = float(
-                        np.mean([any(lo <= a <= hi for lo, hi in parse_age_intervals(claim)) for a in values])
+                        np.mean([fits_age(a, parse_age_intervals(claim)) for a in values])
                     )
             else:
                 shares = values.astype(str).value_counts(normalize=True)

@@ -7,24 +7,21 @@ number an `EvalReport` can hold (the keys suite thresholds refer to as `<name>_m
 
 from __future__ import annotations
 
-import re
-import unicodedata
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score, silhouette_score
+from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-from persona_llm.personas.gates import name_key
+from persona_llm.common.textmatch import SourceText, is_verbatim, name_key
+from persona_llm.common.vectors import NOISE, cosine_silhouette, normalize_rows, pairwise_cosine, sample_assigned
+from persona_llm.segment.pii import find_pii
 
 if TYPE_CHECKING:
     from persona_llm.schema.personas import Persona
-
-NOISE = -1
 
 Labels = Sequence[Any] | np.ndarray
 """A label vector: a list or a 1-d array, one entry per user."""
@@ -55,7 +52,7 @@ METRICS: dict[str, tuple[str, str]] = {
     "quotes_total": ("grounding", "number of quotes kept in the personas"),
     "quote_verified": (
         "grounding",
-        "share of kept quotes found verbatim (whitespace-normalised) in their source",
+        "share of kept quotes found verbatim in their source (NFC, whitespace and quote marks normalised)",
     ),
     "citation_valid": ("grounding", "share of cited text ids that exist, belong to the segment and the user"),
     "quotes_dropped": ("grounding", "quotes the grounding gate removed during generation (provenance)"),
@@ -192,25 +189,11 @@ def label_metrics(labels_true: Labels, labels_pred: Labels) -> dict[str, float]:
 # ---------------------------------------------------------------------------------------------------
 
 
-def _sample_assigned(
-    vectors: np.ndarray, labels_pred: Labels, sample_size: int | None, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    p = np.asarray(labels_pred, dtype=int)
-    idx = np.flatnonzero(p != NOISE)
-    if sample_size is not None and len(idx) > sample_size:
-        idx = np.sort(np.random.default_rng(seed).choice(idx, size=sample_size, replace=False))
-    return np.asarray(vectors, dtype=np.float64)[idx], p[idx]
-
-
 def silhouette(
     vectors: np.ndarray, labels_pred: Labels, *, sample_size: int | None = 2000, seed: int = 0
 ) -> float | None:
     """Cosine silhouette of assigned users (sampled); -1..1, >0.1 is usual for text, None if <2 segments."""
-    x, p = _sample_assigned(vectors, labels_pred, sample_size, seed)
-    n_labels = len(set(p.tolist()))
-    if n_labels < 2 or n_labels >= len(p):
-        return None
-    return float(silhouette_score(x, p, metric="cosine"))
+    return cosine_silhouette(vectors, labels_pred, sample_size=sample_size, seed=seed)
 
 
 def dbcv(
@@ -218,7 +201,7 @@ def dbcv(
 ) -> float | None:
     """Density-based cluster validity (hdbscan validity_index, noise kept out); higher is better."""
     p_all = np.asarray(labels_pred, dtype=int)
-    x, p = _sample_assigned(vectors, p_all, sample_size, seed)
+    x, p = sample_assigned(vectors, p_all, sample_size, seed)
     counts = Counter(p.tolist())
     if len(counts) < 2 or min(counts.values()) < 2:
         return None
@@ -255,29 +238,6 @@ def internal_metrics(
 # ---------------------------------------------------------------------------------------------------
 # Grounding
 # ---------------------------------------------------------------------------------------------------
-
-_WS = re.compile(r"\s+")
-
-
-def normalize_ws(text: str) -> str:
-    """NFC and collapse whitespace runs to one space, as the persona quote gate does."""
-    return _WS.sub(" ", unicodedata.normalize("NFC", text)).strip()
-
-
-def is_verbatim(quote: str, source: str) -> bool:
-    """True when `quote` (non-empty) occurs in `source` after whitespace normalisation; case-sensitive."""
-    q = normalize_ws(quote)
-    return bool(q) and q in normalize_ws(source)
-
-
-@dataclass(frozen=True)
-class SourceText:
-    """What grounding needs to know about one stored text."""
-
-    text: str
-    user_id: str
-    segment_id: int
-
 
 def quote_checks(personas: Sequence[Persona], sources: Mapping[str, SourceText]) -> list[dict[str, Any]]:
     """One record per kept quote: does its text id exist, is it verbatim there, in segment, by the user."""
@@ -340,24 +300,12 @@ def grounding_metrics(
 # ---------------------------------------------------------------------------------------------------
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.where(norms == 0, 1.0, norms)
-
-
-def pairwise_similarity(vectors: np.ndarray) -> np.ndarray:
-    """Cosine similarity matrix of persona vectors (rows re-normalised)."""
-    u = _unit(vectors)
-    return u @ u.T
-
-
 def distinctness(vectors: np.ndarray, ids: Sequence[str]) -> dict[str, Any]:
     """Mean and max off-diagonal cosine between personas and the closest pair; lower is more distinct."""
     n = len(ids)
     if n < 2:
         return {"pair_similarity_mean": None, "pair_similarity_max": None, "closest_pair": None}
-    sim = pairwise_similarity(vectors)
+    sim = pairwise_cosine(vectors)
     iu = np.triu_indices(n, k=1)
     vals = sim[iu]
     best = int(np.argmax(vals))
@@ -406,17 +354,17 @@ def persona_identification(
     }
     if len(pseg) < 2 or not keep.any():
         return empty
-    tv = _unit(np.asarray(text_vectors)[keep])
+    tv = normalize_rows(np.asarray(text_vectors)[keep], dtype=np.float64)
     users = np.asarray(text_users, dtype=object)[keep]
     segs = segs[keep]
-    pv = _unit(persona_vectors)
+    pv = normalize_rows(persona_vectors, dtype=np.float64)
     text_hit = pseg[np.argmax(tv @ pv.T, axis=1)] == segs
 
     frame = pd.DataFrame({"user": users, "seg": segs, "row": np.arange(len(users))})
     grouped = frame.groupby("user", sort=True)
     user_seg = grouped["seg"].first().to_numpy()
     user_vec = np.vstack([tv[rows].mean(axis=0) for rows in grouped["row"].apply(list)])
-    user_hit = pseg[np.argmax(_unit(user_vec) @ pv.T, axis=1)] == user_seg
+    user_hit = pseg[np.argmax(normalize_rows(user_vec, dtype=np.float64) @ pv.T, axis=1)] == user_seg
 
     majority = Counter(user_seg.tolist()).most_common(1)[0][1] / len(user_seg)
     chance = max(1.0 / len(set(pseg.tolist())), majority)
@@ -435,29 +383,7 @@ def persona_identification(
 # ---------------------------------------------------------------------------------------------------
 
 PiiFinder = Callable[[str], list[tuple[str, str]]]
-
-_FALLBACK_PATTERNS: dict[str, re.Pattern[str]] = {
-    "email": re.compile(r"[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"),
-    "url": re.compile(r"\b(?:https?://|ftp://|www\.)[^\s<>\"']+", re.IGNORECASE),
-    "phone": re.compile(
-        r"(?<![\w.])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)[\s.-]?|\d{3}[\s.-])\d{3,4}[\s.-]\d{4}(?![\w])"
-        r"|(?<!\d)1[3-9]\d{9}(?!\d)"
-    ),
-}
-
-
-def fallback_find_pii(text: str) -> list[tuple[str, str]]:
-    """Minimal email / URL / phone finder used only when persona_llm.segment.pii is not available."""
-    return [(kind, m.group(0)) for kind, pat in _FALLBACK_PATTERNS.items() for m in pat.finditer(text)]
-
-
-def default_pii_finder() -> PiiFinder:
-    """The project's `persona_llm.pii.find_pii` when importable, else the minimal fallback."""
-    try:
-        from persona_llm.segment.pii import find_pii
-    except ImportError:
-        return fallback_find_pii
-    return find_pii  # type: ignore[no-any-return]
+"""text -> [(kind, matched text)], like `persona_llm.segment.pii.find_pii` (the default)."""
 
 
 def mask(match: str) -> str:
@@ -466,8 +392,9 @@ def mask(match: str) -> str:
 
 
 def pii_findings(items: Iterable[tuple[str, str]], finder: PiiFinder | None = None) -> list[dict[str, str]]:
-    """PII matches in (where, text) items, with masked matches; [] is the only acceptable result."""
-    find = finder or default_pii_finder()
+    """PII matches in (where, text) items (by `finder`, default the pipeline's own `find_pii`), with
+    masked matches; [] is the only acceptable result."""
+    find = finder or find_pii
     out: list[dict[str, str]] = []
     for where, text in items:
         if not text:

@@ -12,24 +12,27 @@ from __future__ import annotations
 
 import datetime as dt
 import html
-import importlib.metadata
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, Field
 
+from persona_llm import __version__
 from persona_llm.errors import ConfigError, InputError, PersonaLLMError
 from persona_llm.evaluation import claims as claims_mod
 from persona_llm.evaluation import metrics as m
 from persona_llm.evaluation.judge import JudgeRecord, LLMJudge, judge_metrics
 from persona_llm.evaluation.stability import SegmentFn, stability
-from persona_llm.evaluation.suite import GROUPS, Suite, load_dataset, load_suite, shared_data_dir
+from persona_llm.evaluation.suite import GROUPS, Options, Suite, load_dataset, load_suite, shared_data_dir
 from persona_llm.runs.rundir import EVAL, MANIFEST, TEXT_EMBEDDINGS, TEXTS, USER_EMBEDDINGS, RunDir
+
+if TYPE_CHECKING:
+    from persona_llm.schema.personas import Persona
 
 EVAL_SCHEMA_VERSION = "1"
 
@@ -84,13 +87,6 @@ class SuiteResult(BaseModel):
         return not self.failures
 
 
-def _version() -> str:
-    try:
-        return importlib.metadata.version("persona-llm")
-    except importlib.metadata.PackageNotFoundError:
-        return "0+unknown"
-
-
 def run_embedder(run_dir: str | Path | RunDir) -> Any:
     """The embedding model a run was built with (from its manifest), for persona metrics that compare
     persona vectors with the run's text vectors."""
@@ -123,7 +119,7 @@ def _now() -> str:
 # ---------------------------------------------------------------------------------------------------
 
 
-class RunData:
+class EvalInputs:
     """The parts of a run evaluation reads, loaded once through RunDir; optional parts are None when absent."""
 
     def __init__(self, run_dir: str | Path | RunDir) -> None:
@@ -164,20 +160,30 @@ class RunData:
 # ---------------------------------------------------------------------------------------------------
 
 
-class _Timer:
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
+@dataclass
+class GroupResult:
+    """What one metric group adds to the report; `evaluate_run` merges these in group order."""
 
-    @contextmanager
-    def __call__(self, name: str) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[name] = round(time.perf_counter() - start, 3)
+    metrics: dict[str, float | None] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    """metric group -> why it (or part of it) did not run"""
+    notes: list[str] = field(default_factory=list)
+    timed: bool = True
+    """False when the group was skipped for a missing input before any work: no entry in `seconds`."""
+
+    @classmethod
+    def skip(cls, group: str, why: str, *, timed: bool = False) -> GroupResult:
+        return cls(skipped={group: why}, timed=timed)
+
+    def merge_into(self, report: EvalReport) -> None:
+        report.metrics.update(self.metrics)
+        report.details.update(self.details)
+        report.skipped.update(self.skipped)
+        report.notes.extend(self.notes)
 
 
-def _sources(run: RunData) -> dict[str, m.SourceText]:
+def _sources(run: EvalInputs) -> dict[str, m.SourceText]:
     assert run.texts is not None
     seg_of = run.user_segments()
     segs = run.texts["user_id"].map(seg_of)
@@ -192,13 +198,241 @@ def _sources(run: RunData) -> dict[str, m.SourceText]:
     }
 
 
-def _cited_ids(personas: list[Any]) -> set[str]:
+def _cited_ids(personas: Sequence[Persona]) -> set[str]:
     ids: set[str] = set()
     for p in personas:
         ids.update(q.text_id for q in p.quotes)
         for _, est in p.demographics:
             ids.update(est.text_ids)
     return ids
+
+
+def evaluate_labels(run: EvalInputs, labels: str | None, negative_control: str | None) -> GroupResult:
+    """Segments vs a user label column (ARI, NMI, purity) and vs a negative-control column."""
+    result = GroupResult()
+    if not labels and not negative_control:
+        result.skipped["labels"] = "no label column given (--labels)"
+    seg_of = run.user_segments()
+    for column, prefix in ((labels, ""), (negative_control, "control_")):
+        if not column:
+            continue
+        user_labels = run.user_column(column)
+        users = seg_of.index.intersection(user_labels.index)
+        if len(users) < len(seg_of):
+            result.notes.append(f"{len(seg_of) - len(users)} users have no {column!r} value; left out")
+        y, p = user_labels.loc[users].to_numpy(), seg_of.loc[users].to_numpy()
+        if prefix:
+            result.metrics["control_ari"] = m.adjusted_rand(y, p)
+            result.metrics["control_nmi"] = m.normalized_mutual_info(y, p)
+        else:
+            result.metrics.update(m.label_metrics(y, p))
+            result.details["segment_majorities"] = m.segment_majorities(y, p)
+    return result
+
+
+def evaluate_internal(run: EvalInputs, opts: Options) -> GroupResult:
+    """Coverage and noise share; silhouette and DBCV when the run kept its user vectors."""
+    pred = run.assignments["segment_id"].to_numpy()
+    if run.user_embeddings is None:
+        return GroupResult(
+            metrics={"coverage": m.coverage(pred), "noise_share": m.noise_share(pred)},
+            skipped={"internal": "no user_embeddings.npy: silhouette and DBCV not computed"},
+        )
+    return GroupResult(
+        metrics=dict(
+            m.internal_metrics(run.user_embeddings, pred, sample_size=opts.silhouette_sample, seed=opts.seed)
+        )
+    )
+
+
+def persona_overview(run: EvalInputs, groups: Sequence[str]) -> GroupResult:
+    """The run's personas listed in the details, or every persona group skipped when there are none."""
+    if run.personas is None:
+        persona_groups = ("grounding", "claims", "distinctness", "representativeness", "judge")
+        return GroupResult(skipped={g: "no personas.json in the run" for g in persona_groups if g in groups})
+    return GroupResult(
+        details={
+            "personas": [
+                {"persona_id": p.persona_id, "segment_id": p.segment_id, "name": p.name} for p in run.personas
+            ]
+        }
+    )
+
+
+def evaluate_grounding(run: EvalInputs, personas: Sequence[Persona]) -> GroupResult:
+    """Kept quotes verbatim in their cited text, citations valid, and what the gate dropped."""
+    if run.texts is None:
+        return GroupResult.skip("grounding", "no texts.parquet in the run")
+    sources = _sources(run)
+    bad_quotes = [r for r in m.quote_checks(personas, sources) if not (r["verbatim"] and r["in_segment"])]
+    bad_cites = [r for r in m.citation_checks(personas, sources) if not r["valid"]]
+    return GroupResult(
+        metrics=m.grounding_metrics(personas, sources),
+        details={
+            "grounding": {
+                "failed_quotes": bad_quotes,
+                "invalid_citations": bad_cites,
+                "dropped_by_gate": [
+                    {"persona_id": p.persona_id, **r.model_dump()}
+                    for p in personas
+                    for r in p.provenance.quotes_removed
+                ],
+            }
+        },
+    )
+
+
+def evaluate_claims(run: EvalInputs, personas: Sequence[Persona]) -> GroupResult:
+    """Demographic estimates vs the attribute columns of each segment's members."""
+    members = run.assignments[["user_id", "segment_id"]].drop_duplicates("user_id")
+    candidates = {c for cols in claims_mod.FIELD_COLUMNS.values() for c in cols}
+    available = set(run.assignments.columns) | set(run.texts.columns if run.texts is not None else [])
+    for column in sorted(c for c in available if c.lower() in candidates):
+        members = members.merge(
+            run.user_column(column).rename(column), left_on="user_id", right_index=True, how="left"
+        )
+        if column == "age":
+            members["age"] = pd.to_numeric(members["age"], errors="coerce")
+    checks = claims_mod.check_claims(personas, members)
+    if not checks:
+        return GroupResult.skip(
+            "claims", "no attribute column matches a demographic field (age_group, gender, ...)", timed=True
+        )
+    return GroupResult(
+        metrics=dict(claims_mod.claim_metrics(checks)),
+        details={
+            "claims": [c.as_dict() for c in checks],
+            "contradictions": [c.as_dict() for c in checks if c.status == "contradiction"],
+        },
+    )
+
+
+def evaluate_duplicate_names(personas: Sequence[Persona]) -> GroupResult:
+    """Personas sharing a name with an earlier one (needs no embedder, so it runs even without one)."""
+    duplicates = m.duplicate_names([p.name for p in personas])
+    return GroupResult(metrics={"duplicate_names": float(len(duplicates))}, details={"duplicate_names": duplicates})
+
+
+def embed_personas(personas: Sequence[Persona], embedder: Any) -> np.ndarray | None:
+    """Persona vectors for distinctness and identification; None without an embedder."""
+    if embedder is None:
+        return None
+    return np.asarray(embedder.encode([p.embedding_text() for p in personas]), dtype=np.float64)
+
+
+def evaluate_distinctness(personas: Sequence[Persona], persona_vectors: np.ndarray | None) -> GroupResult:
+    """Cosine similarity between persona vectors: the mean, the most similar pair."""
+    if persona_vectors is None:
+        return GroupResult.skip(
+            "distinctness", "no embedder: pair similarity not computed (duplicate names were)", timed=True
+        )
+    d = m.distinctness(persona_vectors, [p.persona_id for p in personas])
+    closest_pair = d.pop("closest_pair")
+    return GroupResult(metrics=d, details={"closest_pair": closest_pair})
+
+
+def evaluate_representativeness(
+    run: EvalInputs, personas: Sequence[Persona], persona_vectors: np.ndarray | None, opts: Options
+) -> GroupResult:
+    """Is each user's nearest persona (by held-out texts, none cited or shown as representative) their own?"""
+    why = None
+    if persona_vectors is None:
+        why = "no embedder"
+    elif run.texts is None or run.text_embeddings is None:
+        why = "no texts.parquet / text_embeddings.npy"
+    elif persona_vectors.shape[1] != run.text_embeddings.shape[1]:
+        why = (
+            f"embedder dimension {persona_vectors.shape[1]} differs from the run's "
+            f"{run.text_embeddings.shape[1]}: use the run's embedding model"
+        )
+    if why:
+        return GroupResult.skip("representativeness", why, timed=True)
+    assert run.texts is not None and run.text_embeddings is not None and persona_vectors is not None
+    excluded = _cited_ids(personas) | {t for s in run.segments.segments for t in s.representative_text_ids}
+    frame = run.texts[["text_id", "user_id"]].assign(row=np.arange(len(run.texts)))
+    frame = frame[~frame["text_id"].isin(excluded)]
+    frame = frame.assign(segment_id=frame["user_id"].map(run.user_segments()))
+    frame = frame[frame["segment_id"].notna() & (frame["segment_id"] != m.NOISE)]
+    frame = (
+        frame.sample(frac=1.0, random_state=opts.seed)
+        .groupby("user_id", sort=False)
+        .head(opts.heldout_texts_per_user)
+    )
+    frame = frame.sort_values("row")
+    ident = m.persona_identification(
+        run.text_embeddings[frame["row"].to_numpy()],
+        frame["user_id"].to_numpy(),
+        frame["segment_id"].astype(int).to_numpy(),
+        persona_vectors,
+        [p.segment_id for p in personas],
+    )
+    identification_users = ident.pop("identification_users")
+    return GroupResult(metrics=ident, details={"identification_users": identification_users})
+
+
+def evaluate_stability(
+    run: EvalInputs,
+    personas: Sequence[Persona],
+    segment_fn: SegmentFn | None,
+    no_segment_fn_reason: str | None,
+    opts: Options,
+) -> GroupResult:
+    """Re-segment subsamples of users with `segment_fn`: ARI on shared users, segments kept."""
+    if segment_fn is None:
+        return GroupResult.skip(
+            "stability", no_segment_fn_reason or "no segment_fn given (needs the pipeline to re-segment)"
+        )
+    if run.texts is None:
+        return GroupResult.skip("stability", "no texts.parquet in the run")
+    core = [c for c in run.texts.columns if c != "segment_id"]
+    try:
+        result = stability(
+            run.texts[core],
+            segment_fn,
+            reference=run.assignments[["user_id", "segment_id"]],
+            segment_ids=[p.segment_id for p in personas] if personas else None,
+            fraction=opts.stability_fraction,
+            seeds=opts.stability_seeds,
+            min_jaccard=opts.min_jaccard,
+        )
+    except PersonaLLMError as exc:  # e.g. a subsample too small to segment: say so, go on
+        return GroupResult.skip("stability", f"re-segmentation failed: {exc}", timed=True)
+    return GroupResult(
+        metrics={"stability_ari": result.pop("stability_ari"), "persona_kept": result.pop("persona_kept")},
+        details={"stability": result},
+    )
+
+
+def evaluate_judge(run: EvalInputs, personas: Sequence[Persona], judge: Any) -> GroupResult:
+    """The optional LLM judge: each persona claim vs its segment's representative texts."""
+    if judge is None:
+        return GroupResult.skip("judge", "no judge model given (optional)")
+    llm_judge = judge if isinstance(judge, LLMJudge) else LLMJudge(judge)
+    records: list[JudgeRecord] = []
+    for p in personas:
+        try:
+            reps = [r.text for r in run.segments.get(p.segment_id).representatives]
+        except KeyError:
+            reps = []
+        records.extend(llm_judge.judge_persona(p, reps))
+    return GroupResult(
+        metrics=dict(judge_metrics(records)),
+        details={"judge": {"model": llm_judge.model_id, "records": [r.model_dump() for r in records]}},
+    )
+
+
+def evaluate_privacy(run: EvalInputs, personas: Sequence[Persona], pii_finder: m.PiiFinder | None) -> GroupResult:
+    """PII left in what a run shows or stores: personas, segment representatives and keywords, texts."""
+    items: list[tuple[str, str]] = []
+    for p in personas:
+        items.extend(m.persona_strings(p))
+    for s in run.segments.segments:
+        items.extend((f"segments[{s.segment_id}].representatives.{r.text_id}", r.text) for r in s.representatives)
+        items.extend((f"segments[{s.segment_id}].keywords", k.term) for k in s.keywords)
+    if run.texts is not None:
+        items.extend(zip("texts.parquet:" + run.texts["text_id"], run.texts["text"].astype(str), strict=True))
+    findings = m.pii_findings(items, pii_finder)
+    return GroupResult(metrics={"pii": float(len(findings))}, details={"pii": findings[:200]})
 
 
 def evaluate_run(
@@ -224,13 +458,15 @@ def evaluate_run(
     segment_fn: segment_fn(texts_frame, seed) -> assignments frame, for stability.
     no_segment_fn_reason: why there is no segment_fn (recorded as the reason stability was skipped).
     dataset: suite data set name, to pick its thresholds, labels and negative control.
+
+    Each metric group is an `evaluate_<group>` function of the loaded run; this loads the run once,
+    runs the groups the suite enables, in the order of `GROUPS`, and merges what they return.
     """
-    run = RunData(run_dir)
+    run = EvalInputs(run_dir)
     ds = suite.dataset(dataset) if suite is not None else None
     labels = labels or (ds.labels if ds else None)
     negative_control = negative_control or (ds.negative_control if ds else None)
-    opts = suite.options if suite is not None else None
-    seed = opts.seed if opts else 0
+    opts = suite.options if suite is not None else Options()
     groups = suite.metrics if suite is not None else list(GROUPS)
 
     report = EvalReport(
@@ -240,232 +476,42 @@ def evaluate_run(
         suite=suite.name if suite else None,
         labels=labels,
         created_at=_now(),
-        version=_version(),
+        version=__version__,
     )
-    timer = _Timer()
-    personas = run.personas
 
-    def skip(group: str, why: str) -> None:
-        report.skipped[group] = why
+    def add(group: str, compute: Callable[[], GroupResult]) -> None:
+        start = time.perf_counter()
+        result = compute()
+        if result.timed:
+            report.seconds[group] = round(time.perf_counter() - start, 3)
+        result.merge_into(report)
 
-    seg_of = run.user_segments()
-    pred = run.assignments["segment_id"].to_numpy()
-
-    # -- segmentation vs labels --------------------------------------------------------------------
     if "labels" in groups:
-        if not labels and not negative_control:
-            skip("labels", "no label column given (--labels)")
-        with timer("labels"):
-            for column, prefix in ((labels, ""), (negative_control, "control_")):
-                if not column:
-                    continue
-                user_labels = run.user_column(column)
-                users = seg_of.index.intersection(user_labels.index)
-                if len(users) < len(seg_of):
-                    report.notes.append(
-                        f"{len(seg_of) - len(users)} users have no {column!r} value; left out"
-                    )
-                y, p = user_labels.loc[users].to_numpy(), seg_of.loc[users].to_numpy()
-                if prefix:
-                    report.metrics["control_ari"] = m.adjusted_rand(y, p)
-                    report.metrics["control_nmi"] = m.normalized_mutual_info(y, p)
-                else:
-                    report.metrics.update(m.label_metrics(y, p))
-                    report.details["segment_majorities"] = m.segment_majorities(y, p)
-
-    # -- internal quality --------------------------------------------------------------------------
+        add("labels", lambda: evaluate_labels(run, labels, negative_control))
     if "internal" in groups:
-        with timer("internal"):
-            if run.user_embeddings is None:
-                report.metrics.update({"coverage": m.coverage(pred), "noise_share": m.noise_share(pred)})
-                skip("internal", "no user_embeddings.npy: silhouette and DBCV not computed")
-            else:
-                sample = opts.silhouette_sample if opts else 2000
-                report.metrics.update(
-                    m.internal_metrics(run.user_embeddings, pred, sample_size=sample, seed=seed)
-                )
+        add("internal", lambda: evaluate_internal(run, opts))
 
-    # -- persona groups ----------------------------------------------------------------------------
-    persona_groups = [
-        g for g in ("grounding", "claims", "distinctness", "representativeness", "judge") if g in groups
-    ]
-    if personas is None:
-        for g in persona_groups:
-            skip(g, "no personas.json in the run")
-        personas = []
-    else:
-        report.details["personas"] = [
-            {"persona_id": p.persona_id, "segment_id": p.segment_id, "name": p.name} for p in personas
-        ]
-
+    persona_overview(run, groups).merge_into(report)
+    personas: list[Persona] = run.personas or []
     if personas and "grounding" in groups:
-        if run.texts is None:
-            skip("grounding", "no texts.parquet in the run")
-        else:
-            with timer("grounding"):
-                sources = _sources(run)
-                report.metrics.update(m.grounding_metrics(personas, sources))
-                bad_quotes = [
-                    r for r in m.quote_checks(personas, sources) if not (r["verbatim"] and r["in_segment"])
-                ]
-                bad_cites = [r for r in m.citation_checks(personas, sources) if not r["valid"]]
-                report.details["grounding"] = {
-                    "failed_quotes": bad_quotes,
-                    "invalid_citations": bad_cites,
-                    "dropped_by_gate": [
-                        {"persona_id": p.persona_id, **r.model_dump()}
-                        for p in personas
-                        for r in p.provenance.quotes_removed
-                    ],
-                }
-
+        add("grounding", lambda: evaluate_grounding(run, personas))
     if personas and "claims" in groups:
-        with timer("claims"):
-            members = run.assignments[["user_id", "segment_id"]].drop_duplicates("user_id")
-            candidates = {c for cols in claims_mod.FIELD_COLUMNS.values() for c in cols}
-            available = set(run.assignments.columns) | set(run.texts.columns if run.texts is not None else [])
-            for column in sorted(c for c in available if c.lower() in candidates):
-                members = members.merge(
-                    run.user_column(column).rename(column), left_on="user_id", right_index=True, how="left"
-                )
-                if column == "age":
-                    members["age"] = pd.to_numeric(members["age"], errors="coerce")
-            checks = claims_mod.check_claims(personas, members)
-            if not checks:
-                skip("claims", "no attribute column matches a demographic field (age_group, gender, ...)")
-            else:
-                report.metrics.update(claims_mod.claim_metrics(checks))
-                report.details["claims"] = [c.as_dict() for c in checks]
-                report.details["contradictions"] = [
-                    c.as_dict() for c in checks if c.status == "contradiction"
-                ]
-
+        add("claims", lambda: evaluate_claims(run, personas))
     persona_vectors: np.ndarray | None = None
     if personas and ("distinctness" in groups or "representativeness" in groups):
-        report.metrics["duplicate_names"] = float(len(m.duplicate_names([p.name for p in personas])))
-        report.details["duplicate_names"] = m.duplicate_names([p.name for p in personas])
-        if embedder is not None:
-            persona_vectors = np.asarray(
-                embedder.encode([p.embedding_text() for p in personas]), dtype=np.float64
-            )
-
+        evaluate_duplicate_names(personas).merge_into(report)
+        persona_vectors = embed_personas(personas, embedder)
     if personas and "distinctness" in groups:
-        with timer("distinctness"):
-            if persona_vectors is None:
-                skip("distinctness", "no embedder: pair similarity not computed (duplicate names were)")
-            else:
-                d = m.distinctness(persona_vectors, [p.persona_id for p in personas])
-                report.details["closest_pair"] = d.pop("closest_pair")
-                report.metrics.update(d)
-
+        add("distinctness", lambda: evaluate_distinctness(personas, persona_vectors))
     if personas and "representativeness" in groups:
-        with timer("representativeness"):
-            why = None
-            if persona_vectors is None:
-                why = "no embedder"
-            elif run.texts is None or run.text_embeddings is None:
-                why = "no texts.parquet / text_embeddings.npy"
-            elif persona_vectors.shape[1] != run.text_embeddings.shape[1]:
-                why = (
-                    f"embedder dimension {persona_vectors.shape[1]} differs from the run's "
-                    f"{run.text_embeddings.shape[1]}: use the run's embedding model"
-                )
-            if why:
-                skip("representativeness", why)
-            else:
-                assert (
-                    run.texts is not None and run.text_embeddings is not None and persona_vectors is not None
-                )
-                excluded = _cited_ids(personas) | {
-                    t for s in run.segments.segments for t in s.representative_text_ids
-                }
-                frame = run.texts[["text_id", "user_id"]].assign(row=np.arange(len(run.texts)))
-                frame = frame[~frame["text_id"].isin(excluded)]
-                frame = frame.assign(segment_id=frame["user_id"].map(seg_of))
-                frame = frame[frame["segment_id"].notna() & (frame["segment_id"] != m.NOISE)]
-                per_user = opts.heldout_texts_per_user if opts else 5
-                frame = (
-                    frame.sample(frac=1.0, random_state=seed).groupby("user_id", sort=False).head(per_user)
-                )
-                frame = frame.sort_values("row")
-                ident = m.persona_identification(
-                    run.text_embeddings[frame["row"].to_numpy()],
-                    frame["user_id"].to_numpy(),
-                    frame["segment_id"].astype(int).to_numpy(),
-                    persona_vectors,
-                    [p.segment_id for p in personas],
-                )
-                report.details["identification_users"] = ident.pop("identification_users")
-                report.metrics.update(ident)
-
-    # -- stability ---------------------------------------------------------------------------------
+        add("representativeness", lambda: evaluate_representativeness(run, personas, persona_vectors, opts))
     if "stability" in groups:
-        if segment_fn is None:
-            skip("stability", no_segment_fn_reason or "no segment_fn given (needs the pipeline to re-segment)")
-        elif run.texts is None:
-            skip("stability", "no texts.parquet in the run")
-        else:
-            with timer("stability"):
-                core = [c for c in run.texts.columns if c != "segment_id"]
-                try:
-                    result: dict[str, Any] | None = stability(
-                        run.texts[core],
-                        segment_fn,
-                        reference=run.assignments[["user_id", "segment_id"]],
-                        segment_ids=[p.segment_id for p in personas] if personas else None,
-                        fraction=opts.stability_fraction if opts else 0.9,
-                        seeds=opts.stability_seeds if opts else (1, 2),
-                        min_jaccard=opts.min_jaccard if opts else 0.5,
-                    )
-                except PersonaLLMError as exc:  # e.g. a subsample too small to segment: say so, go on
-                    skip("stability", f"re-segmentation failed: {exc}")
-                    result = None
-                if result is not None:
-                    report.metrics["stability_ari"] = result.pop("stability_ari")
-                    report.metrics["persona_kept"] = result.pop("persona_kept")
-                    report.details["stability"] = result
-
-    # -- judge -------------------------------------------------------------------------------------
+        add("stability", lambda: evaluate_stability(run, personas, segment_fn, no_segment_fn_reason, opts))
     if personas and "judge" in groups:
-        if judge is None:
-            skip("judge", "no judge model given (optional)")
-        else:
-            with timer("judge"):
-                llm_judge = judge if isinstance(judge, LLMJudge) else LLMJudge(judge)
-                records: list[JudgeRecord] = []
-                for p in personas:
-                    try:
-                        reps = [r.text for r in run.segments.get(p.segment_id).representatives]
-                    except KeyError:
-                        reps = []
-                    records.extend(llm_judge.judge_persona(p, reps))
-                report.metrics.update(judge_metrics(records))
-                report.details["judge"] = {
-                    "model": llm_judge.model_id,
-                    "records": [r.model_dump() for r in records],
-                }
-
-    # -- privacy -----------------------------------------------------------------------------------
+        add("judge", lambda: evaluate_judge(run, personas, judge))
     if "privacy" in groups:
-        with timer("privacy"):
-            items: list[tuple[str, str]] = []
-            for p in personas:
-                items.extend(m.persona_strings(p))
-            for s in run.segments.segments:
-                items.extend(
-                    (f"segments[{s.segment_id}].representatives.{r.text_id}", r.text)
-                    for r in s.representatives
-                )
-                items.extend((f"segments[{s.segment_id}].keywords", k.term) for k in s.keywords)
-            if run.texts is not None:
-                items.extend(
-                    zip("texts.parquet:" + run.texts["text_id"], run.texts["text"].astype(str), strict=True)
-                )
-            findings = m.pii_findings(items, pii_finder)
-            report.metrics["pii"] = float(len(findings))
-            report.details["pii"] = findings[:200]
+        add("privacy", lambda: evaluate_privacy(run, personas, pii_finder))
 
-    report.seconds = timer.seconds
     if suite is not None:
         report.failures = check_thresholds(report, suite)
     if write:

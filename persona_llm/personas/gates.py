@@ -1,10 +1,12 @@
 """The two gates a persona passes before it is stored.
 
-Grounding: a quote survives only if it is verbatim (after whitespace normalisation) in the text whose
-id it cites, and that text belongs to the persona's segment. Small models paraphrase, merge and invent
-"quotes"; a quote is evidence only if a reader can find it. Demographic estimates get the same
-treatment: cited text ids must be the segment's, and an "attribute" estimate needs an attribute column
-that could support it; otherwise the estimate becomes "unknown". Every removal is recorded.
+Grounding: a quote survives only if it is verbatim (by `persona_llm.common.textmatch`, the rules the
+grounding eval checks with too) in the text whose id it cites, and that text belongs to the persona's
+segment. Small models paraphrase, merge and invent "quotes"; a quote is evidence only if a reader can
+find it. Demographic estimates get the same treatment: cited text ids must be the segment's, and an
+"attribute" estimate needs an attribute column that could support it (ages and genders read as the
+claims eval reads them, `persona_llm.common.demographics`); otherwise the estimate becomes "unknown".
+Every removal is recorded.
 
 Distinctness: personas are embedded; a pair above a cosine threshold is flagged so the writer can
 regenerate one of them with the other shown as "different from".
@@ -12,14 +14,15 @@ regenerate one of them with the other shown as "different from".
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
+from persona_llm.common.demographics import fits_age, gender_of, parse_age_intervals
+from persona_llm.common.textmatch import SourceText, find_verbatim, fold_quote_marks, name_key, normalize_ws
+from persona_llm.common.vectors import pairwise_cosine
 from persona_llm.schema.personas import (
     DemographicEstimate,
     Demographics,
@@ -31,14 +34,9 @@ from persona_llm.schema.personas import (
 )
 from persona_llm.schema.segments import CategoricalSummary, NumericSummary, Segment
 
-_WS = re.compile(r"\s+")
 # Quote marks and ellipses a model wraps around a quote are not part of it.
 _WRAPPERS = "\"'“”‘’「」『』«»"
 _ELLIPSES = ("…", "...")
-
-
-def normalize_ws(text: str) -> str:
-    return _WS.sub(" ", text).strip()
 
 
 def _strip_wrappers(quote: str) -> str:
@@ -54,21 +52,6 @@ def _strip_wrappers(quote: str) -> str:
     return q
 
 
-# Small models writing JSON swap " for ' (escaping \" is hard for them) and straight for curly quotes.
-# Matching folds every quote mark to one; the kept quote is then cut from the source, so it stays verbatim.
-_QUOTE_MARKS = str.maketrans({ch: "'" for ch in "\"'“”„‟‘’‚‛«»`´"})
-
-
-def find_verbatim(quote: str, source_normalized: str) -> str | None:
-    """The source's own text for `quote` (both whitespace-normalised), matching quote marks loosely;
-    None when the quote is not in the source."""
-    if quote in source_normalized:
-        return quote
-    # translate() maps one character to one, so positions in the folded text are positions in the source.
-    start = source_normalized.translate(_QUOTE_MARKS).find(quote.translate(_QUOTE_MARKS))
-    return source_normalized[start : start + len(quote)] if start >= 0 else None
-
-
 def _long_enough(quote: str, min_chars: int, min_words: int) -> bool:
     # Chinese and Japanese have no spaces: count characters there, words elsewhere.
     cjk = sum(1 for ch in quote if "\u3040" <= ch <= "\u9fff")
@@ -77,23 +60,14 @@ def _long_enough(quote: str, min_chars: int, min_words: int) -> bool:
     return len(quote) >= min_chars and len(quote.split()) >= min_words
 
 
-@dataclass(frozen=True)
-class SourceText:
-    text_id: str
-    user_id: str
-    segment_id: int
-    text: str
-    normalized: str
-
-
 class TextIndex:
-    """All texts of a run by id (from texts.parquet), with whitespace-normalised copies for matching."""
+    """All texts of a run by id (from texts.parquet), each with its normalised copy for matching."""
 
     def __init__(self, rows: Iterable[tuple[str, str, int, str]]) -> None:
         self.by_id: dict[str, SourceText] = {}
         self.by_segment: dict[int, list[SourceText]] = {}
         for text_id, user_id, segment_id, text in rows:
-            src = SourceText(str(text_id), str(user_id), int(segment_id), str(text), normalize_ws(str(text)))
+            src = SourceText(text=str(text), user_id=str(user_id), segment_id=int(segment_id), text_id=str(text_id))
             self.by_id[src.text_id] = src
             self.by_segment.setdefault(src.segment_id, []).append(src)
 
@@ -134,7 +108,7 @@ def ground_quotes(
     """Keep the quotes that are verbatim in the cited text of this segment; record why others go."""
     result = GroundingResult()
     def dedupe_key(text: str) -> str:
-        return normalize_ws(text).translate(_QUOTE_MARKS).lower()
+        return fold_quote_marks(normalize_ws(text)).lower()
 
     seen = {dedupe_key(q.text) for q in already_kept}
     seen_sources = {q.text_id for q in already_kept}
@@ -178,37 +152,6 @@ _ATTRIBUTE_HINTS: dict[str, tuple[str, ...]] = {
     "location": ("country", "city", "region", "location", "state", "locale", "地区", "城市"),
     "occupation": ("occupation", "job", "industry", "profession", "role", "topic", "职业", "行业"),
 }
-_GENDER_WORDS = {
-    "female": ("female", "women", "woman", "f", "girl", "girls", "女"),
-    "male": ("male", "men", "man", "m", "boy", "boys", "男"),
-}
-
-
-def _gender_of(value: str) -> str | None:
-    v = value.strip().lower()
-    words = set(re.findall(r"[a-z]+", v))
-    # "female" contains "male": test female first, and whole words only.
-    for gender in ("female", "male"):
-        if any(w in words or (not w.isascii() and w in v) for w in _GENDER_WORDS[gender]):
-            return gender
-    return None
-
-
-def parse_age_range(value: str) -> tuple[float, float] | None:
-    """'23-27' -> (23, 27); '20s' / '20多岁' -> (20, 29); 'teens' -> (13, 19); '30+' -> (30, 99)."""
-    v = value.lower()
-    if re.search(r"teen|青少年", v):
-        return (13.0, 19.0)
-    m = re.search(r"(\d{2})\s*(?:-|–|~|to|至)\s*(\d{2})", v)
-    if m:
-        return (float(m.group(1)), float(m.group(2)))
-    m = re.search(r"(\d)0\s*(?:s|多岁|几岁|后)", v)
-    if m:
-        return (float(m.group(1)) * 10, float(m.group(1)) * 10 + 9)
-    m = re.search(r"(\d{2})\s*\+", v)
-    if m:
-        return (float(m.group(1)), 99.0)
-    return None
 
 
 def _attribute_verdict(field_name: str, est: DemographicEstimate, summaries: list[tuple[str, Any]]) -> tuple[str, str]:
@@ -216,15 +159,15 @@ def _attribute_verdict(field_name: str, est: DemographicEstimate, summaries: lis
     for attr, summary in summaries:
         if isinstance(summary, NumericSummary):
             line = f"{attr}: median {summary.median:.1f}, mean {summary.mean:.1f} (all {summary.overall_mean:.1f})"
-            rng = parse_age_range(est.value) if field_name == "age_group" else None
-            if rng is not None and not (rng[0] - 1 <= summary.median <= rng[1] + 1):
+            ages = parse_age_intervals(est.value) if field_name == "age_group" else []
+            if ages and not fits_age(summary.median, ages, tolerance=1.0):
                 return f"{attr} median {summary.median:.1f} is outside {est.value}", line
             return "", line
         if isinstance(summary, CategoricalSummary):
             line = f"{attr}: " + ", ".join(f"{c.value} {c.share * 100:.0f}%" for c in summary.top[:4])
-            wanted = _gender_of(est.value) if field_name == "gender" else None
+            wanted = gender_of(est.value) if field_name == "gender" else None
             for c in summary.top:
-                same = _gender_of(c.value) == wanted if wanted else c.value.strip().lower() in est.value.strip().lower()
+                same = gender_of(c.value) == wanted if wanted else c.value.strip().lower() in est.value.strip().lower()
                 if same:
                     if c.share <= 0.5:
                         return f"{attr} shows no majority for it ({c.value} {c.share * 100:.0f}%)", line
@@ -288,25 +231,12 @@ class SimilarPair:
     similarity: float
 
 
-def similarity_matrix(embeddings: np.ndarray) -> np.ndarray:
-    vecs = np.asarray(embeddings, dtype=np.float64)
-    norms = np.linalg.norm(vecs, axis=1, keepdims=True)
-    vecs = vecs / np.where(norms == 0, 1.0, norms)
-    return vecs @ vecs.T
-
-
-def name_key(name: str) -> str:
-    """A persona name as compared for duplicates: case, accents and spacing ignored."""
-    key = unicodedata.normalize("NFKD", normalize_ws(name)).casefold()
-    return "".join(ch for ch in key if not unicodedata.combining(ch))
-
-
 def similar_pairs(
     embeddings: np.ndarray, threshold: float, names: Sequence[str] | None = None
 ) -> list[SimilarPair]:
     """Pairs (i < j) with cosine similarity above `threshold`, or with the same name (`names`), most
     similar first: two personas called the same are duplicates to a reader whatever the vectors say."""
-    sims = similarity_matrix(embeddings)
+    sims = pairwise_cosine(embeddings)
     n = sims.shape[0]
     keys = [name_key(x) for x in names] if names is not None else None
     pairs = [
@@ -321,7 +251,7 @@ def similar_pairs(
 def max_pairwise_similarity(embeddings: np.ndarray) -> float | None:
     if len(embeddings) < 2:
         return None
-    sims = similarity_matrix(embeddings)
+    sims = pairwise_cosine(embeddings)
     np.fill_diagonal(sims, -np.inf)
     return float(sims.max())
 

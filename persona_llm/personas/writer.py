@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 
 from persona_llm.agents.definitions import load_agent
+from persona_llm.common.textmatch import name_key
+from persona_llm.common.vectors import cosine, pairwise_cosine
 from persona_llm.errors import BackendError, InputError
 from persona_llm.llm.client import CallRecord, ChatModel, LLMSettings, StructuredOutputError, open_chat_model
 from persona_llm.personas.gates import (
@@ -32,9 +34,7 @@ from persona_llm.personas.gates import (
     check_estimates,
     choose_to_regenerate,
     max_pairwise_similarity,
-    name_key,
     similar_pairs,
-    similarity_matrix,
 )
 from persona_llm.personas.gates import (
     ground_quotes as ground_quotes_gate,
@@ -96,10 +96,6 @@ def _keywords(run: RunDir, segment_id: int) -> list[Keyword]:
         return run.load_segments().get(segment_id).keywords
     except KeyError:  # a published persona whose segment is gone from this run
         return []
-
-
-def _cosine(a: np.ndarray, b: np.ndarray) -> float:
-    return float(a @ b / max(float(np.linalg.norm(a) * np.linalg.norm(b)), 1e-12))
 
 
 @dataclass
@@ -405,10 +401,8 @@ class PersonaWriter:
             return 0.0
         rng = np.random.default_rng(self.seed)
         rows = np.sort(rng.choice(len(texts), size=min(CHANCE_SAMPLE, len(texts)), replace=False))
-        vectors = np.asarray(embedder.encode([texts.iloc[int(i)] for i in rows]), dtype=np.float64)
-        vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-        sims = vectors @ vectors.T
-        upper = sims[np.triu_indices(len(vectors), 1)]
+        sims = pairwise_cosine(embedder.encode([texts.iloc[int(i)] for i in rows]))
+        upper = sims[np.triu_indices(len(sims), 1)]
         return float(np.clip(upper.mean(), 0.0, 0.99))
 
     def _distinctness(
@@ -459,7 +453,7 @@ class PersonaWriter:
                 sid = g.persona.segment_id
                 assert new_vectors is not None
                 before = max(sim for _, sim in redo[sid])
-                after = max(_cosine(new_vectors[k], vectors[order.index(o)]) for o, _ in redo[sid])
+                after = max(cosine(new_vectors[k], vectors[order.index(o)]) for o, _ in redo[sid])
                 renamed = all(name_key(g.persona.name) != name_key(everyone[o].name) for o, _ in redo[sid])
                 if not (renamed and (after < before or after <= threshold)):
                     personas[sid].provenance.warnings.append(
@@ -488,7 +482,7 @@ class PersonaWriter:
         self.max_similarity_ = max_pairwise_similarity(vectors)
         self.embeddings_ = {s: vectors[i] for i, s in enumerate(order)}
         if len(order) >= 2:
-            sims = similarity_matrix(vectors)
+            sims = pairwise_cosine(vectors)
             np.fill_diagonal(sims, -np.inf)
             for i, sid in enumerate(order):
                 if sid not in personas:

@@ -13,6 +13,7 @@ from typing import Literal
 
 import numpy as np
 
+from persona_llm.common.vectors import cosine_silhouette, normalize_rows, segment_centroids
 from persona_llm.errors import ConfigError
 from persona_llm.segment.base import BaseClusterer
 
@@ -122,8 +123,8 @@ class HDBSCANClusterer(BaseClusterer):
 
         labels = self.raw_labels_.copy()
         assigned_by = np.where(labels >= 0, "cluster", "noise").astype(object)
-        unit = _normalise(vectors)
-        self.centroids_ = _centroids(unit, labels)
+        unit = normalize_rows(vectors).astype(np.float32, copy=False)
+        self.centroids_ = segment_centroids(unit, labels)
         if self.reassign_outliers and (labels < 0).any() and len(self.centroids_):
             noise = np.flatnonzero(labels < 0)
             sims = unit[noise] @ self.centroids_.T
@@ -135,7 +136,7 @@ class HDBSCANClusterer(BaseClusterer):
             # members' own: a weaker claim than HDBSCAN membership, and recorded as such.
             probs[noise[ok]] = np.clip(best_sim[ok], 0.0, 1.0)
             assigned_by[noise[ok]] = "reassigned"
-            self.centroids_ = _centroids(unit, labels)
+            self.centroids_ = segment_centroids(unit, labels)
         self.labels_ = labels
         self.probabilities_ = probs
         self.assigned_by_ = assigned_by.astype(str)
@@ -160,25 +161,8 @@ class HDBSCANClusterer(BaseClusterer):
                 out["relative_validity"] = float(rv)
             except (TypeError, ValueError):
                 out["relative_validity"] = None
-        out["silhouette"] = silhouette_on_sample(vectors, labels, sample_size, self.random_state)
+        out["silhouette"] = cosine_silhouette(vectors, labels, sample_size=sample_size, seed=self.random_state)
         return out
-
-
-def silhouette_on_sample(
-    vectors: np.ndarray, labels: np.ndarray, sample_size: int = 2000, random_state: int = 0
-) -> float | None:
-    """Cosine silhouette of assigned users (noise excluded), on a seeded sample for speed."""
-    from sklearn.metrics import silhouette_score
-
-    mask = labels >= 0
-    if len(np.unique(labels[mask])) < 2 or mask.sum() < 3:
-        return None
-    idx = np.flatnonzero(mask)
-    if len(idx) > sample_size:
-        idx = np.random.default_rng(random_state).choice(idx, sample_size, replace=False)
-    if len(np.unique(labels[idx])) < 2:
-        return None
-    return float(silhouette_score(vectors[idx], labels[idx], metric="cosine"))
 
 
 def _renumber_by_size(labels: np.ndarray) -> np.ndarray:
@@ -189,17 +173,3 @@ def _renumber_by_size(labels: np.ndarray) -> np.ndarray:
     for new, (old, _) in enumerate(order):
         out[labels == old] = new
     return out
-
-
-def _normalise(vectors: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    norms[norms == 0] = 1.0
-    return (vectors / norms).astype(np.float32)
-
-
-def _centroids(unit: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    k = int(labels.max() + 1) if (labels >= 0).any() else 0
-    cents = np.zeros((k, unit.shape[1]), dtype=np.float32)
-    for c in range(k):
-        cents[c] = unit[labels == c].mean(axis=0)
-    return _normalise(cents) if k else cents

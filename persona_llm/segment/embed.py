@@ -36,6 +36,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 
+from persona_llm.common.vectors import normalize_rows  # noqa: E402
 from persona_llm.errors import BackendError, ConfigError  # noqa: E402
 from persona_llm.resource_paths import default_cache_dir  # noqa: E402
 from persona_llm.segment.base import BaseEmbedder  # noqa: E402
@@ -88,12 +89,10 @@ def _as_text_list(texts: Sequence[str]) -> list[str]:
 
 def _normalise(vectors: np.ndarray) -> np.ndarray:
     """float32, C-contiguous, unit rows (an all-zero row stays zero)."""
-    v = np.ascontiguousarray(vectors, dtype=np.float32)
+    v = np.asarray(vectors, dtype=np.float32)
     if v.ndim != 2:
         raise BackendError(f"embedding model returned an array of shape {v.shape}, expected (n, dim)")
-    norms = np.linalg.norm(v, axis=1, keepdims=True)
-    np.divide(v, norms, out=v, where=norms > 0)
-    return v
+    return np.ascontiguousarray(normalize_rows(v))
 
 
 def _slug(name: str) -> str:

@@ -12,11 +12,10 @@ Texts with too few letters to judge (numbers, placeholders, "ok!!") are "und".
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
 
-__all__ = ["UNDETERMINED", "detect_language", "detect_languages"]
+__all__ = ["UNDETERMINED", "detect_language"]
 
 UNDETERMINED = "und"
 
@@ -89,7 +88,3 @@ def detect_language(text: str) -> str:
     # py3langid says "zxx" for "no linguistic content"
     return UNDETERMINED if lang == "zxx" else str(lang)
 
-
-def detect_languages(texts: Iterable[str]) -> list[str]:
-    """`detect_language` for each text."""
-    return [detect_language(t) for t in texts]

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from persona_llm import __version__
+from persona_llm.common.vectors import segment_centroids
 from persona_llm.errors import ConfigError, InputError
 from persona_llm.runs.rundir import STORE, RunDir
 from persona_llm.schema.frames import (
@@ -253,7 +254,7 @@ class SegmentPipeline:
             text_user_rows = np.array([user_index[u] for u in texts[USER_ID].astype(str)], dtype=np.int64)
             text_labels = labels[text_user_rows]
             texts["segment_id"] = text_labels
-            centroids = _centroids(users.vectors, labels)
+            centroids = segment_centroids(users.vectors, labels)
             run_id = self._run_id(input_sha256, started)
             segment_set = self._describe(
                 run_id, texts, vectors, text_labels, users.user_ids, users.n_texts, users.vectors, labels,
@@ -493,15 +494,6 @@ class SegmentPipeline:
     def _check_fitted(self) -> None:
         if not hasattr(self, "segments_"):
             raise RuntimeError("SegmentPipeline is not fitted yet: call fit() or fit_file() first")
-
-
-def _centroids(user_vectors: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    k = int(labels.max() + 1) if (labels >= 0).any() else 0
-    cents = np.zeros((k, user_vectors.shape[1]), dtype=np.float32)
-    for c in range(k):
-        v = user_vectors[labels == c].mean(axis=0)
-        cents[c] = v / (np.linalg.norm(v) or 1.0)
-    return cents
 
 
 def _describe_object(obj: object) -> str:

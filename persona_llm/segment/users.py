@@ -8,6 +8,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from persona_llm.common.vectors import normalize_rows
 from persona_llm.schema.frames import TEXT, USER_ID, empty_rejects, make_rejects
 
 
@@ -67,9 +68,7 @@ class UserAggregator:
         dim = vectors.shape[1] if vectors.ndim == 2 else 0
         sums = np.zeros((len(kept_users), dim), dtype=np.float64)
         np.add.at(sums, rows, vectors[text_mask].astype(np.float64) * weights[text_mask, None])
-        norms = np.linalg.norm(sums, axis=1, keepdims=True)
-        norms[norms == 0] = 1.0
-        user_vectors = (sums / norms).astype(np.float32)
+        user_vectors = normalize_rows(sums).astype(np.float32)
         n_texts = np.bincount(rows, minlength=len(kept_users))
         return UserVectors(kept_users, user_vectors, n_texts, text_mask, rejects)
 
@@ -114,9 +113,7 @@ class LexicalUserFeatures:
         if k < 2:
             return np.zeros((n_users, 0), dtype=np.float32)
         z = TruncatedSVD(k, random_state=self.random_state).fit_transform(x)
-        norms = np.linalg.norm(z, axis=1, keepdims=True)
-        norms[norms == 0] = 1.0
-        return (z / norms).astype(np.float32)
+        return normalize_rows(z).astype(np.float32)
 
 
 def combine_views(semantic: np.ndarray, lexical: np.ndarray, lexical_weight: float) -> np.ndarray:
@@ -126,6 +123,4 @@ def combine_views(semantic: np.ndarray, lexical: np.ndarray, lexical_weight: flo
     if not 0 < lexical_weight < 1:
         raise ValueError("lexical_weight must be in [0, 1)")
     out = np.hstack([np.sqrt(1 - lexical_weight) * semantic, np.sqrt(lexical_weight) * lexical])
-    norms = np.linalg.norm(out, axis=1, keepdims=True)
-    norms[norms == 0] = 1.0
-    return (out / norms).astype(np.float32)
+    return normalize_rows(out).astype(np.float32)

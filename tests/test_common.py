@@ -1,0 +1,168 @@
+"""The shared helpers in persona_llm/common/: text matching, demographics parsing, vector maths."""
+
+from __future__ import annotations
+
+import unicodedata
+
+import numpy as np
+import pytest
+
+from persona_llm.common import demographics as D
+from persona_llm.common import textmatch as T
+from persona_llm.common import vectors as V
+
+# ---------------------------------------------------------------------------------------------------
+# Text matching
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_normalize_ws_applies_nfc_and_collapses_whitespace() -> None:
+    nfd = unicodedata.normalize("NFD", "  café \n\t crème ")
+    assert T.normalize_ws(nfd) == unicodedata.normalize("NFC", "café crème")
+    assert T.normalize_ws("") == ""
+
+
+def test_find_verbatim_returns_the_sources_own_span() -> None:
+    source = T.normalize_ws('He said “never again” and meant it.')
+    assert T.find_verbatim('said "never again"', source) == "said “never again”"
+    assert T.find_verbatim("said never again", source) is None
+    assert T.find_verbatim("", source) is None
+
+
+def test_is_verbatim_is_case_sensitive_and_rejects_empty_quotes() -> None:
+    assert T.is_verbatim("skate deck every summer", "my skate\n deck every summer")
+    assert not T.is_verbatim("Skate deck every summer", "my skate deck every summer")
+    assert not T.is_verbatim("  ", "anything")
+
+
+def test_source_text_normalises_once() -> None:
+    src = T.SourceText("a  b\nc", "u1", 0, text_id="t1")
+    assert src.normalized == "a b c" and src.normalized is src.normalized
+
+
+def test_name_key_ignores_case_accents_and_spacing() -> None:
+    assert T.name_key("  Zoë   the Barista ") == T.name_key("zoe the barista")
+    assert T.name_key("Anna") != T.name_key("Anne")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Demographics
+# ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "intervals"),
+    [
+        ("23-27", [(23, 27)]),
+        ("13–17", [(13, 17)]),
+        ("20s", [(20, 29)]),
+        ("late 20s", [(26, 29)]),
+        ("thirties", [(30, 39)]),
+        ("20多岁", [(20, 29)]),
+        ("30几岁", [(30, 39)]),
+        ("25岁", [(25, 25)]),
+        ("30+", [(30, 100)]),
+        ("over 40", [(40, 100)]),
+        ("under 18", [(0, 17)]),
+        ("aged 25", [(25, 25)]),
+        ("teenagers", [(13, 18)]),
+        ("青少年", [(13, 18)]),
+        ("retirees", [(60, 100)]),
+        ("80后", []),  # a birth decade, not an age
+        ("digital natives", []),
+    ],
+)
+def test_parse_age_intervals(text: str, intervals: list[tuple[float, float]]) -> None:
+    assert D.parse_age_intervals(text) == intervals
+
+
+def test_fits_age_with_tolerance() -> None:
+    assert D.fits_age(36, [(20, 29), (30, 39)])
+    assert not D.fits_age(30.5, [(20, 29)])
+    assert D.fits_age(30.5, [(20, 29)], tolerance=2)
+    assert not D.fits_age(30, [])
+
+
+@pytest.mark.parametrize(
+    ("text", "gender"),
+    [
+        ("female", "female"),
+        ("Mostly women (62%)", "female"),
+        ("F", "female"),
+        ("m", "male"),
+        ("guys", "male"),
+        ("男性", "male"),
+        ("女", "female"),
+        ("men and women", None),  # both
+        ("I'm a barista", None),  # one-letter codes only as a whole value
+        ("nerds", None),
+    ],
+)
+def test_gender_of(text: str, gender: str | None) -> None:
+    assert D.gender_of(text) == gender
+
+
+def test_genders_in_does_not_read_male_inside_female() -> None:
+    assert D.genders_in("female") == {"female"}
+    assert D.genders_in("males and females") == {"female", "male"}
+
+
+def test_gender_value_needs_the_whole_value() -> None:
+    assert D.gender_value(" Women ") == "female" and D.gender_value("M") == "male"
+    assert D.gender_value("Isle of Man") is None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Vectors
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_normalize_rows_keeps_zero_rows_and_dtype() -> None:
+    v = np.array([[3, 4], [0, 0]], dtype=np.float32)
+    out = V.normalize_rows(v)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, [[0.6, 0.8], [0, 0]])
+    assert V.normalize_rows([[1, 1]]).dtype == np.float64
+    assert V.normalize_rows(v, dtype=np.float64).dtype == np.float64
+
+
+def test_cosine() -> None:
+    assert V.cosine([1, 0], [2, 0]) == pytest.approx(1.0)
+    assert V.cosine([1, 0], [0, 3]) == pytest.approx(0.0)
+    assert V.cosine([1, 1], [-1, -1]) == pytest.approx(-1.0)
+    assert V.cosine([0, 0], [1, 0]) == 0.0
+
+
+def test_pairwise_cosine_matrix() -> None:
+    v = np.array([[2, 0], [1, 1], [0, 5]], dtype=np.float32)
+    sims = V.pairwise_cosine(v)
+    assert sims.shape == (3, 3) and sims.dtype == np.float64
+    np.testing.assert_allclose(np.diag(sims), 1.0)
+    np.testing.assert_allclose(sims, sims.T)
+    assert sims[0, 1] == pytest.approx(V.cosine(v[0], v[1])) == pytest.approx(np.sqrt(0.5))
+    assert sims[0, 2] == pytest.approx(0.0)
+
+
+def test_segment_centroids_are_normalised_means_of_unit_vectors() -> None:
+    unit = V.normalize_rows(np.array([[1, 0], [0, 1], [1, 0], [0, 1], [1, 1]], dtype=np.float32))
+    labels = np.array([0, 0, 1, 1, -1])
+    cents = V.segment_centroids(unit, labels)
+    assert cents.shape == (2, 2) and cents.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(cents, axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(cents[0], [np.sqrt(0.5), np.sqrt(0.5)], rtol=1e-6)  # noise row ignored
+    assert V.segment_centroids(unit, np.full(5, -1)).shape == (0, 2)
+
+
+def test_cosine_silhouette_separates_clear_clusters_and_needs_two() -> None:
+    rng = np.random.default_rng(0)
+    a = np.array([1.0, 0, 0]) + rng.normal(scale=0.05, size=(20, 3))
+    b = np.array([0, 1.0, 0]) + rng.normal(scale=0.05, size=(20, 3))
+    x = np.vstack([a, b])
+    labels = np.array([0] * 20 + [1] * 20)
+    score = V.cosine_silhouette(x, labels)
+    assert score is not None and score > 0.8
+    sampled = V.cosine_silhouette(x, labels, sample_size=10, seed=1)
+    assert sampled is not None and sampled > 0.8
+    assert V.cosine_silhouette(x, np.zeros(40, dtype=int)) is None  # one segment
+    assert V.cosine_silhouette(x[:2], np.array([0, 1])) is None  # every user its own segment
+    assert V.cosine_silhouette(x, np.full(40, -1)) is None  # all noise

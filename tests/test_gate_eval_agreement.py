@@ -1,0 +1,171 @@
+"""The persona gates and the eval must judge the same input the same way.
+
+The quote gate (personas/gates.py) decides which quotes a persona keeps; the grounding eval
+(evaluation/metrics.py) later checks that they are verbatim. The estimate gate decides which demographic
+estimates survive; the claims eval (evaluation/claims.py) checks them against the segment's members.
+If the two sides disagree, a run can pass its own gates and fail its evaluation, or the other way round.
+
+These tests use only the gate and eval entry points (not the shared helpers behind them), so they also
+pin what the code did before the helpers were shared: there the gate skipped Unicode NFC and the eval
+did not fold quote marks; the gate did not read "under 30" or "retirees", the claims eval did not read
+"40多岁" or map "women" onto an "f"/"m" column.
+"""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from persona_llm.evaluation import claims as C
+from persona_llm.evaluation import metrics as M
+from persona_llm.personas.gates import TextIndex, check_estimates, ground_quotes
+from persona_llm.schema.personas import DemographicEstimate, Demographics, DraftQuote, Persona
+from persona_llm.schema.segments import (
+    CategoricalSummary,
+    CategoryShare,
+    NumericSummary,
+    Segment,
+    SegmentQuality,
+)
+
+CASES = Path(__file__).resolve().parents[1] / "evals" / "cases"
+
+
+def _persona(quotes: Sequence[tuple[str, str, str]] = (), age: str = "unknown", gender: str = "unknown") -> Persona:
+    """A stored persona of segment 0 (from evals/cases/persona.json) with these quotes and estimates."""
+    data = json.loads((CASES / "persona.json").read_text(encoding="utf-8"))
+    data.update(persona_id="p0", segment_id=0, quotes=[{"text_id": t, "user_id": u, "text": q} for t, u, q in quotes])
+    for field, value in (("age_group", age), ("gender", gender)):
+        data["demographics"][field] = {
+            "value": value,
+            "confidence": "medium",
+            "source": "attribute",
+            "evidence": "",
+            "text_ids": [],
+        }
+    return Persona.model_validate(data)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Quotes
+# ---------------------------------------------------------------------------------------------------
+
+_CAFE = "Le café était vraiment trop cher pour nous cette année"
+_NFC, _NFD = unicodedata.normalize("NFC", _CAFE), unicodedata.normalize("NFD", _CAFE)
+_SKATE = "I renew my skate deck every summer, no matter the price."
+
+# (quote, source, verbatim?). The gate strips quote marks a model wraps around a whole quote before
+# matching; that is cleaning a draft, not matching, so no case here is wrapped.
+QUOTE_CASES = {
+    "exact": ("I renew my skate deck every summer", _SKATE, True),
+    "whitespace differs": ("I renew my  skate deck\nevery summer", "I renew my skate\tdeck every  summer.", True),
+    "NFC quote, NFD source": (_NFC, _NFD, True),
+    "NFD quote, NFC source": (_NFD, _NFC, True),
+    "straight quote marks, curly source": (
+        'She said "never again" about the deluxe model',
+        "She said “never again” about the deluxe model.",
+        True,
+    ),
+    "curly apostrophe, straight source": ("I don’t buy the deluxe model anymore", "I don't buy the deluxe model anymore.", True),
+    "case differs": ("i renew my skate deck every summer", _SKATE, False),
+    "a word changed": ("I renew my bike deck every summer", _SKATE, False),
+    "words left out": ("I renew my deck every summer", _SKATE, False),
+    "chinese, exact": ("宝宝用了这款纸尿裤以后再也没有红屁股了", "说真的，宝宝用了这款纸尿裤以后再也没有红屁股了！", True),
+    "chinese, invented": ("这款奶粉是我用过最好的东西", "说真的，宝宝用了这款纸尿裤以后再也没有红屁股了！", False),
+}
+
+
+def _gate_keeps(quote: str, source: str) -> list[str]:
+    index = TextIndex([("t1", "u1", 0, source)])
+    return [q.text for q in ground_quotes([DraftQuote(text_id="t1", text=quote)], 0, index).kept]
+
+
+def _eval_verifies(quote: str, source: str) -> bool:
+    rows = M.quote_checks([_persona([("t1", "u1", quote)])], {"t1": M.SourceText(source, "u1", 0)})
+    return bool(rows[0]["verbatim"])
+
+
+@pytest.mark.parametrize(("quote", "source", "verbatim"), list(QUOTE_CASES.values()), ids=list(QUOTE_CASES))
+def test_quote_gate_and_grounding_eval_agree(quote: str, source: str, verbatim: bool) -> None:
+    kept = _gate_keeps(quote, source)
+    assert bool(kept) is verbatim, "quote gate"
+    assert _eval_verifies(quote, source) is verbatim, "grounding eval"
+    # What the gate stores (the source's own span) is what the eval then checks.
+    assert all(_eval_verifies(q, source) for q in kept)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Demographic estimates
+# ---------------------------------------------------------------------------------------------------
+
+AGES = [41, 43, 44, 45, 45, 46, 47, 48, 50, 52]  # median 45.5
+GENDERS = ["f"] * 8 + ["m"] * 2  # f 80%
+
+
+def _segment() -> Segment:
+    return Segment(
+        segment_id=0,
+        size=len(AGES),
+        share=1.0,
+        n_texts=len(AGES),
+        keywords=[],
+        representative_text_ids=[],
+        representatives=[],
+        attributes={
+            "age": NumericSummary(count=len(AGES), mean=sum(AGES) / len(AGES), median=45.5, overall_mean=40.0),
+            "gender": CategoricalSummary(
+                count=len(GENDERS),
+                top=[CategoryShare(value="f", share=0.8, overall_share=0.5), CategoryShare(value="m", share=0.2, overall_share=0.5)],
+            ),
+        },
+        quality=SegmentQuality(mean_probability=0.9, cohesion=0.5),
+    )
+
+
+def _gate_keeps_estimate(field: str, value: str) -> bool:
+    unknown = DemographicEstimate.unknown()
+    parts = {"age_group": unknown, "gender": unknown, "location": unknown, "occupation": unknown}
+    parts[field] = DemographicEstimate(value=value, confidence="medium", source="attribute", evidence="model")
+    fixed, _ = check_estimates(Demographics(**parts), _segment(), TextIndex([]))
+    return str(getattr(fixed, field).value) != "unknown"
+
+
+def _eval_status(field: str, value: str) -> str:
+    members = pd.DataFrame(
+        {"user_id": [f"u{i}" for i in range(len(AGES))], "segment_id": 0, "age": AGES, "gender": GENDERS}
+    )
+    persona = _persona(**{"age" if field == "age_group" else "gender": value})
+    (check,) = [c for c in C.check_claims([persona], members) if c.field == field]
+    return check.status
+
+
+ESTIMATE_CASES = [
+    ("age_group", "40-49", True),
+    ("age_group", "40s", True),
+    ("age_group", "over 40", True),
+    ("age_group", "40多岁", True),
+    ("age_group", "20-29", False),
+    ("age_group", "20多岁", False),
+    ("age_group", "under 30", False),
+    ("age_group", "teenagers", False),
+    ("age_group", "retirees", False),
+    ("gender", "women", True),
+    ("gender", "female", True),
+    ("gender", "F", True),
+    ("gender", "mostly women", True),
+    ("gender", "ladies", True),
+    ("gender", "女性", True),
+    ("gender", "men", False),
+    ("gender", "男性", False),
+]
+
+
+@pytest.mark.parametrize(("field", "value", "supported"), ESTIMATE_CASES)
+def test_estimate_gate_and_claims_eval_agree(field: str, value: str, supported: bool) -> None:
+    assert _gate_keeps_estimate(field, value) is supported, "estimate gate"
+    assert (_eval_status(field, value) == "consistent") is supported, "claims eval"

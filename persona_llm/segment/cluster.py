@@ -74,7 +74,10 @@ class HDBSCANClusterer(BaseClusterer):
         self.reassign_threshold = reassign_threshold
         self.random_state = random_state
 
-    def fit(self, vectors: np.ndarray) -> HDBSCANClusterer:
+    def fit(self, vectors: np.ndarray, y: np.ndarray | None = None) -> HDBSCANClusterer:
+        """Cluster `vectors`; `y` must be None: HDBSCAN is unsupervised."""
+        if y is not None:
+            raise ConfigError("HDBSCANClusterer does not take labels")
         n = len(vectors)
         if n < 3:
             raise ConfigError(f"need at least 3 users to segment, got {n}")

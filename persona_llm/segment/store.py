@@ -26,13 +26,12 @@ import numpy as np
 
 from persona_llm.errors import BackendError
 from persona_llm.schema.segments import SegmentSet
+from persona_llm.segment.base import PERSONAS, SEGMENTS, TEXTS, BaseStore
 
-TEXTS = "texts"
-SEGMENTS = "segments"
-PERSONAS = "personas"
+__all__ = ["PERSONAS", "SEGMENTS", "TEXTS", "ChromaStore", "persona_document"]
 
 
-class ChromaStore:
+class ChromaStore(BaseStore):
     """Chroma `PersistentClient` at `path` by default; `HttpClient` when `url` is given.
 
     Parameters

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from persona_llm.schema.frames import TEXT, USER_ID, empty_rejects, make_rejects
+from persona_llm.segment.base import BaseUserAggregator
 
 
 @dataclass
@@ -20,7 +21,7 @@ class UserVectors:
     rejects: pd.DataFrame
 
 
-class UserAggregator:
+class UserAggregator(BaseUserAggregator):
     """Weighted mean of each user's text vectors, re-normalised.
 
     Parameters

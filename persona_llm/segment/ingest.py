@@ -34,8 +34,9 @@ from pydantic_core import PydanticCustomError
 
 from persona_llm.errors import ConfigError, InputError
 from persona_llm.schema.frames import INTERNAL_COLUMNS, REJECT_COLUMNS, SOURCE_ROW, TEXT, TEXT_ID, USER_ID, make_rejects
+from persona_llm.segment.base import BaseIngester
 
-__all__ = ["FORMATS", "ColumnMap", "IngestResult", "TextRow", "read_texts", "texts_from_frame"]
+__all__ = ["FORMATS", "ColumnMap", "IngestResult", "TableIngester", "TextRow", "read_texts", "texts_from_frame"]
 
 FORMATS = ("csv", "tsv", "jsonl", "json", "parquet")
 _EXTENSIONS = {
@@ -599,3 +600,26 @@ def texts_from_frame(data: pd.DataFrame, columns: ColumnMap) -> IngestResult:
     if len(data):
         digest.update(pd.util.hash_pandas_object(data.astype(str), index=False).to_numpy().tobytes())
     return _build(header, rows, {}, columns, where, digest.hexdigest(), "dataframe")
+
+
+# --------------------------------------------------------------------------- stage object
+
+
+class TableIngester(BaseIngester):
+    """The default ingest stage: `read_texts` for files, `texts_from_frame` for DataFrames.
+
+    Parameters
+    ----------
+    format:
+        "csv", "tsv", "jsonl", "json" or "parquet" for every file read; None (default) takes it from
+        the file extension, else from the first bytes of the file.
+    """
+
+    def __init__(self, format: str | None = None) -> None:
+        self.format = format
+
+    def read_file(self, path: str | Path, columns: ColumnMap, *, max_rows: int | None = None) -> IngestResult:
+        return read_texts(path, columns, format=self.format, max_rows=max_rows)
+
+    def read_frame(self, data: pd.DataFrame, columns: ColumnMap) -> IngestResult:
+        return texts_from_frame(data, columns)

@@ -2,8 +2,8 @@
 
 `SegmentPipeline` is a scikit-learn-style object: parameters in the constructor, `fit` on a texts
 frame (or `fit_file` on a file), learned state in attributes with a trailing underscore, and `save`
-to write a run directory (layout in `persona_llm/segments.py`). Every stage is an object with a
-tiny interface (`persona_llm/base.py`), so any of them can be swapped, or skipped with a no-op.
+to write a run directory (layout in `persona_llm/schema/segments.py`). Every stage is an object with
+a tiny interface (`persona_llm/segment/base.py`), so any of them can be swapped, or skipped with a no-op.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import contextlib
 import hashlib
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, cast
 
 import numpy as np
 import pandas as pd
@@ -23,52 +23,70 @@ import pandas as pd
 from persona_llm import __version__
 from persona_llm.common.vectors import segment_centroids
 from persona_llm.errors import ConfigError, InputError
-from persona_llm.runs.rundir import STORE, RunDir
+from persona_llm.runs.rundir import RunDir
 from persona_llm.schema.frames import (
     LANGUAGE,
-    SOURCE_ROW,
     TEXT,
     TEXT_ID,
     USER_ID,
-    attribute_columns,
     concat_rejects,
 )
 from persona_llm.schema.manifest import RowCounts, RunManifest, package_versions, peak_rss_mb
 from persona_llm.schema.segments import Segment, SegmentQuality, SegmentSet
-from persona_llm.segment.base import BaseCleaner, BaseClusterer, BaseEmbedder, BaseReducer, StageResult
-from persona_llm.segment.cluster import HDBSCANClusterer
-from persona_llm.segment.describe import (
-    KeywordExtractor,
-    representatives_for,
-    summarizable_columns,
-    summarize_attributes,
-    user_attribute_table,
+from persona_llm.segment.base import (
+    BaseCleaner,
+    BaseClusterer,
+    BaseDescriber,
+    BaseEmbedder,
+    BaseIngester,
+    BaseReducer,
+    BaseStore,
+    BaseUserAggregator,
+    SegmentDescription,
 )
+from persona_llm.segment.cluster import HDBSCANClusterer
+from persona_llm.segment.describe import SegmentDescriber
+from persona_llm.segment.ingest import ColumnMap, IngestResult, TableIngester
 from persona_llm.segment.reduce import get_reducer, reducer_label
 from persona_llm.segment.store import ChromaStore
 from persona_llm.segment.users import LexicalUserFeatures, UserAggregator, combine_views
 
 StageHook = Callable[[str, Literal["start", "end"], float], None]
 STAGES = ("ingest", "clean", "embed", "users", "reduce", "cluster", "describe", "store")
+#: Segment ids given to `fit(..., y=)`, by user id (a user it does not name stays unassigned, -1).
+UserLabels = Mapping[str, int] | pd.Series
+_Stage = TypeVar("_Stage")
 
 
 class SegmentPipeline:
     """Segments users by what they write.
 
-    Parameters (all optional; defaults were chosen by measurement, see bench/bench_segment.py)
-    ----------
-    cleaner: a BaseCleaner, None for the default TextCleaner, or "skip".
+    Stages: each is an object behind a base class in `persona_llm/segment/base.py`. None (the default)
+    builds the default object from the settings further down; an object replaces it, and that stage's
+    settings below are then ignored (the object has its own).
+
+    ingester: a BaseIngester; None: TableIngester (CSV/TSV/JSONL/JSON/Parquet, gzip too, and DataFrames).
+    cleaner: a BaseCleaner; None: TextCleaner. NoCleaner() skips cleaning.
     embedder: "minilm" (bundled all-MiniLM-L6-v2), "e5-multilingual" (bundled multilingual-e5-small),
         "auto" (e5 when most texts are not English), any sentence-transformers path, or a BaseEmbedder.
+    user_aggregator: a BaseUserAggregator; None: UserAggregator(min_texts, weighting).
+    reducer: "auto" (UMAP to 5-d from 2000 users up, else none; see persona_llm.segment.reduce), "none",
+        "pca[:N]", "umap[:N]" or a BaseReducer. NoReducer() (or "none") skips reduction.
+    clusterer: a BaseClusterer; None: HDBSCANClusterer with the settings below. GivenLabels() keeps the
+        segment ids passed as `fit(..., y=)` instead of clustering.
+    describer: a BaseDescriber; None: SegmentDescriber(n_keywords, n_representatives, mmr_diversity).
+    The store is chosen when saving: `save(out_dir, store=...)`.
+
+    Settings (all optional; defaults were chosen by measurement, see bench/bench_segment.py)
+    --------
     embedding_backend: "torch", "onnx" or "onnx-int8" for sentence-transformers models (None: default).
     cache_dir: embedding cache directory (None: the user cache; "none" disables caching).
     min_texts: users with fewer cleaned texts are not segmented (their rows go to rejects).
+    weighting: "length" or "uniform" weights of a user's texts in their vector.
     lexical_weight: share of a TF-IDF/SVD word view in the vectors HDBSCAN clusters (0: embeddings only);
         centroids, representatives and the store always use the semantic embeddings.
-    reducer: "auto" (UMAP to 5-d from 2000 users up, else none; see persona_llm.segment.reduce), "none",
-        "pca[:N]", "umap[:N]" or a BaseReducer.
     min_cluster_size, min_samples, engine, cluster_selection_method, reassign_outliers,
-    reassign_threshold: HDBSCAN settings (see HDBSCANClusterer); or pass `clusterer` to replace it.
+    reassign_threshold: HDBSCAN settings (see HDBSCANClusterer).
     n_keywords, n_representatives, mmr_diversity: describe-stage settings.
     random_state: seeds every stochastic step.
     """
@@ -76,10 +94,12 @@ class SegmentPipeline:
     def __init__(
         self,
         *,
-        cleaner: BaseCleaner | Literal["skip"] | None = None,
+        ingester: BaseIngester | None = None,
+        cleaner: BaseCleaner | None = None,
         embedder: str | BaseEmbedder = "auto",
         embedding_backend: str | None = None,
         cache_dir: str | Path | None = None,
+        user_aggregator: BaseUserAggregator | None = None,
         min_texts: int = 1,
         weighting: Literal["length", "uniform"] = "length",
         lexical_weight: float = 0.3,
@@ -92,6 +112,7 @@ class SegmentPipeline:
         cluster_selection_method: Literal["eom", "leaf"] = "leaf",
         reassign_outliers: bool = True,
         reassign_threshold: float = 0.3,
+        describer: BaseDescriber | None = None,
         n_keywords: int = 10,
         n_representatives: int = 8,
         mmr_diversity: float = 0.3,
@@ -99,10 +120,12 @@ class SegmentPipeline:
         show_progress: bool = False,
         stage_hook: StageHook | None = None,
     ) -> None:
+        self.ingester = ingester
         self.cleaner = cleaner
         self.embedder = embedder
         self.embedding_backend = embedding_backend
         self.cache_dir = cache_dir
+        self.user_aggregator = user_aggregator
         self.min_texts = min_texts
         self.weighting = weighting
         self.lexical_weight = lexical_weight
@@ -115,6 +138,7 @@ class SegmentPipeline:
         self.cluster_selection_method = cluster_selection_method
         self.reassign_outliers = reassign_outliers
         self.reassign_threshold = reassign_threshold
+        self.describer = describer
         self.n_keywords = n_keywords
         self.n_representatives = n_representatives
         self.mmr_diversity = mmr_diversity
@@ -124,7 +148,11 @@ class SegmentPipeline:
 
     # --- parameters ----------------------------------------------------------------------------
     def get_params(self) -> dict[str, Any]:
-        """Constructor parameters as JSON-able values (for the manifest and the run id)."""
+        """Constructor parameters as JSON-able values (for the manifest and the run id).
+
+        A stage object given in place of a default is recorded by class and parameters; a default
+        one is not recorded (its settings are), except the cleaner, recorded as "default".
+        """
         out: dict[str, Any] = {}
         for key in (
             "embedder", "embedding_backend", "cache_dir", "min_texts", "weighting", "lexical_weight",
@@ -134,25 +162,26 @@ class SegmentPipeline:
         ):
             val = getattr(self, key)
             out[key] = val if isinstance(val, (str, int, float, bool, type(None))) else type(val).__name__
-        out["cleaner"] = "default" if self.cleaner is None else (
-            self.cleaner if isinstance(self.cleaner, str) else _describe_object(self.cleaner)
-        )
-        if self.clusterer is not None:
-            out["clusterer"] = _describe_object(self.clusterer)
+        out["cleaner"] = "default" if self.cleaner is None else _describe_object(self.cleaner)
+        for key in ("ingester", "user_aggregator", "clusterer", "describer"):
+            stage = getattr(self, key)
+            if stage is not None:
+                out[key] = _describe_object(stage)
         return out
 
     # --- fitting -------------------------------------------------------------------------------
-    def fit_file(self, path: str | Path, columns: Any, *, max_rows: int | None = None) -> SegmentPipeline:
-        """Read `path` (CSV, JSONL, Parquet, gzip too) with a `ColumnMap`, then `fit`."""
-        from persona_llm.segment.ingest import read_texts
+    def fit_file(
+        self, path: str | Path, columns: ColumnMap, *, max_rows: int | None = None, y: UserLabels | None = None
+    ) -> SegmentPipeline:
+        """Read `path` (CSV, JSONL, Parquet, gzip too) with a `ColumnMap`, then segment its users.
 
+        `y`: segment id by user id, for a clusterer that takes labels (GivenLabels).
+        """
         self.timings_: dict[str, float] = {}
+        self.ingester_: BaseIngester = self._stage_object("ingester", BaseIngester, TableIngester)
         with self._stage("ingest"):
-            result = read_texts(path, columns, max_rows=max_rows)
-        return self._fit(
-            result.texts, result.rejects, rows_read=result.rows_read, input_path=str(path),
-            input_sha256=result.file_sha256, input_format=result.format,
-        )
+            result = self.ingester_.read_file(path, columns, max_rows=max_rows)
+        return self._fit(result, input_path=str(path), y=y)
 
     def fit(
         self,
@@ -161,39 +190,32 @@ class SegmentPipeline:
         text_column: str = TEXT,
         id_column: str | None = None,
         attribute_columns: list[str] | None = None,
+        y: UserLabels | None = None,
     ) -> SegmentPipeline:
-        """Segment the users of a DataFrame with one row per text."""
-        from persona_llm.segment.ingest import ColumnMap, texts_from_frame
+        """Segment the users of a DataFrame with one row per text.
 
+        `y`: segment id by user id, for a clusterer that takes labels (GivenLabels).
+        """
         self.timings_ = {}
         columns = ColumnMap(
             user_column=user_column, text_column=text_column, id_column=id_column, attribute_columns=attribute_columns
         )
+        self.ingester_ = self._stage_object("ingester", BaseIngester, TableIngester)
         with self._stage("ingest"):
-            result = texts_from_frame(data, columns)
-        return self._fit(
-            result.texts, result.rejects, rows_read=result.rows_read, input_path="<dataframe>",
-            input_sha256=result.file_sha256, input_format="dataframe",
-        )
+            result = self.ingester_.read_frame(data, columns)
+        return self._fit(result, input_path="<dataframe>", y=y)
 
-    def _fit(
-        self,
-        texts: pd.DataFrame,
-        ingest_rejects: pd.DataFrame,
-        *,
-        rows_read: int,
-        input_path: str,
-        input_sha256: str,
-        input_format: str,
-    ) -> SegmentPipeline:
+    def _fit(self, ingested: IngestResult, *, input_path: str, y: UserLabels | None) -> SegmentPipeline:
         started = datetime.now(UTC)
-        rejects = [ingest_rejects]
+        rejects = [ingested.rejects]
+        texts = ingested.texts
         if texts.empty:
             raise InputError("no usable rows after reading", path=input_path)
 
         # Clean
+        self.cleaner_: BaseCleaner = self._stage_object("cleaner", BaseCleaner, _default_cleaner)
         with self._stage("clean"):
-            cleaned = self._clean(texts)
+            cleaned = self.cleaner_.transform(texts)
         rejects.append(cleaned.rejects)
         texts = cleaned.texts.reset_index(drop=True)
         if texts.empty:
@@ -206,16 +228,18 @@ class SegmentPipeline:
         self.embedder_ = embedder
 
         # Users
+        self.user_aggregator_: BaseUserAggregator = self._stage_object(
+            "user_aggregator", BaseUserAggregator, lambda: UserAggregator(min_texts=self.min_texts, weighting=self.weighting)
+        )
         with self._stage("users"):
-            users = UserAggregator(min_texts=self.min_texts, weighting=self.weighting).fit_transform(texts, vectors)
+            users = self.user_aggregator_.fit_transform(texts, vectors)
         rejects.append(users.rejects)
         texts = texts.loc[users.text_mask].reset_index(drop=True)
         vectors = vectors[users.text_mask]
         if len(users.user_ids) < 3:
+            rule = f" with at least min_texts={self.min_texts} texts" if self.user_aggregator is None else ""
             raise InputError(
-                f"only {len(users.user_ids)} user(s) left with at least min_texts={self.min_texts} texts; "
-                "need at least 3 to segment",
-                path=input_path,
+                f"only {len(users.user_ids)} user(s) left{rule}; need at least 3 to segment", path=input_path
             )
 
         # Reduce + cluster
@@ -230,35 +254,36 @@ class SegmentPipeline:
                 self.reducer, random_state=self.random_state, n_users=len(users.user_ids)
             )
             reduced = reducer.fit_transform(features)
+        clusterer: BaseClusterer = self._stage_object("clusterer", BaseClusterer, self._default_clusterer)
         with self._stage("cluster"):
-            clusterer = self.clusterer or HDBSCANClusterer(
-                min_cluster_size=self.min_cluster_size,
-                min_samples=self.min_samples,
-                engine=self.engine,
-                cluster_selection_method=self.cluster_selection_method,
-                reassign_outliers=self.reassign_outliers,
-                reassign_threshold=self.reassign_threshold,
-                random_state=self.random_state,
-            )
-            clusterer.fit(reduced)
+            if y is None:  # a clusterer written as fit(vectors) still works
+                clusterer.fit(reduced)
+            else:
+                clusterer.fit(reduced, y=_labels_by_user(y, users.user_ids))
             labels = np.asarray(clusterer.labels_, dtype=np.int64)
             probabilities = np.asarray(clusterer.probabilities_, dtype=np.float64)
-            quality_fn = getattr(clusterer, "quality", None)
-            quality = quality_fn(reduced) if callable(quality_fn) else {}
+            quality = clusterer.quality(reduced)
         self.clusterer_ = clusterer
         self.reducer_ = reducer
 
         # Describe
+        self.describer_: BaseDescriber = self._stage_object(
+            "describer",
+            BaseDescriber,
+            lambda: SegmentDescriber(
+                n_keywords=self.n_keywords, n_representatives=self.n_representatives, mmr_diversity=self.mmr_diversity
+            ),
+        )
         with self._stage("describe"):
             user_index = {u: i for i, u in enumerate(users.user_ids)}
             text_user_rows = np.array([user_index[u] for u in texts[USER_ID].astype(str)], dtype=np.int64)
             text_labels = labels[text_user_rows]
             texts["segment_id"] = text_labels
             centroids = segment_centroids(users.vectors, labels)
-            run_id = self._run_id(input_sha256, started)
-            segment_set = self._describe(
-                run_id, texts, vectors, text_labels, users.user_ids, users.n_texts, users.vectors, labels,
-                probabilities, centroids, quality,
+            run_id = self._run_id(ingested.file_sha256, started, y)
+            descriptions = self.describer_.describe(texts, vectors, users.user_ids, labels, centroids)
+            segment_set = _segment_set(
+                run_id, texts, text_labels, users.vectors, labels, probabilities, centroids, quality, descriptions
             )
 
         all_rejects = concat_rejects(rejects)
@@ -270,7 +295,7 @@ class SegmentPipeline:
         self.user_n_texts_ = users.n_texts
         self.labels_ = labels
         self.probabilities_ = probabilities
-        self.assigned_by_ = np.asarray(getattr(clusterer, "assigned_by_", np.where(labels >= 0, "cluster", "noise")))
+        self.assigned_by_ = np.asarray(clusterer.assigned_by_)
         self.centroids_ = centroids
         self.segments_ = segment_set
         self.rejects_ = all_rejects
@@ -281,10 +306,10 @@ class SegmentPipeline:
             created_at=started.isoformat(timespec="seconds"),
             package_version=__version__,
             input_path=input_path,
-            input_sha256=input_sha256,
-            input_format=input_format,
+            input_sha256=ingested.file_sha256,
+            input_format=ingested.format,
             rows=RowCounts(
-                read=rows_read,
+                read=ingested.rows_read,
                 rejected=len(all_rejects),
                 kept=len(texts),
                 rejected_by_stage={str(k): int(v) for k, v in by_stage.items()},
@@ -299,38 +324,43 @@ class SegmentPipeline:
             clean_counts={str(k): int(v) for k, v in cleaned.counts.items()},
             parameters={
                 **self.get_params(),
-                "min_cluster_size_used": getattr(clusterer, "min_cluster_size_", None),
-                "min_samples_used": getattr(clusterer, "min_samples_", None),
-                "engine_used": getattr(clusterer, "engine_", None),
+                "min_cluster_size_used": clusterer.min_cluster_size_,
+                "min_samples_used": clusterer.min_samples_,
+                "engine_used": clusterer.engine_,
                 "reducer_used": reducer_label(reducer),
             },
             models={"embedder": embedder.model_id},
             versions=package_versions(),
             timings_s={k: round(v, 3) for k, v in self.timings_.items()},
             peak_rss_mb=peak_rss_mb(),
-            embedding_cache={
-                "hits": int(getattr(embedder, "hits_", 0)),
-                "misses": int(getattr(embedder, "misses_", 0)),
-            },
+            embedding_cache={"hits": int(embedder.hits_), "misses": int(embedder.misses_)},
         )
         return self
 
     # --- stages --------------------------------------------------------------------------------
-    def _clean(self, texts: pd.DataFrame) -> StageResult:
-        if self.cleaner == "skip":
-            from persona_llm.segment.language import detect_language
+    def _stage_object(self, name: str, base: type, default: Callable[[], _Stage]) -> _Stage:
+        """The stage object given as parameter `name` (an instance of `base`), or `default()` when None."""
+        # `base` is not type[_Stage]: mypy accepts only concrete classes there, and the bases are abstract.
+        given = getattr(self, name)
+        if given is None:
+            return default()
+        if not isinstance(given, base):
+            raise ConfigError(
+                f"{name} must be a {base.__name__} or None (the default), got {given!r}; "
+                "see persona_llm/segment/base.py for the no-op objects that skip a stage"
+            )
+        return cast(_Stage, given)
 
-            out = texts.copy()
-            if LANGUAGE not in out.columns:
-                out[LANGUAGE] = [detect_language(t) for t in out[TEXT].astype(str)]
-            return StageResult(texts=out, counts={"kept": len(out)})
-        if self.cleaner is None:
-            from persona_llm.segment.clean import TextCleaner
-
-            return TextCleaner().transform(texts)
-        if isinstance(self.cleaner, BaseCleaner):
-            return self.cleaner.transform(texts)
-        raise ConfigError(f"cleaner must be a BaseCleaner, None or 'skip', got {self.cleaner!r}")
+    def _default_clusterer(self) -> BaseClusterer:
+        return HDBSCANClusterer(
+            min_cluster_size=self.min_cluster_size,
+            min_samples=self.min_samples,
+            engine=self.engine,
+            cluster_selection_method=self.cluster_selection_method,
+            reassign_outliers=self.reassign_outliers,
+            reassign_threshold=self.reassign_threshold,
+            random_state=self.random_state,
+        )
 
     def _embedder(self, texts: pd.DataFrame) -> BaseEmbedder:
         from persona_llm.segment import embed
@@ -352,65 +382,6 @@ class SegmentPipeline:
         cache = embed.EmbeddingCache(path=self.cache_dir) if self.cache_dir else embed.EmbeddingCache()
         return embed.CachedEmbedder(base, cache)
 
-    def _describe(
-        self,
-        run_id: str,
-        texts: pd.DataFrame,
-        vectors: np.ndarray,
-        text_labels: np.ndarray,
-        user_ids: np.ndarray,
-        user_n_texts: np.ndarray,
-        user_vectors: np.ndarray,
-        labels: np.ndarray,
-        probabilities: np.ndarray,
-        centroids: np.ndarray,
-        quality: dict[str, float | None],
-    ) -> SegmentSet:
-        keywords = KeywordExtractor(top_n=self.n_keywords).fit_transform(
-            texts[TEXT].tolist(), text_labels, user_ids=texts[USER_ID].astype(str).tolist()
-        )
-        attrs = attribute_columns(texts.drop(columns=["segment_id"], errors="ignore"))
-        attrs = summarizable_columns(texts, [a for a in attrs if a != SOURCE_ROW])
-        user_table = user_attribute_table(texts, user_ids, attrs)
-        summaries = summarize_attributes(user_table.reset_index(drop=True), labels, attrs)
-        n_users = len(user_ids)
-        segments = []
-        for s in range(len(centroids)):
-            members = labels == s
-            t_mask = text_labels == s
-            seg_texts = texts.loc[t_mask].reset_index(drop=True)
-            reps = representatives_for(
-                seg_texts, vectors[t_mask], centroids[s], k=self.n_representatives, diversity=self.mmr_diversity
-            )
-            langs = seg_texts[LANGUAGE].value_counts(normalize=True).head(5) if LANGUAGE in seg_texts else {}
-            cohesion = float((user_vectors[members] @ centroids[s]).mean())
-            segments.append(
-                Segment(
-                    segment_id=s,
-                    size=int(members.sum()),
-                    share=round(float(members.sum()) / n_users, 4),
-                    n_texts=int(t_mask.sum()),
-                    keywords=keywords.get(s, []),
-                    representative_text_ids=[r.text_id for r in reps],
-                    representatives=reps,
-                    attributes=summaries.get(s, {}),
-                    languages={str(k): round(float(v), 4) for k, v in dict(langs).items()},
-                    quality=SegmentQuality(
-                        mean_probability=round(float(probabilities[members].mean()), 4),
-                        cohesion=round(cohesion, 4),
-                    ),
-                )
-            )
-        return SegmentSet(
-            run_id=run_id,
-            n_users=n_users,
-            n_assigned=int((labels >= 0).sum()),
-            coverage=round(float((labels >= 0).mean()), 4),
-            noise_share=round(float((labels < 0).mean()), 4),
-            segments=segments,
-            quality={k: (round(v, 4) if isinstance(v, float) else v) for k, v in quality.items()},
-        )
-
     # --- output --------------------------------------------------------------------------------
     def assignments(self) -> pd.DataFrame:
         """One row per segmented user: user_id, segment_id (-1 unassigned), probability, assigned_by."""
@@ -425,7 +396,7 @@ class SegmentPipeline:
             }
         )
 
-    def save(self, out_dir: str | Path, store: ChromaStore | None = None, *, overwrite: bool = False) -> Path:
+    def save(self, out_dir: str | Path, store: BaseStore | None = None, *, overwrite: bool = False) -> Path:
         """Write the run directory `out_dir` atomically: it is written beside and moved into place when
         complete, so a failed save leaves what was there. `out_dir` must be new, empty, or (with
         `overwrite`) an existing run; any other folder is refused untouched.
@@ -438,7 +409,7 @@ class SegmentPipeline:
             self.write(run, store)
         return run.path
 
-    def write(self, run: RunDir, store: ChromaStore | None = None) -> RunDir:
+    def write(self, run: RunDir, store: BaseStore | None = None) -> RunDir:
         """Write every artifact of the fitted run into `run` (a new or staging run directory) and the store."""
         self._check_fitted()
         t0 = time.perf_counter()
@@ -452,12 +423,7 @@ class SegmentPipeline:
             target = store or ChromaStore(path=run.store_path)
             counts = target.write_segments(self.segments_, self.centroids_, self._representative_vectors())
             target.close()  # the run folder may be renamed next (staging -> runs/)
-        self.manifest_.store = {
-            "kind": "http" if target.url else "persistent",
-            "location": target.url or STORE,
-            "collections_prefix": target.prefix,
-            **counts,
-        }
+        self.manifest_.store = {**target.manifest_record(), **counts}
         self.manifest_.timings_s["store"] = round(self.timings_.get("store", 0.0), 3)
         self.manifest_.timings_s["save"] = round(time.perf_counter() - t0, 3)
         self.manifest_.peak_rss_mb = peak_rss_mb()
@@ -486,14 +452,87 @@ class SegmentPipeline:
             if self.stage_hook:
                 self.stage_hook(name, "end", elapsed)
 
-    def _run_id(self, input_sha256: str, started: datetime) -> str:
+    def _run_id(self, input_sha256: str, started: datetime, y: UserLabels | None = None) -> str:
         params = json.dumps(self.get_params(), sort_keys=True, default=str)
-        digest = hashlib.sha256(f"{input_sha256}\0{params}".encode()).hexdigest()[:8]
+        key = f"{input_sha256}\0{params}"
+        if y is not None:  # given labels change the segments as much as the input does
+            key += "\0" + json.dumps(sorted((str(k), str(v)) for k, v in dict(y).items()))
+        digest = hashlib.sha256(key.encode()).hexdigest()[:8]
         return f"{started:%Y%m%dT%H%M%S}-{digest}"
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "segments_"):
             raise RuntimeError("SegmentPipeline is not fitted yet: call fit() or fit_file() first")
+
+
+def _default_cleaner() -> BaseCleaner:
+    from persona_llm.segment.clean import TextCleaner
+
+    return TextCleaner()
+
+
+def _labels_by_user(y: UserLabels, user_ids: np.ndarray) -> np.ndarray:
+    """`y` (segment id by user id) in the order of `user_ids`; a user it does not name gets -1."""
+    given = y.copy() if isinstance(y, pd.Series) else pd.Series(dict(y), dtype=object)
+    given.index = given.index.astype(str)
+    if not given.index.is_unique:
+        raise ConfigError("y gives some user more than one segment id")
+    try:
+        values = pd.to_numeric(given.reindex(user_ids)).fillna(-1).to_numpy(dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"y: segment ids must be integers ({exc})") from None
+    if (values != np.round(values)).any():
+        raise ConfigError("y: segment ids must be integers")
+    return values.astype(np.int64)
+
+
+def _segment_set(
+    run_id: str,
+    texts: pd.DataFrame,
+    text_labels: np.ndarray,
+    user_vectors: np.ndarray,
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    centroids: np.ndarray,
+    quality: dict[str, float | None],
+    descriptions: dict[int, SegmentDescription],
+) -> SegmentSet:
+    """The segments with their sizes, languages and quality, plus what the describer said of each."""
+    n_users = len(labels)
+    segments = []
+    for s in sorted({int(label) for label in labels if label >= 0}):
+        members = labels == s
+        in_segment = text_labels == s
+        seg_texts = texts.loc[in_segment]
+        langs = seg_texts[LANGUAGE].value_counts(normalize=True).head(5) if LANGUAGE in seg_texts else {}
+        cohesion = float((user_vectors[members] @ centroids[s]).mean())
+        description = descriptions.get(s, SegmentDescription())
+        segments.append(
+            Segment(
+                segment_id=s,
+                size=int(members.sum()),
+                share=round(float(members.sum()) / n_users, 4),
+                n_texts=int(in_segment.sum()),
+                keywords=description.keywords,
+                representative_text_ids=[r.text_id for r in description.representatives],
+                representatives=description.representatives,
+                attributes=description.attributes,
+                languages={str(k): round(float(v), 4) for k, v in dict(langs).items()},
+                quality=SegmentQuality(
+                    mean_probability=round(float(probabilities[members].mean()), 4),
+                    cohesion=round(cohesion, 4),
+                ),
+            )
+        )
+    return SegmentSet(
+        run_id=run_id,
+        n_users=n_users,
+        n_assigned=int((labels >= 0).sum()),
+        coverage=round(float((labels >= 0).mean()), 4),
+        noise_share=round(float((labels < 0).mean()), 4),
+        segments=segments,
+        quality={k: (round(v, 4) if isinstance(v, float) else v) for k, v in quality.items()},
+    )
 
 
 def _describe_object(obj: object) -> str:

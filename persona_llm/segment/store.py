@@ -26,15 +26,14 @@ from urllib.parse import urlparse
 import numpy as np
 
 from persona_llm.errors import BackendError
-from persona_llm.runs.rundir import MANIFEST, RunDir
+from persona_llm.runs.rundir import MANIFEST, STORE, RunDir
 from persona_llm.schema.segments import SegmentSet
+from persona_llm.segment.base import PERSONAS, SEGMENTS, TEXTS, BaseStore
 
-TEXTS = "texts"
-SEGMENTS = "segments"
-PERSONAS = "personas"
+__all__ = ["PERSONAS", "SEGMENTS", "TEXTS", "ChromaStore", "persona_document"]
 
 
-class ChromaStore:
+class ChromaStore(BaseStore):
     """Chroma `PersistentClient` at `path` by default; `HttpClient` when `url` is given.
 
     Parameters
@@ -76,6 +75,14 @@ class ChromaStore:
                 where = self.url or self.path
                 raise BackendError(f"cannot open the Chroma store at {where}: {exc}") from exc
         return self.client_
+
+    def manifest_record(self) -> dict[str, Any]:
+        # A persistent store lives inside its run ("chroma/"), wherever the run folder is moved.
+        return {
+            "kind": "http" if self.url else "persistent",
+            "location": self.url or STORE,
+            "collections_prefix": self.prefix,
+        }
 
     def close(self) -> None:
         """Release a persistent store's files (Chroma caches one open system per path), so its folder

@@ -10,6 +10,7 @@ import pandas as pd
 
 from persona_llm.common.vectors import normalize_rows
 from persona_llm.schema.frames import TEXT, USER_ID, empty_rejects, make_rejects
+from persona_llm.segment.base import BaseUserAggregator
 
 
 @dataclass
@@ -21,7 +22,7 @@ class UserVectors:
     rejects: pd.DataFrame
 
 
-class UserAggregator:
+class UserAggregator(BaseUserAggregator):
     """Weighted mean of each user's text vectors, re-normalised.
 
     Parameters

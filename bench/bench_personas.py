@@ -18,7 +18,6 @@ largest pairwise persona similarity (MiniLM). Replies are never taken from the r
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import tempfile
@@ -35,10 +34,11 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(ROOT))
 
-from persona_llm.cli.personas import llm_settings_from_options  # noqa: E402
 from persona_llm.common.demographics import fits_age, gender_of, parse_age_intervals  # noqa: E402
 from persona_llm.common.textmatch import is_verbatim  # noqa: E402
 from persona_llm.personas.writer import PersonaWriteError, PersonaWriter  # noqa: E402
+from persona_llm.runs.rundir import RunDir  # noqa: E402
+from persona_llm.workflows import llm_settings  # noqa: E402
 
 console = Console()
 
@@ -57,13 +57,13 @@ def blog_run(out: Path, bloggers: int, posts_per_blogger: int, seed: int) -> tup
     data = df[["blogger_id", "text"]].rename(columns={"blogger_id": "user_id"})
     started = time.perf_counter()
     pipe = SegmentPipeline(embedder="minilm", random_state=seed).fit(data, attribute_columns=[])
-    pipe.save(out)
+    pipe.save(out, overwrite=True)
     console.print(f"segmented {bloggers} bloggers / {len(df)} posts in {time.perf_counter() - started:.0f}s")
     return out, labels
 
 
 def demographics_table(run_dir: Path, personas: list[Any], labels: pd.DataFrame) -> Table:
-    assign = pd.read_csv(run_dir / "assignments.csv", dtype={"user_id": str})
+    assign = RunDir.open(run_dir).load_assignments()
     overall_f = float((labels["gender"] == "female").mean())
     table = Table(title=f"Stated demographics vs true labels (all users: {overall_f * 100:.0f}% female)")
     for col in ("segment", "users", "stated age (conf, source)", "members in stated range", "true age groups",
@@ -88,7 +88,7 @@ def demographics_table(run_dir: Path, personas: list[Any], labels: pd.DataFrame)
 def verify_quotes(run_dir: Path, personas: list[Any]) -> tuple[int, int]:
     """A re-check of what the gate kept: (verified, total) quotes verbatim (the eval's rules) in a text of
     their segment."""
-    texts = pd.read_parquet(run_dir / "texts.parquet", columns=["text_id", "segment_id", "text"])
+    texts = RunDir.open(run_dir).load_texts(["text_id", "segment_id", "text"])
     by_id = {str(r.text_id): (int(r.segment_id), str(r.text)) for r in texts.itertuples()}
     ok = total = 0
     for p in personas:
@@ -130,15 +130,15 @@ def main() -> None:
         if args.blog_labels:
             df = pd.read_csv(SHARED / "blog_authorship" / "posts.csv.gz", dtype={"blogger_id": str})
             labels = df.groupby("blogger_id")[["gender", "age", "age_group"]].first()
-    segments = json.loads((run_dir / "segments.json").read_text(encoding="utf-8"))["segments"]
+    run = RunDir.open(run_dir)
+    segments = run.load_segments().segments
     if args.segments:
         ids = [int(s) for s in args.segments.split(",")]
     else:
-        ids = [s["segment_id"] for s in sorted(segments, key=lambda s: -s["size"])[: args.max_personas]]
-    settings = llm_settings_from_options(
-        args.llm, args.llm_url, args.llm_model, None, args.threads, args.concurrency,
-        use_cache=False,
-    )  # fmt: skip
+        ids = [s.segment_id for s in sorted(segments, key=lambda s: -s.size)[: args.max_personas]]
+    settings = llm_settings(
+        args.llm, args.llm_url, args.llm_model, threads=args.threads, concurrency=args.concurrency, use_cache=False
+    )
     writer = PersonaWriter(settings, language=args.language, embedder="minilm", write_store=False)
     started = time.perf_counter()
     failures: dict[int, str] = {}
@@ -146,9 +146,7 @@ def main() -> None:
         personas = writer.write(run_dir, ids)
     except PersonaWriteError as exc:
         failures = exc.failures
-        from persona_llm.schema.personas import load_personas
-
-        personas = load_personas(run_dir / "personas.json")
+        personas = run.load_personas()
     wall = time.perf_counter() - started
     stats = writer.stats_
     ok, total = verify_quotes(run_dir, personas)

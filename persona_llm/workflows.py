@@ -103,14 +103,19 @@ def llm_settings(
     api_key_env: str | None = None,
     threads: int | None = None,
     concurrency: int | None = None,
+    **extra: Any,
 ) -> Any:
-    """LLMSettings from explicit choices over the PERSONA_LLM_* environment variables."""
+    """LLMSettings from explicit choices over the PERSONA_LLM_* environment variables (`extra`: any other
+    LLMSettings field). An unknown backend name fails here, before any work, not after segmentation."""
     from persona_llm.llm.client import LLMSettings
+    from persona_llm.llm.registry import get_backend
 
-    return LLMSettings.from_env(
+    settings = LLMSettings.from_env(
         backend=llm, base_url=llm_url, model=llm_model, api_key_env=api_key_env, n_threads=threads,
-        concurrency=concurrency,
+        concurrency=concurrency, **extra,
     )  # fmt: skip
+    get_backend(settings.backend)
+    return settings
 
 
 # -- where results go ---------------------------------------------------------------------------------

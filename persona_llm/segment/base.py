@@ -20,19 +20,16 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
 from persona_llm.common.vectors import cosine_silhouette
+from persona_llm.schema.columns import ColumnMap
 from persona_llm.schema.frames import LANGUAGE, TEXT, empty_rejects
 from persona_llm.schema.segments import CategoricalSummary, Keyword, NumericSummary, Representative, SegmentSet
 from persona_llm.segment.language import detect_language
-
-if TYPE_CHECKING:  # the implementations import this module, so their result types only for typing
-    from persona_llm.segment.ingest import ColumnMap, IngestResult
-    from persona_llm.segment.users import UserVectors
 
 # The store's three collections (see store.py for their records).
 TEXTS = "texts"
@@ -50,6 +47,19 @@ class StageResult:
 
 
 # --- ingest ------------------------------------------------------------------------------------
+
+
+@dataclass
+class IngestResult:
+    """Rows read from one file: kept texts, rejected rows (stage "ingest"), and provenance."""
+
+    texts: pd.DataFrame
+    rejects: pd.DataFrame
+    rows_read: int
+    file_sha256: str
+    format: str
+
+
 class BaseIngester(ABC):
     """Reads customer texts into a texts frame (one row per text) plus the rows it rejected, with reasons.
 
@@ -116,6 +126,15 @@ class BaseEmbedder(ABC):
 
 
 # --- users -------------------------------------------------------------------------------------
+@dataclass
+class UserVectors:
+    user_ids: np.ndarray  # (n_users,) str, sorted so results do not depend on input order
+    vectors: np.ndarray  # (n_users, dim) float32, L2-normalised
+    n_texts: np.ndarray  # (n_users,) int
+    text_mask: np.ndarray  # (n_texts,) bool: texts whose user was kept
+    rejects: pd.DataFrame
+
+
 class BaseUserAggregator(ABC):
     """Turns text vectors into one vector per user; users it does not keep go to rejects."""
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -10,16 +9,7 @@ import pandas as pd
 
 from persona_llm.common.vectors import normalize_rows
 from persona_llm.schema.frames import TEXT, USER_ID, empty_rejects, make_rejects
-from persona_llm.segment.base import BaseUserAggregator
-
-
-@dataclass
-class UserVectors:
-    user_ids: np.ndarray  # (n_users,) str, sorted so results do not depend on input order
-    vectors: np.ndarray  # (n_users, dim) float32, L2-normalised
-    n_texts: np.ndarray  # (n_users,) int
-    text_mask: np.ndarray  # (n_texts,) bool: texts whose user was kept
-    rejects: pd.DataFrame
+from persona_llm.segment.base import BaseUserAggregator, UserVectors
 
 
 class UserAggregator(BaseUserAggregator):

@@ -382,11 +382,11 @@ def gc(workspace: str | Path, keep: int) -> list[str]:
     ws = Workspace.open(workspace)
 
     def drop_server_collections(run: RunDir) -> None:
-        from persona_llm.segment.store import ChromaStore
+        from persona_llm.segment.store import ChromaStore, store_for_run
 
         with contextlib.suppress(PersonaLLMError, OSError):
-            store = ChromaStore.for_run(run)
-            if store.url:
+            store = store_for_run(run)
+            if isinstance(store, ChromaStore) and store.url:  # a persistent store goes with its folder
                 store.delete_run(run.run_id)
 
     with ws.lock():

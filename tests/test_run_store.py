@@ -364,10 +364,12 @@ def test_rewritten_personas_publish_a_new_run_and_rollback_restores_the_old(
     assert restored.path == first_run.path
     assert [p.model_dump() for p in restored.load_personas()] == first
     # The store of the new run holds its own personas; the old run's store was not touched.
-    from persona_llm.segment.store import PERSONAS, ChromaStore
+    from persona_llm.segment.store import PERSONAS, ChromaStore, store_for_run
 
-    store = ChromaStore.for_run(RunDir(result.run.path))
-    names = {m["name"] for m in store.collection(PERSONAS).get(include=["metadatas"])["metadatas"]}
+    new_run = RunDir(result.run.path)
+    store = store_for_run(new_run)
+    assert isinstance(store, ChromaStore)
+    names = {m["name"] for m in store.collection(PERSONAS, new_run.run_id).get(include=["metadatas"])["metadatas"]}
     store.close()
     assert names == {"Second 0", "Second 1", "Second 2"}
     res = CliRunner().invoke(app, ["history", str(ws_path), "--json"])

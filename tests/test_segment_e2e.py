@@ -99,7 +99,7 @@ def test_store_is_queryable_and_free_of_pii(ng_run: Path) -> None:
     segs = SegmentSet.model_validate_json((ng_run / "segments.json").read_text())
     assert len(segs.segments) >= 4
     store = ChromaStore(path=ng_run / "chroma")
-    docs = store.collection(TEXTS).get(include=["documents", "metadatas"])
+    docs = store.collection(TEXTS, segs.run_id).get(include=["documents", "metadatas"])
     assert len(docs["ids"]) == sum(len(s.representatives) for s in segs.segments)
     leaks = [(d, find_pii(d)) for d in docs["documents"] if find_pii(d)]
     assert not leaks, leaks[:3]

@@ -358,3 +358,18 @@ def test_custom_store_receives_the_run(tmp_path: Path) -> None:
     hits = store.query_texts(HashEmbedder().encode(["pizza cheese oven dough"])[0], pipe.run_id_, n_results=1)
     assert hits[0]["segment_id"] == pizza
     assert [r["rank"] for r in store.segment_texts(pipe.run_id_, int(pizza))] == list(range(8))
+
+
+def test_no_store_skips_the_store_and_readers_know_it(tmp_path: Path) -> None:
+    from persona_llm.runs.rundir import RunDir
+    from persona_llm.segment.base import NoStore
+    from persona_llm.segment.store import store_for_run
+
+    pipe = fit(pipeline())
+    out = pipe.save(tmp_path / "run", store=NoStore())
+    run = RunDir.open(out)
+    assert not (out / "chroma").exists()
+    assert run.load_manifest().store["kind"] == "none"
+    assert isinstance(store_for_run(run), NoStore)  # the persona writer will not create a store either
+    default = pipe.save(tmp_path / "run2")
+    assert (default / "chroma").is_dir() and isinstance(store_for_run(RunDir(default)), ChromaStore)

@@ -604,9 +604,9 @@ class PersonaWriter:
         }
 
     def _upsert_store(self, run: RunDir, personas: list[Persona]) -> None:
-        from persona_llm.segment.store import ChromaStore
+        from persona_llm.segment.store import store_for_run
 
-        store = ChromaStore.for_run(run)
+        store = store_for_run(run)
         vectors = np.stack([self.embeddings_[p.segment_id] for p in personas])
         records = [{**p.model_dump(mode="json"), "id": p.persona_id} for p in personas]
         store.upsert_personas(run.run_id, records, vectors)

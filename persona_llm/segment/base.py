@@ -272,3 +272,33 @@ class BaseStore(ABC):
     def close(self) -> None:
         """Release files and connections (a run folder may be renamed right after). Default: nothing to do."""
         return None
+
+
+class NoStore(BaseStore):
+    """Skip the store: the run directory's files only (nothing to query by meaning). The manifest records
+    kind "none", so the persona writer and later readers do not open a store either."""
+
+    def write_segments(
+        self, segment_set: SegmentSet, centroids: np.ndarray, representative_vectors: dict[str, np.ndarray]
+    ) -> dict[str, int]:
+        return {TEXTS: 0, SEGMENTS: 0}
+
+    def upsert_personas(self, run_id: str, personas: Sequence[dict[str, Any]], embeddings: np.ndarray) -> int:
+        return 0
+
+    def query_texts(
+        self, query_vector: np.ndarray, run_id: str, segment_id: int | None = None, n_results: int = 5
+    ) -> list[dict[str, Any]]:
+        return []
+
+    def segment_texts(self, run_id: str, segment_id: int) -> list[dict[str, Any]]:
+        return []
+
+    def count(self, kind: str, run_id: str | None = None) -> int:
+        return 0
+
+    def delete_run(self, run_id: str, kinds: Sequence[str] = (TEXTS, SEGMENTS, PERSONAS)) -> None:
+        return None
+
+    def manifest_record(self) -> dict[str, Any]:
+        return {"kind": "none"}

@@ -1,13 +1,20 @@
 """Store stage: each segment's representative texts, centroids and personas in Chroma.
 
-One layout that every later stage reads (personas, chat, refresh), in three collections:
-    {prefix}texts     id "{run_id}:{text_id}"    document = redacted text, embedding = text vector,
-                      metadata run_id, segment_id, user_id, text_id, language, rank, similarity
-    {prefix}segments  id "{run_id}:{segment_id}" document = top keywords, embedding = centroid,
-                      metadata run_id, segment_id, size, share, keywords (JSON)
-    {prefix}personas  id "{run_id}:{persona_id}" document = persona text, embedding = its vector,
-                      metadata run_id, segment_id, persona_id, name, persona (JSON)
-Every record carries run_id, so one server can hold many runs and a query filters by run.
+One layout that every later stage reads (personas, chat, refresh): three collections per run,
+    {prefix}texts-{run_id}     id "{run_id}:{text_id}"    document = redacted text, embedding = text
+                               vector, metadata run_id, segment_id, user_id, text_id, language, rank,
+                               similarity
+    {prefix}segments-{run_id}  id "{run_id}:{segment_id}" document = top keywords, embedding = centroid,
+                               metadata run_id, segment_id, size, share, keywords (JSON)
+    {prefix}personas-{run_id}  id "{run_id}:{persona_id}" document = persona text, embedding = its
+                               vector, metadata run_id, segment_id, persona_id, name, persona (JSON)
+
+A collection per run, not one shared collection filtered by run_id, was measured (bench/bench_store.py,
+6 runs x 5,000 texts): nearest-text queries of one run took 2.0 ms p50 in the run's own collection
+against 31 ms with a run_id filter on a shared one (15x), and adds were 2.6x faster. It also makes
+dropping a run (gc) dropping its collections. The persistent default goes one step further: each run
+has its own store folder inside its run directory, so a workspace reader opens the published run's
+store and cannot see another run's records. Records still carry run_id, for provenance.
 
 We always pass our own embeddings: Chroma's default embedding function downloads a model, which
 cannot work offline, so collections are opened with `embedding_function=None` and queried with
@@ -18,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,7 +36,7 @@ import numpy as np
 from persona_llm.errors import BackendError
 from persona_llm.runs.rundir import MANIFEST, STORE, RunDir
 from persona_llm.schema.segments import SegmentSet
-from persona_llm.segment.base import PERSONAS, SEGMENTS, TEXTS, BaseStore
+from persona_llm.segment.base import PERSONAS, SEGMENTS, TEXTS, BaseStore, NoStore
 
 __all__ = ["PERSONAS", "SEGMENTS", "TEXTS", "ChromaStore", "persona_document"]
 
@@ -97,22 +105,18 @@ class ChromaStore(BaseStore):
                 SharedSystemClient.clear_system_cache()
         self.client_ = None  # type: ignore[assignment]
 
-    @classmethod
-    def for_run(cls, run: RunDir) -> ChromaStore:
-        """The store a run was written to, as its manifest records: its own persistent folder, or a server."""
-        info = run.load_manifest().store if run.has(MANIFEST) else {}
-        prefix = str(info.get("collections_prefix", "persona_llm_"))
-        if info.get("kind") == "http":
-            return cls(url=str(info.get("location")), prefix=prefix)
-        return cls(path=run.store_path, prefix=prefix)
-
     @property
     def location(self) -> str:
         return str(self.url or self.path)
 
-    def collection(self, kind: str) -> Any:
+    def collection_name(self, kind: str, run_id: str) -> str:
+        # Chroma names: 3-512 characters of [a-zA-Z0-9._-], starting and ending alphanumeric.
+        safe = re.sub(r"[^A-Za-z0-9._-]", "_", run_id).strip("._-") or "run"
+        return f"{self.prefix}{kind}-{safe}"
+
+    def collection(self, kind: str, run_id: str) -> Any:
         return self.client.get_or_create_collection(
-            name=f"{self.prefix}{kind}",
+            name=self.collection_name(kind, run_id),
             embedding_function=None,
             configuration={"hnsw": {"space": "cosine", "ef_construction": 200, "ef_search": 100}},
         )
@@ -127,7 +131,7 @@ class ChromaStore(BaseStore):
         """Replace this run's segments and representative texts; returns record counts."""
         run_id = segment_set.run_id
         self.delete_run(run_id, kinds=(TEXTS, SEGMENTS))
-        texts = self.collection(TEXTS)
+        texts = self.collection(TEXTS, run_id)
         ids: list[str] = []
         docs: list[str] = []
         metas: list[dict[str, Any]] = []
@@ -150,7 +154,7 @@ class ChromaStore(BaseStore):
                 vecs.append(representative_vectors[rep.text_id])
         self._add(texts, ids, docs, metas, vecs)
 
-        segs = self.collection(SEGMENTS)
+        segs = self.collection(SEGMENTS, run_id)
         seg_ids, seg_docs, seg_metas, seg_vecs = [], [], [], []
         for seg in segment_set.segments:
             seg_ids.append(f"{run_id}:{seg.segment_id}")
@@ -170,7 +174,7 @@ class ChromaStore(BaseStore):
 
     def upsert_personas(self, run_id: str, personas: Sequence[dict[str, Any]], embeddings: np.ndarray) -> int:
         """Store personas (JSON-able dicts with `id`, `segment_id`, `name`) with their vectors."""
-        coll = self.collection(PERSONAS)
+        coll = self.collection(PERSONAS, run_id)
         ids, docs, metas = [], [], []
         for p in personas:
             ids.append(f"{run_id}:{p['id']}")
@@ -190,7 +194,8 @@ class ChromaStore(BaseStore):
 
     def delete_run(self, run_id: str, kinds: Sequence[str] = (TEXTS, SEGMENTS, PERSONAS)) -> None:
         for kind in kinds:
-            self.collection(kind).delete(where={"run_id": run_id})
+            with contextlib.suppress(Exception):  # chroma raises its own NotFoundError when absent
+                self.client.delete_collection(self.collection_name(kind, run_id))
 
     @staticmethod
     def _add(coll: Any, ids: list[str], docs: list[str], metas: list[dict[str, Any]], vecs: list[np.ndarray]) -> None:
@@ -211,10 +216,8 @@ class ChromaStore(BaseStore):
         self, query_vector: np.ndarray, run_id: str, segment_id: int | None = None, n_results: int = 5
     ) -> list[dict[str, Any]]:
         """Representative texts nearest in meaning to `query_vector`, optionally within one segment."""
-        where: dict[str, Any] = {"run_id": run_id}
-        if segment_id is not None:
-            where = {"$and": [{"run_id": run_id}, {"segment_id": int(segment_id)}]}
-        res = self.collection(TEXTS).query(
+        where = {"segment_id": int(segment_id)} if segment_id is not None else None
+        res = self.collection(TEXTS, run_id).query(
             query_embeddings=np.asarray(query_vector, np.float32).reshape(1, -1),
             n_results=n_results,
             where=where,
@@ -227,17 +230,35 @@ class ChromaStore(BaseStore):
         return out
 
     def segment_texts(self, run_id: str, segment_id: int) -> list[dict[str, Any]]:
-        res = self.collection(TEXTS).get(
-            where={"$and": [{"run_id": run_id}, {"segment_id": int(segment_id)}]}, include=["documents", "metadatas"]
+        res = self.collection(TEXTS, run_id).get(
+            where={"segment_id": int(segment_id)}, include=["documents", "metadatas"]
         )
         rows = [{"text": d, **dict(m)} for d, m in zip(res["documents"], res["metadatas"], strict=True)]
         return sorted(rows, key=lambda r: r["rank"])
 
     def count(self, kind: str, run_id: str | None = None) -> int:
-        coll = self.collection(kind)
-        if run_id is None:
-            return int(coll.count())
-        return len(coll.get(where={"run_id": run_id}, include=[])["ids"])
+        prefix = f"{self.prefix}{kind}-"
+        names = [n for n in self._collection_names() if n.startswith(prefix)]
+        if run_id is not None:
+            wanted = self.collection_name(kind, run_id)
+            names = [n for n in names if n == wanted]  # counting must not create an empty collection
+        return sum(int(self.client.get_collection(n).count()) for n in names)
+
+    def _collection_names(self) -> list[str]:
+        # chromadb 1.x lists names; older versions listed collection objects
+        return [c if isinstance(c, str) else c.name for c in self.client.list_collections()]
+
+
+def store_for_run(run: RunDir) -> BaseStore:
+    """The store a run was written to, as its manifest records: none, its own persistent folder, or a
+    server."""
+    info = run.load_manifest().store if run.has(MANIFEST) else {}
+    prefix = str(info.get("collections_prefix", "persona_llm_"))
+    if info.get("kind") == "none":
+        return NoStore()
+    if info.get("kind") == "http":
+        return ChromaStore(url=str(info.get("location")), prefix=prefix)
+    return ChromaStore(path=run.store_path, prefix=prefix)
 
 
 def persona_document(p: dict[str, Any]) -> str:

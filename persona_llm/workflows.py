@@ -217,6 +217,12 @@ def write_personas(
 
     writer = PersonaWriter(settings, chat=chat, language=language, **writer_params)
     path = Path(target_path)
+    if Workspace.is_workspace(path.parent.parent) and path.parent.name == "runs":
+        # A workspace's runs are never changed in place: the published one must stay as readers saw it.
+        raise RunStoreError(
+            f"{path}: is a run of the workspace {path.parent.parent}; write personas to the workspace, which "
+            "makes a new run from its published one"
+        )
     if not Workspace.is_workspace(path):
         run = RunDir.open(path)
         personas = writer.write(run, segment_ids)

@@ -374,3 +374,31 @@ def test_rewritten_personas_publish_a_new_run_and_rollback_restores_the_old(
     assert names == {"Second 0", "Second 1", "Second 2"}
     res = CliRunner().invoke(app, ["history", str(ws_path), "--json"])
     assert res.exit_code == 0 and res.output.count('"current": true') == 1
+
+
+def test_personas_are_never_written_into_a_workspace_run_in_place(tmp_path: Path) -> None:
+    from persona_llm import workflows
+
+    ws = Workspace.create(tmp_path / "ws")
+    with ws.lock():
+        name = add_run(ws, "published")
+        ws.publish(name)
+    before = tree_digest(ws.path)
+    with pytest.raises(RunStoreError, match="write personas to the workspace"):
+        workflows.write_personas(ws.runs_dir / name, None)
+    assert tree_digest(ws.path) == before
+
+
+def test_readers_resolve_a_workspace_to_its_published_run(tmp_path: Path) -> None:
+    ws = Workspace.create(tmp_path / "ws")
+    res = CliRunner().invoke(app, ["segments", str(ws.path)])
+    assert res.exit_code == 2 and "no run is published yet" in res.output
+    with ws.lock():
+        ws.publish(add_run(ws, "one"))
+        ws.publish(add_run(ws, "two"))
+    res = CliRunner().invoke(app, ["segments", str(ws.path)])
+    assert res.exit_code == 0 and res.output.count("segment_id") == 3
+    res = CliRunner().invoke(app, ["history", str(ws.path)])
+    assert res.exit_code == 0 and "current" in res.output and "one" in res.output
+    res = CliRunner().invoke(app, ["publish", str(ws.path), "nope"])
+    assert res.exit_code == 2 and "no run named 'nope'" in res.output and "one, two" in res.output

@@ -77,8 +77,12 @@ def run_resegmenter(run_dir: str | Path | RunDir) -> Any:
         raise InputError(f"{path}: missing; cannot tell how the run was segmented")
     manifest = run.load_manifest()
     recorded = manifest.parameters
-    if recorded.get("cleaner", "default") != "default" or "clusterer" in recorded:
-        raise InputError(f"{path}: the run used a custom cleaner or clusterer object, which cannot be rebuilt")
+    custom = [k for k in ("clusterer", "user_aggregator", "ingester") if k in recorded]
+    if recorded.get("cleaner", "default") != "default":
+        custom.insert(0, "cleaner")
+    if custom:
+        # A manifest only names such objects; a default stand-in would measure another pipeline.
+        raise InputError(f"{path}: the run used a custom {', '.join(custom)} object, which cannot be rebuilt")
     model_id = manifest.models.get("embedder")
     if not model_id:
         raise InputError(f"{path}: field 'models.embedder' is missing")

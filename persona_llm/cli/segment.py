@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -25,16 +25,31 @@ from persona_llm.cli.app import (
 from persona_llm.cli.personas import personas_summary
 from persona_llm.errors import PersonaLLMError, RunNotPublishedError
 
-_HELP = {
-    "input": "CSV, JSONL or Parquet file (gzip too).",
-    "out": "Workspace to write a new run into and publish (a new or empty folder becomes one).",
-    "user_column": "Column holding the user (author, customer) id.",
-    "text_column": "Column holding the text.",
-    "id_column": "Column holding a unique text id (default: generated from the row number).",
-    "attributes": "Comma-separated extra columns to summarise per segment (default: all other columns).",
-    "config": "TOML config: \\[columns] user/text/id/attributes, \\[pipeline] parameters, \\[store] url.",
-    "store_url": "Chroma server URL (default: a persistent store inside the run).",
-}
+# The options every command that reads an input file takes (segment, build).
+InputArgument = Annotated[Path, typer.Argument(help="CSV, JSONL or Parquet file (gzip too).", metavar="INPUT")]
+OutOption = Annotated[
+    Path,
+    typer.Option("--out", "-o", help="Workspace to write a new run into and publish (a new or empty folder becomes one)."),
+]
+UserColumnOption = Annotated[str | None, typer.Option(help="Column holding the user (author, customer) id.")]
+TextColumnOption = Annotated[str | None, typer.Option(help="Column holding the text.")]
+IdColumnOption = Annotated[
+    str | None, typer.Option(help="Column holding a unique text id (default: generated from the row number).")
+]
+AttributesOption = Annotated[
+    str | None,
+    typer.Option(help="Comma-separated extra columns to summarise per segment (default: all other columns)."),
+]
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(help="TOML config: \\[columns] user/text/id/attributes, \\[pipeline] parameters, \\[store] url."),
+]
+MinTextsOption = Annotated[int | None, typer.Option(help="Minimum texts per user to segment them.")]
+MaxRowsOption = Annotated[int | None, typer.Option(help="Read at most this many rows.")]
+StoreUrlOption = Annotated[
+    str | None, typer.Option(help="Chroma server URL (default: a persistent store inside the run).")
+]
+DEFAULT_OUT = Path("runs/latest")
 
 
 class _Progress:
@@ -100,23 +115,23 @@ def print_segment_summary(pipe: Any, run_path: Path, published: bool) -> None:
 
 @app.command()
 def segment(
-    input_path: Path = typer.Argument(..., help=_HELP["input"], metavar="INPUT"),
-    out: Path = typer.Option(Path("runs/latest"), "--out", "-o", help=_HELP["out"]),
-    user_column: str | None = typer.Option(None, help=_HELP["user_column"]),
-    text_column: str | None = typer.Option(None, help=_HELP["text_column"]),
-    id_column: str | None = typer.Option(None, help=_HELP["id_column"]),
-    attributes: str | None = typer.Option(None, help=_HELP["attributes"]),
-    config: Path | None = typer.Option(None, help=_HELP["config"]),
+    input_path: InputArgument,
+    out: OutOption = DEFAULT_OUT,
+    user_column: UserColumnOption = None,
+    text_column: TextColumnOption = None,
+    id_column: IdColumnOption = None,
+    attributes: AttributesOption = None,
+    config: ConfigOption = None,
     embedder: str | None = typer.Option(None, help="minilm, e5-multilingual, auto, or a model path."),
     backend: str | None = typer.Option(None, help="Embedding backend: torch, onnx or onnx-int8."),
     reducer: str | None = typer.Option(None, help="auto (UMAP from 2000 users up), none, pca[:N] or umap[:N]."),
-    min_texts: int | None = typer.Option(None, help="Minimum texts per user to segment them."),
+    min_texts: MinTextsOption = None,
     min_cluster_size: int | None = typer.Option(None, help="Smallest segment (default: ~1% of users)."),
     engine: str | None = typer.Option(None, help="auto, fast_hdbscan or hdbscan."),
     reassign: bool | None = typer.Option(None, "--reassign/--no-reassign", help="Reassign noise users."),
     seed: int | None = typer.Option(None, help="Random seed."),
-    max_rows: int | None = typer.Option(None, help="Read at most this many rows."),
-    store_url: str | None = typer.Option(None, help=_HELP["store_url"]),
+    max_rows: MaxRowsOption = None,
+    store_url: StoreUrlOption = None,
     force: ForceOption = False,
     quiet: QuietOption = False,
 ) -> None:
@@ -143,16 +158,16 @@ def segment(
 
 @app.command()
 def build(
-    input_path: Path = typer.Argument(..., help=_HELP["input"], metavar="INPUT"),
-    out: Path = typer.Option(Path("runs/latest"), "--out", "-o", help=_HELP["out"]),
-    user_column: str | None = typer.Option(None, help=_HELP["user_column"]),
-    text_column: str | None = typer.Option(None, help=_HELP["text_column"]),
-    id_column: str | None = typer.Option(None, help=_HELP["id_column"]),
-    attributes: str | None = typer.Option(None, help=_HELP["attributes"]),
-    config: Path | None = typer.Option(None, help=_HELP["config"]),
-    min_texts: int | None = typer.Option(None, help="Minimum texts per user to segment them."),
-    max_rows: int | None = typer.Option(None, help="Read at most this many rows."),
-    store_url: str | None = typer.Option(None, help=_HELP["store_url"]),
+    input_path: InputArgument,
+    out: OutOption = DEFAULT_OUT,
+    user_column: UserColumnOption = None,
+    text_column: TextColumnOption = None,
+    id_column: IdColumnOption = None,
+    attributes: AttributesOption = None,
+    config: ConfigOption = None,
+    min_texts: MinTextsOption = None,
+    max_rows: MaxRowsOption = None,
+    store_url: StoreUrlOption = None,
     llm: LlmOption = None,
     llm_url: LlmUrlOption = None,
     llm_model: LlmModelOption = None,

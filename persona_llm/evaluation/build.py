@@ -77,7 +77,7 @@ def run_resegmenter(run_dir: str | Path | RunDir) -> Any:
         raise InputError(f"{path}: missing; cannot tell how the run was segmented")
     manifest = run.load_manifest()
     recorded = manifest.parameters
-    custom = [k for k in ("clusterer", "user_aggregator", "ingester") if k in recorded]
+    custom: list[str] = [k for k in ("clusterer", "user_aggregator", "ingester") if k in recorded]
     if recorded.get("cleaner", "default") != "default":
         custom.insert(0, "cleaner")
     if custom:

@@ -1,16 +1,5 @@
-"""The segment records a run writes (`segments.json`) and later stages read (personas, chat, evals).
-
-Run directory layout (written by `SegmentPipeline.save`):
-    manifest.json         RunManifest: input hash, row counts, parameters, models, timings, version
-    segments.json         SegmentSet: the segments below
-    assignments.csv       user_id, segment_id, probability, assigned_by (-1: unassigned on purpose)
-    rejects.csv           every input row not used, with stage, field and reason
-    texts.parquet         the cleaned, redacted texts used: text_id, user_id, text, language,
-                          segment_id (of the text's user) + attribute columns
-    text_embeddings.npy   float32 (n_texts, dim), row-aligned with texts.parquet
-    user_embeddings.npy   float32 (n_users, dim), row-aligned with assignments.csv
-    chroma/               the Chroma store (when the default persistent store is used)
-"""
+"""The segment records a run holds (`SegmentSet`, read and written by `persona_llm.runs.rundir.RunDir`,
+which also lists every file of a run) and later stages read (personas, chat, evals)."""
 
 from __future__ import annotations
 

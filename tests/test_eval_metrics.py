@@ -14,7 +14,7 @@ import pytest
 
 from persona_llm.evaluation import claims as C
 from persona_llm.evaluation import metrics as M
-from persona_llm.evaluation.judge import JudgeResponse, LLMJudge, judge_metrics, persona_claims
+from persona_llm.evaluation.judge import JudgeRecord, JudgeResponse, LLMJudge, judge_metrics, persona_claims
 from persona_llm.evaluation.stability import match_segments, shared_ari, stability, subsample_users
 from persona_llm.evaluation.suite import DataSet, load_dataset, load_suite
 from persona_llm.schema.personas import Persona
@@ -468,7 +468,18 @@ def test_judge_with_a_fake_callable_keeps_reasons() -> None:
 def test_judge_garbage_reply_is_recorded_as_error_not_support() -> None:
     records = LLMJudge(lambda _m: "I cannot answer").judge_persona(make_persona(0), ["t"])
     assert records and all(r.verdict == "error" for r in records)
-    assert judge_metrics(records) == {"judge_claims": 0, "judge_supported": None}
+    n = len(records)
+    assert judge_metrics(records) == {"judge_claims": n, "judge_errors": n, "judge_supported": 0.0}
+
+
+def test_judge_errors_count_as_not_supported() -> None:
+    """One supported claim and one the judge skipped: 50% supported, not 100%."""
+    records = [
+        JudgeRecord(persona_id="p0", claim="a", verdict="supported"),
+        JudgeRecord(persona_id="p0", claim="b", verdict="error", reason="no verdict returned"),
+    ]
+    assert judge_metrics(records) == {"judge_claims": 2, "judge_errors": 1, "judge_supported": 0.5}
+    assert judge_metrics([]) == {"judge_claims": 0, "judge_errors": 0, "judge_supported": None}
 
 
 def test_judge_uses_generate_structured_when_the_model_has_it() -> None:

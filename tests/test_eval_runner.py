@@ -410,3 +410,30 @@ def test_run_suite_builds_evaluates_and_writes_a_bench_record(tmp_path: Path) ->
     assert (tmp_path / "runs" / "20newsgroups" / "eval.json").exists()
     bench = sorted((tmp_path / "bench").iterdir())
     assert [p.suffix for p in bench] == [".json", ".md"] and bench[0].name.endswith("-mini.json")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Judge
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_a_failing_judge_is_counted_not_read_as_supported(good_run: Path) -> None:
+    """A judge that supports persona p0's claims and fails for the others must not read 100% supported."""
+
+    def flaky_judge(messages: list[dict[str, str]]) -> str:
+        if "skate" not in messages[1]["content"]:
+            raise RuntimeError("backend down")
+        n = messages[1]["content"].split("Claims:\n", 1)[1].count("\n") + 1
+        return json.dumps({"verdicts": [{"claim": i, "verdict": "supported"} for i in range(1, n + 1)]})
+
+    suite = Suite.model_validate({"name": "t", "metrics": ["judge"], "thresholds": {"judge_supported_min": 0.9}})
+    report = evaluate_run(good_run, None, suite, judge=flaky_judge, write=False)
+    got = report.metrics
+    records = report.details["judge"]["records"]
+    supported = sum(r["verdict"] == "supported" for r in records)
+    assert 0 < supported < len(records)
+    assert got["judge_claims"] == len(records)
+    assert got["judge_errors"] == len(records) - supported
+    assert got["judge_supported"] == pytest.approx(supported / len(records))
+    assert [f.metric for f in report.failures] == ["judge_supported"]
+    assert any("no verdict" in n for n in report.notes)

@@ -96,8 +96,13 @@ METRICS: dict[str, tuple[str, str]] = {
         "share of the run's segments matched (Jaccard >= 0.5) in every subsample re-run; 1 stable",
     ),
     # judge
-    "judge_claims": ("judge", "persona claims the LLM judge scored"),
-    "judge_supported": ("judge", "share of judged claims the judge found supported by representative texts"),
+    "judge_claims": ("judge", "persona claims sent to the LLM judge, including those it failed to score"),
+    "judge_errors": ("judge", "claims the judge returned no verdict for (failed call, bad reply, skipped)"),
+    "judge_supported": (
+        "judge",
+        "share of claims the judge found supported by representative texts; judge errors count as not "
+        "supported",
+    ),
     # privacy
     "pii": (
         "privacy",

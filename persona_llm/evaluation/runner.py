@@ -415,8 +415,16 @@ def evaluate_judge(run: EvalInputs, personas: Sequence[Persona], judge: Any) -> 
         except KeyError:
             reps = []
         records.extend(llm_judge.judge_persona(p, reps))
+    metrics = dict(judge_metrics(records))
+    notes = []
+    if metrics["judge_errors"]:
+        notes.append(
+            f"the judge gave no verdict for {metrics['judge_errors']:.0f} of {metrics['judge_claims']:.0f} "
+            "claims; they count as not supported"
+        )
     return GroupResult(
-        metrics=dict(judge_metrics(records)),
+        metrics=metrics,
+        notes=notes,
         details={"judge": {"model": llm_judge.model_id, "records": [r.model_dump() for r in records]}},
     )
 

@@ -425,6 +425,32 @@ def test_random_segmentation_is_unstable() -> None:
     assert got["persona_kept"] == 0.0
 
 
+def _one_segment(texts: pd.DataFrame, seed: int) -> pd.DataFrame:
+    return pd.DataFrame({"user_id": texts["user_id"], "segment_id": 0})
+
+
+def _all_noise(texts: pd.DataFrame, seed: int) -> pd.DataFrame:
+    return pd.DataFrame({"user_id": texts["user_id"], "segment_id": -1})
+
+
+@pytest.mark.parametrize("segment_fn", [_one_segment, _all_noise])
+def test_stability_of_a_run_with_fewer_than_two_segments_is_not_measurable(segment_fn: Any) -> None:
+    """One segment (or none): every re-run agrees trivially, which must not read as 1.0 (stable)."""
+    texts = _texts_frame()
+    for reference in (segment_fn(texts, 0), None):
+        got = stability(texts, segment_fn, reference=reference)
+        assert got["stability_ari"] is None and got["persona_kept"] is None
+        assert "at least 2" in got["not_measurable"]
+
+
+def test_re_runs_collapsing_to_one_segment_are_not_counted_as_stable() -> None:
+    texts = _texts_frame()
+    got = stability(texts, _one_segment, reference=_by_kind(texts, 0))
+    assert got["stability_ari"] is None and got["trivial_pairs"] == 1
+    assert "fewer than 2 segments" in got["not_measurable"]
+    assert got["persona_kept"] == 0.0  # four reference segments, none survives as itself
+
+
 def test_subsample_and_matching_helpers() -> None:
     texts = _texts_frame()
     sub = subsample_users(texts, 0.9, seed=5)

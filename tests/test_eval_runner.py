@@ -234,6 +234,26 @@ def test_a_failing_re_segmentation_skips_stability_only(good_run: Path) -> None:
     assert "stability_ari" not in report.metrics and report.metrics["ari_assigned"] == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("segment_id", [0, -1])
+def test_stability_of_a_run_with_one_or_no_segment_fails_its_threshold(tmp_path: Path, segment_id: int) -> None:
+    """A run with one segment (or only noise) re-segmented into one segment scored 1.0 before."""
+    texts, seg_of = hand_made_texts()
+    run = write_run(tmp_path / "one", texts, dict.fromkeys(seg_of, segment_id), [])
+
+    def one_group(frame: pd.DataFrame, seed: int) -> pd.DataFrame:
+        users = frame["user_id"].drop_duplicates()
+        return pd.DataFrame({"user_id": users, "segment_id": segment_id})
+
+    suite = Suite.model_validate(
+        {"name": "t", "metrics": ["stability"], "thresholds": {"stability_ari_min": 0.5, "persona_kept_min": 0.5}}
+    )
+    report = evaluate_run(run, None, suite, segment_fn=one_group, write=False)
+    assert report.metrics["stability_ari"] is None and report.metrics["persona_kept"] is None
+    assert "stability needs at least 2" in report.skipped["stability"]
+    assert sorted(f.metric for f in report.failures) == ["persona_kept", "stability_ari"]
+    assert all(f.value is None and "at least 2" in f.message for f in report.failures)
+
+
 def test_evaluate_good_run_writes_eval_json(good_run: Path) -> None:
     report = evaluate_run(
         good_run, "age_group", embedder=HashEmbedder(), segment_fn=by_age, negative_control="sign"

@@ -89,7 +89,8 @@ METRICS: dict[str, tuple[str, str]] = {
     # stability
     "stability_ari": (
         "stability",
-        "ARI between segmentations of two 90% user subsamples, on shared users; 1 stable",
+        "ARI between segmentations of two 90% user subsamples, on shared users; 1 stable; "
+        "n/a with fewer than 2 segments",
     ),
     "persona_kept": (
         "stability",

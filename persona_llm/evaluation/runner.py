@@ -27,7 +27,7 @@ from persona_llm.errors import ConfigError, InputError, PersonaLLMError
 from persona_llm.evaluation import claims as claims_mod
 from persona_llm.evaluation import metrics as m
 from persona_llm.evaluation.judge import JudgeRecord, LLMJudge, judge_metrics
-from persona_llm.evaluation.stability import SegmentFn, stability
+from persona_llm.evaluation.stability import SegmentFn, not_measurable_reason, stability
 from persona_llm.evaluation.suite import GROUPS, Options, Suite, load_dataset, load_suite, shared_data_dir
 from persona_llm.runs.rundir import EVAL, MANIFEST, TEXT_EMBEDDINGS, TEXTS, USER_EMBEDDINGS, RunDir
 
@@ -377,19 +377,29 @@ def evaluate_stability(
     no_segment_fn_reason: str | None,
     opts: Options,
 ) -> GroupResult:
-    """Re-segment subsamples of users with `segment_fn`: ARI on shared users, segments kept."""
+    """Re-segment subsamples of users with `segment_fn`: ARI on shared users, segments kept.
+
+    A run with fewer than 2 segments has no stability to measure: both numbers are None and the reason
+    is in `skipped`, so a threshold on them fails instead of passing on a trivial 1.0.
+    """
     if segment_fn is None:
         return GroupResult.skip(
             "stability", no_segment_fn_reason or "no segment_fn given (needs the pipeline to re-segment)"
         )
     if run.texts is None:
         return GroupResult.skip("stability", "no texts.parquet in the run")
+    reference = run.assignments[["user_id", "segment_id"]]
+    why = not_measurable_reason(reference)
+    if why is not None:  # no re-segmentation: its result could only agree trivially
+        return GroupResult(
+            metrics={"stability_ari": None, "persona_kept": None}, skipped={"stability": why}, timed=True
+        )
     core = [c for c in run.texts.columns if c != "segment_id"]
     try:
         result = stability(
             run.texts[core],
             segment_fn,
-            reference=run.assignments[["user_id", "segment_id"]],
+            reference=reference,
             segment_ids=[p.segment_id for p in personas] if personas else None,
             fraction=opts.stability_fraction,
             seeds=opts.stability_seeds,
@@ -397,9 +407,11 @@ def evaluate_stability(
         )
     except PersonaLLMError as exc:  # e.g. a subsample too small to segment: say so, go on
         return GroupResult.skip("stability", f"re-segmentation failed: {exc}", timed=True)
+    why = result.pop("not_measurable")
     return GroupResult(
         metrics={"stability_ari": result.pop("stability_ari"), "persona_kept": result.pop("persona_kept")},
         details={"stability": result},
+        skipped={"stability": why} if why else {},
     )
 
 

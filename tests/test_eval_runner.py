@@ -254,6 +254,87 @@ def test_stability_of_a_run_with_one_or_no_segment_fails_its_threshold(tmp_path:
     assert all(f.value is None and "at least 2" in f.message for f in report.failures)
 
 
+def test_coverage_before_and_after_outlier_reassignment_are_both_reported(tmp_path: Path) -> None:
+    """`coverage` counts users reassigned to their nearest segment; `coverage_hdbscan` does not."""
+    texts, seg_of = hand_made_texts()
+    run = write_run(tmp_path / "r", texts, seg_of, [])
+    assignments = pd.read_csv(run / "assignments.csv", dtype={"user_id": str})
+    reassigned = {"s0u3", "s1u3", "s2u3"}  # HDBSCAN left these as noise; reassignment placed them
+    assignments["assigned_by"] = [
+        "reassigned" if u in reassigned else ("noise" if s == -1 else "cluster")
+        for u, s in zip(assignments["user_id"], assignments["segment_id"], strict=True)
+    ]
+    assignments.to_csv(run / "assignments.csv", index=False)
+    suite = Suite.model_validate(
+        {"name": "t", "metrics": ["internal"], "thresholds": {"coverage_min": 0.8, "coverage_hdbscan_min": 0.7}}
+    )
+    report = evaluate_run(run, None, suite, write=False)
+    got = report.metrics
+    assert got["coverage"] == pytest.approx(12 / 14) and got["noise_share"] == pytest.approx(2 / 14)
+    assert got["coverage_hdbscan"] == pytest.approx(9 / 14) and got["noise_share_hdbscan"] == pytest.approx(5 / 14)
+    assert [f.metric for f in report.failures] == ["coverage_hdbscan"]
+
+
+def test_coverage_hdbscan_falls_back_to_the_recorded_quality_or_says_why_not(tmp_path: Path) -> None:
+    texts, seg_of = hand_made_texts()
+    run = write_run(tmp_path / "r", texts, seg_of, [])  # no assigned_by column
+    report = evaluate_run(run, None, Suite.model_validate({"name": "t", "metrics": ["internal"]}), write=False)
+    assert report.metrics["coverage_hdbscan"] is None
+    assert any("coverage_hdbscan not computed" in n for n in report.notes)
+    segments = json.loads((run / "segments.json").read_text(encoding="utf-8"))
+    segments["quality"] = {"noise_share_hdbscan": 0.25}
+    (run / "segments.json").write_text(json.dumps(segments), encoding="utf-8")
+    report = evaluate_run(run, None, Suite.model_validate({"name": "t", "metrics": ["internal"]}), write=False)
+    assert report.metrics["coverage_hdbscan"] == pytest.approx(0.75)
+
+
+def test_pipeline_records_coverage_before_reassignment(tmp_path: Path) -> None:
+    from persona_llm.segment.pipeline import SegmentPipeline
+
+    words = {
+        "pizza": "pizza cheese oven dough tomato basil crust flour yeast sauce",
+        "cars": "engine gearbox tyre brake clutch filter spark plug motor exhaust",
+        "football": "goal striker keeper match league referee penalty offside club stadium",
+    }
+    rng = np.random.default_rng(0)
+    rows = [
+        {"user": f"{t}-{u}", "body": f"I think the {' and the '.join(rng.choice(v.split(), 3, replace=False))} ({j})"}
+        for t, v in words.items()
+        for u in range(10)
+        for j in range(3)
+    ]
+    # loners: each writes words nobody else uses, so HDBSCAN leaves them as noise
+    rows += [
+        {"user": f"loner-{u}", "body": f"I think the lone{u}a and the lone{u}b{j} are what matters ({j})"}
+        for u in range(4)
+        for j in range(3)
+    ]
+
+    from persona_llm.segment.base import BaseEmbedder
+
+    class PipelineHashEmbedder(BaseEmbedder):
+        model_id = HashEmbedder.model_id
+
+        def encode(self, texts: Any, *, kind: Any = "passage", show_progress: bool = False) -> np.ndarray:
+            return HashEmbedder().encode(list(texts))
+
+    # threshold 0: every HDBSCAN noise user is reassigned, so the two coverages must differ
+    pipe = SegmentPipeline(
+        embedder=PipelineHashEmbedder(), cache_dir="none", min_cluster_size=5, reassign_threshold=0.0
+    )
+    pipe.fit(pd.DataFrame(rows), user_column="user", text_column="body", attribute_columns=[])
+    seg = pipe.segments_
+    raw_noise = seg.quality["noise_share_hdbscan"]
+    assert raw_noise is not None and seg.noise_share_hdbscan == pytest.approx(raw_noise)
+    assert seg.coverage_hdbscan == pytest.approx(1 - raw_noise)
+    assert seg.coverage_hdbscan == pytest.approx(float(np.mean(pipe.assigned_by_ == "cluster")), abs=1e-4)
+    assert seg.coverage == 1.0 and raw_noise > 0
+    suite = Suite.model_validate({"name": "t", "metrics": ["internal"]})
+    report = evaluate_run(pipe.save(tmp_path / "run"), None, suite)
+    assert report.metrics["coverage_hdbscan"] == pytest.approx(seg.coverage_hdbscan, abs=1e-4)
+    assert report.metrics["coverage"] == pytest.approx(seg.coverage, abs=1e-4)
+
+
 def test_evaluate_good_run_writes_eval_json(good_run: Path) -> None:
     report = evaluate_run(
         good_run, "age_group", embedder=HashEmbedder(), segment_fn=by_age, negative_control="sign"

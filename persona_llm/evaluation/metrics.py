@@ -40,8 +40,19 @@ METRICS: dict[str, tuple[str, str]] = {
     "control_ari": ("labels", "ARI of segments vs the negative-control column; should stay near 0"),
     "control_nmi": ("labels", "NMI of segments vs the negative-control column; should stay near 0"),
     # internal quality
-    "coverage": ("internal", "share of users assigned to a segment (not noise); higher is better"),
-    "noise_share": ("internal", "share of users HDBSCAN left unassigned (-1); lower is better"),
+    "coverage": (
+        "internal",
+        "share of segmented users in a segment after outlier reassignment (the run's final assignments)",
+    ),
+    "noise_share": ("internal", "share of segmented users still unassigned (-1) after outlier reassignment"),
+    "coverage_hdbscan": (
+        "internal",
+        "share of segmented users the clusterer (HDBSCAN) itself assigned, before outlier reassignment",
+    ),
+    "noise_share_hdbscan": (
+        "internal",
+        "share of segmented users HDBSCAN itself left as noise, before outlier reassignment",
+    ),
     "n_segments": ("internal", "number of segments (noise excluded)"),
     "silhouette": (
         "internal",
@@ -138,6 +149,23 @@ def coverage(labels_pred: Labels) -> float:
 def noise_share(labels_pred: Labels) -> float:
     """Share of users left in noise (-1); 0 is best, HDBSCAN on text usually leaves 10-40%."""
     return 1.0 - coverage(labels_pred) if len(labels_pred) else 0.0
+
+
+REASSIGNED = "reassigned"
+"""`assigned_by` value of a user HDBSCAN left as noise and the clusterer then gave the nearest segment."""
+
+
+def clusterer_coverage(segment_ids: Labels, assigned_by: Sequence[str] | np.ndarray) -> float:
+    """Share of users the clusterer itself put in a segment: assigned now and not by outlier reassignment.
+
+    `coverage` after reassignment can be near 1 while HDBSCAN found structure for few users; this is
+    the share HDBSCAN vouched for.
+    """
+    p = np.asarray(segment_ids, dtype=int)
+    how = np.asarray(assigned_by, dtype=str)
+    if len(p) != len(how):
+        raise ValueError(f"segment_ids has {len(p)} items, assigned_by {len(how)}")
+    return float(np.mean((p != NOISE) & (how != REASSIGNED))) if len(p) else 0.0
 
 
 def adjusted_rand(labels_true: Labels, labels_pred: Labels, *, drop_noise: bool = False) -> float:

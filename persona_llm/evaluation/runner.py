@@ -230,19 +230,39 @@ def evaluate_labels(run: EvalInputs, labels: str | None, negative_control: str |
     return result
 
 
+def hdbscan_coverage(run: EvalInputs) -> tuple[float | None, str | None]:
+    """Share of users the clusterer itself assigned (before outlier reassignment), or None and why not.
+
+    From assignments.csv's `assigned_by` column, else the `noise_share_hdbscan` the clusterer recorded
+    in segments.json's quality.
+    """
+    if "assigned_by" in run.assignments.columns:
+        frame = run.assignments.drop_duplicates("user_id")
+        return m.clusterer_coverage(frame["segment_id"].to_numpy(), frame["assigned_by"].astype(str).to_numpy()), None
+    recorded = run.segments.quality.get("noise_share_hdbscan")
+    if recorded is not None:
+        return 1.0 - float(recorded), None
+    return None, "assignments.csv has no assigned_by column and segments.json no noise_share_hdbscan"
+
+
 def evaluate_internal(run: EvalInputs, opts: Options) -> GroupResult:
-    """Coverage and noise share; silhouette and DBCV when the run kept its user vectors."""
+    """Coverage and noise share after outlier reassignment and before it (what HDBSCAN itself assigned);
+    silhouette and DBCV when the run kept its user vectors."""
     pred = run.assignments["segment_id"].to_numpy()
+    result = GroupResult()
+    raw_coverage, why = hdbscan_coverage(run)
+    result.metrics["coverage_hdbscan"] = raw_coverage
+    result.metrics["noise_share_hdbscan"] = None if raw_coverage is None else 1.0 - raw_coverage
+    if why:
+        result.notes.append(f"coverage_hdbscan not computed: {why}")
     if run.user_embeddings is None:
-        return GroupResult(
-            metrics={"coverage": m.coverage(pred), "noise_share": m.noise_share(pred)},
-            skipped={"internal": "no user_embeddings.npy: silhouette and DBCV not computed"},
-        )
-    return GroupResult(
-        metrics=dict(
-            m.internal_metrics(run.user_embeddings, pred, sample_size=opts.silhouette_sample, seed=opts.seed)
-        )
+        result.metrics.update(coverage=m.coverage(pred), noise_share=m.noise_share(pred))
+        result.skipped["internal"] = "no user_embeddings.npy: silhouette and DBCV not computed"
+        return result
+    result.metrics.update(
+        m.internal_metrics(run.user_embeddings, pred, sample_size=opts.silhouette_sample, seed=opts.seed)
     )
+    return result
 
 
 def persona_overview(run: EvalInputs, groups: Sequence[str]) -> GroupResult:

@@ -3,7 +3,9 @@
 Run directory layout (written by `SegmentPipeline.save`):
     manifest.json         RunManifest: input hash, row counts, parameters, models, timings, version
     segments.json         SegmentSet: the segments below
-    assignments.csv       user_id, segment_id, probability, assigned_by (-1: unassigned on purpose)
+    assignments.csv       user_id, segment_id, probability, assigned_by (-1: unassigned on purpose;
+                          assigned_by "cluster": HDBSCAN's own, "reassigned": noise moved to the nearest
+                          segment, "noise": left unassigned)
     rejects.csv           every input row not used, with stage, field and reason
     texts.parquet         the cleaned, redacted texts used: text_id, user_id, text, language,
                           segment_id (of the text's user) + attribute columns
@@ -73,10 +75,18 @@ class Segment(BaseModel):
 
 class SegmentSet(BaseModel):
     run_id: str
-    n_users: int
-    n_assigned: int
-    coverage: float
-    noise_share: float
+    n_users: int = Field(description="users segmented (kept by cleaning and min_texts)")
+    n_assigned: int = Field(description="users in a segment after outlier reassignment")
+    coverage: float = Field(description="n_assigned / n_users: share in a segment after outlier reassignment")
+    noise_share: float = Field(description="share of users still unassigned (-1) after outlier reassignment")
+    coverage_hdbscan: float | None = Field(
+        default=None,
+        description="share of users the clusterer (HDBSCAN) itself assigned, before outlier reassignment; "
+        "None for runs written before it was recorded",
+    )
+    noise_share_hdbscan: float | None = Field(
+        default=None, description="share of users HDBSCAN itself left as noise, before outlier reassignment"
+    )
     segments: list[Segment]
     quality: dict[str, float | None] = Field(default_factory=dict)
 

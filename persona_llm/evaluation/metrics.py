@@ -18,7 +18,7 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from persona_llm.common.textmatch import SourceText, is_verbatim, name_key
 from persona_llm.common.vectors import NOISE, cosine_silhouette, normalize_rows, pairwise_cosine, sample_assigned
-from persona_llm.segment.pii import find_pii
+from persona_llm.evaluation.pii_check import find_leaks
 
 if TYPE_CHECKING:
     from persona_llm.schema.personas import Persona
@@ -118,7 +118,8 @@ METRICS: dict[str, tuple[str, str]] = {
     # privacy
     "pii": (
         "privacy",
-        "PII matches (emails, phones, URLs...) in personas, segments and stored texts; must be 0",
+        "PII found by the eval's own detector (pii_check: emails, phones, URLs, IPv4, IBANs, cards) in "
+        "personas, segments and stored texts; must be 0",
     ),
 }
 
@@ -417,7 +418,7 @@ def persona_identification(
 # ---------------------------------------------------------------------------------------------------
 
 PiiFinder = Callable[[str], list[tuple[str, str]]]
-"""text -> [(kind, matched text)], like `persona_llm.segment.pii.find_pii` (the default)."""
+"""text -> [(kind, matched text)], like `persona_llm.evaluation.pii_check.find_leaks` (the default)."""
 
 
 def mask(match: str) -> str:
@@ -426,9 +427,12 @@ def mask(match: str) -> str:
 
 
 def pii_findings(items: Iterable[tuple[str, str]], finder: PiiFinder | None = None) -> list[dict[str, str]]:
-    """PII matches in (where, text) items (by `finder`, default the pipeline's own `find_pii`), with
-    masked matches; [] is the only acceptable result."""
-    find = finder or find_pii
+    """PII matches in (where, text) items, with masked matches; [] is the only acceptable result.
+
+    `finder` defaults to the eval's independent detector (`pii_check.find_leaks`), not the redactor's
+    own `find_pii`: the redactor's rules find nothing in their own output by construction.
+    """
+    find = finder or find_leaks
     out: list[dict[str, str]] = []
     for where, text in items:
         if not text:

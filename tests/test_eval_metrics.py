@@ -122,6 +122,31 @@ def test_noise_counts_against_ari_but_not_ari_assigned() -> None:
     assert M.adjusted_rand(y, p) < 1.0
 
 
+def test_score_labels_counts_dropped_users_as_unassigned() -> None:
+    labels = pd.Series({"a": "x", "b": "x", "c": "y", "d": "y", "e": "x", "f": "y"})
+    segments = pd.Series({"a": 0, "b": 0, "c": 1, "d": 1})  # e and f were dropped before segmenting
+    got = M.score_labels(labels, segments)
+    assert got["ari_kept"] == pytest.approx(1.0) and got["nmi_kept"] == pytest.approx(1.0)
+    assert got["users_dropped"] == 2
+    expected = M.adjusted_rand(["x", "x", "y", "y", "x", "y"], [0, 0, 1, 1, -1, -1])
+    assert got["ari"] == pytest.approx(expected) and got["ari"] < 1.0
+    assert got["ari_assigned"] == pytest.approx(1.0)
+
+
+def test_bench_segment_scores_with_the_evals_rule() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_segment", ROOT / "bench" / "bench_segment.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    labels = pd.Series({"a": "x", "b": "x", "c": "y", "d": "y", "e": "x", "f": "y"})
+    got = bench.score(labels, np.array(["a", "b", "c", "d"]), np.array([0, 0, 1, 1]))
+    want = M.score_labels(labels, pd.Series([0, 0, 1, 1], index=["a", "b", "c", "d"]))
+    assert got["ari"] == pytest.approx(want["ari"]) and got["nmi"] == pytest.approx(want["nmi"])
+    assert got["coverage"] == pytest.approx(4 / 6)
+
+
 def test_purity_and_segment_majorities() -> None:
     y = ["a", "a", "a", "b", "b", "b", "b", "a"]
     p = [0, 0, 0, 0, 1, 1, 1, 1]

@@ -335,6 +335,26 @@ def test_pipeline_records_coverage_before_reassignment(tmp_path: Path) -> None:
     assert report.metrics["coverage"] == pytest.approx(seg.coverage, abs=1e-4)
 
 
+def test_label_metrics_count_users_the_run_dropped_as_unassigned(good_run: Path) -> None:
+    """Two labelled users never reached the run (dropped by cleaning / min_texts): the eval and the
+    bench count them as unassigned; the kept-only figure is reported beside it."""
+    texts, _ = hand_made_texts()
+    dropped = pd.DataFrame(
+        [
+            {"text_id": f"gone{u}", "user_id": f"gone{u}", "text": "hi", "age_group": age, "gender": "male"}
+            for u, age in enumerate(["13-17", "33-48"])
+        ]
+    )
+    report = evaluate_run(good_run, "age_group", input_texts=pd.concat([texts, dropped]), write=False)
+    kept_only = evaluate_run(good_run, "age_group", write=False)
+    got = report.metrics
+    assert got["users_dropped"] == 2 and kept_only.metrics["users_dropped"] == 0
+    assert got["ari_kept"] == pytest.approx(kept_only.metrics["ari"])
+    assert got["ari"] < got["ari_kept"] and got["nmi"] < got["nmi_kept"]
+    assert "every labelled input user" in report.details["labels_scope"]
+    assert any("dropped by cleaning" in n for n in report.notes)
+
+
 def test_evaluate_good_run_writes_eval_json(good_run: Path) -> None:
     report = evaluate_run(
         good_run, "age_group", embedder=HashEmbedder(), segment_fn=by_age, negative_control="sign"

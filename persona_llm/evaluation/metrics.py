@@ -34,6 +34,12 @@ METRICS: dict[str, tuple[str, str]] = {
         "adjusted Rand index of segments vs user labels, noise as one group; 1 perfect, 0 chance",
     ),
     "ari_assigned": ("labels", "ARI on users not in noise only; read it together with coverage"),
+    "ari_kept": (
+        "labels",
+        "ARI over the users the run segmented only (users dropped by cleaning / min_texts left out)",
+    ),
+    "nmi_kept": ("labels", "NMI over the users the run segmented only"),
+    "users_dropped": ("labels", "labelled users the run did not segment (cleaning, min_texts); counted as -1"),
     "nmi": ("labels", "normalised mutual information of segments vs labels, noise as one group; 1 perfect"),
     "purity": ("labels", "share of assigned users whose label is their segment's majority label; 1 perfect"),
     # negative control (a column nothing should recover, e.g. the blog set's zodiac sign)
@@ -216,6 +222,35 @@ def label_metrics(labels_true: Labels, labels_pred: Labels) -> dict[str, float]:
         "nmi": normalized_mutual_info(labels_true, labels_pred),
         "purity": purity(labels_true, labels_pred),
         "coverage": coverage(labels_pred),
+    }
+
+
+def score_labels(user_labels: pd.Series, user_segments: pd.Series) -> dict[str, float]:
+    """Segments vs labels over ALL labelled users: the one rule the eval and bench/bench_segment.py share.
+
+    `user_labels`: user id -> label, for every user who has one (also users the run dropped);
+    `user_segments`: user id -> segment id (-1 noise) for the users the run segmented. A labelled user
+    the run dropped (cleaning, min_texts) counts as unassigned (-1), so dropping hard users never
+    raises the score. `ari`, `ari_assigned`, `nmi`, `purity` follow that rule; `ari_kept` / `nmi_kept`
+    are the same over segmented users only (the figure before this rule), `users_dropped` how many
+    labelled users were counted as unassigned for having been dropped.
+    """
+    labels = user_labels.dropna()
+    labels.index = labels.index.astype(str)
+    segments = user_segments.copy()
+    segments.index = segments.index.astype(str)
+    segments = segments[~segments.index.duplicated()]
+    pred = segments.reindex(labels.index).fillna(NOISE).astype(int)
+    kept = labels.index.isin(segments.index)
+    y, p = labels.to_numpy(), pred.to_numpy()
+    return {
+        "ari": adjusted_rand(y, p),
+        "ari_assigned": adjusted_rand(y, p, drop_noise=True),
+        "nmi": normalized_mutual_info(y, p),
+        "purity": purity(y, p),
+        "ari_kept": adjusted_rand(y[kept], p[kept]),
+        "nmi_kept": normalized_mutual_info(y[kept], p[kept]),
+        "users_dropped": float((~kept).sum()),
     }
 
 

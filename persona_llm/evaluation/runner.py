@@ -207,8 +207,16 @@ def _cited_ids(personas: Sequence[Persona]) -> set[str]:
     return ids
 
 
-def evaluate_labels(run: EvalInputs, labels: str | None, negative_control: str | None) -> GroupResult:
-    """Segments vs a user label column (ARI, NMI, purity) and vs a negative-control column."""
+def evaluate_labels(
+    run: EvalInputs, labels: str | None, negative_control: str | None, input_texts: pd.DataFrame | None = None
+) -> GroupResult:
+    """Segments vs a user label column (ARI, NMI, purity) and vs a negative-control column.
+
+    One rule (`metrics.score_labels`, shared with bench/bench_segment.py): every labelled user counts,
+    and a user the run dropped (cleaning, min_texts) counts as unassigned (-1); `ari_kept`/`nmi_kept`
+    are over the segmented users only. Labels of dropped users come from `input_texts` (the frame the
+    run was built from; run_suite passes it); without it only the run's own users can be labelled.
+    """
     result = GroupResult()
     if not labels and not negative_control:
         result.skipped["labels"] = "no label column given (--labels)"
@@ -216,17 +224,31 @@ def evaluate_labels(run: EvalInputs, labels: str | None, negative_control: str |
     for column, prefix in ((labels, ""), (negative_control, "control_")):
         if not column:
             continue
-        user_labels = run.user_column(column)
-        users = seg_of.index.intersection(user_labels.index)
-        if len(users) < len(seg_of):
-            result.notes.append(f"{len(seg_of) - len(users)} users have no {column!r} value; left out")
-        y, p = user_labels.loc[users].to_numpy(), seg_of.loc[users].to_numpy()
-        if prefix:
-            result.metrics["control_ari"] = m.adjusted_rand(y, p)
-            result.metrics["control_nmi"] = m.normalized_mutual_info(y, p)
+        if input_texts is not None and column in input_texts.columns:
+            user_labels = claims_mod.user_attribute(input_texts.assign(user_id=input_texts["user_id"].astype(str)), column)
+            scope = "every labelled input user (dropped users count as unassigned)"
         else:
-            result.metrics.update(m.label_metrics(y, p))
-            result.details["segment_majorities"] = m.segment_majorities(y, p)
+            user_labels = run.user_column(column)
+            scope = "the run's segmented users only (the input is not at hand, so dropped users have no label)"
+        unlabelled = len(seg_of.index.difference(user_labels.index.astype(str)))
+        if unlabelled:
+            result.notes.append(f"{unlabelled} segmented users have no {column!r} value; left out")
+        scores = m.score_labels(user_labels, seg_of)
+        if prefix:
+            result.metrics["control_ari"] = scores["ari"]
+            result.metrics["control_nmi"] = scores["nmi"]
+            continue
+        result.metrics.update(scores)
+        result.details["labels_scope"] = scope
+        if scores["users_dropped"]:
+            result.notes.append(
+                f"{scores['users_dropped']:.0f} labelled users were dropped by cleaning or min_texts: counted "
+                "as unassigned in ari/nmi/purity (ari_kept/nmi_kept leave them out)"
+            )
+        users = seg_of.index.intersection(user_labels.index)
+        result.details["segment_majorities"] = m.segment_majorities(
+            user_labels.loc[users].to_numpy(), seg_of.loc[users].to_numpy()
+        )
     return result
 
 
@@ -487,6 +509,7 @@ def evaluate_run(
     dataset: str | None = None,
     negative_control: str | None = None,
     pii_finder: m.PiiFinder | None = None,
+    input_texts: pd.DataFrame | None = None,
     write: bool = True,
 ) -> EvalReport:
     """Evaluate one run directory; writes `<run_dir>/eval.json` unless write=False.
@@ -498,6 +521,8 @@ def evaluate_run(
     segment_fn: segment_fn(texts_frame, seed) -> assignments frame, for stability.
     no_segment_fn_reason: why there is no segment_fn (recorded as the reason stability was skipped).
     dataset: suite data set name, to pick its thresholds, labels and negative control.
+    input_texts: the texts frame the run was built from, so label metrics count the users the run
+    dropped (as unassigned); without it they cover the run's segmented users only.
 
     Each metric group is an `evaluate_<group>` function of the loaded run; this loads the run once,
     runs the groups the suite enables, in the order of `GROUPS`, and merges what they return.
@@ -527,7 +552,7 @@ def evaluate_run(
         result.merge_into(report)
 
     if "labels" in groups:
-        add("labels", lambda: evaluate_labels(run, labels, negative_control))
+        add("labels", lambda: evaluate_labels(run, labels, negative_control, input_texts))
     if "internal" in groups:
         add("internal", lambda: evaluate_internal(run, opts))
 
@@ -732,6 +757,7 @@ def run_suite(
             segment_fn=segment_fn,
             dataset=ds.key,
             negative_control=ds.negative_control,
+            input_texts=texts,
         )
         if ds.source == "online_shopping_10_cats":
             report.notes.append(

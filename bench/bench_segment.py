@@ -26,12 +26,12 @@ import numpy as np
 import pandas as pd
 from rich.console import Console
 from rich.table import Table
-from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(ROOT))
 
+from persona_llm.evaluation.metrics import score_labels  # noqa: E402
 from persona_llm.schema.manifest import peak_rss_mb  # noqa: E402
 from persona_llm.segment.pipeline import SegmentPipeline  # noqa: E402
 
@@ -48,17 +48,15 @@ def newsgroup_authors(min_posts: int = 5) -> tuple[pd.DataFrame, pd.Series]:
 
 
 def score(labels: pd.Series, user_ids: np.ndarray, pred: np.ndarray) -> dict[str, float]:
-    """ARI/NMI over ALL scored users: users the method left out count as one 'unassigned' group."""
-    pred_s = pd.Series(pred, index=user_ids).reindex(labels.index).fillna(-1).astype(int)
-    y = labels.to_numpy()
-    p = pred_s.to_numpy()
+    """ARI/NMI by the eval's rule (`metrics.score_labels`): over ALL labelled users, users the method
+    left out (dropped, or noise) counted as unassigned (-1, one group); coverage over labelled users."""
+    segments = pd.Series(np.asarray(pred, dtype=int), index=np.asarray(user_ids).astype(str))
+    scores = score_labels(labels, segments)
+    p = segments.reindex(labels.index.astype(str)).fillna(-1).astype(int).to_numpy()
     covered = p >= 0
-    # Noise users are each their own singleton so that leaving users out is never rewarded.
-    p_singletons = p.copy()
-    p_singletons[~covered] = np.arange(-1, -1 - (~covered).sum(), -1)
     return {
-        "ari": adjusted_rand_score(y, p_singletons),
-        "nmi": normalized_mutual_info_score(y, p_singletons),
+        "ari": scores["ari"],
+        "nmi": scores["nmi"],
         "coverage": float(covered.mean()),
         "segments": float(len(set(p[covered].tolist()))),
     }

@@ -187,6 +187,12 @@ def test_cleaner_on_forum_posts_end_to_end() -> None:
         ("电话555-123-4567联系", "phone", "电话[PHONE]联系"),
         ("order 123456789012 was lost", "number", "order [NUMBER] was lost"),
         ("card 4111 1111 1111 1111 declined", "number", "card [NUMBER] declined"),
+        ("IBAN DE89 3704 0044 0532 0130 00, thanks", "number", "IBAN [NUMBER], thanks"),
+        ("IBAN GB82WEST12345698765432 thanks", "number", "IBAN [NUMBER] thanks"),
+        ("left over: DE89 [NUMBER] 00.", "number", "left over: [NUMBER]."),
+        ("IP 192.168.1.20, gateway 10.0.0.1.", "number", "IP [NUMBER], gateway [NUMBER]."),
+        ("the number here is 940-7222, we", "phone", "the number here is [PHONE], we"),
+        ("ring 940-2222222 after six", "phone", "ring [PHONE] after six"),
     ],
 )
 def test_each_pii_kind_is_redacted(text: str, kind: str, expected: str) -> None:
@@ -207,7 +213,9 @@ def test_each_pii_kind_is_redacted(text: str, kind: str, expected: str) -> None:
         "We sold 1,000,000 units; pi is 3.14159265358979.",
         "A 486DX2-66 with 16MB, 1280*1024 at 76Hz, 3.5mm jack, pH 7.5.",
         "Files: autoexec.bat, config.sys, notes.txt, e.g. and i.e. are fine; yes.No",
-        "ISBN 0-201-63361-2, zip 12345-6789, IP 192.168.1.20, score 7-0.",
+        "ISBN 0-201-63361-2, zip 12345-6789, score 7-0.",
+        "In 2024 Python 3.11 cost $19.99; build 1.5.9.1, v1.2.3.4, pages 100-1000, $250-1000.",
+        "Product codes A4-2210, SKU 4410-22, XR-450-2210, part 12-3456.",
     ],
 )
 def test_ordinary_numbers_and_words_are_left_alone(text: str) -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from persona_llm.evaluation import claims as C
 from persona_llm.evaluation import metrics as M
-from persona_llm.evaluation.judge import JudgeResponse, LLMJudge, judge_metrics, persona_claims
+from persona_llm.evaluation.judge import JudgeRecord, JudgeResponse, LLMJudge, judge_metrics, persona_claims
 from persona_llm.evaluation.stability import match_segments, shared_ari, stability, subsample_users
 from persona_llm.evaluation.suite import DataSet, load_dataset, load_suite
 from persona_llm.schema.personas import Persona
@@ -120,6 +120,31 @@ def test_noise_counts_against_ari_but_not_ari_assigned() -> None:
     assert M.noise_share(p) == 0.25
     assert M.adjusted_rand(y, p, drop_noise=True) == pytest.approx(1.0)
     assert M.adjusted_rand(y, p) < 1.0
+
+
+def test_score_labels_counts_dropped_users_as_unassigned() -> None:
+    labels = pd.Series({"a": "x", "b": "x", "c": "y", "d": "y", "e": "x", "f": "y"})
+    segments = pd.Series({"a": 0, "b": 0, "c": 1, "d": 1})  # e and f were dropped before segmenting
+    got = M.score_labels(labels, segments)
+    assert got["ari_kept"] == pytest.approx(1.0) and got["nmi_kept"] == pytest.approx(1.0)
+    assert got["users_dropped"] == 2
+    expected = M.adjusted_rand(["x", "x", "y", "y", "x", "y"], [0, 0, 1, 1, -1, -1])
+    assert got["ari"] == pytest.approx(expected) and got["ari"] < 1.0
+    assert got["ari_assigned"] == pytest.approx(1.0)
+
+
+def test_bench_segment_scores_with_the_evals_rule() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_segment", ROOT / "bench" / "bench_segment.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    labels = pd.Series({"a": "x", "b": "x", "c": "y", "d": "y", "e": "x", "f": "y"})
+    got = bench.score(labels, np.array(["a", "b", "c", "d"]), np.array([0, 0, 1, 1]))
+    want = M.score_labels(labels, pd.Series([0, 0, 1, 1], index=["a", "b", "c", "d"]))
+    assert got["ari"] == pytest.approx(want["ari"]) and got["nmi"] == pytest.approx(want["nmi"])
+    assert got["coverage"] == pytest.approx(4 / 6)
 
 
 def test_purity_and_segment_majorities() -> None:
@@ -425,6 +450,32 @@ def test_random_segmentation_is_unstable() -> None:
     assert got["persona_kept"] == 0.0
 
 
+def _one_segment(texts: pd.DataFrame, seed: int) -> pd.DataFrame:
+    return pd.DataFrame({"user_id": texts["user_id"], "segment_id": 0})
+
+
+def _all_noise(texts: pd.DataFrame, seed: int) -> pd.DataFrame:
+    return pd.DataFrame({"user_id": texts["user_id"], "segment_id": -1})
+
+
+@pytest.mark.parametrize("segment_fn", [_one_segment, _all_noise])
+def test_stability_of_a_run_with_fewer_than_two_segments_is_not_measurable(segment_fn: Any) -> None:
+    """One segment (or none): every re-run agrees trivially, which must not read as 1.0 (stable)."""
+    texts = _texts_frame()
+    for reference in (segment_fn(texts, 0), None):
+        got = stability(texts, segment_fn, reference=reference)
+        assert got["stability_ari"] is None and got["persona_kept"] is None
+        assert "at least 2" in got["not_measurable"]
+
+
+def test_re_runs_collapsing_to_one_segment_are_not_counted_as_stable() -> None:
+    texts = _texts_frame()
+    got = stability(texts, _one_segment, reference=_by_kind(texts, 0))
+    assert got["stability_ari"] is None and got["trivial_pairs"] == 1
+    assert "fewer than 2 segments" in got["not_measurable"]
+    assert got["persona_kept"] == 0.0  # four reference segments, none survives as itself
+
+
 def test_subsample_and_matching_helpers() -> None:
     texts = _texts_frame()
     sub = subsample_users(texts, 0.9, seed=5)
@@ -468,7 +519,18 @@ def test_judge_with_a_fake_callable_keeps_reasons() -> None:
 def test_judge_garbage_reply_is_recorded_as_error_not_support() -> None:
     records = LLMJudge(lambda _m: "I cannot answer").judge_persona(make_persona(0), ["t"])
     assert records and all(r.verdict == "error" for r in records)
-    assert judge_metrics(records) == {"judge_claims": 0, "judge_supported": None}
+    n = len(records)
+    assert judge_metrics(records) == {"judge_claims": n, "judge_errors": n, "judge_supported": 0.0}
+
+
+def test_judge_errors_count_as_not_supported() -> None:
+    """One supported claim and one the judge skipped: 50% supported, not 100%."""
+    records = [
+        JudgeRecord(persona_id="p0", claim="a", verdict="supported"),
+        JudgeRecord(persona_id="p0", claim="b", verdict="error", reason="no verdict returned"),
+    ]
+    assert judge_metrics(records) == {"judge_claims": 2, "judge_errors": 1, "judge_supported": 0.5}
+    assert judge_metrics([]) == {"judge_claims": 0, "judge_errors": 0, "judge_supported": None}
 
 
 def test_judge_uses_generate_structured_when_the_model_has_it() -> None:
@@ -564,6 +626,28 @@ def test_load_dataset_slices_shared_data(source: str, label: str) -> None:
     assert frame["text_id"].is_unique
     if source == "online_shopping_10_cats":
         assert frame.groupby("user_id")["cat"].nunique().max() == 1  # pseudo-users: one category each
+
+
+@pytest.mark.parametrize("name", ["ci", "full"])
+def test_shipped_suites_set_no_floor_below_chance_and_gate_blog_identification_honestly(name: str) -> None:
+    """A floor under chance passes personas worse than a constant guess; the blog set is not gated."""
+    suite = load_suite(ROOT / "evals" / "suites" / f"{name}.toml")
+    for ds in suite.datasets:
+        lift = suite.thresholds_for(ds.key).get("identification_lift_min")
+        assert lift is None or lift >= 1.0, (ds.key, lift)
+    assert "identification_lift_min" not in suite.thresholds_for("blog_authorship")
+    assert "ari_min" not in suite.thresholds_for("blog_authorship")
+    assert "Blog identification" in (ROOT / "evals" / "README.md").read_text(encoding="utf-8")
+
+
+def test_full_suite_floors_come_from_measured_values() -> None:
+    text = (ROOT / "evals" / "suites" / "full.toml").read_text(encoding="utf-8")
+    assert "calibrate" not in text.lower()
+    suite = load_suite(ROOT / "evals" / "suites" / "full.toml")
+    news = suite.thresholds_for("20newsgroups")
+    # README results table: ARI 0.70 at 99% coverage for the 398 authors
+    assert news["ari_min"] == pytest.approx(0.65) and news["coverage_min"] == pytest.approx(0.94)
+    assert suite.thresholds_for("online_shopping_10_cats")["ari_min"] == pytest.approx(0.54)
 
 
 def test_readme_documents_every_metric() -> None:

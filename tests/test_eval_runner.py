@@ -234,6 +234,127 @@ def test_a_failing_re_segmentation_skips_stability_only(good_run: Path) -> None:
     assert "stability_ari" not in report.metrics and report.metrics["ari_assigned"] == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("segment_id", [0, -1])
+def test_stability_of_a_run_with_one_or_no_segment_fails_its_threshold(tmp_path: Path, segment_id: int) -> None:
+    """A run with one segment (or only noise) re-segmented into one segment scored 1.0 before."""
+    texts, seg_of = hand_made_texts()
+    run = write_run(tmp_path / "one", texts, dict.fromkeys(seg_of, segment_id), [])
+
+    def one_group(frame: pd.DataFrame, seed: int) -> pd.DataFrame:
+        users = frame["user_id"].drop_duplicates()
+        return pd.DataFrame({"user_id": users, "segment_id": segment_id})
+
+    suite = Suite.model_validate(
+        {"name": "t", "metrics": ["stability"], "thresholds": {"stability_ari_min": 0.5, "persona_kept_min": 0.5}}
+    )
+    report = evaluate_run(run, None, suite, segment_fn=one_group, write=False)
+    assert report.metrics["stability_ari"] is None and report.metrics["persona_kept"] is None
+    assert "stability needs at least 2" in report.skipped["stability"]
+    assert sorted(f.metric for f in report.failures) == ["persona_kept", "stability_ari"]
+    assert all(f.value is None and "at least 2" in f.message for f in report.failures)
+
+
+def test_coverage_before_and_after_outlier_reassignment_are_both_reported(tmp_path: Path) -> None:
+    """`coverage` counts users reassigned to their nearest segment; `coverage_hdbscan` does not."""
+    texts, seg_of = hand_made_texts()
+    run = write_run(tmp_path / "r", texts, seg_of, [])
+    assignments = pd.read_csv(run / "assignments.csv", dtype={"user_id": str})
+    reassigned = {"s0u3", "s1u3", "s2u3"}  # HDBSCAN left these as noise; reassignment placed them
+    assignments["assigned_by"] = [
+        "reassigned" if u in reassigned else ("noise" if s == -1 else "cluster")
+        for u, s in zip(assignments["user_id"], assignments["segment_id"], strict=True)
+    ]
+    assignments.to_csv(run / "assignments.csv", index=False)
+    suite = Suite.model_validate(
+        {"name": "t", "metrics": ["internal"], "thresholds": {"coverage_min": 0.8, "coverage_hdbscan_min": 0.7}}
+    )
+    report = evaluate_run(run, None, suite, write=False)
+    got = report.metrics
+    assert got["coverage"] == pytest.approx(12 / 14) and got["noise_share"] == pytest.approx(2 / 14)
+    assert got["coverage_hdbscan"] == pytest.approx(9 / 14) and got["noise_share_hdbscan"] == pytest.approx(5 / 14)
+    assert [f.metric for f in report.failures] == ["coverage_hdbscan"]
+
+
+def test_coverage_hdbscan_falls_back_to_the_recorded_quality_or_says_why_not(tmp_path: Path) -> None:
+    texts, seg_of = hand_made_texts()
+    run = write_run(tmp_path / "r", texts, seg_of, [])  # no assigned_by column
+    report = evaluate_run(run, None, Suite.model_validate({"name": "t", "metrics": ["internal"]}), write=False)
+    assert report.metrics["coverage_hdbscan"] is None
+    assert any("coverage_hdbscan not computed" in n for n in report.notes)
+    segments = json.loads((run / "segments.json").read_text(encoding="utf-8"))
+    segments["quality"] = {"noise_share_hdbscan": 0.25}
+    (run / "segments.json").write_text(json.dumps(segments), encoding="utf-8")
+    report = evaluate_run(run, None, Suite.model_validate({"name": "t", "metrics": ["internal"]}), write=False)
+    assert report.metrics["coverage_hdbscan"] == pytest.approx(0.75)
+
+
+def test_pipeline_records_coverage_before_reassignment(tmp_path: Path) -> None:
+    from persona_llm.segment.pipeline import SegmentPipeline
+
+    words = {
+        "pizza": "pizza cheese oven dough tomato basil crust flour yeast sauce",
+        "cars": "engine gearbox tyre brake clutch filter spark plug motor exhaust",
+        "football": "goal striker keeper match league referee penalty offside club stadium",
+    }
+    rng = np.random.default_rng(0)
+    rows = [
+        {"user": f"{t}-{u}", "body": f"I think the {' and the '.join(rng.choice(v.split(), 3, replace=False))} ({j})"}
+        for t, v in words.items()
+        for u in range(10)
+        for j in range(3)
+    ]
+    # loners: each writes words nobody else uses, so HDBSCAN leaves them as noise
+    rows += [
+        {"user": f"loner-{u}", "body": f"I think the lone{u}a and the lone{u}b{j} are what matters ({j})"}
+        for u in range(4)
+        for j in range(3)
+    ]
+
+    from persona_llm.segment.base import BaseEmbedder
+
+    class PipelineHashEmbedder(BaseEmbedder):
+        model_id = HashEmbedder.model_id
+
+        def encode(self, texts: Any, *, kind: Any = "passage", show_progress: bool = False) -> np.ndarray:
+            return HashEmbedder().encode(list(texts))
+
+    # threshold 0: every HDBSCAN noise user is reassigned, so the two coverages must differ
+    pipe = SegmentPipeline(
+        embedder=PipelineHashEmbedder(), cache_dir="none", min_cluster_size=5, reassign_threshold=0.0
+    )
+    pipe.fit(pd.DataFrame(rows), user_column="user", text_column="body", attribute_columns=[])
+    seg = pipe.segments_
+    raw_noise = seg.quality["noise_share_hdbscan"]
+    assert raw_noise is not None and seg.noise_share_hdbscan == pytest.approx(raw_noise)
+    assert seg.coverage_hdbscan == pytest.approx(1 - raw_noise)
+    assert seg.coverage_hdbscan == pytest.approx(float(np.mean(pipe.assigned_by_ == "cluster")), abs=1e-4)
+    assert seg.coverage == 1.0 and raw_noise > 0
+    suite = Suite.model_validate({"name": "t", "metrics": ["internal"]})
+    report = evaluate_run(pipe.save(tmp_path / "run"), None, suite)
+    assert report.metrics["coverage_hdbscan"] == pytest.approx(seg.coverage_hdbscan, abs=1e-4)
+    assert report.metrics["coverage"] == pytest.approx(seg.coverage, abs=1e-4)
+
+
+def test_label_metrics_count_users_the_run_dropped_as_unassigned(good_run: Path) -> None:
+    """Two labelled users never reached the run (dropped by cleaning / min_texts): the eval and the
+    bench count them as unassigned; the kept-only figure is reported beside it."""
+    texts, _ = hand_made_texts()
+    dropped = pd.DataFrame(
+        [
+            {"text_id": f"gone{u}", "user_id": f"gone{u}", "text": "hi", "age_group": age, "gender": "male"}
+            for u, age in enumerate(["13-17", "33-48"])
+        ]
+    )
+    report = evaluate_run(good_run, "age_group", input_texts=pd.concat([texts, dropped]), write=False)
+    kept_only = evaluate_run(good_run, "age_group", write=False)
+    got = report.metrics
+    assert got["users_dropped"] == 2 and kept_only.metrics["users_dropped"] == 0
+    assert got["ari_kept"] == pytest.approx(kept_only.metrics["ari"])
+    assert got["ari"] < got["ari_kept"] and got["nmi"] < got["nmi_kept"]
+    assert "every labelled input user" in report.details["labels_scope"]
+    assert any("dropped by cleaning" in n for n in report.notes)
+
+
 def test_evaluate_good_run_writes_eval_json(good_run: Path) -> None:
     report = evaluate_run(
         good_run, "age_group", embedder=HashEmbedder(), segment_fn=by_age, negative_control="sign"
@@ -410,3 +531,30 @@ def test_run_suite_builds_evaluates_and_writes_a_bench_record(tmp_path: Path) ->
     assert (tmp_path / "runs" / "20newsgroups" / "eval.json").exists()
     bench = sorted((tmp_path / "bench").iterdir())
     assert [p.suffix for p in bench] == [".json", ".md"] and bench[0].name.endswith("-mini.json")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Judge
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_a_failing_judge_is_counted_not_read_as_supported(good_run: Path) -> None:
+    """A judge that supports persona p0's claims and fails for the others must not read 100% supported."""
+
+    def flaky_judge(messages: list[dict[str, str]]) -> str:
+        if "skate" not in messages[1]["content"]:
+            raise RuntimeError("backend down")
+        n = messages[1]["content"].split("Claims:\n", 1)[1].count("\n") + 1
+        return json.dumps({"verdicts": [{"claim": i, "verdict": "supported"} for i in range(1, n + 1)]})
+
+    suite = Suite.model_validate({"name": "t", "metrics": ["judge"], "thresholds": {"judge_supported_min": 0.9}})
+    report = evaluate_run(good_run, None, suite, judge=flaky_judge, write=False)
+    got = report.metrics
+    records = report.details["judge"]["records"]
+    supported = sum(r["verdict"] == "supported" for r in records)
+    assert 0 < supported < len(records)
+    assert got["judge_claims"] == len(records)
+    assert got["judge_errors"] == len(records) - supported
+    assert got["judge_supported"] == pytest.approx(supported / len(records))
+    assert [f.metric for f in report.failures] == ["judge_supported"]
+    assert any("no verdict" in n for n in report.notes)

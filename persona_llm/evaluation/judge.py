@@ -148,9 +148,15 @@ class LLMJudge:
 
 
 def judge_metrics(records: Sequence[JudgeRecord]) -> dict[str, float | None]:
-    """Claims judged (errors excluded) and the share the judge found supported; higher is better."""
-    judged = [r for r in records if r.verdict != "error"]
+    """Claims sent to the judge, how many got no verdict (errors), and the share found supported.
+
+    A claim the judge could not score (failed call, unparsable reply, skipped claim) counts as not
+    supported: leaving it out of the denominator would let a broken judge read 100% supported.
+    """
+    errors = sum(r.verdict == "error" for r in records)
+    supported = sum(r.verdict == "supported" for r in records)
     return {
-        "judge_claims": float(len(judged)),
-        "judge_supported": sum(r.verdict == "supported" for r in judged) / len(judged) if judged else None,
+        "judge_claims": float(len(records)),
+        "judge_errors": float(errors),
+        "judge_supported": supported / len(records) if records else None,
     }

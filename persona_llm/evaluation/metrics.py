@@ -18,7 +18,7 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from persona_llm.common.textmatch import SourceText, is_verbatim, name_key
 from persona_llm.common.vectors import NOISE, cosine_silhouette, normalize_rows, pairwise_cosine, sample_assigned
-from persona_llm.segment.pii import find_pii
+from persona_llm.evaluation.pii_check import find_leaks
 
 if TYPE_CHECKING:
     from persona_llm.schema.personas import Persona
@@ -34,14 +34,31 @@ METRICS: dict[str, tuple[str, str]] = {
         "adjusted Rand index of segments vs user labels, noise as one group; 1 perfect, 0 chance",
     ),
     "ari_assigned": ("labels", "ARI on users not in noise only; read it together with coverage"),
+    "ari_kept": (
+        "labels",
+        "ARI over the users the run segmented only (users dropped by cleaning / min_texts left out)",
+    ),
+    "nmi_kept": ("labels", "NMI over the users the run segmented only"),
+    "users_dropped": ("labels", "labelled users the run did not segment (cleaning, min_texts); counted as -1"),
     "nmi": ("labels", "normalised mutual information of segments vs labels, noise as one group; 1 perfect"),
     "purity": ("labels", "share of assigned users whose label is their segment's majority label; 1 perfect"),
     # negative control (a column nothing should recover, e.g. the blog set's zodiac sign)
     "control_ari": ("labels", "ARI of segments vs the negative-control column; should stay near 0"),
     "control_nmi": ("labels", "NMI of segments vs the negative-control column; should stay near 0"),
     # internal quality
-    "coverage": ("internal", "share of users assigned to a segment (not noise); higher is better"),
-    "noise_share": ("internal", "share of users HDBSCAN left unassigned (-1); lower is better"),
+    "coverage": (
+        "internal",
+        "share of segmented users in a segment after outlier reassignment (the run's final assignments)",
+    ),
+    "noise_share": ("internal", "share of segmented users still unassigned (-1) after outlier reassignment"),
+    "coverage_hdbscan": (
+        "internal",
+        "share of segmented users the clusterer (HDBSCAN) itself assigned, before outlier reassignment",
+    ),
+    "noise_share_hdbscan": (
+        "internal",
+        "share of segmented users HDBSCAN itself left as noise, before outlier reassignment",
+    ),
     "n_segments": ("internal", "number of segments (noise excluded)"),
     "silhouette": (
         "internal",
@@ -89,19 +106,26 @@ METRICS: dict[str, tuple[str, str]] = {
     # stability
     "stability_ari": (
         "stability",
-        "ARI between segmentations of two 90% user subsamples, on shared users; 1 stable",
+        "ARI between segmentations of two 90% user subsamples, on shared users; 1 stable; "
+        "n/a with fewer than 2 segments",
     ),
     "persona_kept": (
         "stability",
         "share of the run's segments matched (Jaccard >= 0.5) in every subsample re-run; 1 stable",
     ),
     # judge
-    "judge_claims": ("judge", "persona claims the LLM judge scored"),
-    "judge_supported": ("judge", "share of judged claims the judge found supported by representative texts"),
+    "judge_claims": ("judge", "persona claims sent to the LLM judge, including those it failed to score"),
+    "judge_errors": ("judge", "claims the judge returned no verdict for (failed call, bad reply, skipped)"),
+    "judge_supported": (
+        "judge",
+        "share of claims the judge found supported by representative texts; judge errors count as not "
+        "supported",
+    ),
     # privacy
     "pii": (
         "privacy",
-        "PII matches (emails, phones, URLs...) in personas, segments and stored texts; must be 0",
+        "PII found by the eval's own detector (pii_check: emails, phones, URLs, IPv4, IBANs, cards) in "
+        "personas, segments and stored texts; must be 0",
     ),
 }
 
@@ -132,6 +156,23 @@ def coverage(labels_pred: Labels) -> float:
 def noise_share(labels_pred: Labels) -> float:
     """Share of users left in noise (-1); 0 is best, HDBSCAN on text usually leaves 10-40%."""
     return 1.0 - coverage(labels_pred) if len(labels_pred) else 0.0
+
+
+REASSIGNED = "reassigned"
+"""`assigned_by` value of a user HDBSCAN left as noise and the clusterer then gave the nearest segment."""
+
+
+def clusterer_coverage(segment_ids: Labels, assigned_by: Sequence[str] | np.ndarray) -> float:
+    """Share of users the clusterer itself put in a segment: assigned now and not by outlier reassignment.
+
+    `coverage` after reassignment can be near 1 while HDBSCAN found structure for few users; this is
+    the share HDBSCAN vouched for.
+    """
+    p = np.asarray(segment_ids, dtype=int)
+    how = np.asarray(assigned_by, dtype=str)
+    if len(p) != len(how):
+        raise ValueError(f"segment_ids has {len(p)} items, assigned_by {len(how)}")
+    return float(np.mean((p != NOISE) & (how != REASSIGNED))) if len(p) else 0.0
 
 
 def adjusted_rand(labels_true: Labels, labels_pred: Labels, *, drop_noise: bool = False) -> float:
@@ -181,6 +222,35 @@ def label_metrics(labels_true: Labels, labels_pred: Labels) -> dict[str, float]:
         "nmi": normalized_mutual_info(labels_true, labels_pred),
         "purity": purity(labels_true, labels_pred),
         "coverage": coverage(labels_pred),
+    }
+
+
+def score_labels(user_labels: pd.Series, user_segments: pd.Series) -> dict[str, float]:
+    """Segments vs labels over ALL labelled users: the one rule the eval and bench/bench_segment.py share.
+
+    `user_labels`: user id -> label, for every user who has one (also users the run dropped);
+    `user_segments`: user id -> segment id (-1 noise) for the users the run segmented. A labelled user
+    the run dropped (cleaning, min_texts) counts as unassigned (-1), so dropping hard users never
+    raises the score. `ari`, `ari_assigned`, `nmi`, `purity` follow that rule; `ari_kept` / `nmi_kept`
+    are the same over segmented users only (the figure before this rule), `users_dropped` how many
+    labelled users were counted as unassigned for having been dropped.
+    """
+    labels = user_labels.dropna()
+    labels.index = labels.index.astype(str)
+    segments = user_segments.copy()
+    segments.index = segments.index.astype(str)
+    segments = segments[~segments.index.duplicated()]
+    pred = segments.reindex(labels.index).fillna(NOISE).astype(int)
+    kept = labels.index.isin(segments.index)
+    y, p = labels.to_numpy(), pred.to_numpy()
+    return {
+        "ari": adjusted_rand(y, p),
+        "ari_assigned": adjusted_rand(y, p, drop_noise=True),
+        "nmi": normalized_mutual_info(y, p),
+        "purity": purity(y, p),
+        "ari_kept": adjusted_rand(y[kept], p[kept]),
+        "nmi_kept": normalized_mutual_info(y[kept], p[kept]),
+        "users_dropped": float((~kept).sum()),
     }
 
 
@@ -383,7 +453,7 @@ def persona_identification(
 # ---------------------------------------------------------------------------------------------------
 
 PiiFinder = Callable[[str], list[tuple[str, str]]]
-"""text -> [(kind, matched text)], like `persona_llm.segment.pii.find_pii` (the default)."""
+"""text -> [(kind, matched text)], like `persona_llm.evaluation.pii_check.find_leaks` (the default)."""
 
 
 def mask(match: str) -> str:
@@ -392,9 +462,12 @@ def mask(match: str) -> str:
 
 
 def pii_findings(items: Iterable[tuple[str, str]], finder: PiiFinder | None = None) -> list[dict[str, str]]:
-    """PII matches in (where, text) items (by `finder`, default the pipeline's own `find_pii`), with
-    masked matches; [] is the only acceptable result."""
-    find = finder or find_pii
+    """PII matches in (where, text) items, with masked matches; [] is the only acceptable result.
+
+    `finder` defaults to the eval's independent detector (`pii_check.find_leaks`), not the redactor's
+    own `find_pii`: the redactor's rules find nothing in their own output by construction.
+    """
+    find = finder or find_leaks
     out: list[dict[str, str]] = []
     for where, text in items:
         if not text:

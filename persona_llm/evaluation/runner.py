@@ -27,7 +27,7 @@ from persona_llm.errors import ConfigError, InputError, PersonaLLMError
 from persona_llm.evaluation import claims as claims_mod
 from persona_llm.evaluation import metrics as m
 from persona_llm.evaluation.judge import JudgeRecord, LLMJudge, judge_metrics
-from persona_llm.evaluation.stability import SegmentFn, stability
+from persona_llm.evaluation.stability import SegmentFn, not_measurable_reason, stability
 from persona_llm.evaluation.suite import GROUPS, Options, Suite, load_dataset, load_suite, shared_data_dir
 from persona_llm.runs.rundir import EVAL, MANIFEST, TEXT_EMBEDDINGS, TEXTS, USER_EMBEDDINGS, RunDir
 
@@ -207,8 +207,16 @@ def _cited_ids(personas: Sequence[Persona]) -> set[str]:
     return ids
 
 
-def evaluate_labels(run: EvalInputs, labels: str | None, negative_control: str | None) -> GroupResult:
-    """Segments vs a user label column (ARI, NMI, purity) and vs a negative-control column."""
+def evaluate_labels(
+    run: EvalInputs, labels: str | None, negative_control: str | None, input_texts: pd.DataFrame | None = None
+) -> GroupResult:
+    """Segments vs a user label column (ARI, NMI, purity) and vs a negative-control column.
+
+    One rule (`metrics.score_labels`, shared with bench/bench_segment.py): every labelled user counts,
+    and a user the run dropped (cleaning, min_texts) counts as unassigned (-1); `ari_kept`/`nmi_kept`
+    are over the segmented users only. Labels of dropped users come from `input_texts` (the frame the
+    run was built from; run_suite passes it); without it only the run's own users can be labelled.
+    """
     result = GroupResult()
     if not labels and not negative_control:
         result.skipped["labels"] = "no label column given (--labels)"
@@ -216,33 +224,67 @@ def evaluate_labels(run: EvalInputs, labels: str | None, negative_control: str |
     for column, prefix in ((labels, ""), (negative_control, "control_")):
         if not column:
             continue
-        user_labels = run.user_column(column)
-        users = seg_of.index.intersection(user_labels.index)
-        if len(users) < len(seg_of):
-            result.notes.append(f"{len(seg_of) - len(users)} users have no {column!r} value; left out")
-        y, p = user_labels.loc[users].to_numpy(), seg_of.loc[users].to_numpy()
-        if prefix:
-            result.metrics["control_ari"] = m.adjusted_rand(y, p)
-            result.metrics["control_nmi"] = m.normalized_mutual_info(y, p)
+        if input_texts is not None and column in input_texts.columns:
+            user_labels = claims_mod.user_attribute(input_texts.assign(user_id=input_texts["user_id"].astype(str)), column)
+            scope = "every labelled input user (dropped users count as unassigned)"
         else:
-            result.metrics.update(m.label_metrics(y, p))
-            result.details["segment_majorities"] = m.segment_majorities(y, p)
+            user_labels = run.user_column(column)
+            scope = "the run's segmented users only (the input is not at hand, so dropped users have no label)"
+        unlabelled = len(seg_of.index.difference(user_labels.index.astype(str)))
+        if unlabelled:
+            result.notes.append(f"{unlabelled} segmented users have no {column!r} value; left out")
+        scores = m.score_labels(user_labels, seg_of)
+        if prefix:
+            result.metrics["control_ari"] = scores["ari"]
+            result.metrics["control_nmi"] = scores["nmi"]
+            continue
+        result.metrics.update(scores)
+        result.details["labels_scope"] = scope
+        if scores["users_dropped"]:
+            result.notes.append(
+                f"{scores['users_dropped']:.0f} labelled users were dropped by cleaning or min_texts: counted "
+                "as unassigned in ari/nmi/purity (ari_kept/nmi_kept leave them out)"
+            )
+        users = seg_of.index.intersection(user_labels.index)
+        result.details["segment_majorities"] = m.segment_majorities(
+            user_labels.loc[users].to_numpy(), seg_of.loc[users].to_numpy()
+        )
     return result
 
 
+def hdbscan_coverage(run: EvalInputs) -> tuple[float | None, str | None]:
+    """Share of users the clusterer itself assigned (before outlier reassignment), or None and why not.
+
+    From assignments.csv's `assigned_by` column, else the `noise_share_hdbscan` the clusterer recorded
+    in segments.json's quality.
+    """
+    if "assigned_by" in run.assignments.columns:
+        frame = run.assignments.drop_duplicates("user_id")
+        return m.clusterer_coverage(frame["segment_id"].to_numpy(), frame["assigned_by"].astype(str).to_numpy()), None
+    recorded = run.segments.quality.get("noise_share_hdbscan")
+    if recorded is not None:
+        return 1.0 - float(recorded), None
+    return None, "assignments.csv has no assigned_by column and segments.json no noise_share_hdbscan"
+
+
 def evaluate_internal(run: EvalInputs, opts: Options) -> GroupResult:
-    """Coverage and noise share; silhouette and DBCV when the run kept its user vectors."""
+    """Coverage and noise share after outlier reassignment and before it (what HDBSCAN itself assigned);
+    silhouette and DBCV when the run kept its user vectors."""
     pred = run.assignments["segment_id"].to_numpy()
+    result = GroupResult()
+    raw_coverage, why = hdbscan_coverage(run)
+    result.metrics["coverage_hdbscan"] = raw_coverage
+    result.metrics["noise_share_hdbscan"] = None if raw_coverage is None else 1.0 - raw_coverage
+    if why:
+        result.notes.append(f"coverage_hdbscan not computed: {why}")
     if run.user_embeddings is None:
-        return GroupResult(
-            metrics={"coverage": m.coverage(pred), "noise_share": m.noise_share(pred)},
-            skipped={"internal": "no user_embeddings.npy: silhouette and DBCV not computed"},
-        )
-    return GroupResult(
-        metrics=dict(
-            m.internal_metrics(run.user_embeddings, pred, sample_size=opts.silhouette_sample, seed=opts.seed)
-        )
+        result.metrics.update(coverage=m.coverage(pred), noise_share=m.noise_share(pred))
+        result.skipped["internal"] = "no user_embeddings.npy: silhouette and DBCV not computed"
+        return result
+    result.metrics.update(
+        m.internal_metrics(run.user_embeddings, pred, sample_size=opts.silhouette_sample, seed=opts.seed)
     )
+    return result
 
 
 def persona_overview(run: EvalInputs, groups: Sequence[str]) -> GroupResult:
@@ -377,19 +419,29 @@ def evaluate_stability(
     no_segment_fn_reason: str | None,
     opts: Options,
 ) -> GroupResult:
-    """Re-segment subsamples of users with `segment_fn`: ARI on shared users, segments kept."""
+    """Re-segment subsamples of users with `segment_fn`: ARI on shared users, segments kept.
+
+    A run with fewer than 2 segments has no stability to measure: both numbers are None and the reason
+    is in `skipped`, so a threshold on them fails instead of passing on a trivial 1.0.
+    """
     if segment_fn is None:
         return GroupResult.skip(
             "stability", no_segment_fn_reason or "no segment_fn given (needs the pipeline to re-segment)"
         )
     if run.texts is None:
         return GroupResult.skip("stability", "no texts.parquet in the run")
+    reference = run.assignments[["user_id", "segment_id"]]
+    why = not_measurable_reason(reference)
+    if why is not None:  # no re-segmentation: its result could only agree trivially
+        return GroupResult(
+            metrics={"stability_ari": None, "persona_kept": None}, skipped={"stability": why}, timed=True
+        )
     core = [c for c in run.texts.columns if c != "segment_id"]
     try:
         result = stability(
             run.texts[core],
             segment_fn,
-            reference=run.assignments[["user_id", "segment_id"]],
+            reference=reference,
             segment_ids=[p.segment_id for p in personas] if personas else None,
             fraction=opts.stability_fraction,
             seeds=opts.stability_seeds,
@@ -397,9 +449,11 @@ def evaluate_stability(
         )
     except PersonaLLMError as exc:  # e.g. a subsample too small to segment: say so, go on
         return GroupResult.skip("stability", f"re-segmentation failed: {exc}", timed=True)
+    why = result.pop("not_measurable")
     return GroupResult(
         metrics={"stability_ari": result.pop("stability_ari"), "persona_kept": result.pop("persona_kept")},
         details={"stability": result},
+        skipped={"stability": why} if why else {},
     )
 
 
@@ -415,8 +469,16 @@ def evaluate_judge(run: EvalInputs, personas: Sequence[Persona], judge: Any) -> 
         except KeyError:
             reps = []
         records.extend(llm_judge.judge_persona(p, reps))
+    metrics = dict(judge_metrics(records))
+    notes = []
+    if metrics["judge_errors"]:
+        notes.append(
+            f"the judge gave no verdict for {metrics['judge_errors']:.0f} of {metrics['judge_claims']:.0f} "
+            "claims; they count as not supported"
+        )
     return GroupResult(
-        metrics=dict(judge_metrics(records)),
+        metrics=metrics,
+        notes=notes,
         details={"judge": {"model": llm_judge.model_id, "records": [r.model_dump() for r in records]}},
     )
 
@@ -447,6 +509,7 @@ def evaluate_run(
     dataset: str | None = None,
     negative_control: str | None = None,
     pii_finder: m.PiiFinder | None = None,
+    input_texts: pd.DataFrame | None = None,
     write: bool = True,
 ) -> EvalReport:
     """Evaluate one run directory; writes `<run_dir>/eval.json` unless write=False.
@@ -458,6 +521,8 @@ def evaluate_run(
     segment_fn: segment_fn(texts_frame, seed) -> assignments frame, for stability.
     no_segment_fn_reason: why there is no segment_fn (recorded as the reason stability was skipped).
     dataset: suite data set name, to pick its thresholds, labels and negative control.
+    input_texts: the texts frame the run was built from, so label metrics count the users the run
+    dropped (as unassigned); without it they cover the run's segmented users only.
 
     Each metric group is an `evaluate_<group>` function of the loaded run; this loads the run once,
     runs the groups the suite enables, in the order of `GROUPS`, and merges what they return.
@@ -487,7 +552,7 @@ def evaluate_run(
         result.merge_into(report)
 
     if "labels" in groups:
-        add("labels", lambda: evaluate_labels(run, labels, negative_control))
+        add("labels", lambda: evaluate_labels(run, labels, negative_control, input_texts))
     if "internal" in groups:
         add("internal", lambda: evaluate_internal(run, opts))
 
@@ -692,6 +757,7 @@ def run_suite(
             segment_fn=segment_fn,
             dataset=ds.key,
             negative_control=ds.negative_control,
+            input_texts=texts,
         )
         if ds.source == "online_shopping_10_cats":
             report.notes.append(

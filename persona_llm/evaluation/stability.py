@@ -34,6 +34,24 @@ def _as_series(assignments: pd.DataFrame) -> pd.Series:
     return frame.drop_duplicates("user_id").set_index("user_id")["segment_id"].astype(int)
 
 
+def n_segments(assignments: pd.DataFrame) -> int:
+    """Distinct segments in an assignments frame, noise (-1) not counted."""
+    ids = set(_as_series(assignments).tolist()) if len(assignments) else set()
+    return len(ids - {NOISE})
+
+
+def not_measurable_reason(assignments: pd.DataFrame) -> str | None:
+    """Why stability cannot be measured for a run with these assignments, or None when it can.
+
+    With fewer than two segments every re-run agrees with every other trivially (all users in one
+    group, ARI 1.0 by definition): the number would say "stable" about a run that has no structure.
+    """
+    k = n_segments(assignments)
+    if k < 2:
+        return f"the run has {k} segment{'s' if k != 1 else ''}: stability needs at least 2 to be measurable"
+    return None
+
+
 def shared_ari(a: pd.DataFrame, b: pd.DataFrame) -> tuple[float | None, int]:
     """ARI of two assignments frames on the users both contain (noise as one group), and that count."""
     sa, sb = _as_series(a), _as_series(b)
@@ -92,18 +110,29 @@ def stability(
 
     `reference` is the run's own assignments (persona ids belong to its segments; `segment_ids` limits the
     count to segments that have a persona). Without it, the first re-run is the reference.
+
+    Not measurable (both numbers None, the reason in "not_measurable") when the reference has fewer than
+    2 segments, or when no pair of re-runs holds 2+ segments on either side: such runs agree trivially.
     """
     if len(seeds) < 2:
         raise ValueError("stability needs at least two seeds")
+    reason = not_measurable_reason(reference) if reference is not None else None
+    if reason is not None:
+        return _not_measurable(reason, seeds, fraction)
     runs = [segment_fn(subsample_users(texts, fraction, seed), seed) for seed in seeds]
+    if reference is None and (reason := not_measurable_reason(runs[0])) is not None:
+        return _not_measurable(f"first re-run as reference: {reason}", seeds, fraction)
     aris = []
     shared_counts = []
+    trivial_pairs = 0
     for i in range(len(runs)):
         for j in range(i + 1, len(runs)):
             ari, n_shared = shared_ari(runs[i], runs[j])
-            if ari is not None:
-                aris.append(ari)
             shared_counts.append(n_shared)
+            if n_segments(runs[i]) < 2 and n_segments(runs[j]) < 2:
+                trivial_pairs += 1  # two one-group re-runs agree by definition: not evidence of stability
+            elif ari is not None:
+                aris.append(ari)
     ref = reference if reference is not None else runs[0]
     others = runs if reference is not None else runs[1:]
     matches = [match_segments(ref, run, min_jaccard=min_jaccard) for run in others]
@@ -114,11 +143,33 @@ def stability(
             if wanted is not None and m["segment_id"] not in wanted:
                 continue
             per_segment[m["segment_id"]] = per_segment.get(m["segment_id"], True) and bool(m["kept"])
+    why = None
+    if not aris:
+        why = (
+            "every pair of re-runs found fewer than 2 segments"
+            if trivial_pairs
+            else "no pair of re-runs shared 2 or more users"
+        )
     return {
         "stability_ari": float(np.mean(aris)) if aris else None,
         "persona_kept": float(np.mean(list(per_segment.values()))) if per_segment else None,
+        "not_measurable": why,
+        "trivial_pairs": trivial_pairs,
         "shared_users": shared_counts,
         "matches": matches,
+        "seeds": list(seeds),
+        "fraction": fraction,
+    }
+
+
+def _not_measurable(reason: str, seeds: Sequence[int], fraction: float) -> dict[str, Any]:
+    return {
+        "stability_ari": None,
+        "persona_kept": None,
+        "not_measurable": reason,
+        "trivial_pairs": 0,
+        "shared_users": [],
+        "matches": [],
         "seeds": list(seeds),
         "fraction": fraction,
     }

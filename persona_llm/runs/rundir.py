@@ -4,7 +4,9 @@ A run directory holds:
     .persona-llm-run      marker: this folder is a persona-llm run (we may replace it, never anything else)
     manifest.json         RunManifest: input hash, row counts, parameters, models, timings, store
     segments.json         SegmentSet
-    assignments.csv       user_id, segment_id, probability, assigned_by, n_texts (-1: unassigned on purpose)
+    assignments.csv       user_id, segment_id, probability, assigned_by, n_texts (-1: unassigned on purpose;
+                          assigned_by "cluster": HDBSCAN's own, "reassigned": noise moved to the nearest
+                          segment, "noise": left unassigned)
     rejects.csv           every input row not used, with stage, field and reason
     texts.parquet         the cleaned, redacted texts: text_id, user_id, text, language, segment_id + attributes
     text_embeddings.npy   float32 (n_texts, dim), row-aligned with texts.parquet

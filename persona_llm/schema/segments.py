@@ -62,10 +62,18 @@ class Segment(BaseModel):
 
 class SegmentSet(BaseModel):
     run_id: str
-    n_users: int
-    n_assigned: int
-    coverage: float
-    noise_share: float
+    n_users: int = Field(description="users segmented (kept by cleaning and min_texts)")
+    n_assigned: int = Field(description="users in a segment after outlier reassignment")
+    coverage: float = Field(description="n_assigned / n_users: share in a segment after outlier reassignment")
+    noise_share: float = Field(description="share of users still unassigned (-1) after outlier reassignment")
+    coverage_hdbscan: float | None = Field(
+        default=None,
+        description="share of users the clusterer (HDBSCAN) itself assigned, before outlier reassignment; "
+        "None for runs written before it was recorded",
+    )
+    noise_share_hdbscan: float | None = Field(
+        default=None, description="share of users HDBSCAN itself left as noise, before outlier reassignment"
+    )
     segments: list[Segment]
     quality: dict[str, float | None] = Field(default_factory=dict)
 

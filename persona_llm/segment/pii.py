@@ -1,4 +1,4 @@
-"""Find and redact personal data (emails, phone numbers, URLs, long digit ids) with plain regexes.
+"""Find and redact personal data (emails, phone numbers, URLs, IBANs, IPv4 addresses, long digit ids).
 
 `redact` and `find_pii` share one ordered list of detectors, so whatever `redact` would replace is
 exactly what `find_pii` reports, and the privacy scan of a redacted text finds nothing.
@@ -6,6 +6,11 @@ exactly what `find_pii` reports, and the privacy scan of a redacted text finds n
 Detectors run one after another (URLs before emails before bare domains before phones before
 numbers), each on the text the previous ones left, so one span is never reported twice.
 Ordinary numbers stay: years (1993), prices ($19.99), versions (3.1.2), times (10:30), dates.
+IBANs (checksum-valid) and IPv4 addresses are numeric identifiers: kind "number", placeholder [NUMBER].
+Four dotted parts that are all single digits ("1.5.9.1") are taken for a version, not an address.
+
+The eval does not trust this module to check itself: its privacy metric uses a separately written
+detector (`persona_llm.evaluation.pii_check`).
 
 Speed: Python's `re` is slow at patterns that cannot start with a literal, so each detector has
 an *anchor* every match must contain ("@", "://", ".com", a run of digits...). Cheap anchor
@@ -17,6 +22,7 @@ match contains an anchor, this gives the same result as running every detector o
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 __all__ = ["PII_KINDS", "PLACEHOLDERS", "find_pii", "redact"]
@@ -42,9 +48,11 @@ _ANCHORS: dict[str, re.Pattern[str]] = {
     "tld": re.compile(r"\.[a-zA-Z]"),  # cheaper than the TLD list; the detector checks the TLD
     "urllink": re.compile(r"urlLink"),
     "digits": re.compile(r"\d{3}|\+\d|\(\d", re.A),
+    "dotted": re.compile(r"\.\d{1,3}\.\d", re.A),  # IPv4 addresses ("10.0.0.1" holds no 3-digit run)
+    "placeholder": re.compile(r"\[NUMBER\]"),  # an IBAN's country code left before a redacted number
 }
 # How far (chars) a match may reach from its anchor across whitespace; 0: matches hold no whitespace.
-_MARGIN = {"digits": 72}
+_MARGIN = {"digits": 72, "placeholder": 8}
 _GROW = 256  # step when widening a window to the next whitespace
 
 
@@ -60,12 +68,28 @@ def _re(pattern: str, flags: int = 0) -> re.Pattern[str]:
 @dataclass(frozen=True)
 class _Detector:
     kind: str
-    anchor: str
+    anchor: str  # anchor kind(s) a window must hold for this detector to run there, "|"-separated
     pattern: re.Pattern[str]
     group: int = 0  # group to replace; text around it (a "Tel:" keyword) stays
     trim: bool = False  # drop trailing sentence punctuation from the match (URLs)
     min_digits: int = 0
     max_digits: int = 99
+    check: Callable[[str], bool] | None = None  # a validator the matched text must pass
+
+
+def _iban_checksum_ok(candidate: str) -> bool:
+    """ISO 13616 mod-97: move the first four characters to the end, letters to 10..35, remainder 1."""
+    compact = candidate.replace(" ", "").upper()
+    if not 15 <= len(compact) <= 34:
+        return False
+    digits = "".join(str(int(ch, 36)) for ch in compact[4:] + compact[:4])
+    return int(digits) % 97 == 1
+
+
+def _ipv4_ok(candidate: str) -> bool:
+    """Four parts of at most 255, not all single digits (that is a version: 1.5.9.1)."""
+    parts = candidate.split(".")
+    return all(int(p) <= 255 for p in parts) and max(len(p) for p in parts) > 1
 
 
 _DETECTORS: tuple[_Detector, ...] = (
@@ -106,6 +130,16 @@ _DETECTORS: tuple[_Detector, ...] = (
     ),
     # the blog corpus writes every link as the token "urlLink"
     _Detector("url", "urllink", _re(r"urlLink")),
+    # IBANs before card numbers: "DE89 3704 0044 0532 0130 00" would lose only its middle to the
+    # 4-4-4-4 card rule and leave "DE89 [NUMBER] 00"
+    _Detector(
+        "number",
+        "digits",
+        _re(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b"),
+        check=_iban_checksum_ok,
+    ),
+    # IPv4 addresses: 192.168.1.20 (versions like 3.1.2 have three parts; "v1.2.3.4" follows a letter)
+    _Detector("number", "dotted", _re(r"(?<![\w.])\d{1,3}(?:\.\d{1,3}){3}(?![\w]|\.\d)"), check=_ipv4_ok),
     # card numbers and SSN-like ids before phones (4-4-4-4 groups would look like a phone)
     _Detector(
         "number",
@@ -126,6 +160,10 @@ _DETECTORS: tuple[_Detector, ...] = (
         "digits",
         _re(r"(?<![\w+.\-/])(?:1[ .-])?(?:\(\d{3}\)[ .-]?|\d{3}[ .-])\d{3}[ .-]\d{4}(?![\w-]|[./]\d)"),
     ),
+    # 7-digit local numbers, dash only (a space or a dot is too often a list or a decimal): 940-7222,
+    # and 3 + 7 digits: 940-2222222. The first digit 2-9 (as in North American exchanges) keeps
+    # "100-1000" a range; a "$" or "." before it keeps prices and decimals.
+    _Detector("phone", "digits", _re(r"(?<![\w+.\-/$])[2-9]\d{2}-(?:\d{4}|\d{7})(?![\w-]|[./]\d)")),
     # area code in parentheses, elsewhere: (040) 8998-3560, (02) 9876 5432
     _Detector(
         "phone",
@@ -155,6 +193,8 @@ _DETECTORS: tuple[_Detector, ...] = (
     ),
     # any other run of 9+ digits: account, order, card and message ids
     _Detector("number", "digits", _re(r"(?<![\d.,])\d{9,}(?!\d|[.,]\d)")),
+    # what an IBAN that failed its checksum leaves after the rules above: "DE89 [NUMBER] 00"
+    _Detector("number", "digits|placeholder", _re(r"\b[A-Z]{2}\d{2} ?\[NUMBER\](?: ?[A-Z0-9]{1,4}\b)?")),
 )
 
 
@@ -222,7 +262,7 @@ def _windows(text: str) -> list[tuple[int, int, frozenset[str]]]:
 
 def _scan_window(chunk: str, kinds: frozenset[str], found: list[tuple[str, str]]) -> str:
     for det in _DETECTORS:
-        if det.anchor not in kinds:
+        if kinds.isdisjoint(det.anchor.split("|")):
             continue
         placeholder = PLACEHOLDERS[det.kind]
         hit = False
@@ -231,6 +271,8 @@ def _scan_window(chunk: str, kinds: frozenset[str], found: list[tuple[str, str]]
             nonlocal hit
             whole = m.group(0)
             target = m.group(det.group)
+            if det.check is not None and not det.check(target):
+                return whole
             if det.min_digits or det.max_digits < 99:
                 digits = _digit_count(target)
                 if digits < det.min_digits or digits > det.max_digits:

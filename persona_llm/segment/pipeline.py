@@ -530,9 +530,20 @@ def _segment_set(
         n_assigned=int((labels >= 0).sum()),
         coverage=round(float((labels >= 0).mean()), 4),
         noise_share=round(float((labels < 0).mean()), 4),
+        # the clusterer's own noise, before reassignment (clusterers that do not reassign record none)
+        coverage_hdbscan=_raw_share(quality, complement=True),
+        noise_share_hdbscan=_raw_share(quality, complement=False),
         segments=segments,
         quality={k: (round(v, 4) if isinstance(v, float) else v) for k, v in quality.items()},
     )
+
+
+def _raw_share(quality: dict[str, float | None], *, complement: bool) -> float | None:
+    """The clusterer's `noise_share_hdbscan` (or 1 minus it), rounded; None when it recorded none."""
+    raw = quality.get("noise_share_hdbscan")
+    if raw is None:
+        return None
+    return round(1.0 - float(raw), 4) if complement else round(float(raw), 4)
 
 
 def _describe_object(obj: object) -> str:

@@ -1,0 +1,138 @@
+"""A second, independent PII detector for the privacy metric.
+
+The redactor (`persona_llm.segment.pii`) cannot check its own output: whatever its rules miss, the same
+rules miss again, so scanning redacted text with them scores 0 by construction. This module is a
+separately written rule set that never imports the redactor; the eval's `pii` metric counts what it
+finds in what a run shows or stores. Each rule is a plain regular expression, with a validator where a
+shape alone would flag ordinary text (Luhn for card numbers, ISO 13616 mod-97 for IBANs).
+
+Kinds: email, url, ipv4, iban, iban_remnant (a country code and check digits left in front of a
+redaction placeholder: "DE89 [NUMBER] 00"), card, phone (international, North American, 7-digit local
+"940-7222", "940-2222222", Chinese mobiles, and digits after a phone keyword).
+
+What it cannot catch: names, street addresses, dates of birth, national ids without a fixed shape,
+phone numbers written with spaces only and no keyword ("940 7222"), numbers spelt out in words,
+IPv6 addresses, and IPv4 addresses whose four parts are all single digits (left alone: "1.5.9.1" is
+far more often a version than an address).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+__all__ = ["KINDS", "find_leaks", "iban_valid", "luhn_valid"]
+
+KINDS = ("email", "url", "ipv4", "iban", "iban_remnant", "card", "phone")
+
+
+def luhn_valid(digits: str) -> bool:
+    """The Luhn checksum every payment card number satisfies (digits only, 13-19 of them)."""
+    if not digits.isdigit() or not 13 <= len(digits) <= 19:
+        return False
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = int(ch)
+        if i % 2 == 1:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+def iban_valid(candidate: str) -> bool:
+    """ISO 13616: country letters, two check digits, and the whole, rotated and lettered, is 1 mod 97."""
+    s = "".join(candidate.split()).upper()
+    if not 15 <= len(s) <= 34 or not s[:2].isalpha() or not s[2:4].isdigit() or not s.isalnum():
+        return False
+    rotated = s[4:] + s[:4]
+    number = "".join(str(int(ch, 36)) for ch in rotated)
+    return int(number) % 97 == 1
+
+
+def _digit_count(s: str) -> int:
+    return sum(ch.isdigit() for ch in s)
+
+
+def _phone_digits(low: int, high: int) -> Callable[[str], bool]:
+    return lambda match: low <= _digit_count(match) <= high
+
+
+def _card(match: str) -> bool:
+    return luhn_valid(re.sub(r"[ -]", "", match))
+
+
+def _ipv4(match: str) -> bool:
+    parts = match.split(".")
+    return all(int(p) <= 255 for p in parts) and any(len(p) > 1 for p in parts)
+
+
+@dataclass(frozen=True)
+class _Rule:
+    kind: str
+    pattern: re.Pattern[str]
+    check: Callable[[str], bool] | None = None
+    group: int = 0  # the part that is the leak ("Tel: " before a number is not)
+
+
+def _rx(pattern: str, flags: int = 0) -> re.Pattern[str]:
+    # ASCII classes: a Chinese character next to an address is not part of it
+    return re.compile(pattern, flags | re.ASCII)
+
+
+_NOT_AFTER = r"(?<![\w.$/+-])"  # a phone number does not continue a word, a decimal, a price or a path
+_NOT_BEFORE = r"(?![\w-]|[./]\d)"
+
+_RULES: tuple[_Rule, ...] = (
+    _Rule("email", _rx(r"[A-Za-z0-9][A-Za-z0-9._%+'-]*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")),
+    _Rule("url", _rx(r"\b(?:https?|ftp)://[^\s<>\"']+|\bwww\d?\.[A-Za-z0-9-]+\.[^\s<>\"']+", re.I)),
+    _Rule(
+        "url",
+        _rx(
+            r"(?<![\w.@-])(?:[A-Za-z0-9-]+\.)+(?:com|org|net|edu|gov|io|info|biz|co\.uk|de|cn|fr|jp|ru)"
+            r"(?![\w-]|\.\w)(?:/[^\s<>\"']*)?",  # "comp.org.acm" is a newsgroup, not a host
+            re.I,
+        ),
+    ),
+    _Rule("ipv4", _rx(r"(?<![\w.])\d{1,3}(?:\.\d{1,3}){3}(?![\w]|\.\d)"), _ipv4),
+    _Rule("iban", _rx(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b"), iban_valid),
+    _Rule("iban_remnant", _rx(r"\b[A-Z]{2}\d{2}[ -]?\[(?:NUMBER|PHONE|IBAN)\]")),
+    _Rule(
+        "card",
+        _rx(r"(?<![\d.-])(?:\d{13,19}|\d{4}([ -])\d{4}\1\d{4}\1\d{1,7}|\d{4}([ -])\d{6}\2\d{5})(?![\d]|[.-]\d)"),
+        _card,
+    ),
+    # international: +44 20 7946 0958, +1 (555) 123-4567
+    _Rule("phone", _rx(r"(?<![\w+])\+\d{1,3}(?:[ .-]?\(?\d{1,5}\)?){2,6}" + _NOT_BEFORE), _phone_digits(8, 15)),
+    # North American: (555) 123-4567, 555-123-4567, 555.123.4567
+    _Rule("phone", _rx(_NOT_AFTER + r"(?:\(\d{3}\) ?|\d{3}[ .-])\d{3}[ .-]\d{4}" + _NOT_BEFORE)),
+    # 7-digit local numbers with a dash: 940-7222; and 3 + 7 digits: 940-2222222
+    _Rule("phone", _rx(_NOT_AFTER + r"[2-9]\d{2}-(?:\d{4}|\d{7})" + _NOT_BEFORE)),
+    # Chinese mobiles: 13812345678
+    _Rule("phone", _rx(r"(?<![\d.])1[3-9]\d{9}(?![\d]|\.\d)")),
+    # digits after a phone keyword: "Tel: 391621-283", "phone 5551234"
+    _Rule(
+        "phone",
+        _rx(r"\b(?:tel|phone|fax|mobile|cell)\b[.:#]?\s*(\+?\d[\d ()./-]{4,20}\d)" + _NOT_BEFORE, re.I),
+        _phone_digits(6, 15),
+        group=1,
+    ),
+)
+
+
+def find_leaks(text: str) -> list[tuple[str, str]]:
+    """Every (kind, matched text) this detector finds, rule by rule; a span found by an earlier rule
+    is not reported again by a later one (a URL's host is not also an email, a card not also a phone)."""
+    found: list[tuple[str, str]] = []
+    taken: list[tuple[int, int]] = []
+    for rule in _RULES:
+        for m in rule.pattern.finditer(text):
+            start, end = m.span(rule.group)
+            match = m.group(rule.group)
+            if rule.check is not None and not rule.check(match):
+                continue
+            if any(start < e and s < end for s, e in taken):
+                continue
+            taken.append((start, end))
+            found.append((rule.kind, match))
+    return found

@@ -223,8 +223,9 @@ def test_file_not_found(tmp_path: Path) -> None:
         ("nul.csv", b"id,author,message\n1,a,\x00\x01\x02\x03", "binary data (NUL byte at offset"),
         ("sheet.csv", b"PK\x03\x04\x14\x00\x06\x00rest-of-zip", "ZIP archive"),
         ("fake.parquet", b"id,author,message\n1,a,b\n", "not a Parquet file (no PAR1 header)"),
-        ("bad.jsonl", b'{"author": "a", "message": "ok"}\n{"author": "b", "message": "oops"\n', "malformed JSON on line 2"),
-        ("list.jsonl", b'{"author": "a", "message": "ok"}\n[1, 2]\n', "line 2 is a JSON list, not an object"),
+        # a file in which no line is a JSON object is not JSON Lines at all (one bad line is a reject)
+        ("bad.jsonl", b'{"author": "b", "message": "oops"\n\n{"author": \n', "malformed JSON on line 1"),
+        ("list.jsonl", b'[1, 2]\n"text"\n', "line 1 is a JSON list, not an object"),
         ("quote.csv", b'id,author,message\n1,a,"fine"\n2,b,"never closed\n3,c,x\n', "quoted field is never closed"),
         ("stray.csv", b'id,author,message\n1,a,"half"quoted\n', "record starting at line 2"),
         ("dupe.csv", b"id,author,author,message\n1,a,b,c\n", "duplicate column name(s) in the header: 'author'"),
@@ -317,6 +318,28 @@ def test_bad_rows_go_to_rejects_with_reasons(tmp_path: Path) -> None:
     assert set(rj["stage"]) == {"ingest"}
     assert rj["text"].iloc[2] == "Same id as the first row."  # the row as read
     assert result.rows_read == len(result.texts) + len(result.rejects) == 8
+
+
+def test_a_malformed_jsonl_line_is_rejected_and_the_other_lines_kept(tmp_path: Path) -> None:
+    path = tmp_path / "broken.jsonl"
+    broken = '{"id": "b2", "author": "u2", "message": "cut off here'
+    path.write_text(
+        '{"id": "b1", "author": "u1", "message": "The first line is fine."}\n'
+        f"{broken}\n"
+        "\n"  # a blank line is skipped, not a row: the reason still names the file's line number
+        "[1, 2]\n"
+        '{"id": "b4", "author": "u4", "message": "The last line is fine too."}\n',
+        encoding="utf-8",
+    )
+    result = read_texts(path, COLS)
+    assert result.texts["text_id"].tolist() == ["b1", "b4"]
+    rj = result.rejects
+    assert rj["source_row"].tolist() == [2, 3]
+    assert rj["reason"].iloc[0].startswith("malformed JSON on line 2: Unterminated string")
+    assert rj["reason"].iloc[1] == "line 4 is a JSON list, not an object"
+    assert set(rj["stage"]) == {"ingest"} and set(rj["field"]) == {""}
+    assert rj["text"].tolist() == [broken, "[1, 2]"]  # the line as written: nothing is lost
+    assert result.rows_read == len(result.texts) + len(rj) == 4
 
 
 def test_csv_row_with_extra_fields_is_rejected_not_fatal(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ import io
 import json
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -174,7 +175,18 @@ def _format_from_name(path: Path) -> str | None:
 # --------------------------------------------------------------------------- parsers
 # Each returns (column names, rows as lists of str | None, {row index: problem}).
 
-Parsed = tuple[list[str], list[list[str | None]], dict[int, str]]
+
+@dataclass(frozen=True)
+class RowProblem:
+    """Why a row the parser could not read (or read only in part) is rejected."""
+
+    reason: str
+    #: The row as written when no field could be read from it (a malformed JSON line): it goes to the
+    #: rejects' text column, so the rejects hold every input row.
+    raw: str | None = None
+
+
+Parsed = tuple[list[str], list[list[str | None]], dict[int, RowProblem]]
 
 
 def _header_names(raw: Sequence[Any], path: str) -> list[str]:
@@ -204,7 +216,7 @@ def _parse_csv(text: str, path: str, delimiter: str | None, max_rows: int | None
         header = _header_names(header_row, path)
         width = len(header)
         rows: list[list[str | None]] = []
-        problems: dict[int, str] = {}
+        problems: dict[int, RowProblem] = {}
         record_start = reader.line_num + 1
         for row in reader:
             if not row:  # blank line
@@ -215,7 +227,7 @@ def _parse_csv(text: str, path: str, delimiter: str | None, max_rows: int | None
             if len(row) > width:
                 extra = row[width:]
                 if any(field.strip() for field in extra):
-                    problems[len(rows)] = (
+                    problems[len(rows)] = RowProblem(
                         f"row has {len(row)} fields but the header has {width} "
                         f"(an unquoted {delimiter!r} in a field?)"
                     )
@@ -245,32 +257,47 @@ def _json_value(value: Any) -> str | None:
     return str(value)
 
 
-def _rows_from_objects(objects: Iterable[tuple[int, Any]], path: str, what: str, max_rows: int | None) -> Parsed:
+def _rows_from_objects(
+    objects: Iterable[tuple[int, Any | RowProblem, str]], path: str, what: str, max_rows: int | None
+) -> Parsed:
+    """Rows from (line or item number, parsed value or RowProblem, the text as written).
+
+    A value that is not a JSON object is a bad row (rejected with its reason); a file in which no value
+    is an object is not JSON Lines at all, and raises with the first problem.
+    """
     columns: dict[str, None] = {}
     records: list[dict[str, Any]] = []
-    for where, obj in objects:
+    problems: dict[int, RowProblem] = {}
+    for where, obj, raw in objects:
         if max_rows is not None and len(records) >= max_rows:
             break
         if not isinstance(obj, dict):
-            raise InputError(f"{what} {where} is a JSON {type(obj).__name__}, not an object", path=path)
+            if not isinstance(obj, RowProblem):
+                obj = RowProblem(f"{what} {where} is a JSON {type(obj).__name__}, not an object", raw=raw)
+            problems[len(records)] = obj
+            records.append({})
+            continue
         for key in obj:
             columns.setdefault(str(key), None)
         records.append(obj)
+    if problems and len(problems) == len(records):
+        raise InputError(problems[0].reason, path=path)
     header = _header_names(list(columns), path)
     rows = [[_json_value(rec.get(name)) for name in header] for rec in records]
-    return header, rows, {}
+    return header, rows, problems
 
 
 def _parse_jsonl(text: str, path: str, max_rows: int | None) -> Parsed:
-    def objects() -> Iterable[tuple[int, Any]]:
+    def objects() -> Iterable[tuple[int, Any | RowProblem, str]]:
         for lineno, line in enumerate(text.split("\n"), 1):
             if not line.strip():
                 continue
+            line = line.removesuffix("\r")
             try:
                 # numbers keep their exact spelling: ids like 007 or 1e3 stay as written
-                yield lineno, json.loads(line, parse_int=str, parse_float=str, parse_constant=str)
+                yield lineno, json.loads(line, parse_int=str, parse_float=str, parse_constant=str), line
             except json.JSONDecodeError as exc:
-                raise InputError(f"malformed JSON on line {lineno}: {exc.msg} (column {exc.colno})", path=path) from None
+                yield lineno, RowProblem(f"malformed JSON on line {lineno}: {exc.msg} (column {exc.colno})", raw=line), line
 
     return _rows_from_objects(objects(), path, "line", max_rows)
 
@@ -285,7 +312,8 @@ def _parse_json(text: str, path: str, max_rows: int | None) -> Parsed:
         raise InputError(f"malformed JSON on line {exc.lineno}: {exc.msg} (column {exc.colno})", path=path) from None
     if not isinstance(doc, list):
         raise InputError("a JSON file must hold an array of objects (or use JSON Lines: one object per line)", path=path)
-    return _rows_from_objects(enumerate(doc, 1), path, "item", max_rows)
+    items = ((n, item, json.dumps(item, ensure_ascii=False)) for n, item in enumerate(doc, 1))
+    return _rows_from_objects(items, path, "item", max_rows)
 
 
 def _parse_parquet(data: bytes, path: str, max_rows: int | None) -> Parsed:
@@ -348,7 +376,7 @@ def _resolve_columns(columns: ColumnMap, header: Sequence[str], path: str) -> tu
 def _build(
     header: list[str],
     rows: list[list[str | None]],
-    problems: Mapping[int, str],
+    problems: Mapping[int, RowProblem],
     columns: ColumnMap,
     path: str,
     sha256: str,
@@ -371,7 +399,8 @@ def _build(
         raw_user, raw_text = values[ui], values[ti]
         problem = problems.get(pos)
         if problem is not None:
-            rejected.append(("", problem, source_row, raw_user, raw_id, raw_text))
+            text_as_written = raw_text if problem.raw is None else problem.raw
+            rejected.append(("", problem.reason, source_row, raw_user, raw_id, text_as_written))
             continue
         try:
             row = TextRow.model_validate(

@@ -342,6 +342,48 @@ def test_a_malformed_jsonl_line_is_rejected_and_the_other_lines_kept(tmp_path: P
     assert result.rows_read == len(result.texts) + len(rj) == 4
 
 
+def test_a_nested_json_value_as_user_id_text_or_id_is_rejected_naming_the_field(tmp_path: Path) -> None:
+    path = write_jsonl(
+        tmp_path / "nested.jsonl",
+        [
+            {"id": "n1", "author": {"nested": "1"}, "message": "A user id that is an object."},
+            {"id": "n2", "author": "u2", "message": ["a", "list", "as", "text"]},
+            {"id": {"k": 3}, "author": "u3", "message": "An object as the text id."},
+            {"id": "n4", "author": ["u4"], "message": "A list as the user id."},
+            {"id": "n5", "author": "u5", "message": "Fine; a nested attribute stays JSON.", "tier": {"a": [1]}},
+        ],
+    )
+    result = read_texts(path, COLS)
+    assert result.texts["text_id"].tolist() == ["n5"]
+    assert result.texts["tier"].tolist() == ['{"a":["1"]}']
+    rj = result.rejects
+    assert rj["field"].tolist() == ["user_id", "text", "text_id", "user_id"]
+    assert rj["reason"].tolist() == [
+        "user id (column 'author') is a JSON object, not a string",
+        "text (column 'message') is a JSON list, not a string",
+        "text id (column 'id') is a JSON object, not a string",
+        "user id (column 'author') is a JSON list, not a string",
+    ]
+    assert rj["user_id"].iloc[0] == '{"nested":"1"}'  # the value as read, in JSON
+    assert result.rows_read == 5
+
+
+def test_nested_values_in_parquet_and_dataframes_are_rejected_too(tmp_path: Path) -> None:
+    records = [
+        {"author": {"nested": "1"}, "message": "Struct user id."},
+        {"author": {"nested": "2"}, "message": "Another struct user id."},
+    ]
+    pq.write_table(pa.Table.from_pylist(records), tmp_path / "t.parquet")
+    cols = ColumnMap(user_column="author", text_column="message")
+    result = read_texts(tmp_path / "t.parquet", cols)
+    assert result.texts.empty
+    assert result.rejects["reason"].tolist() == ["user id (column 'author') is a JSON object, not a string"] * 2
+    frame = pd.DataFrame({"author": ["a", "b"], "message": [["x", "y"], "fine text"]})
+    result = texts_from_frame(frame, cols)
+    assert result.texts["user_id"].tolist() == ["b"]
+    assert result.rejects["reason"].tolist() == ["text (column 'message') is a JSON list, not a string"]
+
+
 def test_csv_row_with_extra_fields_is_rejected_not_fatal(tmp_path: Path) -> None:
     path = tmp_path / "ragged.csv"
     path.write_text(

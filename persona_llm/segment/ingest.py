@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 import pandas as pd
 from pydantic import (
     BaseModel,
@@ -63,9 +64,15 @@ _MAX_NAMES_SHOWN = 30
 
 
 def _required(what: str) -> Any:
-    def check(value: Any) -> str:
+    def check(value: Any, info: ValidationInfo) -> str:
         if value is None:
             raise PydanticCustomError("missing_value", f"missing {what}")
+        if isinstance(value, dict | list | tuple):
+            # Stringified, {"nested": "1"} would become a user id that no one ever typed.
+            column = ((info.context or {}).get("columns") or {}).get(info.field_name)
+            where = f" (column {column!r})" if column else ""
+            kind = "object" if isinstance(value, dict) else "list"
+            raise PydanticCustomError("nested_value", f"{what}{where} is a JSON {kind}, not a string")
         if not isinstance(value, str):
             value = str(value)
         if not value.strip():
@@ -78,7 +85,8 @@ def _required(what: str) -> Any:
 class TextRow(BaseModel):
     """One input row: a non-empty user id, a non-empty text and a text id unique in the file.
 
-    Validate with `context={"seen": {text_id: row}, "row": n}` to catch duplicate ids.
+    Validate with `context={"seen": {text_id: row}}` to catch duplicate ids; add
+    `"columns": {field: source column}` to name the input column in the reasons.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -173,7 +181,9 @@ def _format_from_name(path: Path) -> str | None:
 
 
 # --------------------------------------------------------------------------- parsers
-# Each returns (column names, rows as lists of str | None, {row index: problem}).
+# Each returns (column names, rows of values, {row index: problem}). A value is a str or None, or, from
+# JSON, Parquet and DataFrames, a nested dict or list: the user id, text and text id reject those, and
+# attributes keep them as JSON (`_build`).
 
 
 @dataclass(frozen=True)
@@ -186,7 +196,7 @@ class RowProblem:
     raw: str | None = None
 
 
-Parsed = tuple[list[str], list[list[str | None]], dict[int, RowProblem]]
+Parsed = tuple[list[str], list[list[Any]], dict[int, RowProblem]]
 
 
 def _header_names(raw: Sequence[Any], path: str) -> list[str]:
@@ -215,7 +225,7 @@ def _parse_csv(text: str, path: str, delimiter: str | None, max_rows: int | None
             raise InputError("no data rows (the file is blank)", path=path)
         header = _header_names(header_row, path)
         width = len(header)
-        rows: list[list[str | None]] = []
+        rows: list[list[Any]] = []
         problems: dict[int, RowProblem] = {}
         record_start = reader.line_num + 1
         for row in reader:
@@ -257,6 +267,11 @@ def _json_value(value: Any) -> str | None:
     return str(value)
 
 
+def _nested_or_string(value: Any) -> Any:
+    """A nested dict or list as is (the row check needs to see it), anything else as a string or None."""
+    return value if isinstance(value, dict | list) else _json_value(value)
+
+
 def _rows_from_objects(
     objects: Iterable[tuple[int, Any | RowProblem, str]], path: str, what: str, max_rows: int | None
 ) -> Parsed:
@@ -283,7 +298,7 @@ def _rows_from_objects(
     if problems and len(problems) == len(records):
         raise InputError(problems[0].reason, path=path)
     header = _header_names(list(columns), path)
-    rows = [[_json_value(rec.get(name)) for name in header] for rec in records]
+    rows = [[_nested_or_string(rec.get(name)) for name in header] for rec in records]
     return header, rows, problems
 
 
@@ -328,12 +343,14 @@ def _parse_parquet(data: bytes, path: str, max_rows: int | None) -> Parsed:
     if max_rows is not None:
         table = table.slice(0, max_rows)
     header = _header_names(table.column_names, path)
-    columns: list[list[str | None]] = []
+    columns: list[list[Any]] = []
     for column in table.columns:
         try:
             values = pc.cast(column, pa.string()).to_pylist()
         except (pa.ArrowException, TypeError):
-            values = [_json_value(v) if not isinstance(v, bytes) else v.decode("utf-8", "replace") for v in column.to_pylist()]
+            values = [
+                v.decode("utf-8", "replace") if isinstance(v, bytes) else _nested_or_string(v) for v in column.to_pylist()
+            ]
         columns.append(values)
     rows = [list(r) for r in zip(*columns, strict=True)] if columns else []
     return header, rows, {}
@@ -375,7 +392,7 @@ def _resolve_columns(columns: ColumnMap, header: Sequence[str], path: str) -> tu
 
 def _build(
     header: list[str],
-    rows: list[list[str | None]],
+    rows: list[list[Any]],
     problems: Mapping[int, RowProblem],
     columns: ColumnMap,
     path: str,
@@ -391,30 +408,33 @@ def _build(
     ai = [index[name] for name in attributes]
 
     seen: dict[str, int] = {}
+    source_columns = {USER_ID: columns.user_column, TEXT: columns.text_column, TEXT_ID: columns.id_column}
     kept: list[tuple[TextRow, list[str | None]]] = []
     rejected: list[tuple[str, str, int, str | None, str | None, str | None]] = []  # field, reason, row, ...
     for pos, values in enumerate(rows):
         source_row = pos + 1
         raw_id = values[ii] if ii is not None else f"r{source_row}"
         raw_user, raw_text = values[ui], values[ti]
+        # as read, for the rejects (a nested value in JSON)
+        read_user, read_id, read_text = _json_value(raw_user), _json_value(raw_id), _json_value(raw_text)
         problem = problems.get(pos)
         if problem is not None:
-            text_as_written = raw_text if problem.raw is None else problem.raw
-            rejected.append(("", problem.reason, source_row, raw_user, raw_id, text_as_written))
+            text_as_written = read_text if problem.raw is None else problem.raw
+            rejected.append(("", problem.reason, source_row, read_user, read_id, text_as_written))
             continue
         try:
             row = TextRow.model_validate(
                 {"text_id": raw_id, "user_id": raw_user, "text": raw_text, "source_row": source_row},
-                context={"seen": seen},
+                context={"seen": seen, "columns": source_columns},
             )
         except ValidationError as exc:
             errors = exc.errors()
             field = str(errors[0]["loc"][0]) if errors and errors[0]["loc"] else ""
             reason = "; ".join(str(e["msg"]) for e in errors)
-            rejected.append((field, reason, source_row, raw_user, raw_id, raw_text))
+            rejected.append((field, reason, source_row, read_user, read_id, read_text))
             continue
         seen[row.text_id] = source_row
-        kept.append((row, [values[i] for i in ai]))
+        kept.append((row, [_json_value(values[i]) for i in ai]))
 
     data: dict[str, Any] = {
         TEXT_ID: [r.text_id for r, _ in kept],
@@ -509,9 +529,13 @@ def read_texts(
     return _build(header, rows, problems, columns, where, sha256, fmt + (".gz" if compressed else ""))
 
 
-def _cell(value: Any) -> str | None:
+def _cell(value: Any) -> Any:
     if value is None or isinstance(value, str):
         return value
+    if isinstance(value, np.ndarray):  # how pandas holds a list read from Parquet
+        value = value.tolist()
+    if isinstance(value, dict | list | tuple):
+        return list(value) if isinstance(value, tuple) else value
     try:
         if pd.isna(value):
             return None

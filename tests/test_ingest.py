@@ -220,7 +220,8 @@ def test_file_not_found(tmp_path: Path) -> None:
         ("blank.jsonl", b"\n\n", "no data rows"),
         ("latin1.csv", "id,author,message\n1,zoé,café au lait\n".encode("latin-1"), "not UTF-8 text (byte 0xe9 at offset 22, line 2)"),
         ("utf16.csv", "id,author,message\n".encode("utf-16"), "UTF-16 text; re-save as UTF-8"),
-        ("nul.csv", b"id,author,message\n1,a,\x00\x01\x02\x03", "binary data (NUL byte at offset"),
+        ("blob.csv", b"\x00\x01\x02\x03\x80\xff\x00", "binary data, not text (NUL byte at offset 0"),
+        ("utf16le.csv", "id,author,message\n1,a,b\n".encode("utf-16-le"), "NUL bytes in the header line"),
         ("sheet.csv", b"PK\x03\x04\x14\x00\x06\x00rest-of-zip", "ZIP archive"),
         ("fake.parquet", b"id,author,message\n1,a,b\n", "not a Parquet file (no PAR1 header)"),
         # a file in which no line is a JSON object is not JSON Lines at all (one bad line is a reject)
@@ -382,6 +383,30 @@ def test_nested_values_in_parquet_and_dataframes_are_rejected_too(tmp_path: Path
     result = texts_from_frame(frame, cols)
     assert result.texts["user_id"].tolist() == ["b"]
     assert result.rejects["reason"].tolist() == ["text (column 'message') is a JSON list, not a string"]
+
+
+@pytest.mark.parametrize("padding", [0, 2 << 20], ids=["nul-near-the-start", "nul-after-2-mib"])
+def test_a_nul_byte_rejects_its_row_wherever_it_is(tmp_path: Path, padding: int) -> None:
+    # One rule at any offset: a NUL byte is never text, so its row is rejected; the file is still text.
+    long_text = "x" * padding
+    path = tmp_path / "nul.csv"
+    path.write_bytes(
+        b"id,author,message,tier\n"
+        + f"1,a,{long_text} fine\n".encode()
+        + b"2,b,bad \x00 byte,gold\n"
+        + b"3,c,fine,go\x00ld\n"
+        + b"4,d,also fine,gold\n"
+    )
+    result = read_texts(path, COLS)
+    assert result.texts["text_id"].tolist() == ["1", "4"]
+    rj = result.rejects
+    assert rj["source_row"].tolist() == [2, 3]
+    assert rj["field"].tolist() == ["text", "tier"]
+    assert rj["reason"].tolist() == [
+        "text (column 'message') holds a NUL byte (binary data?)",
+        "attribute (column 'tier') holds a NUL byte (binary data?)",
+    ]
+    assert rj["text"].iloc[0] == "bad \x00 byte"  # kept as read
 
 
 def test_csv_row_with_extra_fields_is_rejected_not_fatal(tmp_path: Path) -> None:

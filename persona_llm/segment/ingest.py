@@ -4,6 +4,10 @@ Every value is read as a string (ids keep their leading zeros) and a missing val
 distinct from an empty string. File-level problems raise `InputError` with one line that names the
 file (and the column); a bad row never raises: it goes to the rejects frame with its reason, so
 `rows_read == len(texts) + len(rejects)` always holds.
+
+Binary data, one rule wherever it is: a file that is not UTF-8 text (or is a ZIP, or UTF-16) is refused,
+and called binary when it holds NUL bytes; in a text file, a row holding a NUL byte is rejected, at any
+offset. Only a NUL in a CSV header refuses a text file, as the header names every column.
 """
 
 from __future__ import annotations
@@ -63,18 +67,24 @@ _MAX_NAMES_SHOWN = 30
 # --------------------------------------------------------------------------- row validation
 
 
+def _source_column(info: ValidationInfo) -> str:
+    """The note " (column 'author')" when the validation context names the input column of this field."""
+    column = ((info.context or {}).get("columns") or {}).get(info.field_name)
+    return f" (column {column!r})" if column else ""
+
+
 def _required(what: str) -> Any:
     def check(value: Any, info: ValidationInfo) -> str:
         if value is None:
             raise PydanticCustomError("missing_value", f"missing {what}")
         if isinstance(value, dict | list | tuple):
             # Stringified, {"nested": "1"} would become a user id that no one ever typed.
-            column = ((info.context or {}).get("columns") or {}).get(info.field_name)
-            where = f" (column {column!r})" if column else ""
             kind = "object" if isinstance(value, dict) else "list"
-            raise PydanticCustomError("nested_value", f"{what}{where} is a JSON {kind}, not a string")
+            raise PydanticCustomError("nested_value", f"{what}{_source_column(info)} is a JSON {kind}, not a string")
         if not isinstance(value, str):
             value = str(value)
+        if "\x00" in value:
+            raise PydanticCustomError("nul_byte", f"{what}{_source_column(info)} holds a NUL byte (binary data?)")
         if not value.strip():
             raise PydanticCustomError("empty_value", f"empty {what}")
         return value
@@ -136,6 +146,13 @@ def _decode(data: bytes, path: str) -> str:
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         bad = data[exc.start]
+        nul = data.find(b"\x00")
+        if nul >= 0:
+            raise InputError(
+                f"binary data, not text (NUL byte at offset {nul}, and byte 0x{bad:02x} at offset {exc.start} is "
+                "not UTF-8); use CSV, TSV, JSONL, JSON or Parquet",
+                path=path,
+            ) from None
         raise InputError(
             f"not UTF-8 text (byte 0x{bad:02x} at offset {exc.start}, line {line}); re-save as UTF-8", path=path
         ) from None
@@ -148,11 +165,6 @@ def _sniff_format(data: bytes, path: str) -> str:
         raise InputError("a ZIP archive (an Excel .xlsx file?), not CSV, JSONL or Parquet; export it as CSV", path=path)
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise InputError("UTF-16 text; re-save as UTF-8", path=path)
-    nul = data.find(b"\x00", 0, 1 << 20)
-    if nul >= 0:
-        raise InputError(
-            f"binary data (NUL byte at offset {nul}), not a known format (CSV, TSV, JSONL, JSON, Parquet)", path=path
-        )
     head = data[:65536].lstrip(b"\xef\xbb\xbf \t\r\n")
     if head.startswith(b"{"):
         return "jsonl"
@@ -223,6 +235,12 @@ def _parse_csv(text: str, path: str, delimiter: str | None, max_rows: int | None
         header_row = next(reader, None)
         if header_row is None:
             raise InputError("no data rows (the file is blank)", path=path)
+        if any("\x00" in name for name in header_row):
+            raise InputError(
+                "NUL bytes in the header line: UTF-16 text without a byte-order mark, or binary data? "
+                "re-save as UTF-8",
+                path=path,
+            )
         header = _header_names(header_row, path)
         width = len(header)
         rows: list[list[Any]] = []
@@ -433,8 +451,14 @@ def _build(
             reason = "; ".join(str(e["msg"]) for e in errors)
             rejected.append((field, reason, source_row, read_user, read_id, read_text))
             continue
+        attribute_values = [_json_value(values[i]) for i in ai]
+        with_nul = next((name for name, v in zip(attributes, attribute_values, strict=True) if v and "\x00" in v), None)
+        if with_nul is not None:
+            reason = f"attribute (column {with_nul!r}) holds a NUL byte (binary data?)"
+            rejected.append((with_nul, reason, source_row, read_user, read_id, read_text))
+            continue
         seen[row.text_id] = source_row
-        kept.append((row, [_json_value(values[i]) for i in ai]))
+        kept.append((row, attribute_values))
 
     data: dict[str, Any] = {
         TEXT_ID: [r.text_id for r, _ in kept],
@@ -515,7 +539,7 @@ def read_texts(
     else:
         if data.startswith(_PARQUET_MAGIC):
             raise InputError(f"a Parquet file, not {fmt.upper()}; name it .parquet or pass format='parquet'", path=where)
-        _sniff_format(data, where)  # binary content under a text extension
+        _sniff_format(data, where)  # a ZIP or UTF-16 file under a text extension
         text = _decode(data, where)
         if not text.strip():
             raise InputError("no data rows (the file is blank)", path=where)

@@ -57,6 +57,10 @@ class TooFewRowsError(InputError):
         self.rejects_path = rejects_path
 
 
+class NoSegmentsError(InputError):
+    """Clustering put no user in a segment, so there is nothing to describe or write personas for."""
+
+
 class ConfigError(PersonaLLMError):
     """A parameter or configuration file is wrong."""
 

@@ -229,13 +229,17 @@ def segment(
     show_progress: bool = False,
     stage_hook: StageHook | None = None,
 ) -> RunResult:
-    """Segment INPUT into a new run at `out` and publish it."""
+    """Segment INPUT into a new run at `out` and publish it.
+
+    A fit that finds no segment raises NoSegmentsError (which minimum was not met, what to change) and
+    writes nothing: a run of unassigned users is no result to publish."""
     config = config or Config()
     pipe = make_pipeline(config, overrides, show_progress=show_progress, stage_hook=stage_hook)
     store = _store(store_url or config.store_url)
     with open_target(out, force=force) as target:
         with rejects_kept_on_failure(target), target.run() as run:
             pipe.fit_file(input_path, columns, max_rows=max_rows)
+            pipe.require_segments()
             pipe.write(run, store=store)
         published = target.publish(run)
     return RunResult(run=run, published=published, pipeline=pipe)
@@ -313,6 +317,7 @@ def build(
     with open_target(out, force=force) as target:
         with rejects_kept_on_failure(target), target.run() as run:
             pipe.fit_file(input_path, columns, max_rows=max_rows)
+            pipe.require_segments()  # no segment, no persona: fail before writing anything
             pipe.write(run, store=store)
             if before_personas is not None:
                 before_personas(pipe)

@@ -131,7 +131,42 @@ def test_a_bad_input_is_exactly_one_unwrapped_line(tmp_path: Path) -> None:
     assert "✓" not in line
 
 
-# -- too few users: say which minimum and what to change -----------------------------
+# -- too few users, or no segment: say which minimum and what to change -----------------------------
+
+
+def test_three_users_find_no_segment_and_say_what_to_change(hash_embedder: Any, tmp_path: Path) -> None:
+    data = tmp_path / "three.csv"
+    topic_frame(users_per_topic=1).to_csv(data, index=False)
+    res = segment_cli(str(data), *COLUMNS, "--out", str(tmp_path / "ws"))
+    assert res.exit_code == 2
+    line = res.stderr.splitlines()[-1]
+    assert str(data) in line
+    assert "HDBSCAN found no segment among 3 users: min_cluster_size=3 needs at least 3 users" in line
+    assert "try --min-cluster-size 2" in line
+    assert not (tmp_path / "ws" / "current").exists() and not list((tmp_path / "ws" / "runs").iterdir())
+    assert "0 segments" not in res.output
+
+
+def test_ten_users_on_one_topic_find_no_segment(hash_embedder: Any, published: Path, tmp_path: Path) -> None:
+    frame = topic_frame(users_per_topic=10)
+    data = tmp_path / "pizza.csv"
+    frame[frame["topic"] == "pizza"].to_csv(data, index=False)
+    before = tree_digest(published)
+    res = segment_cli(str(data), *COLUMNS, "--out", str(published))
+    assert res.exit_code == 2
+    line = res.stderr.splitlines()[-1]
+    assert "no segment among 10 users: min_cluster_size=5 needs at least 5 users who write alike" in line
+    assert "one group of everyone is not a segment" in line and "--min-cluster-size 2" in line
+    assert tree_digest(published) == before  # nothing written, nothing published
+
+
+def test_an_asked_min_cluster_size_above_the_users_is_named(hash_embedder: Any, tmp_path: Path) -> None:
+    frame = topic_frame(users_per_topic=4)
+    data = tmp_path / "twelve.csv"
+    frame.to_csv(data, index=False)
+    res = segment_cli(str(data), *COLUMNS, "--out", str(tmp_path / "ws"), "--min-cluster-size", "50")
+    line = res.stderr.splitlines()[-1]
+    assert "min_cluster_size=12 (asked 50, capped at the number of users)" in line and "--min-cluster-size 6" in line
 
 
 def test_fewer_than_three_users_name_the_minimum_and_the_fix(hash_embedder: Any, tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ import pandas as pd
 
 from persona_llm import __version__
 from persona_llm.common.vectors import segment_centroids
-from persona_llm.errors import ConfigError, TooFewRowsError
+from persona_llm.errors import ConfigError, NoSegmentsError, TooFewRowsError
 from persona_llm.runs.rundir import RunDir
 from persona_llm.schema.frames import (
     LANGUAGE,
@@ -343,6 +343,37 @@ class SegmentPipeline:
             embedding_cache={"hits": int(embedder.hits_), "misses": int(embedder.misses_)},
         )
         return self
+
+    def require_segments(self) -> SegmentPipeline:
+        """Raise NoSegmentsError, saying which minimum was not met and what to change, when the fit found
+        no segment (every user unassigned): a run without segments has nothing to describe or write
+        personas for. `fit` itself allows it (a subsample in a stability check may find none)."""
+        self._check_fitted()
+        if self.segments_.segments:
+            return self
+        n_users = len(self.user_ids_)
+        clusterer = self.clusterer_
+        if not isinstance(clusterer, HDBSCANClusterer) or clusterer.min_cluster_size_ is None:
+            raise NoSegmentsError(
+                f"{type(clusterer).__name__} put none of the {n_users} users in a segment",
+                path=self.manifest_.input_path,
+            )
+        used = clusterer.min_cluster_size_
+        asked = clusterer.min_cluster_size
+        capped = f" (asked {asked}, capped at the number of users)" if asked and asked != used else ""
+        smaller = max(2, used // 2)
+        change = (
+            f"try --min-cluster-size {smaller} (or min_cluster_size = {smaller} under [pipeline] in --config), "
+            "or more users"
+            if smaller < used
+            else "add users"
+        )
+        raise NoSegmentsError(
+            f"HDBSCAN found no segment among {n_users} users: min_cluster_size={used}{capped} needs at least "
+            f"{used} users who write alike and unlike the others (one group of everyone is not a segment); "
+            f"{change} who write about different things",
+            path=self.manifest_.input_path,
+        )
 
     # --- stages --------------------------------------------------------------------------------
     def _too_few_users(

@@ -215,7 +215,6 @@ class SegmentPipeline:
         started = datetime.now(UTC)
         rejects = [ingested.rejects]
         texts = ingested.texts
-        _require_texts_read(ingested, input_path)  # a custom ingester's fit() path has no check of its own
 
         # Clean (the checks sit inside each stage: a stage that leaves nothing to segment has failed)
         self.cleaner_: BaseCleaner = self._stage_object("cleaner", BaseCleaner, _default_cleaner)

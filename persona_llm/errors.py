@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 
 class PersonaLLMError(Exception):
     """Base class; the CLI prints these as one line instead of a traceback."""
@@ -31,6 +34,31 @@ class InputError(PersonaLLMError):
         prefix = ": ".join([", ".join(where)]) if where else ""
         super().__init__(f"{prefix}: {message}" if prefix else message)
         self.message = message
+
+
+class TooFewRowsError(InputError):
+    """Too few rows (or users) were left to segment once the bad ones were rejected.
+
+    `rejects` is the rejects frame (persona_llm/schema/frames.py) of the failed attempt: each rejected row
+    with its stage, field and reason, so a run that fails keeps them. `rejects_path` is where they were
+    written (the workflows write them beside the runs), or None.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | None = None,
+        rejects: Any = None,
+        rejects_path: Path | None = None,
+    ) -> None:
+        super().__init__(message, path=path)
+        self.rejects = rejects
+        self.rejects_path = rejects_path
+
+
+class NoSegmentsError(InputError):
+    """Clustering put no user in a segment, so there is nothing to describe or write personas for."""
 
 
 class ConfigError(PersonaLLMError):

@@ -8,7 +8,9 @@ Where results go (`out`):
     a run directory       refused, unless `force=True`, which replaces that run whole
     anything else         refused untouched (a user's files are never ours to write over)
 The destination is checked (and the workspace locked) before any work starts, so a bad `--out` costs
-nothing, and a run that fails or is killed leaves the published run exactly as it was.
+nothing, and a run that fails or is killed leaves the published run exactly as it was. A run that fails
+because too few rows were left still hands over its rejects: `rejects-<time>.csv` at the top of the
+workspace (beside a forced single run: `<run>.rejects-<time>.csv`), named in the error.
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ import os
 import tomllib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from persona_llm.errors import ConfigError, PersonaLLMError, RunNotPublishedError, RunStoreError
-from persona_llm.runs.rundir import RunDir
+from persona_llm.errors import ConfigError, PersonaLLMError, RunNotPublishedError, RunStoreError, TooFewRowsError
+from persona_llm.runs.rundir import RunDir, write_rejects_csv
 from persona_llm.runs.workspace import Workspace, resolve_run
 
 StageHook = Callable[[str, Literal["start", "end"], float], None]
@@ -145,6 +148,43 @@ class Target:
         self.workspace.publish(run.path.name)
         return True
 
+    def failed_rejects_path(self) -> Path:
+        """A new file for the rejects of a run that failed: outside every run, so no run is changed."""
+        stamp = datetime.now().strftime("%Y%m%dT%H%M%S")
+        if self.workspace is not None:
+            folder, stem = self.workspace.path, f"rejects-{stamp}"
+        else:
+            folder, stem = self.path.parent, f"{self.path.name}.rejects-{stamp}"
+        path, n = folder / f"{stem}.csv", 1
+        while path.exists():
+            n += 1
+            path = folder / f"{stem}.{n}.csv"
+        return path
+
+
+@contextlib.contextmanager
+def rejects_kept_on_failure(target: Target) -> Iterator[None]:
+    """When the block fails because too few rows were left, write the rejects of that attempt where the
+    target says (`Target.failed_rejects_path`) and name the file in the error: bad rows are never lost,
+    even when no run is written."""
+    try:
+        yield
+    except TooFewRowsError as exc:
+        if exc.rejects is None or not len(exc.rejects):
+            raise
+        path = target.failed_rejects_path()
+        try:
+            write_rejects_csv(path, exc.rejects)
+        except OSError as err:
+            raise TooFewRowsError(
+                f"{exc.message}; the rejects could not be written to {path}: {err.strerror or err}",
+                path=exc.path, rejects=exc.rejects,
+            ) from exc  # fmt: skip
+        raise TooFewRowsError(
+            f"{exc.message}; each rejected row and its reason: {path}",
+            path=exc.path, rejects=exc.rejects, rejects_path=path,
+        ) from exc  # fmt: skip
+
 
 @contextlib.contextmanager
 def open_target(out: str | Path, *, force: bool = False) -> Iterator[Target]:
@@ -189,13 +229,17 @@ def segment(
     show_progress: bool = False,
     stage_hook: StageHook | None = None,
 ) -> RunResult:
-    """Segment INPUT into a new run at `out` and publish it."""
+    """Segment INPUT into a new run at `out` and publish it.
+
+    A fit that finds no segment raises NoSegmentsError (which minimum was not met, what to change) and
+    writes nothing: a run of unassigned users is no result to publish."""
     config = config or Config()
     pipe = make_pipeline(config, overrides, show_progress=show_progress, stage_hook=stage_hook)
     store = _store(store_url or config.store_url)
     with open_target(out, force=force) as target:
-        with target.run() as run:
+        with rejects_kept_on_failure(target), target.run() as run:
             pipe.fit_file(input_path, columns, max_rows=max_rows)
+            pipe.require_segments()
             pipe.write(run, store=store)
         published = target.publish(run)
     return RunResult(run=run, published=published, pipeline=pipe)
@@ -271,8 +315,9 @@ def build(
     writer = PersonaWriter(settings, chat=chat, language=language, **writer_params)
     failure: PersonaWriteError | None = None
     with open_target(out, force=force) as target:
-        with target.run() as run:
+        with rejects_kept_on_failure(target), target.run() as run:
             pipe.fit_file(input_path, columns, max_rows=max_rows)
+            pipe.require_segments()  # no segment, no persona: fail before writing anything
             pipe.write(run, store=store)
             if before_personas is not None:
                 before_personas(pipe)

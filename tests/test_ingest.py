@@ -220,11 +220,13 @@ def test_file_not_found(tmp_path: Path) -> None:
         ("blank.jsonl", b"\n\n", "no data rows"),
         ("latin1.csv", "id,author,message\n1,zoé,café au lait\n".encode("latin-1"), "not UTF-8 text (byte 0xe9 at offset 22, line 2)"),
         ("utf16.csv", "id,author,message\n".encode("utf-16"), "UTF-16 text; re-save as UTF-8"),
-        ("nul.csv", b"id,author,message\n1,a,\x00\x01\x02\x03", "binary data (NUL byte at offset"),
+        ("blob.csv", b"\x00\x01\x02\x03\x80\xff\x00", "binary data, not text (NUL byte at offset 0"),
+        ("utf16le.csv", "id,author,message\n1,a,b\n".encode("utf-16-le"), "NUL bytes in the header line"),
         ("sheet.csv", b"PK\x03\x04\x14\x00\x06\x00rest-of-zip", "ZIP archive"),
         ("fake.parquet", b"id,author,message\n1,a,b\n", "not a Parquet file (no PAR1 header)"),
-        ("bad.jsonl", b'{"author": "a", "message": "ok"}\n{"author": "b", "message": "oops"\n', "malformed JSON on line 2"),
-        ("list.jsonl", b'{"author": "a", "message": "ok"}\n[1, 2]\n', "line 2 is a JSON list, not an object"),
+        # a file in which no line is a JSON object is not JSON Lines at all (one bad line is a reject)
+        ("bad.jsonl", b'{"author": "b", "message": "oops"\n\n{"author": \n', "malformed JSON on line 1"),
+        ("list.jsonl", b'[1, 2]\n"text"\n', "line 1 is a JSON list, not an object"),
         ("quote.csv", b'id,author,message\n1,a,"fine"\n2,b,"never closed\n3,c,x\n', "quoted field is never closed"),
         ("stray.csv", b'id,author,message\n1,a,"half"quoted\n', "record starting at line 2"),
         ("dupe.csv", b"id,author,author,message\n1,a,b,c\n", "duplicate column name(s) in the header: 'author'"),
@@ -317,6 +319,94 @@ def test_bad_rows_go_to_rejects_with_reasons(tmp_path: Path) -> None:
     assert set(rj["stage"]) == {"ingest"}
     assert rj["text"].iloc[2] == "Same id as the first row."  # the row as read
     assert result.rows_read == len(result.texts) + len(result.rejects) == 8
+
+
+def test_a_malformed_jsonl_line_is_rejected_and_the_other_lines_kept(tmp_path: Path) -> None:
+    path = tmp_path / "broken.jsonl"
+    broken = '{"id": "b2", "author": "u2", "message": "cut off here'
+    path.write_text(
+        '{"id": "b1", "author": "u1", "message": "The first line is fine."}\n'
+        f"{broken}\n"
+        "\n"  # a blank line is skipped, not a row: the reason still names the file's line number
+        "[1, 2]\n"
+        '{"id": "b4", "author": "u4", "message": "The last line is fine too."}\n',
+        encoding="utf-8",
+    )
+    result = read_texts(path, COLS)
+    assert result.texts["text_id"].tolist() == ["b1", "b4"]
+    rj = result.rejects
+    assert rj["source_row"].tolist() == [2, 3]
+    assert rj["reason"].iloc[0].startswith("malformed JSON on line 2: Unterminated string")
+    assert rj["reason"].iloc[1] == "line 4 is a JSON list, not an object"
+    assert set(rj["stage"]) == {"ingest"} and set(rj["field"]) == {""}
+    assert rj["text"].tolist() == [broken, "[1, 2]"]  # the line as written: nothing is lost
+    assert result.rows_read == len(result.texts) + len(rj) == 4
+
+
+def test_a_nested_json_value_as_user_id_text_or_id_is_rejected_naming_the_field(tmp_path: Path) -> None:
+    path = write_jsonl(
+        tmp_path / "nested.jsonl",
+        [
+            {"id": "n1", "author": {"nested": "1"}, "message": "A user id that is an object."},
+            {"id": "n2", "author": "u2", "message": ["a", "list", "as", "text"]},
+            {"id": {"k": 3}, "author": "u3", "message": "An object as the text id."},
+            {"id": "n4", "author": ["u4"], "message": "A list as the user id."},
+            {"id": "n5", "author": "u5", "message": "Fine; a nested attribute stays JSON.", "tier": {"a": [1]}},
+        ],
+    )
+    result = read_texts(path, COLS)
+    assert result.texts["text_id"].tolist() == ["n5"]
+    assert result.texts["tier"].tolist() == ['{"a":["1"]}']
+    rj = result.rejects
+    assert rj["field"].tolist() == ["user_id", "text", "text_id", "user_id"]
+    assert rj["reason"].tolist() == [
+        "user id (column 'author') is a JSON object, not a string",
+        "text (column 'message') is a JSON list, not a string",
+        "text id (column 'id') is a JSON object, not a string",
+        "user id (column 'author') is a JSON list, not a string",
+    ]
+    assert rj["user_id"].iloc[0] == '{"nested":"1"}'  # the value as read, in JSON
+    assert result.rows_read == 5
+
+
+def test_nested_values_in_parquet_and_dataframes_are_rejected_too(tmp_path: Path) -> None:
+    records = [
+        {"author": {"nested": "1"}, "message": "Struct user id."},
+        {"author": {"nested": "2"}, "message": "Another struct user id."},
+    ]
+    pq.write_table(pa.Table.from_pylist(records), tmp_path / "t.parquet")
+    cols = ColumnMap(user_column="author", text_column="message")
+    result = read_texts(tmp_path / "t.parquet", cols)
+    assert result.texts.empty
+    assert result.rejects["reason"].tolist() == ["user id (column 'author') is a JSON object, not a string"] * 2
+    frame = pd.DataFrame({"author": ["a", "b"], "message": [["x", "y"], "fine text"]})
+    result = texts_from_frame(frame, cols)
+    assert result.texts["user_id"].tolist() == ["b"]
+    assert result.rejects["reason"].tolist() == ["text (column 'message') is a JSON list, not a string"]
+
+
+@pytest.mark.parametrize("padding", [0, 2 << 20], ids=["nul-near-the-start", "nul-after-2-mib"])
+def test_a_nul_byte_rejects_its_row_wherever_it_is(tmp_path: Path, padding: int) -> None:
+    # One rule at any offset: a NUL byte is never text, so its row is rejected; the file is still text.
+    long_text = "x" * padding
+    path = tmp_path / "nul.csv"
+    path.write_bytes(
+        b"id,author,message,tier\n"
+        + f"1,a,{long_text} fine\n".encode()
+        + b"2,b,bad \x00 byte,gold\n"
+        + b"3,c,fine,go\x00ld\n"
+        + b"4,d,also fine,gold\n"
+    )
+    result = read_texts(path, COLS)
+    assert result.texts["text_id"].tolist() == ["1", "4"]
+    rj = result.rejects
+    assert rj["source_row"].tolist() == [2, 3]
+    assert rj["field"].tolist() == ["text", "tier"]
+    assert rj["reason"].tolist() == [
+        "text (column 'message') holds a NUL byte (binary data?)",
+        "attribute (column 'tier') holds a NUL byte (binary data?)",
+    ]
+    assert rj["text"].iloc[0] == "bad \x00 byte"  # kept as read
 
 
 def test_csv_row_with_extra_fields_is_rejected_not_fatal(tmp_path: Path) -> None:

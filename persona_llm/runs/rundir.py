@@ -232,7 +232,7 @@ class RunDir:
         return pd.read_csv(self._required(REJECTS), dtype=str, keep_default_na=False)
 
     def save_rejects(self, frame: pd.DataFrame) -> None:
-        _atomic_write(self.path / REJECTS, lambda p: frame.to_csv(p, index=False))
+        write_rejects_csv(self.path / REJECTS, frame)
 
     # -- texts and vectors --------------------------------------------------------------------------
 
@@ -400,6 +400,11 @@ def atomic_write_text(path: Path, text: str, *, durable: bool = False) -> Path:
     if durable:
         fsync_dir(path.parent)
     return path
+
+
+def write_rejects_csv(path: Path, frame: pd.DataFrame) -> Path:
+    """Write a rejects frame as CSV (a run's rejects.csv, or a failed run's rejects beside the runs)."""
+    return _atomic_write(path, lambda p: frame.to_csv(p, index=False))
 
 
 def _save_npy(path: Path, vectors: np.ndarray) -> None:

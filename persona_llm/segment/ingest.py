@@ -4,6 +4,10 @@ Every value is read as a string (ids keep their leading zeros) and a missing val
 distinct from an empty string. File-level problems raise `InputError` with one line that names the
 file (and the column); a bad row never raises: it goes to the rejects frame with its reason, so
 `rows_read == len(texts) + len(rejects)` always holds.
+
+Binary data, one rule wherever it is: a file that is not UTF-8 text (or is a ZIP, or UTF-16) is refused,
+and called binary when it holds NUL bytes; in a text file, a row holding a NUL byte is rejected, at any
+offset. Only a NUL in a CSV header refuses a text file, as the header names every column.
 """
 
 from __future__ import annotations
@@ -15,9 +19,11 @@ import io
 import json
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 import pandas as pd
 from pydantic import (
     BaseModel,
@@ -61,12 +67,24 @@ _MAX_NAMES_SHOWN = 30
 # --------------------------------------------------------------------------- row validation
 
 
+def _source_column(info: ValidationInfo) -> str:
+    """The note " (column 'author')" when the validation context names the input column of this field."""
+    column = ((info.context or {}).get("columns") or {}).get(info.field_name)
+    return f" (column {column!r})" if column else ""
+
+
 def _required(what: str) -> Any:
-    def check(value: Any) -> str:
+    def check(value: Any, info: ValidationInfo) -> str:
         if value is None:
             raise PydanticCustomError("missing_value", f"missing {what}")
+        if isinstance(value, dict | list | tuple):
+            # Stringified, {"nested": "1"} would become a user id that no one ever typed.
+            kind = "object" if isinstance(value, dict) else "list"
+            raise PydanticCustomError("nested_value", f"{what}{_source_column(info)} is a JSON {kind}, not a string")
         if not isinstance(value, str):
             value = str(value)
+        if "\x00" in value:
+            raise PydanticCustomError("nul_byte", f"{what}{_source_column(info)} holds a NUL byte (binary data?)")
         if not value.strip():
             raise PydanticCustomError("empty_value", f"empty {what}")
         return value
@@ -77,7 +95,8 @@ def _required(what: str) -> Any:
 class TextRow(BaseModel):
     """One input row: a non-empty user id, a non-empty text and a text id unique in the file.
 
-    Validate with `context={"seen": {text_id: row}, "row": n}` to catch duplicate ids.
+    Validate with `context={"seen": {text_id: row}}` to catch duplicate ids; add
+    `"columns": {field: source column}` to name the input column in the reasons.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -127,6 +146,13 @@ def _decode(data: bytes, path: str) -> str:
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         bad = data[exc.start]
+        nul = data.find(b"\x00")
+        if nul >= 0:
+            raise InputError(
+                f"binary data, not text (NUL byte at offset {nul}, and byte 0x{bad:02x} at offset {exc.start} is "
+                "not UTF-8); use CSV, TSV, JSONL, JSON or Parquet",
+                path=path,
+            ) from None
         raise InputError(
             f"not UTF-8 text (byte 0x{bad:02x} at offset {exc.start}, line {line}); re-save as UTF-8", path=path
         ) from None
@@ -139,11 +165,6 @@ def _sniff_format(data: bytes, path: str) -> str:
         raise InputError("a ZIP archive (an Excel .xlsx file?), not CSV, JSONL or Parquet; export it as CSV", path=path)
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise InputError("UTF-16 text; re-save as UTF-8", path=path)
-    nul = data.find(b"\x00", 0, 1 << 20)
-    if nul >= 0:
-        raise InputError(
-            f"binary data (NUL byte at offset {nul}), not a known format (CSV, TSV, JSONL, JSON, Parquet)", path=path
-        )
     head = data[:65536].lstrip(b"\xef\xbb\xbf \t\r\n")
     if head.startswith(b"{"):
         return "jsonl"
@@ -172,9 +193,22 @@ def _format_from_name(path: Path) -> str | None:
 
 
 # --------------------------------------------------------------------------- parsers
-# Each returns (column names, rows as lists of str | None, {row index: problem}).
+# Each returns (column names, rows of values, {row index: problem}). A value is a str or None, or, from
+# JSON, Parquet and DataFrames, a nested dict or list: the user id, text and text id reject those, and
+# attributes keep them as JSON (`_build`).
 
-Parsed = tuple[list[str], list[list[str | None]], dict[int, str]]
+
+@dataclass(frozen=True)
+class RowProblem:
+    """Why a row the parser could not read (or read only in part) is rejected."""
+
+    reason: str
+    #: The row as written when no field could be read from it (a malformed JSON line): it goes to the
+    #: rejects' text column, so the rejects hold every input row.
+    raw: str | None = None
+
+
+Parsed = tuple[list[str], list[list[Any]], dict[int, RowProblem]]
 
 
 def _header_names(raw: Sequence[Any], path: str) -> list[str]:
@@ -201,10 +235,16 @@ def _parse_csv(text: str, path: str, delimiter: str | None, max_rows: int | None
         header_row = next(reader, None)
         if header_row is None:
             raise InputError("no data rows (the file is blank)", path=path)
+        if any("\x00" in name for name in header_row):
+            raise InputError(
+                "NUL bytes in the header line: UTF-16 text without a byte-order mark, or binary data? "
+                "re-save as UTF-8",
+                path=path,
+            )
         header = _header_names(header_row, path)
         width = len(header)
-        rows: list[list[str | None]] = []
-        problems: dict[int, str] = {}
+        rows: list[list[Any]] = []
+        problems: dict[int, RowProblem] = {}
         record_start = reader.line_num + 1
         for row in reader:
             if not row:  # blank line
@@ -215,7 +255,7 @@ def _parse_csv(text: str, path: str, delimiter: str | None, max_rows: int | None
             if len(row) > width:
                 extra = row[width:]
                 if any(field.strip() for field in extra):
-                    problems[len(rows)] = (
+                    problems[len(rows)] = RowProblem(
                         f"row has {len(row)} fields but the header has {width} "
                         f"(an unquoted {delimiter!r} in a field?)"
                     )
@@ -245,32 +285,52 @@ def _json_value(value: Any) -> str | None:
     return str(value)
 
 
-def _rows_from_objects(objects: Iterable[tuple[int, Any]], path: str, what: str, max_rows: int | None) -> Parsed:
+def _nested_or_string(value: Any) -> Any:
+    """A nested dict or list as is (the row check needs to see it), anything else as a string or None."""
+    return value if isinstance(value, dict | list) else _json_value(value)
+
+
+def _rows_from_objects(
+    objects: Iterable[tuple[int, Any | RowProblem, str]], path: str, what: str, max_rows: int | None
+) -> Parsed:
+    """Rows from (line or item number, parsed value or RowProblem, the text as written).
+
+    A value that is not a JSON object is a bad row (rejected with its reason); a file in which no value
+    is an object is not JSON Lines at all, and raises with the first problem.
+    """
     columns: dict[str, None] = {}
     records: list[dict[str, Any]] = []
-    for where, obj in objects:
+    problems: dict[int, RowProblem] = {}
+    for where, obj, raw in objects:
         if max_rows is not None and len(records) >= max_rows:
             break
         if not isinstance(obj, dict):
-            raise InputError(f"{what} {where} is a JSON {type(obj).__name__}, not an object", path=path)
+            if not isinstance(obj, RowProblem):
+                obj = RowProblem(f"{what} {where} is a JSON {type(obj).__name__}, not an object", raw=raw)
+            problems[len(records)] = obj
+            records.append({})
+            continue
         for key in obj:
             columns.setdefault(str(key), None)
         records.append(obj)
+    if problems and len(problems) == len(records):
+        raise InputError(problems[0].reason, path=path)
     header = _header_names(list(columns), path)
-    rows = [[_json_value(rec.get(name)) for name in header] for rec in records]
-    return header, rows, {}
+    rows = [[_nested_or_string(rec.get(name)) for name in header] for rec in records]
+    return header, rows, problems
 
 
 def _parse_jsonl(text: str, path: str, max_rows: int | None) -> Parsed:
-    def objects() -> Iterable[tuple[int, Any]]:
+    def objects() -> Iterable[tuple[int, Any | RowProblem, str]]:
         for lineno, line in enumerate(text.split("\n"), 1):
             if not line.strip():
                 continue
+            line = line.removesuffix("\r")
             try:
                 # numbers keep their exact spelling: ids like 007 or 1e3 stay as written
-                yield lineno, json.loads(line, parse_int=str, parse_float=str, parse_constant=str)
+                yield lineno, json.loads(line, parse_int=str, parse_float=str, parse_constant=str), line
             except json.JSONDecodeError as exc:
-                raise InputError(f"malformed JSON on line {lineno}: {exc.msg} (column {exc.colno})", path=path) from None
+                yield lineno, RowProblem(f"malformed JSON on line {lineno}: {exc.msg} (column {exc.colno})", raw=line), line
 
     return _rows_from_objects(objects(), path, "line", max_rows)
 
@@ -285,7 +345,8 @@ def _parse_json(text: str, path: str, max_rows: int | None) -> Parsed:
         raise InputError(f"malformed JSON on line {exc.lineno}: {exc.msg} (column {exc.colno})", path=path) from None
     if not isinstance(doc, list):
         raise InputError("a JSON file must hold an array of objects (or use JSON Lines: one object per line)", path=path)
-    return _rows_from_objects(enumerate(doc, 1), path, "item", max_rows)
+    items = ((n, item, json.dumps(item, ensure_ascii=False)) for n, item in enumerate(doc, 1))
+    return _rows_from_objects(items, path, "item", max_rows)
 
 
 def _parse_parquet(data: bytes, path: str, max_rows: int | None) -> Parsed:
@@ -300,12 +361,14 @@ def _parse_parquet(data: bytes, path: str, max_rows: int | None) -> Parsed:
     if max_rows is not None:
         table = table.slice(0, max_rows)
     header = _header_names(table.column_names, path)
-    columns: list[list[str | None]] = []
+    columns: list[list[Any]] = []
     for column in table.columns:
         try:
             values = pc.cast(column, pa.string()).to_pylist()
         except (pa.ArrowException, TypeError):
-            values = [_json_value(v) if not isinstance(v, bytes) else v.decode("utf-8", "replace") for v in column.to_pylist()]
+            values = [
+                v.decode("utf-8", "replace") if isinstance(v, bytes) else _nested_or_string(v) for v in column.to_pylist()
+            ]
         columns.append(values)
     rows = [list(r) for r in zip(*columns, strict=True)] if columns else []
     return header, rows, {}
@@ -347,8 +410,8 @@ def _resolve_columns(columns: ColumnMap, header: Sequence[str], path: str) -> tu
 
 def _build(
     header: list[str],
-    rows: list[list[str | None]],
-    problems: Mapping[int, str],
+    rows: list[list[Any]],
+    problems: Mapping[int, RowProblem],
     columns: ColumnMap,
     path: str,
     sha256: str,
@@ -363,29 +426,39 @@ def _build(
     ai = [index[name] for name in attributes]
 
     seen: dict[str, int] = {}
+    source_columns = {USER_ID: columns.user_column, TEXT: columns.text_column, TEXT_ID: columns.id_column}
     kept: list[tuple[TextRow, list[str | None]]] = []
     rejected: list[tuple[str, str, int, str | None, str | None, str | None]] = []  # field, reason, row, ...
     for pos, values in enumerate(rows):
         source_row = pos + 1
         raw_id = values[ii] if ii is not None else f"r{source_row}"
         raw_user, raw_text = values[ui], values[ti]
+        # as read, for the rejects (a nested value in JSON)
+        read_user, read_id, read_text = _json_value(raw_user), _json_value(raw_id), _json_value(raw_text)
         problem = problems.get(pos)
         if problem is not None:
-            rejected.append(("", problem, source_row, raw_user, raw_id, raw_text))
+            text_as_written = read_text if problem.raw is None else problem.raw
+            rejected.append(("", problem.reason, source_row, read_user, read_id, text_as_written))
             continue
         try:
             row = TextRow.model_validate(
                 {"text_id": raw_id, "user_id": raw_user, "text": raw_text, "source_row": source_row},
-                context={"seen": seen},
+                context={"seen": seen, "columns": source_columns},
             )
         except ValidationError as exc:
             errors = exc.errors()
             field = str(errors[0]["loc"][0]) if errors and errors[0]["loc"] else ""
             reason = "; ".join(str(e["msg"]) for e in errors)
-            rejected.append((field, reason, source_row, raw_user, raw_id, raw_text))
+            rejected.append((field, reason, source_row, read_user, read_id, read_text))
+            continue
+        attribute_values = [_json_value(values[i]) for i in ai]
+        with_nul = next((name for name, v in zip(attributes, attribute_values, strict=True) if v and "\x00" in v), None)
+        if with_nul is not None:
+            reason = f"attribute (column {with_nul!r}) holds a NUL byte (binary data?)"
+            rejected.append((with_nul, reason, source_row, read_user, read_id, read_text))
             continue
         seen[row.text_id] = source_row
-        kept.append((row, [values[i] for i in ai]))
+        kept.append((row, attribute_values))
 
     data: dict[str, Any] = {
         TEXT_ID: [r.text_id for r, _ in kept],
@@ -466,7 +539,7 @@ def read_texts(
     else:
         if data.startswith(_PARQUET_MAGIC):
             raise InputError(f"a Parquet file, not {fmt.upper()}; name it .parquet or pass format='parquet'", path=where)
-        _sniff_format(data, where)  # binary content under a text extension
+        _sniff_format(data, where)  # a ZIP or UTF-16 file under a text extension
         text = _decode(data, where)
         if not text.strip():
             raise InputError("no data rows (the file is blank)", path=where)
@@ -480,9 +553,13 @@ def read_texts(
     return _build(header, rows, problems, columns, where, sha256, fmt + (".gz" if compressed else ""))
 
 
-def _cell(value: Any) -> str | None:
+def _cell(value: Any) -> Any:
     if value is None or isinstance(value, str):
         return value
+    if isinstance(value, np.ndarray):  # how pandas holds a list read from Parquet
+        value = value.tolist()
+    if isinstance(value, dict | list | tuple):
+        return list(value) if isinstance(value, tuple) else value
     try:
         if pd.isna(value):
             return None

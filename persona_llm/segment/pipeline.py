@@ -22,7 +22,7 @@ import pandas as pd
 
 from persona_llm import __version__
 from persona_llm.common.vectors import segment_centroids
-from persona_llm.errors import ConfigError, InputError
+from persona_llm.errors import ConfigError, NoSegmentsError, TooFewRowsError
 from persona_llm.runs.rundir import RunDir
 from persona_llm.schema.frames import (
     LANGUAGE,
@@ -55,6 +55,8 @@ StageHook = Callable[[str, Literal["start", "end"], float], None]
 STAGES = ("ingest", "clean", "embed", "users", "reduce", "cluster", "describe", "store")
 #: Segment ids given to `fit(..., y=)`, by user id (a user it does not name stays unassigned, -1).
 UserLabels = Mapping[str, int] | pd.Series
+#: HDBSCAN needs at least this many users.
+MIN_USERS = 3
 _Stage = TypeVar("_Stage")
 
 
@@ -176,11 +178,14 @@ class SegmentPipeline:
         """Read `path` (CSV, JSONL, Parquet, gzip too) with a `ColumnMap`, then segment its users.
 
         `y`: segment id by user id, for a clusterer that takes labels (GivenLabels).
+        Raises TooFewRowsError, whose `rejects` gives each rejected row's reason, when too few rows or
+        users are left to segment.
         """
         self.timings_: dict[str, float] = {}
         self.ingester_: BaseIngester = self._stage_object("ingester", BaseIngester, TableIngester)
         with self._stage("ingest"):
             result = self.ingester_.read_file(path, columns, max_rows=max_rows)
+            _require_texts_read(result, str(path))
         return self._fit(result, input_path=str(path), y=y)
 
     def fit(
@@ -203,23 +208,27 @@ class SegmentPipeline:
         self.ingester_ = self._stage_object("ingester", BaseIngester, TableIngester)
         with self._stage("ingest"):
             result = self.ingester_.read_frame(data, columns)
+            _require_texts_read(result, "<dataframe>")
         return self._fit(result, input_path="<dataframe>", y=y)
 
     def _fit(self, ingested: IngestResult, *, input_path: str, y: UserLabels | None) -> SegmentPipeline:
         started = datetime.now(UTC)
         rejects = [ingested.rejects]
         texts = ingested.texts
-        if texts.empty:
-            raise InputError("no usable rows after reading", path=input_path)
 
-        # Clean
+        # Clean (the checks sit inside each stage: a stage that leaves nothing to segment has failed)
         self.cleaner_: BaseCleaner = self._stage_object("cleaner", BaseCleaner, _default_cleaner)
         with self._stage("clean"):
             cleaned = self.cleaner_.transform(texts)
-        rejects.append(cleaned.rejects)
-        texts = cleaned.texts.reset_index(drop=True)
-        if texts.empty:
-            raise InputError("every row was rejected while cleaning; see rejects for reasons", path=input_path)
+            rejects.append(cleaned.rejects)
+            texts = cleaned.texts.reset_index(drop=True)
+            if texts.empty:
+                all_rejects = concat_rejects(rejects)
+                raise TooFewRowsError(
+                    f"every row was rejected ({ingested.rows_read} read: {_reason_summary(all_rejects)})",
+                    path=input_path,
+                    rejects=all_rejects,
+                )
 
         # Embed
         with self._stage("embed"):
@@ -233,14 +242,11 @@ class SegmentPipeline:
         )
         with self._stage("users"):
             users = self.user_aggregator_.fit_transform(texts, vectors)
-        rejects.append(users.rejects)
-        texts = texts.loc[users.text_mask].reset_index(drop=True)
-        vectors = vectors[users.text_mask]
-        if len(users.user_ids) < 3:
-            rule = f" with at least min_texts={self.min_texts} texts" if self.user_aggregator is None else ""
-            raise InputError(
-                f"only {len(users.user_ids)} user(s) left{rule}; need at least 3 to segment", path=input_path
-            )
+            rejects.append(users.rejects)
+            texts = texts.loc[users.text_mask].reset_index(drop=True)
+            vectors = vectors[users.text_mask]
+            if len(users.user_ids) < MIN_USERS:
+                raise self._too_few_users(len(users.user_ids), users.rejects, concat_rejects(rejects), input_path)
 
         # Reduce + cluster
         with self._stage("reduce"):
@@ -337,7 +343,54 @@ class SegmentPipeline:
         )
         return self
 
+    def require_segments(self) -> SegmentPipeline:
+        """Raise NoSegmentsError, saying which minimum was not met and what to change, when the fit found
+        no segment (every user unassigned): a run without segments has nothing to describe or write
+        personas for. `fit` itself allows it (a subsample in a stability check may find none)."""
+        self._check_fitted()
+        if self.segments_.segments:
+            return self
+        n_users = len(self.user_ids_)
+        clusterer = self.clusterer_
+        if not isinstance(clusterer, HDBSCANClusterer) or clusterer.min_cluster_size_ is None:
+            raise NoSegmentsError(
+                f"{type(clusterer).__name__} put none of the {n_users} users in a segment",
+                path=self.manifest_.input_path,
+            )
+        used = clusterer.min_cluster_size_
+        asked = clusterer.min_cluster_size
+        capped = f" (asked {asked}, capped at the number of users)" if asked and asked != used else ""
+        smaller = max(2, used // 2)
+        change = (
+            f"try --min-cluster-size {smaller} (or min_cluster_size = {smaller} under [pipeline] in --config), "
+            "or more users"
+            if smaller < used
+            else "add users"
+        )
+        raise NoSegmentsError(
+            f"HDBSCAN found no segment among {n_users} users: min_cluster_size={used}{capped} needs at least "
+            f"{used} users who write alike and unlike the others (one group of everyone is not a segment); "
+            f"{change} who write about different things",
+            path=self.manifest_.input_path,
+        )
+
     # --- stages --------------------------------------------------------------------------------
+    def _too_few_users(
+        self, n_users: int, user_rejects: pd.DataFrame, all_rejects: pd.DataFrame, input_path: str
+    ) -> TooFewRowsError:
+        dropped = user_rejects[USER_ID].nunique() if len(user_rejects) else 0
+        if self.user_aggregator is None and dropped:
+            why = f"{dropped} more had fewer than min_texts={self.min_texts} texts"
+            change = "lower --min-texts or add users"
+        else:
+            why = f"{len(all_rejects)} row(s) rejected" if len(all_rejects) else "no row rejected"
+            change = "add users"
+        return TooFewRowsError(
+            f"only {n_users} user(s) left to segment ({why}); segmenting needs at least {MIN_USERS}: {change}",
+            path=input_path,
+            rejects=all_rejects,
+        )
+
     def _stage_object(self, name: str, base: type, default: Callable[[], _Stage]) -> _Stage:
         """The stage object given as parameter `name` (an instance of `base`), or `default()` when None."""
         # `base` is not type[_Stage]: mypy accepts only concrete classes there, and the bases are abstract.
@@ -441,6 +494,8 @@ class SegmentPipeline:
     # --- helpers -------------------------------------------------------------------------------
     @contextlib.contextmanager
     def _stage(self, name: str) -> Iterator[None]:
+        """Time a stage; the hook hears "end" only when it succeeds, so no progress line claims a stage
+        that failed."""
         if self.stage_hook:
             self.stage_hook(name, "start", 0.0)
         t0 = time.perf_counter()
@@ -449,8 +504,8 @@ class SegmentPipeline:
         finally:
             elapsed = time.perf_counter() - t0
             self.timings_[name] = self.timings_.get(name, 0.0) + elapsed
-            if self.stage_hook:
-                self.stage_hook(name, "end", elapsed)
+        if self.stage_hook:
+            self.stage_hook(name, "end", elapsed)
 
     def _run_id(self, input_sha256: str, started: datetime, y: UserLabels | None = None) -> str:
         params = json.dumps(self.get_params(), sort_keys=True, default=str)
@@ -463,6 +518,30 @@ class SegmentPipeline:
     def _check_fitted(self) -> None:
         if not hasattr(self, "segments_"):
             raise RuntimeError("SegmentPipeline is not fitted yet: call fit() or fit_file() first")
+
+
+def _require_texts_read(ingested: IngestResult, input_path: str) -> None:
+    """Raise TooFewRowsError, with the rejects and a summary of their reasons, when reading kept no row."""
+    if ingested.texts.empty:
+        raise TooFewRowsError(
+            f"every row was rejected while reading ({ingested.rows_read} read: {_reason_summary(ingested.rejects)})",
+            path=input_path,
+            rejects=ingested.rejects,
+        )
+
+
+def _reason_summary(rejects: pd.DataFrame, shown: int = 3, width: int = 70) -> str:
+    """The commonest reasons with their counts, e.g. "3 empty text, 1 missing user id", in one line."""
+    if not len(rejects):
+        return "no rejects recorded"
+    counts = rejects["reason"].astype(str).value_counts(sort=True)
+    parts = []
+    for reason, count in counts.head(shown).items():
+        text = " ".join(str(reason).split())  # one line, whatever the reason held
+        parts.append(f"{count} {text[: width - 1] + '…' if len(text) > width else text}")
+    if len(counts) > shown:
+        parts.append(f"{int(counts.iloc[shown:].sum())} other")
+    return ", ".join(parts)
 
 
 def _default_cleaner() -> BaseCleaner:

@@ -77,6 +77,26 @@ QUOTE_CASES = {
     "words left out": ("I renew my deck every summer", _SKATE, False),
     "chinese, exact": ("宝宝用了这款纸尿裤以后再也没有红屁股了", "说真的，宝宝用了这款纸尿裤以后再也没有红屁股了！", True),
     "chinese, invented": ("这款奶粉是我用过最好的东西", "说真的，宝宝用了这款纸尿裤以后再也没有红屁股了！", False),
+    # A quote starts and ends at word boundaries (CJK: clause boundaries) and keeps the negation before it.
+    "a whole sentence": ("The delivery was late again.", "Nice box. The delivery was late again. Shame.", True),
+    "a clause after a comma": ("but the delivery was late again", "Nice box, but the delivery was late again.", True),
+    "at the very start": ("Nice box but the delivery was late", "Nice box but the delivery was late again.", True),
+    "un- cut off": ("happy with delivery times", "I am unhappy with delivery times.", False),
+    "un- cut off, mid-sentence": ("reliable support team", "They have an unreliable support team and slow refunds.", False),
+    "do not dropped": ("like this product at all", "I do not like this product at all", False),
+    "don't dropped (curly apostrophe)": ("like this product at all", "I don’t like this product at all.", False),
+    "never dropped": ("buying from this shop again", "I am never buying from this shop again.", False),
+    "n't cut in half": ("t like this product at all", "I don't like this product at all.", False),
+    "non- cut off": ("refundable tickets are a scam", "Honestly non-refundable tickets are a scam.", False),
+    "the same words again without the negation": (
+        "happy with delivery times",
+        "Not happy with delivery times at first, now happy with delivery times.",
+        True,
+    ),
+    "chinese, 不 dropped": ("满意这次的购物体验", "我不满意这次的购物体验。", False),
+    "chinese, 没 dropped": ("有问题出现过的商品", "用了一个月，没有问题出现过的商品，很满意。", False),
+    "chinese, half a clause": ("这款纸尿裤以后再也没有红屁股了", "说真的，宝宝用了这款纸尿裤以后再也没有红屁股了！", False),
+    "chinese, a clause after a comma": ("等了一个星期奶粉才到", "物流太慢了，等了一个星期奶粉才到，差点断粮。", True),
 }
 
 
@@ -97,6 +117,45 @@ def test_quote_gate_and_grounding_eval_agree(quote: str, source: str, verbatim: 
     assert _eval_verifies(quote, source) is verbatim, "grounding eval"
     # What the gate stores (the source's own span) is what the eval then checks.
     assert all(_eval_verifies(q, source) for q in kept)
+
+
+@pytest.mark.parametrize(
+    ("case", "reason"),
+    [
+        ("un- cut off", "cuts_word"),
+        ("un- cut off, mid-sentence", "cuts_word"),
+        ("n't cut in half", "cuts_word"),
+        ("non- cut off", "cuts_word"),
+        ("chinese, half a clause", "cuts_word"),
+        ("do not dropped", "drops_negation"),
+        ("don't dropped (curly apostrophe)", "drops_negation"),
+        ("never dropped", "drops_negation"),
+        ("chinese, 不 dropped", "drops_negation"),
+        ("chinese, 没 dropped", "drops_negation"),
+    ],
+)
+def test_gate_records_why_a_fragment_is_not_evidence(case: str, reason: str) -> None:
+    quote, source, _ = QUOTE_CASES[case]
+    result = ground_quotes([DraftQuote(text_id="t1", text=quote)], 0, TextIndex([("t1", "u1", 0, source)]))
+    assert [r.reason for r in result.removed] == [reason]
+
+
+def test_quotes_over_the_limit_are_recorded_and_counted_as_dropped() -> None:
+    """Valid quotes beyond max_quotes are removals ("over_limit"), so quotes_dropped_share counts them."""
+    sources = [f"Text number {k} says the delivery was late again." for k in range(7)]
+    index = TextIndex([(f"t{k}", "u1", 0, text) for k, text in enumerate(sources)])
+    drafts = [DraftQuote(text_id=f"t{k}", text=text) for k, text in enumerate(sources)]
+    result = ground_quotes(drafts, 0, index, max_quotes=5)
+    assert len(result.kept) == 5 and [(r.text_id, r.reason) for r in result.removed] == [
+        ("t5", "over_limit"),
+        ("t6", "over_limit"),
+    ]
+    persona = _persona([(q.text_id, q.user_id, q.text) for q in result.kept])
+    persona.provenance.quotes_proposed = len(drafts)
+    persona.provenance.quotes_removed = result.removed
+    metrics = M.grounding_metrics([persona], {f"t{k}": M.SourceText(t, "u1", 0) for k, t in enumerate(sources)})
+    assert metrics["quotes_dropped"] == 2 and metrics["quotes_dropped_share"] == pytest.approx(2 / 7)
+    assert metrics["quote_verified"] == 1.0
 
 
 # ---------------------------------------------------------------------------------------------------

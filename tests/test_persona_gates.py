@@ -19,6 +19,7 @@ import pytest
 from persona_llm.llm.client import Capabilities, ChatModel, ResponseCache
 from persona_llm.personas.gates import (
     TextIndex,
+    cap_quotes,
     check_estimates,
     choose_to_regenerate,
     find_verbatim,
@@ -36,6 +37,7 @@ from persona_llm.schema.personas import (
     DraftQuote,
     Persona,
     PersonaDraft,
+    Quote,
     load_personas,
 )
 from persona_llm.schema.segments import (
@@ -507,6 +509,38 @@ def test_invented_quote_is_dropped_and_reasked(run_dir: Path) -> None:
     # The quote re-ask samples differently from the first call, which would mostly repeat itself.
     assert server.requests[0]["temperature"] == pytest.approx(0.2)
     assert server.requests[1]["temperature"] == pytest.approx(0.7) and server.requests[1]["seed"] != server.requests[0]["seed"]
+
+
+def test_quotes_beyond_the_limit_in_a_reask_are_recorded_not_lost(run_dir: Path) -> None:
+    """Round 1 verifies 2 of 3 quotes, the re-ask brings 5 more valid ones: 3 fit under MAX_QUOTES, the
+    other 2 are "over_limit" removals, so proposed = kept + removed and quotes_dropped_share sees them."""
+    from persona_llm.evaluation import metrics as M
+
+    seg = SEGMENT_TEXTS[0]["users"]
+    first = [("u01-t0", seg["u01"][0]), ("u01-t1", seg["u01"][1]), ("u02-t0", "Best beans I ever had, five stars!")]
+    second = [("u02-t0", seg["u02"][0]), ("u02-t1", seg["u02"][1]), ("u04-t0", seg["u04"][0]),
+              ("u04-t1", seg["u04"][1]), ("u03-t0", seg["u03"][0])]  # fmt: skip
+    with FakeOpenAIServer(
+        [{"content": draft_for(0, quotes=first)}, {"content": draft_for(0, quotes=second)}]
+    ) as server:
+        (p,) = writer(chat_for(server), max_regenerations=0).write(run_dir, segment_ids=[0])
+    assert [q.text_id for q in p.quotes] == ["u01-t0", "u01-t1", "u02-t0", "u02-t1", "u04-t0"]
+    assert [(r.text_id, r.reason) for r in p.provenance.quotes_removed] == [
+        ("u02-t0", "not_verbatim"),
+        ("u04-t1", "over_limit"),
+        ("u03-t0", "over_limit"),
+    ]
+    assert p.provenance.quotes_proposed == len(p.quotes) + len(p.provenance.quotes_removed) == 8
+    texts = pd.read_parquet(run_dir / "texts.parquet")
+    sources = {r.text_id: M.SourceText(r.text, r.user_id, r.segment_id) for r in texts.itertuples()}
+    assert M.grounding_metrics([p], sources)["quotes_dropped_share"] == pytest.approx(3 / 8)
+
+
+def test_cap_quotes_records_what_it_cuts() -> None:
+    kept = [Quote(text_id=f"t{k}", user_id="u", text=f"quote number {k} here") for k in range(7)]
+    capped = cap_quotes(kept, 5, attempt=2)
+    assert capped.kept == kept[:5]
+    assert [(r.text_id, r.reason, r.attempt) for r in capped.removed] == [("t5", "over_limit", 2), ("t6", "over_limit", 2)]
 
 
 def test_short_ids_the_model_sees_are_mapped_back(run_dir: Path) -> None:

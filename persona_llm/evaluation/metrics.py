@@ -52,11 +52,15 @@ METRICS: dict[str, tuple[str, str]] = {
     "quotes_total": ("grounding", "number of quotes kept in the personas"),
     "quote_verified": (
         "grounding",
-        "share of kept quotes found verbatim in their source (NFC, whitespace and quote marks normalised)",
+        "share of kept quotes found verbatim in their source (NFC, whitespace and quote marks normalised), "
+        "at word boundaries and keeping any negation before them",
     ),
     "citation_valid": ("grounding", "share of cited text ids that exist, belong to the segment and the user"),
     "quotes_dropped": ("grounding", "quotes the grounding gate removed during generation (provenance)"),
-    "quotes_dropped_share": ("grounding", "dropped / proposed quotes during generation; lower is better"),
+    "quotes_dropped_share": (
+        "grounding",
+        "dropped / proposed quotes during generation, over-limit ones included; lower is better",
+    ),
     # claims
     "claims_checked": ("claims", "demographic claims compared with an attribute column"),
     "claims_consistent": ("claims", "claims naming exactly the segment's majority value"),

@@ -21,7 +21,14 @@ from typing import Any, Protocol
 import numpy as np
 
 from persona_llm.common.demographics import fits_age, gender_of, parse_age_intervals
-from persona_llm.common.textmatch import SourceText, find_verbatim, fold_quote_marks, name_key, normalize_ws
+from persona_llm.common.textmatch import (
+    SourceText,
+    find_verbatim,
+    fold_quote_marks,
+    match_verbatim,
+    name_key,
+    normalize_ws,
+)
 from persona_llm.common.vectors import pairwise_cosine
 from persona_llm.schema.personas import (
     DemographicEstimate,
@@ -105,44 +112,55 @@ def ground_quotes(
     min_chars: int = 15,
     min_words: int = 3,
 ) -> GroundingResult:
-    """Keep the quotes that are verbatim in the cited text of this segment; record why others go."""
+    """Keep the quotes that are verbatim in the cited text of this segment; record why every other goes
+    (a valid quote beyond `max_quotes`, counting `already_kept`, goes as "over_limit")."""
     result = GroundingResult()
     def dedupe_key(text: str) -> str:
         return fold_quote_marks(normalize_ws(text)).lower()
 
     seen = {dedupe_key(q.text) for q in already_kept}
-    seen_sources = {q.text_id for q in already_kept}
     for draft in quotes:
         quote = _strip_wrappers(draft.text)
         text_id = draft.text_id.strip().strip("[]")
         reason: RemovalReason | None = None
         source = index.by_id.get(text_id)
+        match = match_verbatim(quote, source.normalized) if source is not None and quote else None
         if not quote or not _long_enough(quote, min_chars, min_words):
             reason = "too_short"
         elif dedupe_key(quote) in seen:
             reason = "duplicate"
-        elif (
-            source is not None
-            and source.segment_id == segment_id
-            and (found := find_verbatim(quote, source.normalized)) is not None
-        ):
-            quote, reason = found, None
+        elif source is not None and source.segment_id == segment_id and match is not None and match.span is not None:
+            quote = match.span
         elif any(find_verbatim(quote, s.normalized) is not None for s in index.by_segment.get(segment_id, [])):
             reason = "wrong_text_id"  # verbatim, but not in the text it cites: the citation is wrong
         elif source is not None and source.segment_id != segment_id:
             reason = "not_in_segment"
+        elif match is not None and match.problem in ("cuts_word", "drops_negation"):
+            reason = match.problem  # the words are there, but the fragment does not say what the text says
         else:
             reason = "not_verbatim"
-        if reason is None and source is not None and len(result.kept) + len(already_kept) < max_quotes:
+        if reason is None and len(result.kept) + len(already_kept) >= max_quotes:
+            reason = "over_limit"
+        if reason is None and source is not None:
             # Several quotes from one text are allowed but a second text is better evidence.
             seen.add(dedupe_key(quote))
-            seen_sources.add(text_id)
             result.kept.append(Quote(text_id=text_id, user_id=source.user_id, text=quote))
-        elif reason is not None:
+        else:
             result.removed.append(
-                QuoteRemoval(text_id=draft.text_id, text=draft.text[:300], reason=reason, attempt=attempt)
+                QuoteRemoval(text_id=draft.text_id, text=draft.text[:300], reason=reason or "not_verbatim", attempt=attempt)
             )
     return result
+
+
+def cap_quotes(kept: Sequence[Quote], max_quotes: int, *, attempt: int) -> GroundingResult:
+    """The first `max_quotes` of `kept`; the rest recorded as "over_limit" removals, never dropped silently."""
+    return GroundingResult(
+        kept=list(kept[:max_quotes]),
+        removed=[
+            QuoteRemoval(text_id=q.text_id, text=q.text[:300], reason="over_limit", attempt=attempt)
+            for q in kept[max_quotes:]
+        ],
+    )
 
 
 # Which attribute column names can support which demographic estimate.

@@ -50,6 +50,7 @@ METRICS: dict[str, tuple[str, str]] = {
     "dbcv": ("internal", "density-based cluster validity (HDBSCAN validity_index); -1..1, higher is better"),
     # grounding
     "quotes_total": ("grounding", "number of quotes kept in the personas"),
+    "quotes_per_persona": ("grounding", "kept quotes of the persona with the fewest; every persona needs evidence"),
     "quote_verified": (
         "grounding",
         "share of kept quotes found verbatim in their source (NFC, whitespace and quote marks normalised), "

@@ -260,14 +260,17 @@ def persona_overview(run: EvalInputs, groups: Sequence[str]) -> GroupResult:
 
 
 def evaluate_grounding(run: EvalInputs, personas: Sequence[Persona]) -> GroupResult:
-    """Kept quotes verbatim in their cited text, citations valid, and what the gate dropped."""
+    """Kept quotes verbatim in their cited text, citations valid, the fewest quotes of any persona, and
+    what the gate dropped."""
     if run.texts is None:
         return GroupResult.skip("grounding", "no texts.parquet in the run")
     sources = _sources(run)
     bad_quotes = [r for r in m.quote_checks(personas, sources) if not (r["verbatim"] and r["in_segment"])]
     bad_cites = [r for r in m.citation_checks(personas, sources) if not r["valid"]]
+    # quotes_total over a run lets one persona carry the others; every persona needs its own evidence.
+    fewest_quotes = float(min(len(p.quotes) for p in personas)) if personas else None
     return GroupResult(
-        metrics=m.grounding_metrics(personas, sources),
+        metrics={**m.grounding_metrics(personas, sources), "quotes_per_persona": fewest_quotes},
         details={
             "grounding": {
                 "failed_quotes": bad_quotes,

@@ -192,3 +192,29 @@ def test_cosine_silhouette_separates_clear_clusters_and_needs_two() -> None:
     assert V.cosine_silhouette(x, np.zeros(40, dtype=int)) is None  # one segment
     assert V.cosine_silhouette(x[:2], np.array([0, 1])) is None  # every user its own segment
     assert V.cosine_silhouette(x, np.full(40, -1)) is None  # all noise
+
+
+def test_mentions_takes_whole_words_and_columns_take_exact_names() -> None:
+    assert not D.mentions("Rural Mexico", "CO") and D.mentions("Colombia (CO)", "CO")
+    assert not D.mentions("prefer not to say", "f")
+    assert D.mentions("non-profit workers", "Non-Profit") and D.mentions("rural   mexico", "Rural Mexico")
+    assert not D.mentions("New Yorkers", "New York") and D.mentions("上海白领", "上海")
+    assert D.attribute_columns("age_group", ["page_views", "message_count", "Age"]) == ["Age"]
+    assert D.attribute_columns("age_group", ["page_views", "message_count"]) == []
+    assert D.attribute_columns("location", ["State", "country"]) == ["country", "State"]
+
+
+@pytest.mark.parametrize(
+    ("field", "claim", "text", "supported"),
+    [
+        ("gender", "women", "As a mother I ...", True),
+        ("gender", "women", "As a father I ...", False),
+        ("age_group", "30s", "I am 34 years old", True),
+        ("age_group", "30s", "I am 54 years old", False),
+        ("occupation", "mostly baristas", "I work as a barista", True),
+        ("occupation", "baristas", "I love espresso", False),
+        ("location", "上海", "我在上海工作", True),
+    ],
+)
+def test_text_supports_needs_the_claim_named(field: str, claim: str, text: str, supported: bool) -> None:
+    assert D.text_supports(field, claim, text) is supported

@@ -205,6 +205,8 @@ def _eval_status(field: str, value: str) -> str:
 
 ESTIMATE_CASES = [
     ("age_group", "40-49", True),
+    ("age_group", "students", False),  # median 45.5
+    ("age_group", "digital natives", False),  # names no age the column can check
     ("age_group", "40s", True),
     ("age_group", "over 40", True),
     ("age_group", "40多岁", True),
@@ -228,3 +230,59 @@ ESTIMATE_CASES = [
 def test_estimate_gate_and_claims_eval_agree(field: str, value: str, supported: bool) -> None:
     assert _gate_keeps_estimate(field, value) is supported, "estimate gate"
     assert (_eval_status(field, value) == "consistent") is supported, "claims eval"
+
+
+# Claims drawn from texts (source "texts"): a cited text of the segment must name the claim, and the
+# attribute column, where there is one, overrules the texts. Text t1 is segment 0's, t9 another segment's.
+TEXT_ESTIMATE_CASES = [
+    # (field, claim, cited text, kept by the gate / not failed by the eval)
+    ("gender", "women", "As a mom of two I need quiet mornings.", True),
+    ("gender", "men", "As a dad of two I need quiet mornings.", False),  # the column is 80% f
+    ("gender", "men", "The grinder is loud.", False),  # no naming text: the column alone, which says no
+    ("gender", "women", "The grinder is loud.", True),  # no naming text: the column alone, which says yes
+    ("age_group", "40s", "I am 44 years old and tired of waiting.", True),
+    ("age_group", "20s", "I am 24 years old and tired of waiting.", False),  # the median is 45.5
+    ("occupation", "nurses", "I work night shifts as a nurse.", True),  # no occupation column
+    ("occupation", "nurses", "I love my garden.", False),
+    ("location", "Berlin", "OTHER SEGMENT: I live in Berlin.", False),
+]
+
+
+def _gate_keeps_text_estimate(field: str, value: str, text: str) -> bool:
+    unknown = DemographicEstimate.unknown()
+    parts = {"age_group": unknown, "gender": unknown, "location": unknown, "occupation": unknown}
+    cited = "t9" if text.startswith("OTHER SEGMENT") else "t1"
+    parts[field] = DemographicEstimate(value=value, confidence="medium", source="texts", text_ids=[cited])
+    index = TextIndex([("t1", "u1", 0, text), ("t9", "u9", 1, text)])
+    fixed, _ = check_estimates(Demographics(**parts), _segment(), index)
+    return str(getattr(fixed, field).value) != "unknown"
+
+
+def _eval_fails_text_claim(field: str, value: str, text: str) -> bool:
+    members = pd.DataFrame(
+        {"user_id": [f"u{i}" for i in range(len(AGES))], "segment_id": 0, "age": AGES, "gender": GENDERS}
+    )
+    persona = _persona()
+    cited = "t9" if text.startswith("OTHER SEGMENT") else "t1"
+    estimate = DemographicEstimate(value=value, confidence="medium", source="texts", text_ids=[cited])
+    setattr(persona.demographics, field, estimate)
+    sources = {"t1": M.SourceText(text, "u1", 0), "t9": M.SourceText(text, "u9", 1)}
+    checks = [c for c in C.check_claims([persona], members, sources=sources) if c.field == field]
+    return any(c.status in ("contradiction", "unsupported") for c in checks)
+
+
+@pytest.mark.parametrize(("field", "value", "text", "kept"), TEXT_ESTIMATE_CASES)
+def test_text_estimate_gate_and_claims_eval_agree(field: str, value: str, text: str, kept: bool) -> None:
+    assert _gate_keeps_text_estimate(field, value, text) is kept, "estimate gate"
+    assert _eval_fails_text_claim(field, value, text) is not kept, "claims eval"
+
+
+def test_claims_eval_names_an_unsupported_text_claim() -> None:
+    persona = _persona()
+    persona.demographics.occupation = DemographicEstimate(
+        value="nurses", confidence="medium", source="texts", text_ids=["t1"]
+    )
+    members = pd.DataFrame({"user_id": ["u1"], "segment_id": [0], "age": [40], "gender": ["f"]})
+    checks = C.check_claims([persona], members, sources={"t1": M.SourceText("I love my garden.", "u1", 0)})
+    assert [(c.field, c.status) for c in checks if c.field == "occupation"] == [("occupation", "unsupported")]
+    assert C.claim_metrics(checks)["claims_unsupported"] == 1

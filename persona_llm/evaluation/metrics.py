@@ -67,6 +67,10 @@ METRICS: dict[str, tuple[str, str]] = {
     "claims_consistent": ("claims", "claims naming exactly the segment's majority value"),
     "claims_unknown": ("claims", "claims marked unknown, vague or not mappable to the column's values"),
     "contradictions": ("claims", "claims whose mapped values exclude the segment's majority; must be 0"),
+    "claims_unsupported": (
+        "claims",
+        "claims drawn from texts that no cited text of the segment names, and no attribute column supports",
+    ),
     # distinctness
     "pair_similarity_mean": (
         "distinctness",

@@ -35,6 +35,32 @@ def test_is_verbatim_is_case_sensitive_and_rejects_empty_quotes() -> None:
     assert not T.is_verbatim("  ", "anything")
 
 
+@pytest.mark.parametrize(
+    ("quote", "source", "span", "problem"),
+    [
+        ("happy with it", "I am unhappy with it.", None, "cuts_word"),
+        ("happy with it", "I am not happy with it.", None, "drops_negation"),
+        ("happy with it", "I am hardly happy with it.", None, "drops_negation"),
+        ("happy with it", "I wasn't happy with it.", None, "drops_negation"),
+        ("happy with it", "Not happy with it at first, now happy with it.", "happy with it", None),
+        ("happy with it", "I am happy with it.", "happy with it", None),
+        ("happy with it", "No. Happy with it? Yes.", None, "not_found"),  # case-sensitive as before
+        ("I am happy", "I am happy with it.", "I am happy", None),
+        ("thing special", "nothing special", None, "cuts_word"),
+        ("满意", "不满意", None, "drops_negation"),
+        ("满意", "不太满意", None, "drops_negation"),
+        ("满意", "非常满意", None, "cuts_word"),  # 非常 is "very", not a negation; still half a clause
+        ("很满意", "质量不错，很满意。", "很满意", None),
+        ("很满意", "没有", None, "not_found"),
+    ],
+)
+def test_match_verbatim_needs_word_boundaries_and_keeps_negations(
+    quote: str, source: str, span: str | None, problem: str | None
+) -> None:
+    match = T.match_verbatim(T.normalize_ws(quote), T.normalize_ws(source))
+    assert (match.span, match.problem) == (span, problem)
+
+
 def test_source_text_normalises_once() -> None:
     src = T.SourceText("a  b\nc", "u1", 0, text_id="t1")
     assert src.normalized == "a b c" and src.normalized is src.normalized
@@ -166,3 +192,29 @@ def test_cosine_silhouette_separates_clear_clusters_and_needs_two() -> None:
     assert V.cosine_silhouette(x, np.zeros(40, dtype=int)) is None  # one segment
     assert V.cosine_silhouette(x[:2], np.array([0, 1])) is None  # every user its own segment
     assert V.cosine_silhouette(x, np.full(40, -1)) is None  # all noise
+
+
+def test_mentions_takes_whole_words_and_columns_take_exact_names() -> None:
+    assert not D.mentions("Rural Mexico", "CO") and D.mentions("Colombia (CO)", "CO")
+    assert not D.mentions("prefer not to say", "f")
+    assert D.mentions("non-profit workers", "Non-Profit") and D.mentions("rural   mexico", "Rural Mexico")
+    assert not D.mentions("New Yorkers", "New York") and D.mentions("上海白领", "上海")
+    assert D.attribute_columns("age_group", ["page_views", "message_count", "Age"]) == ["Age"]
+    assert D.attribute_columns("age_group", ["page_views", "message_count"]) == []
+    assert D.attribute_columns("location", ["State", "country"]) == ["country", "State"]
+
+
+@pytest.mark.parametrize(
+    ("field", "claim", "text", "supported"),
+    [
+        ("gender", "women", "As a mother I ...", True),
+        ("gender", "women", "As a father I ...", False),
+        ("age_group", "30s", "I am 34 years old", True),
+        ("age_group", "30s", "I am 54 years old", False),
+        ("occupation", "mostly baristas", "I work as a barista", True),
+        ("occupation", "baristas", "I love espresso", False),
+        ("location", "上海", "我在上海工作", True),
+    ],
+)
+def test_text_supports_needs_the_claim_named(field: str, claim: str, text: str, supported: bool) -> None:
+    assert D.text_supports(field, claim, text) is supported

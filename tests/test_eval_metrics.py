@@ -334,7 +334,13 @@ def test_unknown_vague_and_unmapped_claims_are_not_passes() -> None:
         (1, "gender"): "consistent",
     }
     counts = C.claim_metrics(C.check_claims(personas, _members()))
-    assert counts == {"claims_checked": 4, "claims_consistent": 1, "claims_unknown": 3, "contradictions": 0}
+    assert counts == {
+        "claims_checked": 4,
+        "claims_consistent": 1,
+        "claims_unknown": 3,
+        "contradictions": 0,
+        "claims_unsupported": 0,
+    }
 
 
 def test_vague_claim_excluding_the_majority_is_still_a_contradiction() -> None:

@@ -399,6 +399,26 @@ def test_evaluate_bad_run_catches_each_problem(bad_run: Path, suite_file: Path) 
     assert report.failures == check_thresholds(report, suite)
 
 
+def test_a_persona_without_quotes_fails_even_when_the_total_is_high(tmp_path: Path) -> None:
+    """quotes_total over a run hid a persona with no quote; quotes_per_persona is the fewest of any."""
+    texts, seg_of = hand_made_texts()
+    personas = good_personas()
+    personas[1].quotes = []
+    run = write_run(tmp_path / "run", texts, seg_of, personas)
+    suite = Suite.model_validate(
+        {"name": "t", "metrics": ["grounding"], "thresholds": {"quotes_total_min": 5, "quotes_per_persona_min": 1}}
+    )
+    report = evaluate_run(run, None, suite, write=False)
+    assert report.metrics["quotes_total"] == 6 and report.metrics["quotes_per_persona"] == 0
+    assert [(f.metric, f.value) for f in report.failures] == [("quotes_per_persona", 0)]
+    good = evaluate_run(write_run(tmp_path / "good", texts, seg_of, good_personas()), None, suite, write=False)
+    assert good.metrics["quotes_per_persona"] == 3 and good.failures == []
+
+
+def test_ci_suite_asks_every_persona_for_a_quote() -> None:
+    assert load_suite(ROOT / "evals" / "suites" / "ci.toml").thresholds["quotes_per_persona_min"] == 1
+
+
 def test_thresholded_metric_that_was_not_computed_fails(good_run: Path) -> None:
     suite = Suite.model_validate(
         {"name": "t", "metrics": ["distinctness"], "thresholds": {"pair_similarity_max_max": 0.9}}

@@ -19,6 +19,7 @@ import pytest
 from persona_llm.llm.client import Capabilities, ChatModel, ResponseCache
 from persona_llm.personas.gates import (
     TextIndex,
+    cap_quotes,
     check_estimates,
     choose_to_regenerate,
     find_verbatim,
@@ -34,8 +35,10 @@ from persona_llm.schema.personas import (
     DemographicEstimate,
     Demographics,
     DraftQuote,
+    EstimateRemoval,
     Persona,
     PersonaDraft,
+    Quote,
     load_personas,
 )
 from persona_llm.schema.segments import (
@@ -357,11 +360,11 @@ def test_estimates_need_support(run_dir: Path) -> None:
     assert fixed.age_group.evidence.startswith("age: median 36.0")  # the numbers, not the model's words
     assert fixed.gender.value == "unknown"  # cites another segment's text; the gender column is 50/50
     assert fixed.location.value == "unknown"  # no location column
-    assert fixed.occupation.confidence == "medium"  # texts alone: capped
+    assert fixed.occupation.value == "unknown"  # the cited text is about a grinder, not a barista
     assert {(r.field, r.reason) for r in removed} == {
         ("gender", "gender shows no majority for it (f 50%)"),
         ("location", "no attribute column supports it"),
-        ("occupation", "confidence capped at medium"),
+        ("occupation", "no cited text of this segment names it"),
     }
     unsupported = DemographicEstimate(value="25-34", confidence="high", source="none")
     assert unsupported.value == "unknown" and unsupported.confidence == "unknown"
@@ -389,6 +392,103 @@ def test_attribute_estimates_must_agree_with_the_numbers(
     fixed, removed = check_estimates(Demographics(**parts), run.load_segments().get(segment_id), TextIndex.from_frame(run.load_texts()))
     assert (getattr(fixed, field).value != "unknown") is kept
     assert len(removed) == (0 if kept else 1)
+
+
+def _segment_with(attributes: dict[str, Any]) -> Segment:
+    return Segment(
+        segment_id=0,
+        size=10,
+        share=1.0,
+        n_texts=3,
+        keywords=[],
+        representative_text_ids=[],
+        representatives=[],
+        attributes=attributes,
+        quality=SegmentQuality(mean_probability=0.9, cohesion=0.5),
+    )
+
+
+def _numeric(median: float) -> NumericSummary:
+    return NumericSummary(count=10, mean=median, median=median, overall_mean=40.0)
+
+
+def _categorical(*shares: tuple[str, float]) -> CategoricalSummary:
+    return CategoricalSummary(count=10, top=[CategoryShare(value=v, share=s, overall_share=s) for v, s in shares])
+
+
+def _check_one(
+    field: str, est: DemographicEstimate, attributes: dict[str, Any], texts: dict[str, str] | None = None
+) -> tuple[DemographicEstimate, list[EstimateRemoval]]:
+    unknown = DemographicEstimate.unknown()
+    parts = {"age_group": unknown, "gender": unknown, "location": unknown, "occupation": unknown, field: est}
+    index = TextIndex([(tid, "u1", 0, text) for tid, text in (texts or {}).items()])
+    fixed, removed = check_estimates(Demographics(**parts), _segment_with(attributes), index)
+    return getattr(fixed, field), removed
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "attributes", "kept", "reason"),
+    [
+        # Columns by exact name: "age" inside page_views / message_count is not an age column.
+        ("age_group", "30s", {"page_views": _numeric(35), "message_count": _numeric(34)}, False,
+         "no attribute column supports it"),
+        ("age_group", "30s", {"Age_Years": _numeric(35)}, True, ""),
+        ("gender", "women", {"Sex": _categorical(("F", 0.8), ("M", 0.2))}, True, ""),
+        # Values by whole words: the country code "CO" is not in "Rural Mexico".
+        ("location", "Rural Mexico", {"country": _categorical(("CO", 0.7), ("MX", 0.3))}, False,
+         "country has no value matching it"),
+        ("location", "Colombia (CO)", {"country": _categorical(("CO", 0.7), ("MX", 0.3))}, True, ""),
+        # "prefer not to say" holds an "f", but names no gender.
+        ("gender", "prefer not to say", {"gender": _categorical(("f", 0.8), ("m", 0.2))}, False,
+         "gender has no value matching it"),
+        # Against a numeric age column a value must name ages that fit the median.
+        ("age_group", "retirees", {"age": _numeric(22)}, False, "age median 22.0 is outside retirees"),
+        ("age_group", "students", {"age": _numeric(22)}, True, ""),
+        ("age_group", "students", {"age": _numeric(45)}, False, "age median 45.0 is outside students"),
+        ("age_group", "digital natives", {"age": _numeric(22)}, False,
+         "age is numeric and 'digital natives' names no age"),
+    ],
+)  # fmt: skip
+def test_attribute_estimates_match_columns_and_values_exactly(
+    field: str, value: str, attributes: dict[str, Any], kept: bool, reason: str
+) -> None:
+    est = DemographicEstimate(value=value, confidence="medium", source="attribute", evidence="model")
+    fixed, removed = _check_one(field, est, attributes)
+    assert (fixed.value != "unknown") is kept
+    assert [r.reason for r in removed] == ([reason] if reason else [])
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "text", "attributes", "kept", "reason"),
+    [
+        # The cited text must name the claim.
+        ("occupation", "baristas", "I work as a barista in Berlin.", {}, True, ""),
+        ("occupation", "barista", "The grinder is loud but the espresso is good.", {}, False,
+         "no cited text of this segment names it"),
+        ("gender", "female", "As a mom of two I need quiet mornings.", {}, True, ""),
+        ("gender", "female", "As a dad of two I need quiet mornings.", {}, False,
+         "no cited text of this segment names it"),
+        ("age_group", "30s", "I turned 34 years old last week.", {}, True, ""),
+        # An attribute column overrules texts: a mother's text does not make a 90% male segment female.
+        ("gender", "female", "As a mom of two I need quiet mornings.", {"gender": _categorical(("m", 0.9), ("f", 0.1))},
+         False, "gender majority contradicts it (m 90%, f 10%)"),
+        ("gender", "female", "As a mom of two I need quiet mornings.", {"gender": _categorical(("m", 1.0))},
+         False, "gender majority contradicts it (m 100%)"),
+        ("age_group", "30s", "I turned 34 years old last week.", {"age": _numeric(61)}, False,
+         "age median 61.0 is outside 30s"),
+        ("gender", "female", "As a mom of two I need quiet mornings.", {"gender": _categorical(("f", 0.52), ("m", 0.48))},
+         True, ""),
+        # No naming text: the column alone decides (it says female here).
+        ("gender", "female", "The grinder is loud.", {"gender": _categorical(("f", 0.9), ("m", 0.1))}, True, ""),
+    ],
+)  # fmt: skip
+def test_text_estimates_need_a_naming_text_and_no_contradicting_column(
+    field: str, value: str, text: str, attributes: dict[str, Any], kept: bool, reason: str
+) -> None:
+    est = DemographicEstimate(value=value, confidence="medium", source="texts", text_ids=["t1"])
+    fixed, removed = _check_one(field, est, attributes, {"t1": text})
+    assert (fixed.value != "unknown") is kept
+    assert [r.reason for r in removed] == ([reason] if reason else [])
 
 
 def test_similarity_helpers() -> None:
@@ -507,6 +607,38 @@ def test_invented_quote_is_dropped_and_reasked(run_dir: Path) -> None:
     # The quote re-ask samples differently from the first call, which would mostly repeat itself.
     assert server.requests[0]["temperature"] == pytest.approx(0.2)
     assert server.requests[1]["temperature"] == pytest.approx(0.7) and server.requests[1]["seed"] != server.requests[0]["seed"]
+
+
+def test_quotes_beyond_the_limit_in_a_reask_are_recorded_not_lost(run_dir: Path) -> None:
+    """Round 1 verifies 2 of 3 quotes, the re-ask brings 5 more valid ones: 3 fit under MAX_QUOTES, the
+    other 2 are "over_limit" removals, so proposed = kept + removed and quotes_dropped_share sees them."""
+    from persona_llm.evaluation import metrics as M
+
+    seg = SEGMENT_TEXTS[0]["users"]
+    first = [("u01-t0", seg["u01"][0]), ("u01-t1", seg["u01"][1]), ("u02-t0", "Best beans I ever had, five stars!")]
+    second = [("u02-t0", seg["u02"][0]), ("u02-t1", seg["u02"][1]), ("u04-t0", seg["u04"][0]),
+              ("u04-t1", seg["u04"][1]), ("u03-t0", seg["u03"][0])]  # fmt: skip
+    with FakeOpenAIServer(
+        [{"content": draft_for(0, quotes=first)}, {"content": draft_for(0, quotes=second)}]
+    ) as server:
+        (p,) = writer(chat_for(server), max_regenerations=0).write(run_dir, segment_ids=[0])
+    assert [q.text_id for q in p.quotes] == ["u01-t0", "u01-t1", "u02-t0", "u02-t1", "u04-t0"]
+    assert [(r.text_id, r.reason) for r in p.provenance.quotes_removed] == [
+        ("u02-t0", "not_verbatim"),
+        ("u04-t1", "over_limit"),
+        ("u03-t0", "over_limit"),
+    ]
+    assert p.provenance.quotes_proposed == len(p.quotes) + len(p.provenance.quotes_removed) == 8
+    texts = pd.read_parquet(run_dir / "texts.parquet")
+    sources = {r.text_id: M.SourceText(r.text, r.user_id, r.segment_id) for r in texts.itertuples()}
+    assert M.grounding_metrics([p], sources)["quotes_dropped_share"] == pytest.approx(3 / 8)
+
+
+def test_cap_quotes_records_what_it_cuts() -> None:
+    kept = [Quote(text_id=f"t{k}", user_id="u", text=f"quote number {k} here") for k in range(7)]
+    capped = cap_quotes(kept, 5, attempt=2)
+    assert capped.kept == kept[:5]
+    assert [(r.text_id, r.reason, r.attempt) for r in capped.removed] == [("t5", "over_limit", 2), ("t6", "over_limit", 2)]
 
 
 def test_short_ids_the_model_sees_are_mapped_back(run_dir: Path) -> None:

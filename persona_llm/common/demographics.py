@@ -3,18 +3,24 @@ eval (evaluation/claims.py): both must read "in their 30s", "teens", "women" or 
 
 Ages become intervals: "23-27" -> (23, 27); "30s" / "thirties" / "30多岁" -> (30, 39); "late 20s" -> (26, 29);
 "30+" / "over 30" -> (30, 100); "under 18" -> (0, 17); "aged 25" -> (25, 25); life stages ("teens",
-"college students", "retirees", "青少年") -> their usual span. A text may name several. "80后" is a birth
+"college students", "students", "retirees", "青少年") -> their usual span. A text may name several. "80后" is a birth
 decade, not an age, and is not read as one.
 
 Genders are "female" and "male", named by whole words and their synonyms (women, guys, mothers, 女性...);
 the one-letter codes "f" and "m" count only as a whole value (an attribute column's "F"), since as a word
 inside a sentence they are too often something else ("I'm").
+
+Attribute columns are found by exact name (case-insensitive) in `ATTRIBUTE_COLUMNS`, a field's accepted
+names in order of preference: a substring would read `page_views` or `message_count` as an age. Values are
+compared as whole words (`mentions`): the country code "CO" is not in "Rural Mexico", nor the code "f" in
+"prefer not to say". A demographic claim drawn from texts needs a cited text that names it
+(`text_supports`): its gender or an overlapping age, or else every content word of the claim.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 Interval = tuple[float, float]
 
@@ -49,6 +55,9 @@ _AGE_PHRASES: list[tuple[str, Interval]] = [
     (r"retirees?|retired|seniors?|elderly|pensioners?", (60, 100)),
     (r"children|kids", (0, 12)),
 ]
+# Plain "students": school or university age; only when no school or college named says which.
+_STUDENTS = (re.compile(r"\bstudents?\b"), re.compile(r"\b(?:school|college|universit(?:y|ies)|uni|undergrad)"))
+_STUDENT_AGES: Interval = (12, 24)
 # Chinese has no word boundaries: these match as substrings.
 _AGE_PHRASES_ZH: list[tuple[str, Interval]] = [("青少年", (13, 18))]
 
@@ -98,6 +107,8 @@ def parse_age_intervals(text: str) -> list[Interval]:
     for pattern, (lo, hi) in _AGE_PHRASES:
         if re.search(rf"\b(?:{pattern})\b", s):
             found.append((float(lo), float(hi)))
+    if _STUDENTS[0].search(s) and not _STUDENTS[1].search(s):
+        found.append(_STUDENT_AGES)
     for phrase, (lo, hi) in _AGE_PHRASES_ZH:
         if phrase in s:
             found.append((float(lo), float(hi)))
@@ -109,12 +120,37 @@ def fits_age(age: float, intervals: Sequence[Interval], tolerance: float = 0.0) 
     return any(lo - tolerance <= age <= hi + tolerance for lo, hi in intervals)
 
 
+# Persona demographic field -> attribute column names that can support or check it, exact (compared
+# case-insensitively), most specific first. Shared by the estimate gate and the claims eval.
+ATTRIBUTE_COLUMNS: dict[str, tuple[str, ...]] = {
+    "age_group": ("age_group", "age_range", "age_band", "age", "age_years", "年龄"),
+    "gender": ("gender", "sex", "性别"),
+    "occupation": ("occupation", "industry", "job", "profession", "职业", "行业"),
+    "location": ("location", "country", "region", "city", "state", "地区", "城市"),
+}
+
+
+def attribute_columns(field: str, available: Iterable[str]) -> list[str]:
+    """The columns of `available` that hold `field` by exact name, in `ATTRIBUTE_COLUMNS` order."""
+    by_lower = {str(c).lower(): str(c) for c in available}
+    return [by_lower[name] for name in ATTRIBUTE_COLUMNS.get(field, ()) if name in by_lower]
+
+
+def _has_cjk(text: str) -> bool:
+    return any("\u3040" <= ch <= "\u9fff" or "\uf900" <= ch <= "\ufaff" for ch in text)
+
+
 def mentions(text: str, word: str) -> bool:
-    """`word` in `text`: a whole word (plural "s" allowed) when it is ASCII, a substring otherwise."""
-    if re.fullmatch(r"\w+", word, flags=re.ASCII):
-        plural = "s?" if len(word) > 1 else ""
-        return re.search(rf"(?<![\w-]){re.escape(word)}{plural}(?![\w-])", text, flags=re.I) is not None
-    return word.lower() in text.lower()
+    """`word` (or phrase) in `text` as whole words, case-insensitive, a plural "s" allowed after a single
+    ASCII word; a substring when `word` has Chinese or Japanese characters (no spaces to split on)."""
+    word = word.strip()
+    if not word:
+        return False
+    if _has_cjk(word):
+        return word.lower() in text.lower()
+    plural = "s?" if re.fullmatch(r"\w+", word, flags=re.ASCII) and len(word) > 1 else ""
+    body = r"\s+".join(re.escape(part) for part in word.split())
+    return re.search(rf"(?<![\w-]){body}{plural}(?![\w-])", text, flags=re.I) is not None
 
 
 def genders_in(text: str) -> set[str]:
@@ -138,3 +174,39 @@ def gender_value(value: str) -> str | None:
     if v in _GENDER_CODES:
         return _GENDER_CODES[v]
     return next((g for g, words in GENDER_WORDS.items() if v in words), None)
+
+
+# Words that qualify a claim rather than name it: "mostly students", "people in Berlin".
+_FILLER_WORDS = frozenset({
+    "a", "an", "the", "of", "and", "or", "in", "at", "on", "from", "who", "are", "is", "with", "mostly", "mainly",
+    "largely", "primarily", "predominantly", "likely", "probably", "possibly", "some", "many", "most", "people",
+    "users", "customers",
+})  # fmt: skip
+
+
+def intervals_overlap(a: Sequence[Interval], b: Sequence[Interval]) -> bool:
+    """True when some interval of `a` overlaps some interval of `b`."""
+    return any(x[0] <= y[1] and y[0] <= x[1] for x in a for y in b)
+
+
+def text_supports(field: str, claim: str, text: str) -> bool:
+    """True when `text` names the demographic `claim` for `field` ("age_group", "gender", ...): the same
+    gender (any synonym), an overlapping age, or else every content word of the claim as a whole word
+    (a trailing plural "s" ignored, so "baristas" is supported by "barista")."""
+    if field == "gender" and (gender := gender_of(claim)) is not None:
+        return gender in genders_in(text)
+    if field == "age_group" and (claimed := parse_age_intervals(claim)):
+        return intervals_overlap(claimed, parse_age_intervals(text))
+    words = [w for w in re.findall(r"\w+", claim.lower()) if w not in _FILLER_WORDS]
+    stems = [w[:-1] if len(w) > 3 and w.endswith("s") and w.isascii() else w for w in words]
+    return bool(stems) and all(mentions(text, stem) for stem in stems)
+
+
+def attribute_value_matches(field: str, claim: str, value: str) -> bool:
+    """True when the attribute value `value` is what `claim` names: the same gender for genders, an
+    overlapping age range for age groups, otherwise the value as whole words in the claim."""
+    if field == "gender" and (gender := gender_of(claim)) is not None:
+        return gender_value(value) == gender
+    if field == "age_group" and (claimed := parse_age_intervals(claim)) and (held := parse_age_intervals(value)):
+        return intervals_overlap(claimed, held)
+    return mentions(claim, value)

@@ -13,8 +13,18 @@ values of a column's vocabulary it is compatible with (e.g. {"13-17"} for the bl
 
 "Majority" includes near-ties (within 5 points of the top share, `tie_tolerance`). Ages are mapped
 through intervals (a claim "30s" is 30-39, which overlaps only the bucket "33-48"); other
-columns through the value itself and, for genders, the synonyms the estimate gate reads too (women ->
-female; both read ages and genders through `persona_llm.common.demographics`). Unmappable never passes.
+columns through the value itself as whole words and, for genders, the synonyms the estimate gate reads too
+(women -> female; both read ages, genders and column names through `persona_llm.common.demographics`).
+Unmappable never passes.
+
+A claim the persona draws from texts (source "texts") is judged as the estimate gate judges it: the
+attribute column overrules texts (a contradiction stays one), and otherwise it needs a cited text of its
+segment that names it (`text_supports`), else it is
+
+    unsupported   no cited text of the segment names it, and no column says it   fail
+
+(with a column that makes it consistent it is consistent, as the gate then keeps it on the column's word).
+A texts claim with no column for its field and a naming text is not listed: there is nothing to compare.
 """
 
 from __future__ import annotations
@@ -28,20 +38,26 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import pandas as pd
 
-from persona_llm.common.demographics import Interval, fits_age, gender_value, genders_in, mentions, parse_age_intervals
+from persona_llm.common.demographics import (
+    ATTRIBUTE_COLUMNS,
+    Interval,
+    fits_age,
+    gender_value,
+    genders_in,
+    mentions,
+    parse_age_intervals,
+    text_supports,
+)
+from persona_llm.common.textmatch import SourceText
 
 if TYPE_CHECKING:
-    from persona_llm.schema.personas import Persona
+    from persona_llm.schema.personas import DemographicEstimate, Persona
 
-ClaimStatus = Literal["consistent", "contradiction", "vague", "unmapped", "unknown"]
+ClaimStatus = Literal["consistent", "contradiction", "vague", "unmapped", "unknown", "unsupported"]
 
-# Persona demographic field -> attribute column names it can be checked against (first present wins).
-FIELD_COLUMNS: dict[str, tuple[str, ...]] = {
-    "age_group": ("age_group", "age_range", "age_band", "age"),
-    "gender": ("gender", "sex"),
-    "occupation": ("occupation", "industry", "job", "profession"),
-    "location": ("location", "country", "region", "city"),
-}
+# Persona demographic field -> attribute column names it can be checked against (first present wins);
+# the estimate gate's list, so both look at the same column.
+FIELD_COLUMNS: dict[str, tuple[str, ...]] = ATTRIBUTE_COLUMNS
 
 # Attribute values that mean "not known" are left out of a segment's distribution (blog set: "indUnk").
 UNKNOWN_VALUES = frozenset({"", "unknown", "indunk", "n/a", "na", "none", "null", "nan", "未知"})
@@ -182,11 +198,13 @@ def check_claims(
     field_columns: Mapping[str, Sequence[str]] | None = None,
     age_tolerance: float = 2.0,
     tie_tolerance: float = 0.05,
+    sources: Mapping[str, SourceText] | None = None,
 ) -> list[ClaimCheck]:
     """Each persona's demographic estimates vs its segment's members; users: user_id, segment_id, attrs.
 
     A value within `tie_tolerance` of the top share counts as majority too (a 45/42 split has two);
-    a numeric age column is checked by the segment median, +- `age_tolerance` years.
+    a numeric age column is checked by the segment median, +- `age_tolerance` years. With `sources`
+    (text id -> text), claims drawn from texts must also be named by a cited text (module docstring).
     """
     available = [c for c in users.columns if c not in {"user_id", "segment_id"}]
     columns = resolve_columns(available, field_columns)
@@ -194,13 +212,18 @@ def check_claims(
     for persona in personas:
         members = users[users["segment_id"] == persona.segment_id]
         for field, est in persona.demographics:
+            named = _named_by_texts(persona, field, est, sources)
             column = columns.get(field)
             if column is None:
+                if named is False:
+                    checks.append(_unsupported(persona, field, est.value))
                 continue
             values = members[column].dropna()
             if not pd.api.types.is_numeric_dtype(values):
                 values = values[~values.astype(str).str.strip().str.lower().isin(UNKNOWN_VALUES)]
             if not len(values):
+                if named is False:
+                    checks.append(_unsupported(persona, field, est.value))
                 continue
             is_age = field == "age_group"
             numeric = is_age and pd.api.types.is_numeric_dtype(values)
@@ -236,6 +259,8 @@ def check_claims(
                     if is_age and not mapped and vocabulary_intervals(vocab) and parse_age_intervals(claim):
                         status = "contradiction"  # an age we understood that no member's group covers
                 claimed_share = float(sum(dist.get(v, 0.0) for v in mapped))
+            if named is False and status not in ("consistent", "contradiction"):
+                status = "unsupported"  # the gate would have judged it on the column alone, and dropped it
             checks.append(
                 ClaimCheck(
                     persona_id=persona.persona_id,
@@ -253,12 +278,40 @@ def check_claims(
     return checks
 
 
+def _named_by_texts(
+    persona: Persona, field: str, est: DemographicEstimate, sources: Mapping[str, SourceText] | None
+) -> bool | None:
+    """For a claim drawn from texts: does a cited text of the persona's segment name it? None otherwise."""
+    if sources is None or est.source != "texts" or est.value == "unknown":
+        return None
+    cited = [sources[t] for t in est.text_ids if t in sources and sources[t].segment_id == persona.segment_id]
+    return any(text_supports(field, est.value, src.text) for src in cited)
+
+
+def _unsupported(persona: Persona, field: str, claim: str) -> ClaimCheck:
+    nan = float("nan")
+    return ClaimCheck(
+        persona_id=persona.persona_id,
+        segment_id=persona.segment_id,
+        field=field,
+        column="",
+        claim=claim,
+        mapped=(),
+        majority=(),
+        majority_share=nan,
+        claimed_share=nan,
+        status="unsupported",
+    )
+
+
 def claim_metrics(checks: Sequence[ClaimCheck]) -> dict[str, float]:
-    """Counts of checked, consistent, unknown-ish (unknown/vague/unmapped) and contradicting claims."""
+    """Counts of checked, consistent, unknown-ish (unknown/vague/unmapped), contradicting and unsupported
+    claims."""
     status = Counter(c.status for c in checks)
     return {
         "claims_checked": float(len(checks)),
         "claims_consistent": float(status["consistent"]),
         "claims_unknown": float(status["unknown"] + status["vague"] + status["unmapped"]),
         "contradictions": float(status["contradiction"]),
+        "claims_unsupported": float(status["unsupported"]),
     }

@@ -67,18 +67,27 @@ METRICS: dict[str, tuple[str, str]] = {
     "dbcv": ("internal", "density-based cluster validity (HDBSCAN validity_index); -1..1, higher is better"),
     # grounding
     "quotes_total": ("grounding", "number of quotes kept in the personas"),
+    "quotes_per_persona": ("grounding", "kept quotes of the persona with the fewest; every persona needs evidence"),
     "quote_verified": (
         "grounding",
-        "share of kept quotes found verbatim in their source (NFC, whitespace and quote marks normalised)",
+        "share of kept quotes found verbatim in their source (NFC, whitespace and quote marks normalised), "
+        "at word boundaries and keeping any negation before them",
     ),
     "citation_valid": ("grounding", "share of cited text ids that exist, belong to the segment and the user"),
     "quotes_dropped": ("grounding", "quotes the grounding gate removed during generation (provenance)"),
-    "quotes_dropped_share": ("grounding", "dropped / proposed quotes during generation; lower is better"),
+    "quotes_dropped_share": (
+        "grounding",
+        "dropped / proposed quotes during generation, over-limit ones included; lower is better",
+    ),
     # claims
     "claims_checked": ("claims", "demographic claims compared with an attribute column"),
     "claims_consistent": ("claims", "claims naming exactly the segment's majority value"),
     "claims_unknown": ("claims", "claims marked unknown, vague or not mappable to the column's values"),
     "contradictions": ("claims", "claims whose mapped values exclude the segment's majority; must be 0"),
+    "claims_unsupported": (
+        "claims",
+        "claims drawn from texts that no cited text of the segment names, and no attribute column supports",
+    ),
     # distinctness
     "pair_similarity_mean": (
         "distinctness",

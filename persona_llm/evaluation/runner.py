@@ -302,14 +302,17 @@ def persona_overview(run: EvalInputs, groups: Sequence[str]) -> GroupResult:
 
 
 def evaluate_grounding(run: EvalInputs, personas: Sequence[Persona]) -> GroupResult:
-    """Kept quotes verbatim in their cited text, citations valid, and what the gate dropped."""
+    """Kept quotes verbatim in their cited text, citations valid, the fewest quotes of any persona, and
+    what the gate dropped."""
     if run.texts is None:
         return GroupResult.skip("grounding", "no texts.parquet in the run")
     sources = _sources(run)
     bad_quotes = [r for r in m.quote_checks(personas, sources) if not (r["verbatim"] and r["in_segment"])]
     bad_cites = [r for r in m.citation_checks(personas, sources) if not r["valid"]]
+    # quotes_total over a run lets one persona carry the others; every persona needs its own evidence.
+    fewest_quotes = float(min(len(p.quotes) for p in personas)) if personas else None
     return GroupResult(
-        metrics=m.grounding_metrics(personas, sources),
+        metrics={**m.grounding_metrics(personas, sources), "quotes_per_persona": fewest_quotes},
         details={
             "grounding": {
                 "failed_quotes": bad_quotes,
@@ -325,7 +328,8 @@ def evaluate_grounding(run: EvalInputs, personas: Sequence[Persona]) -> GroupRes
 
 
 def evaluate_claims(run: EvalInputs, personas: Sequence[Persona]) -> GroupResult:
-    """Demographic estimates vs the attribute columns of each segment's members."""
+    """Demographic estimates vs the attribute columns of each segment's members (and claims drawn from
+    texts vs their cited texts)."""
     members = run.assignments[["user_id", "segment_id"]].drop_duplicates("user_id")
     candidates = {c for cols in claims_mod.FIELD_COLUMNS.values() for c in cols}
     available = set(run.assignments.columns) | set(run.texts.columns if run.texts is not None else [])
@@ -333,9 +337,11 @@ def evaluate_claims(run: EvalInputs, personas: Sequence[Persona]) -> GroupResult
         members = members.merge(
             run.user_column(column).rename(column), left_on="user_id", right_index=True, how="left"
         )
-        if column == "age":
-            members["age"] = pd.to_numeric(members["age"], errors="coerce")
-    checks = claims_mod.check_claims(personas, members)
+        if column.lower() in ("age", "age_years"):
+            members[column] = pd.to_numeric(members[column], errors="coerce")
+    # With the texts, a claim drawn from texts is checked against what its cited texts say, as the gate does.
+    sources = _sources(run) if run.texts is not None else None
+    checks = claims_mod.check_claims(personas, members, sources=sources)
     if not checks:
         return GroupResult.skip(
             "claims", "no attribute column matches a demographic field (age_group, gender, ...)", timed=True

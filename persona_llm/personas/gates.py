@@ -3,9 +3,10 @@
 Grounding: a quote survives only if it is verbatim (by `persona_llm.common.textmatch`, the rules the
 grounding eval checks with too) in the text whose id it cites, and that text belongs to the persona's
 segment. Small models paraphrase, merge and invent "quotes"; a quote is evidence only if a reader can
-find it. Demographic estimates get the same treatment: cited text ids must be the segment's, and an
-"attribute" estimate needs an attribute column that could support it (ages and genders read as the
-claims eval reads them, `persona_llm.common.demographics`); otherwise the estimate becomes "unknown".
+find it. Demographic estimates get the same treatment: a "texts" estimate needs a cited text of the segment
+that names it and no attribute column that contradicts it, and an "attribute" estimate needs an attribute
+column (by exact name) that supports it (ages, genders and values read as the claims eval reads them,
+`persona_llm.common.demographics`); otherwise the estimate becomes "unknown".
 Every removal is recorded.
 
 Distinctness: personas are embedded; a pair above a cosine threshold is flagged so the writer can
@@ -20,8 +21,23 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from persona_llm.common.demographics import fits_age, gender_of, parse_age_intervals
-from persona_llm.common.textmatch import SourceText, find_verbatim, fold_quote_marks, name_key, normalize_ws
+from persona_llm.common.demographics import (
+    attribute_columns,
+    attribute_value_matches,
+    fits_age,
+    gender_of,
+    gender_value,
+    parse_age_intervals,
+    text_supports,
+)
+from persona_llm.common.textmatch import (
+    SourceText,
+    find_verbatim,
+    fold_quote_marks,
+    match_verbatim,
+    name_key,
+    normalize_ws,
+)
 from persona_llm.common.vectors import pairwise_cosine
 from persona_llm.schema.personas import (
     DemographicEstimate,
@@ -105,70 +121,92 @@ def ground_quotes(
     min_chars: int = 15,
     min_words: int = 3,
 ) -> GroundingResult:
-    """Keep the quotes that are verbatim in the cited text of this segment; record why others go."""
+    """Keep the quotes that are verbatim in the cited text of this segment; record why every other goes
+    (a valid quote beyond `max_quotes`, counting `already_kept`, goes as "over_limit")."""
     result = GroundingResult()
     def dedupe_key(text: str) -> str:
         return fold_quote_marks(normalize_ws(text)).lower()
 
     seen = {dedupe_key(q.text) for q in already_kept}
-    seen_sources = {q.text_id for q in already_kept}
     for draft in quotes:
         quote = _strip_wrappers(draft.text)
         text_id = draft.text_id.strip().strip("[]")
         reason: RemovalReason | None = None
         source = index.by_id.get(text_id)
+        match = match_verbatim(quote, source.normalized) if source is not None and quote else None
         if not quote or not _long_enough(quote, min_chars, min_words):
             reason = "too_short"
         elif dedupe_key(quote) in seen:
             reason = "duplicate"
-        elif (
-            source is not None
-            and source.segment_id == segment_id
-            and (found := find_verbatim(quote, source.normalized)) is not None
-        ):
-            quote, reason = found, None
+        elif source is not None and source.segment_id == segment_id and match is not None and match.span is not None:
+            quote = match.span
         elif any(find_verbatim(quote, s.normalized) is not None for s in index.by_segment.get(segment_id, [])):
             reason = "wrong_text_id"  # verbatim, but not in the text it cites: the citation is wrong
         elif source is not None and source.segment_id != segment_id:
             reason = "not_in_segment"
+        elif match is not None and match.problem in ("cuts_word", "drops_negation"):
+            reason = match.problem  # the words are there, but the fragment does not say what the text says
         else:
             reason = "not_verbatim"
-        if reason is None and source is not None and len(result.kept) + len(already_kept) < max_quotes:
+        if reason is None and len(result.kept) + len(already_kept) >= max_quotes:
+            reason = "over_limit"
+        if reason is None and source is not None:
             # Several quotes from one text are allowed but a second text is better evidence.
             seen.add(dedupe_key(quote))
-            seen_sources.add(text_id)
             result.kept.append(Quote(text_id=text_id, user_id=source.user_id, text=quote))
-        elif reason is not None:
+        else:
             result.removed.append(
-                QuoteRemoval(text_id=draft.text_id, text=draft.text[:300], reason=reason, attempt=attempt)
+                QuoteRemoval(text_id=draft.text_id, text=draft.text[:300], reason=reason or "not_verbatim", attempt=attempt)
             )
     return result
 
 
-# Which attribute column names can support which demographic estimate.
-_ATTRIBUTE_HINTS: dict[str, tuple[str, ...]] = {
-    "age_group": ("age", "birth", "born", "年龄"),
-    "gender": ("gender", "sex", "性别"),
-    "location": ("country", "city", "region", "location", "state", "locale", "地区", "城市"),
-    "occupation": ("occupation", "job", "industry", "profession", "role", "topic", "职业", "行业"),
-}
+def cap_quotes(kept: Sequence[Quote], max_quotes: int, *, attempt: int) -> GroundingResult:
+    """The first `max_quotes` of `kept`; the rest recorded as "over_limit" removals, never dropped silently."""
+    return GroundingResult(
+        kept=list(kept[:max_quotes]),
+        removed=[
+            QuoteRemoval(text_id=q.text_id, text=q.text[:300], reason="over_limit", attempt=attempt)
+            for q in kept[max_quotes:]
+        ],
+    )
+
+
+# A value within this many points of the top share is a majority too (the claims eval's tie_tolerance).
+TIE_TOLERANCE = 0.05
+
+
+def _summaries(field_name: str, segment: Segment) -> list[tuple[str, Any]]:
+    """The segment's attribute summaries for this field, by exact column name (ATTRIBUTE_COLUMNS order)."""
+    return [(a, segment.attributes[a]) for a in attribute_columns(field_name, segment.attributes)]
+
+
+def _numeric_line(attr: str, summary: NumericSummary) -> str:
+    return f"{attr}: median {summary.median:.1f}, mean {summary.mean:.1f} (all {summary.overall_mean:.1f})"
+
+
+def _categorical_line(attr: str, summary: CategoricalSummary) -> str:
+    return f"{attr}: " + ", ".join(f"{c.value} {c.share * 100:.0f}%" for c in summary.top[:4])
 
 
 def _attribute_verdict(field_name: str, est: DemographicEstimate, summaries: list[tuple[str, Any]]) -> tuple[str, str]:
     """(reason to drop or "", evidence line) for an estimate that claims an attribute as its source."""
     for attr, summary in summaries:
         if isinstance(summary, NumericSummary):
-            line = f"{attr}: median {summary.median:.1f}, mean {summary.mean:.1f} (all {summary.overall_mean:.1f})"
-            ages = parse_age_intervals(est.value) if field_name == "age_group" else []
-            if ages and not fits_age(summary.median, ages, tolerance=1.0):
+            if field_name != "age_group":
+                continue  # only ages are numbers here; a numeric code column cannot check a place or a job
+            line = _numeric_line(attr, summary)
+            ages = parse_age_intervals(est.value)
+            if not ages:
+                # "retirees" or "students" are read as ages; a phrase that names none cannot be checked.
+                return f"{attr} is numeric and {est.value!r} names no age", line
+            if not fits_age(summary.median, ages, tolerance=1.0):
                 return f"{attr} median {summary.median:.1f} is outside {est.value}", line
             return "", line
         if isinstance(summary, CategoricalSummary):
-            line = f"{attr}: " + ", ".join(f"{c.value} {c.share * 100:.0f}%" for c in summary.top[:4])
-            wanted = gender_of(est.value) if field_name == "gender" else None
+            line = _categorical_line(attr, summary)
             for c in summary.top:
-                same = gender_of(c.value) == wanted if wanted else c.value.strip().lower() in est.value.strip().lower()
-                if same:
+                if attribute_value_matches(field_name, est.value, c.value):
                     if c.share <= 0.5:
                         return f"{attr} shows no majority for it ({c.value} {c.share * 100:.0f}%)", line
                     return "", line
@@ -176,36 +214,70 @@ def _attribute_verdict(field_name: str, est: DemographicEstimate, summaries: lis
     return "no attribute column supports it", ""
 
 
+def _attribute_contradiction(field_name: str, est: DemographicEstimate, summaries: list[tuple[str, Any]]) -> str:
+    """Why the segment's attribute column contradicts `est`, or "" when it does not (or cannot tell).
+
+    Contradicted: a numeric age median outside the claimed ages; a categorical column whose majority
+    (near-ties included) holds none of the claimed values, while the claim does name a value of the
+    column's kind (a gender, an age range, or one of its values).
+    """
+    for attr, summary in summaries:
+        if isinstance(summary, NumericSummary):
+            if field_name != "age_group":
+                continue
+            ages = parse_age_intervals(est.value)
+            if ages and not fits_age(summary.median, ages, tolerance=1.0):
+                return f"{attr} median {summary.median:.1f} is outside {est.value}"
+            return ""
+        if isinstance(summary, CategoricalSummary) and summary.top:
+            top = max(c.share for c in summary.top)
+            claimed = [c for c in summary.top if attribute_value_matches(field_name, est.value, c.value)]
+            names_a_kind = bool(claimed) or (
+                field_name == "gender"
+                and gender_of(est.value) is not None
+                and any(gender_value(c.value) for c in summary.top)
+            )
+            if names_a_kind and all(c.share < top - TIE_TOLERANCE - 1e-9 for c in claimed):
+                return f"{attr} majority contradicts it ({_categorical_line(attr, summary).split(': ', 1)[1]})"
+            return ""
+    return ""
+
+
 def check_estimates(
     demographics: Demographics, segment: Segment, index: TextIndex
 ) -> tuple[Demographics, list[EstimateRemoval]]:
     """Demote unsupported demographic estimates to "unknown" and record why.
 
-    "texts": the cited ids must be texts of this segment; texts alone give at most "medium".
-    "attribute": an attribute column must fit the field, and its summary must agree (a categorical
-    value held by more than half the segment; an age range containing the median). The attribute
-    summary becomes the evidence, so the reader sees the numbers rather than the model's paraphrase.
+    "texts": a cited text of this segment must name the claim (`text_supports`: its gender, an
+    overlapping age, its words); texts alone give at most "medium"; and the field's attribute column, where
+    there is one, overrules texts: a claim its majority contradicts goes. A claim no cited text names is
+    judged by the attribute column alone, when there is one.
+    "attribute": an attribute column must fit the field (by exact name, `ATTRIBUTE_COLUMNS`), and its summary
+    must agree (a categorical value held by more than half the segment; an age range containing the median).
+    The attribute summary becomes the evidence, so the reader sees the numbers rather than the model's paraphrase.
     """
     removals: list[EstimateRemoval] = []
     fixed: dict[str, DemographicEstimate] = {}
-    segment_ids = {s.text_id for s in index.by_segment.get(segment.segment_id, [])}
+    segment_texts = {s.text_id: s for s in index.by_segment.get(segment.segment_id, [])}
     for name in ("age_group", "gender", "location", "occupation"):
         est: DemographicEstimate = getattr(demographics, name)
         if est.source == "none":
             fixed[name] = est
             continue
         reason = ""
-        hints = _ATTRIBUTE_HINTS[name]
-        summaries = [(a, s) for a, s in segment.attributes.items() if any(h in a.lower() for h in hints)]
+        summaries = _summaries(name, segment)
         if est.source == "texts":
-            valid = [t.strip("[] ") for t in est.text_ids if t.strip("[] ") in segment_ids]
-            if not valid and summaries:
-                # No usable citation, but an attribute column may still carry the claim: judge it there.
+            cited = [t.strip("[] ") for t in est.text_ids if t.strip("[] ") in segment_texts]
+            supporting = [t for t in cited if text_supports(name, est.value, segment_texts[t].text)]
+            if not supporting and summaries:
+                # No cited text names it, but an attribute column may still carry the claim: judge it there.
                 est = est.model_copy(update={"source": "attribute", "text_ids": []})
-            elif not valid:
-                reason = "cites no text of this segment"
+            elif not supporting:
+                reason = "no cited text of this segment names it" if cited else "cites no text of this segment"
+            elif contradiction := _attribute_contradiction(name, est, summaries):
+                reason = contradiction  # what members are (the column) overrules what a few of them wrote
             else:
-                est = est.model_copy(update={"text_ids": valid})
+                est = est.model_copy(update={"text_ids": supporting})
                 if est.confidence == "high":
                     removals.append(EstimateRemoval(field=name, value=est.value, reason="confidence capped at medium"))
                     est = est.model_copy(update={"confidence": "medium"})

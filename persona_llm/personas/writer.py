@@ -31,6 +31,7 @@ from persona_llm.llm.client import CallRecord, ChatModel, LLMSettings, Structure
 from persona_llm.personas.gates import (
     Embedder,
     TextIndex,
+    cap_quotes,
     check_estimates,
     choose_to_regenerate,
     max_pairwise_similarity,
@@ -113,6 +114,8 @@ def _quote_feedback(
 ) -> str:
     reasons = {
         "not_verbatim": "not found word for word in any text",
+        "cuts_word": "starts or ends inside a word (in Chinese: inside a clause); quote whole words or clauses",
+        "drops_negation": "leaves out the negation right before it (not, never, 不, 没有...), so it says the opposite",
         "wrong_text_id": "found, but not in the text it cites",
         "not_in_segment": "cites a text that is not in this segment",
         "duplicate": "repeats another quote",
@@ -121,6 +124,8 @@ def _quote_feedback(
     # Each distinct rejected quote once: a small model that repeats one quote five times needs one line.
     lines: list[str] = []
     for r in removed:
+        if r.reason not in reasons:
+            continue  # over_limit: a valid quote there was no room for, nothing to correct
         line = f'- "{r.text[:120]}" (text_id {shown_id(r.text_id)}): {reasons[r.reason]}'
         if line not in lines and len(lines) < 8:
             lines.append(line)
@@ -313,7 +318,12 @@ class PersonaWriter:
             records.extend(result.records)
             draft = _with_real_text_ids(result.value, prompt)
             grounding = ground_quotes_gate(
-                draft.quotes, sid, self.index_, attempt=attempts + result.attempts, already_kept=kept
+                draft.quotes,
+                sid,
+                self.index_,
+                attempt=attempts + result.attempts,
+                already_kept=kept,
+                max_quotes=MAX_QUOTES,
             )
             attempts += result.attempts
             proposed += len(draft.quotes)
@@ -333,6 +343,8 @@ class PersonaWriter:
                         )}
                 ]
         assert draft is not None
+        capped = cap_quotes(kept, MAX_QUOTES, attempt=attempts)
+        kept, removed = capped.kept, removed + capped.removed
         if len(kept) < needed:
             warnings.append(f"only {len(kept)} verified quotes after {self.max_quote_reasks} re-asks")
         demographics, estimate_removals = check_estimates(draft.demographics, segment, self.index_)
@@ -366,7 +378,7 @@ class PersonaWriter:
             user_count=segment.size,
             share=segment.share,
             n_texts=segment.n_texts,
-            quotes=kept[:MAX_QUOTES],
+            quotes=kept,
             provenance=provenance,
         )
         return _Generated(persona, records)

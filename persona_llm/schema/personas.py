@@ -117,7 +117,19 @@ class Quote(_Strict):
     text: str = Field(max_length=QUOTE_MAX_CHARS)
 
 
-RemovalReason = Literal["not_verbatim", "wrong_text_id", "not_in_segment", "duplicate", "too_short"]
+# cuts_word / drops_negation: the words occur in the text, but only as part of a word (CJK: of a clause) or
+# right after a negation the quote leaves out (persona_llm.common.textmatch). over_limit: a valid quote
+# beyond the persona's quote limit.
+RemovalReason = Literal[
+    "not_verbatim",
+    "cuts_word",
+    "drops_negation",
+    "wrong_text_id",
+    "not_in_segment",
+    "duplicate",
+    "too_short",
+    "over_limit",
+]
 
 
 class QuoteRemoval(_Strict):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tomllib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -197,9 +198,26 @@ def open_target(out: str | Path, *, force: bool = False) -> Iterator[Target]:
             )
         yield Target(path, None, force=True)
         return
+    existed = path.exists()
+    created = not Workspace.is_workspace(path)
     workspace = Workspace.open_or_create(path)
-    with workspace.lock():
-        yield Target(path, workspace, force=force)
+    try:
+        with workspace.lock():
+            yield Target(path, workspace, force=force)
+    except BaseException:
+        if created:
+            _undo_new_workspace(workspace, existed)
+        raise
+
+
+def _undo_new_workspace(workspace: Workspace, existed: bool) -> None:
+    """A workspace this call created, whose first run failed, is put back as it was (gone, or the empty
+    folder it was), unless it now holds something for the user: a run, or the rejects of the attempt."""
+    if workspace.run_names() or workspace.current_name() or any(workspace.path.glob("rejects-*.csv")):
+        return
+    shutil.rmtree(workspace.path, ignore_errors=True)
+    if existed:
+        workspace.path.mkdir(exist_ok=True)
 
 
 # -- segment, personas, build -------------------------------------------------------------------------

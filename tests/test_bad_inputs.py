@@ -143,7 +143,7 @@ def test_three_users_find_no_segment_and_say_what_to_change(hash_embedder: Any, 
     assert str(data) in line
     assert "HDBSCAN found no segment among 3 users: min_cluster_size=3 needs at least 3 users" in line
     assert "try --min-cluster-size 2" in line
-    assert not (tmp_path / "ws" / "current").exists() and not list((tmp_path / "ws" / "runs").iterdir())
+    assert not (tmp_path / "ws").exists()  # the workspace this failed first run made is gone again
     assert "0 segments" not in res.output
 
 

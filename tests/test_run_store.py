@@ -402,3 +402,15 @@ def test_readers_resolve_a_workspace_to_its_published_run(tmp_path: Path) -> Non
     assert res.exit_code == 0 and "current" in res.output and "one" in res.output
     res = CliRunner().invoke(app, ["publish", str(ws.path), "nope"])
     assert res.exit_code == 2 and "no run named 'nope'" in res.output and "one, two" in res.output
+
+
+def test_a_failed_first_run_leaves_no_workspace_behind(tmp_path: Path) -> None:
+    data = write_csv(tmp_path / "in.csv", users_per_topic=2)
+    res = CliRunner().invoke(app, ["segment", str(data), "--user-column", "nope", "--text-column", "text",
+                                   "--out", str(tmp_path / "new")])  # fmt: skip
+    assert res.exit_code == 2 and "nope" in res.output
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "empty").mkdir()
+    res = CliRunner().invoke(app, ["segment", str(data), "--user-column", "nope", "--text-column", "text",
+                                   "--out", str(tmp_path / "empty")])  # fmt: skip
+    assert res.exit_code == 2 and (tmp_path / "empty").is_dir() and not any((tmp_path / "empty").iterdir())

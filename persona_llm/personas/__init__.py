@@ -1,6 +1,7 @@
-"""Persona writing: segments in, evidence-backed personas out (schema, prompts, gates, writer, report).
+"""Persona writing: segments in, evidence-backed personas out (prompts, gates, writer, report).
 
-The schema names are imported eagerly (cheap); the writer on first use, so reading personas.json does
+The Persona records live in persona_llm/schema/personas.py and are re-exported here, eagerly (cheap);
+the writer is imported on first use, so reading personas does
 not import the LLM client.
 """
 

@@ -85,7 +85,7 @@ def _inputs(config: Path | None, **flags: str | None) -> tuple[Any, Any]:
     return cfg, column_map(cfg, **flags)
 
 
-def print_segment_summary(pipe: Any, run_path: Path, published: bool) -> None:
+def print_segment_summary(pipe: Any, run_path: Path | None, published: bool) -> None:
     seg = pipe.segments_
     m = pipe.manifest_
     table = Table(title=f"{len(seg.segments)} segments · run {seg.run_id}", show_lines=False)
@@ -110,7 +110,8 @@ def print_segment_summary(pipe: Any, run_path: Path, published: bool) -> None:
     )
     timing = " · ".join(f"{k} {v:.1f}s" for k, v in m.timings_s.items())
     out_console.print(f"timings: {timing} · peak RSS {m.peak_rss_mb:.0f} MB")
-    out_console.print(f"wrote [bold]{run_path}[/]{' (published)' if published else ''}")
+    if run_path is not None:  # None: the run is still being written (build goes on to personas)
+        out_console.print(f"wrote [bold]{run_path}[/]{' (published)' if published else ''}")
 
 
 @app.command()
@@ -181,7 +182,7 @@ def build(
 
     def announce(pipe: Any) -> None:
         if not quiet:
-            print_segment_summary(pipe, out, published=False)
+            print_segment_summary(pipe, None, published=False)
             console.print(f"[bold]personas[/] backend {settings.backend}; about a minute per segment on a 2-core CPU")
 
     try:

@@ -30,7 +30,7 @@ def history(
         return
     table = Table(title=f"runs of {workspace}")
     for col in ("", "run", "created", "segments", "personas", "published before"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")  # a run name is what `publish` takes: never cut it short
     for r in runs:
         table.add_row(
             "[bold green]current[/]" if r.current else "", r.name, r.created_at,

@@ -13,6 +13,7 @@ from sklearn.metrics import adjusted_rand_score
 from typer.testing import CliRunner
 
 from persona_llm.cli import app
+from persona_llm.runs.workspace import resolve_run
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 NG = SHARED / "20newsgroups" / "posts.csv.gz"
@@ -54,7 +55,9 @@ def ng_run(ng_slice: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
          "--attributes", "newsgroup", "--config", str(cfg), "--out", str(out), "--quiet"],
     )
     assert result.exit_code == 0, result.output
-    return out
+    run = resolve_run(out)  # --out is a workspace: the tests read its published run
+    assert run.path.parent == out / "runs"
+    return run.path
 
 
 def test_segments_match_newsgroups(ng_run: Path, ng_slice: Path) -> None:

@@ -30,16 +30,16 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from persona_llm.errors import InputError, RunStoreError
 from persona_llm.schema.frames import LANGUAGE, TEXT, TEXT_ID, USER_ID
 from persona_llm.schema.manifest import RunManifest
-from persona_llm.schema.personas import Persona, persona_list_schema
+from persona_llm.schema.personas import PERSONA_LIST, Persona, persona_list_schema
 from persona_llm.schema.segments import SegmentSet
 
 MARKER = ".persona-llm-run"
@@ -58,6 +58,8 @@ REPORT = "report.html"
 PERSONA_STATS = "personas_stats.json"
 LLM_CALLS = "llm_calls.jsonl"
 EVAL = "eval.json"
+
+_Record = TypeVar("_Record", bound=BaseModel)
 
 #: What makes a folder a run when it has no marker (runs written before the marker existed, hand-made ones).
 _LEGACY_RUN_FILES = (SEGMENTS, ASSIGNMENTS)
@@ -170,15 +172,20 @@ class RunDir:
 
     # -- manifest -----------------------------------------------------------------------------------
 
-    def load_manifest(self) -> RunManifest:
-        def load() -> RunManifest:
-            path = self._required(MANIFEST)
-            try:
-                return RunManifest.model_validate_json(path.read_text(encoding="utf-8"))
-            except ValidationError as exc:
-                raise InputError(f"not a valid manifest: {_first_error(exc)}", path=str(path)) from exc
+    def _load_record(self, name: str, model: type[_Record], what: str) -> _Record:
+        """A required JSON file parsed as a Pydantic model, once; invalid content names the file."""
 
-        return self._cached(MANIFEST, load)  # type: ignore[no-any-return]
+        def load() -> _Record:
+            path = self._required(name)
+            try:
+                return model.model_validate_json(path.read_text(encoding="utf-8"))
+            except ValidationError as exc:
+                raise InputError(f"not a valid {what}: {_first_error(exc)}", path=str(path)) from exc
+
+        return self._cached(name, load)  # type: ignore[no-any-return]
+
+    def load_manifest(self) -> RunManifest:
+        return self._load_record(MANIFEST, RunManifest, "manifest")
 
     def save_manifest(self, manifest: RunManifest) -> None:
         atomic_write_text(self.path / MANIFEST, manifest.model_dump_json(indent=2))
@@ -199,14 +206,7 @@ class RunDir:
     # -- segments and assignments ------------------------------------------------------------------
 
     def load_segments(self) -> SegmentSet:
-        def load() -> SegmentSet:
-            path = self._required(SEGMENTS)
-            try:
-                return SegmentSet.model_validate_json(path.read_text(encoding="utf-8"))
-            except ValidationError as exc:
-                raise InputError(f"not a valid segment set: {_first_error(exc)}", path=str(path)) from exc
-
-        return self._cached(SEGMENTS, load)  # type: ignore[no-any-return]
+        return self._load_record(SEGMENTS, SegmentSet, "segment set")
 
     def save_segments(self, segments: SegmentSet) -> None:
         atomic_write_text(self.path / SEGMENTS, segments.model_dump_json(indent=2))
@@ -302,7 +302,7 @@ class RunDir:
             if not path.is_file():
                 return []
             try:
-                return TypeAdapter(list[Persona]).validate_json(path.read_bytes())
+                return PERSONA_LIST.validate_json(path.read_bytes())
             except ValidationError as exc:
                 raise InputError(f"not a valid list of personas: {_first_error(exc)}", path=str(path)) from exc
 

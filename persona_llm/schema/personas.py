@@ -266,6 +266,9 @@ def export_json_schema(path: str | Path) -> Path:
     return path
 
 
+#: The one parser of a personas.json list (RunDir reads runs with it).
+PERSONA_LIST: TypeAdapter[list[Persona]] = TypeAdapter(list[Persona])
+
+
 def load_personas(path: str | Path) -> list[Persona]:
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
-    return TypeAdapter(list[Persona]).validate_python(data)
+    return PERSONA_LIST.validate_json(Path(path).read_bytes())

@@ -213,7 +213,10 @@ def draft_for(segment_id: int, *, name: str | None = None, quotes: list[tuple[st
     draft: dict[str, Any] = {
         "name": name or f"Persona {segment_id}",
         "tagline": f"Customers who care about {seg['keywords'][0]}",
-        "summary": f"They write about {', '.join(seg['keywords'][:3])}.",
+        "summary": (
+            f"They write about {', '.join(seg['keywords'][:3])}. They compare what they buy with what they "
+            "expected and say so plainly. They come back when a shop keeps its promises."
+        ),
         "demographics": {
             "age_group": estimate("30-39", "attribute", evidence="mean age 35"),
             "gender": estimate(),
@@ -277,7 +280,8 @@ def chat_for(server: FakeOpenAIServer, tmp_path: Path | None = None, **kw: Any) 
 
 
 def writer(chat: ChatModel, **kw: Any) -> PersonaWriter:
-    options: dict[str, Any] = {"chat": chat, "embedder": FakeEmbedder(), "write_store": False}
+    # The narrative support check has its own tests (tests/test_support.py); these test the other gates.
+    options: dict[str, Any] = {"chat": chat, "embedder": FakeEmbedder(), "write_store": False, "check_support": False}
     options.update(kw)
     return PersonaWriter(**options)
 
@@ -525,7 +529,7 @@ def test_prompt_delimits_texts_and_picks_language(run_dir: Path) -> None:
     assert zh.language_code == "zh" and "简体中文" in zh.messages[0]["content"]
     forced = build_prompt(templates, run.load_segments().get(2), run.segment_texts(2), count, n_segments=3, language="en")
     assert forced.language_code == "en"
-    assert templates.sha256 and en.prompt_version == "persona/v2"
+    assert templates.sha256 and en.prompt_version == "persona/v3"
 
 
 def test_prompt_respects_token_budget(run_dir: Path) -> None:
@@ -565,7 +569,7 @@ def test_writer_end_to_end_with_fake_server(run_dir: Path, tmp_path: Path) -> No
     assert len(p0.quotes) == 3 and p0.provenance.quotes_removed == []
     assert p0.persona_id == RunDir.open(run_dir).persona_id(0)  # stable id
     assert p0.provenance.run_id == "run-test" and p0.provenance.data_sha256 == "ab" * 32
-    assert p0.provenance.prompt_version == "persona/v2" and p0.provenance.model == "fake-model"
+    assert p0.provenance.prompt_version == "persona/v3" and p0.provenance.model == "fake-model"
     assert personas[2].language == "zh"
     assert p0.share == pytest.approx(4 / 10) and p0.user_count == 4
     # Outputs: JSON that validates against the exported schema, Markdown, a self-contained report.
@@ -706,11 +710,14 @@ def test_distinctness_regenerates_the_smaller_segment(run_dir: Path) -> None:
         user = request["messages"][1]["content"]
         if "must be clearly different" in user:
             return {"content": draft_for(sid, name="Marathon Knee Saver", tagline="Runners protecting their knees",
-                                         summary="Long-distance runners who buy for cushioning.",
+                                         summary="Long-distance runners who buy for cushioning. They log every "
+                                                 "training mile in a notebook. They replace their running shoes well before the soles wear out and fail.",
                                          interests=["marathon", "cushioning"], keywords=["knee", "marathon"],
                                          goals=["finish a marathon"], pain_points=["sole wear"])}  # fmt: skip
         # Segments 0 and 1 first get the same generic persona.
-        same = {"tagline": "Shoppers", "summary": "They buy things online.", "interests": ["shopping"],
+        same = {"tagline": "Shoppers", "interests": ["shopping"],
+                "summary": "They buy things online. They order late at night and compare prices twice before they pay. "
+                           "They keep every receipt in a folder and return what does not fit.",
                 "keywords": ["shopping"], "goals": ["good value"], "pain_points": ["slow delivery"]}  # fmt: skip
         return {"content": draft_for(sid, name="Generic Shopper", **same) if sid in (0, 1) else draft_for(sid)}
 
@@ -913,12 +920,15 @@ def test_text_estimate_without_citation_falls_back_to_the_attribute(run_dir: Pat
     assert fixed.gender.evidence.startswith("gender: f 100%") and removed == []
 
 
+SAME_SUMMARY = "Same same same same same same. Same same same same same same same same same. Same same same same same same same same same same."
+
+
 def test_failed_regeneration_keeps_the_first_persona(run_dir: Path) -> None:
     def reply(request: dict[str, Any]) -> dict[str, Any]:
         sid = segment_of(request)
         if "must be clearly different" in request["messages"][1]["content"]:
             return {"content": "no json today"}
-        return {"content": draft_for(sid, name="Same", tagline="Same", summary="Same.", interests=["same"],
+        return {"content": draft_for(sid, name="Same", tagline="Same", summary=SAME_SUMMARY, interests=["same"],
                                      keywords=["same"], goals=["same"], pain_points=["same"])}  # fmt: skip
 
     with FakeOpenAIServer(default=reply) as server:

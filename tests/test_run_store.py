@@ -60,7 +60,10 @@ def persona_reply(name_prefix: str) -> Any:
         quotes = [{"text_id": ref, "text": text.strip()[:150]} for ref, text in refs[:3]]
         draft = {
             "name": f"{name_prefix} {sid}", "tagline": f"Segment {sid} customers",
-            "summary": f"People of segment {sid} write about their hobby.",
+            "summary": (
+                f"People of segment {sid} write about their hobby. They post what they tried and what failed. "
+                "They ask others for advice before they buy anything."
+            ),
             "demographics": {k: estimate() for k in ("age_group", "gender", "location", "occupation")},
             "interests": [f"topic {sid}"], "goals": ["enjoy the hobby"], "pain_points": ["broken gear"],
             "motivations": ["quality"], "purchase_triggers": ["discounts"], "objections": ["price"],

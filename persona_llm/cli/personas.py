@@ -37,13 +37,15 @@ def _personas(run: Path) -> list[Any]:
 
 def _summary_table(personas: list[Any], title: str) -> Table:
     table = Table(title=title, show_lines=False)
-    for col in ("segment", "persona", "tagline", "users", "quotes", "confidence", "lang"):
+    for col in ("segment", "persona", "tagline", "users", "quotes", "supported", "confidence", "lang"):
         table.add_column(col, overflow="fold")
     for p in personas:
         removed = len(p.provenance.quotes_removed)
         table.add_row(
             str(p.segment_id), p.name, p.tagline, f"{p.user_count} ({p.share * 100:.1f}%)",
-            f"{len(p.quotes)} ok, {removed} dropped", p.confidence, p.language,
+            f"{len(p.quotes)} ok, {removed} dropped",
+            "-" if p.provenance.support_share is None else f"{p.provenance.support_share * 100:.0f}%",
+            p.confidence, p.language,
         )  # fmt: skip
     return table
 

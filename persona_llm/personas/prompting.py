@@ -25,7 +25,7 @@ from persona_llm.resource_paths import RESOURCE_ENV, resource_root
 from persona_llm.schema.personas import draft_json_schema
 from persona_llm.schema.segments import CategoricalSummary, NumericSummary, Segment
 
-DEFAULT_PROMPT_VERSION = "persona/v2"
+DEFAULT_PROMPT_VERSION = "persona/v3"
 PROMPTS_ENV = RESOURCE_ENV["prompts"]
 
 LANGUAGE_NAMES = {

@@ -44,6 +44,23 @@ def _estimate_text(est: DemographicEstimate) -> str:
 # -- Markdown ---------------------------------------------------------------------------------------
 
 
+LOW_CONFIDENCE_NOTE = (
+    "Low confidence: the segment's texts do not support enough of this persona to act on it; read it as a "
+    "draft, not a finding."
+)
+
+
+def support_line(p: Persona) -> str:
+    """"9/11 statements supported by the segment's texts (82%); confidence: ..." for a persona card."""
+    prov = p.provenance
+    if prov.support_share is None:
+        return "statements not checked against the texts"
+    n = len(prov.statements)
+    ok = sum(c.supported for c in prov.statements)
+    dropped = f"; {len(prov.statements_removed)} unsupported item(s) removed" if prov.statements_removed else ""
+    return f"{ok}/{n} statements supported by the segment's texts ({prov.support_share * 100:.0f}%){dropped}"
+
+
 def persona_markdown(p: Persona) -> str:
     lines = [
         f"## {p.name} (segment {p.segment_id})",
@@ -52,6 +69,9 @@ def persona_markdown(p: Persona) -> str:
         "",
         f"{p.user_count} users ({p.share * 100:.1f}%), {p.n_texts} texts · sentiment {p.sentiment} · "
         f"confidence {p.confidence} · id `{p.persona_id}`",
+        "",
+        *([f"> **{LOW_CONFIDENCE_NOTE}**", ""] if p.confidence == "low" else []),
+        f"Evidence: {support_line(p)}. Confidence basis: {p.provenance.confidence_basis or 'not recorded'}.",
         "",
         p.summary,
         "",
@@ -225,6 +245,11 @@ def persona_card(p: Persona) -> str:
         f"{html.escape(d.other_persona_id)} (threshold {d.threshold})</li>"
         for d in prov.distinctness
     )
+    unsupported = "".join(
+        f"<li>{html.escape(c.field)}: {html.escape(c.text)} (similarity {c.similarity:.2f}, best segment "
+        f"{c.best_segment_similarity:.2f})</li>"
+        for c in prov.statements_removed
+    )
     colour = segment_colour(p.segment_id)
     return f"""
 <section class="card" id="persona-{p.segment_id}" style="border-top:6px solid {colour}">
@@ -232,6 +257,9 @@ def persona_card(p: Persona) -> str:
   <p class="tagline">{html.escape(p.tagline)}</p>
   <p class="muted">{p.user_count} users ({p.share * 100:.1f}%) · {p.n_texts} texts · sentiment
     {html.escape(p.sentiment)} · confidence {html.escape(p.confidence)} · language {html.escape(p.language)}</p>
+  {f'<p class="warn"><b>{html.escape(LOW_CONFIDENCE_NOTE)}</b></p>' if p.confidence == "low" else ""}
+  <p class="muted">Evidence: {html.escape(support_line(p))}. Confidence basis:
+    {html.escape(prov.confidence_basis or "not recorded")}.</p>
   <p>{html.escape(p.summary)}</p>
   <h4>Demographics (estimates, never facts)</h4><table class="demo">{demo}</table>
   <div class="grid">
@@ -254,6 +282,7 @@ def persona_card(p: Persona) -> str:
     {f"<ul>{removed}</ul>" if removed else ""}
     {f"<p>Estimates made unknown:</p><ul>{est_removed}</ul>" if est_removed else ""}
     {f"<p>Distinctness:</p><ul>{distinct}</ul>" if distinct else ""}
+    {f"<p>Statements removed as unsupported by the texts:</p><ul>{unsupported}</ul>" if unsupported else ""}
     {"".join(f"<p class='warn'>{html.escape(w)}</p>" for w in prov.warnings)}
   </details>
 </section>"""

@@ -41,7 +41,16 @@ from persona_llm.personas.gates import (
     ground_quotes as ground_quotes_gate,
 )
 from persona_llm.personas.prompting import PromptTemplates, RenderedPrompt, build_prompt
-from persona_llm.runs.rundir import LLM_CALLS, PERSONA_STATS, PERSONAS_MARKDOWN, REPORT, RunDir
+from persona_llm.personas.support import (
+    DROPPABLE_FIELDS,
+    SupportIndex,
+    draft_statements,
+    evidence_confidence,
+    min_similarity_for,
+    support_feedback,
+    support_share,
+)
+from persona_llm.runs.rundir import LLM_CALLS, MANIFEST, PERSONA_STATS, PERSONAS_MARKDOWN, REPORT, RunDir
 from persona_llm.schema.frames import TEXT
 from persona_llm.schema.personas import (
     MAX_QUOTES,
@@ -53,6 +62,7 @@ from persona_llm.schema.personas import (
     Provenance,
     Quote,
     QuoteRemoval,
+    StatementCheck,
 )
 from persona_llm.schema.segments import Keyword, Segment
 
@@ -163,6 +173,12 @@ class PersonaWriter:
     embedder: object with `.encode(texts) -> unit vectors`, a `persona_llm.embed.get_embedder` name, or
         "auto" (MiniLM for English personas, the multilingual E5 otherwise).
     write_store / write_report: also upsert into the Chroma store / write report.html.
+    check_support: check every statement against the segment's texts (persona_llm.personas.support) with
+        the run's own embedder; unsupported list items are dropped and recorded, and confidence is
+        computed from the evidence. Off (or impossible, e.g. no text embeddings): confidence "low".
+    support_embedder: the embedder of the run's text vectors (None: rebuilt from the run manifest).
+    max_support_reasks / support_reask_below: re-ask (keeping the quotes) when under this share of a
+        draft's statements is supported; a draft mostly made up is rewritten, a few stray items dropped.
     """
 
     def __init__(
@@ -182,6 +198,10 @@ class PersonaWriter:
         embedder: Embedder | str | None = "auto",
         write_store: bool = True,
         write_report: bool = True,
+        check_support: bool = True,
+        support_embedder: Embedder | None = None,
+        max_support_reasks: int = 1,
+        support_reask_below: float = 0.5,
         seed: int = 0,
     ) -> None:
         self.settings = settings
@@ -198,6 +218,10 @@ class PersonaWriter:
         self.embedder = embedder
         self.write_store = write_store
         self.write_report = write_report
+        self.check_support = check_support
+        self.support_embedder = support_embedder
+        self.max_support_reasks = max_support_reasks
+        self.support_reask_below = support_reask_below
         self.seed = seed
 
     # -- public -------------------------------------------------------------------------------------
@@ -213,6 +237,9 @@ class PersonaWriter:
         if not segments:
             raise InputError("the run has no segments to write personas for", path=str(run.path))
         self.index_ = TextIndex.from_frame(run.load_texts())
+        self.support_index_, self.support_note_ = self._support_index(run) if self.check_support else (None, "off")
+        cohesions = sorted(s.quality.cohesion for s in segment_set.segments)
+        self.median_cohesion_ = cohesions[len(cohesions) // 2] if cohesions else None
         self.records_: list[CallRecord] = []
         self.failures_: dict[int, str] = {}
         started = time.perf_counter()
@@ -349,6 +376,22 @@ class PersonaWriter:
             warnings.append(f"only {len(kept)} verified quotes after {self.max_quote_reasks} re-asks")
         demographics, estimate_removals = check_estimates(draft.demographics, segment, self.index_)
         draft = draft.model_copy(update={"demographics": demographics})
+        draft, statements, statements_removed, support_attempts = self._support(
+            chat, draft, sid, prompt, result.messages, settings, records, tag
+        )
+        attempts += support_attempts
+        if self.support_index_ is None:
+            warnings.append(f"statements not checked against the texts ({self.support_note_})")
+        cohesion_ratio = (
+            segment.quality.cohesion / self.median_cohesion_ if self.median_cohesion_ else None
+        )
+        confidence, basis = evidence_confidence(
+            statements,
+            quotes_kept=len(kept),
+            quotes_proposed=proposed,
+            min_quotes=needed,
+            cohesion_ratio=cohesion_ratio,
+        )
         provenance = Provenance(
             run_id=run.run_id,
             data_sha256=run.input_sha256,
@@ -367,6 +410,11 @@ class PersonaWriter:
             quotes_proposed=proposed,
             quotes_removed=removed,
             estimates_removed=estimate_removals,
+            statements=statements,
+            statements_removed=statements_removed,
+            support_share=None if (share := support_share(statements)) is None else round(share, 4),
+            confidence_basis=basis,
+            model_confidence=draft.confidence,
             warnings=warnings,
         )
         persona = Persona.from_draft(
@@ -380,8 +428,95 @@ class PersonaWriter:
             n_texts=segment.n_texts,
             quotes=kept,
             provenance=provenance,
+            confidence=confidence,
         )
         return _Generated(persona, records)
+
+    # -- narrative support --------------------------------------------------------------------------
+
+    def _support_index(self, run: RunDir) -> tuple[SupportIndex | None, str]:
+        """The run's text vectors by segment and the embedder that made them; (None, why) if unavailable."""
+        from persona_llm.segment.embed import embedder_from_model_id
+
+        model_id = run.load_manifest().models.get("embedder", "") if run.has(MANIFEST) else ""
+        try:
+            vectors = run.load_text_embeddings()
+            texts = run.load_texts(["text_id", "segment_id"])
+            self.support_embedder_ = self.support_embedder or embedder_from_model_id(model_id)
+        except (InputError, BackendError, FileNotFoundError, ValueError) as exc:
+            log.warning("narrative support check unavailable: %s", exc)
+            return None, str(exc)[:200]
+        rng = np.random.default_rng(self.seed)
+        rows = rng.choice(len(vectors), size=min(CHANCE_SAMPLE, len(vectors)), replace=False)
+        sims = pairwise_cosine(vectors[np.sort(rows)])
+        chance = float(np.clip(sims[np.triu_indices(len(sims), 1)].mean(), 0.0, 0.99)) if len(rows) > 1 else 0.0
+        index = SupportIndex(
+            vectors=vectors,
+            segment_ids=texts["segment_id"].fillna(-1).astype(int).to_numpy(),
+            text_ids=texts["text_id"].astype(str).to_numpy(),
+            chance=chance,
+            min_similarity=min_similarity_for(model_id),
+        )
+        return index, model_id
+
+    def _check_statements(self, draft: PersonaDraft, segment_id: int) -> list[StatementCheck]:
+        if self.support_index_ is None:
+            return []
+        statements = draft_statements(draft)
+        vectors = np.asarray(self.support_embedder_.encode([s for _, s in statements]), dtype=np.float32)
+        return self.support_index_.check(segment_id, statements, vectors)
+
+    def _support(
+        self,
+        chat: ChatModel,
+        draft: PersonaDraft,
+        segment_id: int,
+        prompt: RenderedPrompt,
+        messages: list[dict[str, str]],
+        settings: LLMSettings,
+        records: list[CallRecord],
+        tag: str,
+    ) -> tuple[PersonaDraft, list[StatementCheck], list[StatementCheck], int]:
+        """Check the draft's statements; re-ask once when most are unsupported (quotes and demographics
+        kept); drop the unsupported list items that remain. Returns the draft, the checks of what the model
+        wrote (dropped items included, so the share says how much of it held), the dropped items, and the
+        generation calls made."""
+        checks = self._check_statements(draft, segment_id)
+        attempts = 0
+        for _ in range(self.max_support_reasks):
+            share = support_share(checks)
+            if share is None or share >= self.support_reask_below:
+                break
+            log.info("%s: %d/%d statements supported; re-asking", tag, sum(c.supported for c in checks), len(checks))
+            try:
+                result = chat.generate_structured(
+                    [*messages, {"role": "user", "content": support_feedback(checks)}],
+                    PersonaDraft,
+                    max_reasks=settings.max_reasks,
+                    tag=tag,
+                )
+            except StructuredOutputError as exc:
+                records.extend(exc.records)
+                break
+            records.extend(result.records)
+            attempts += result.attempts
+            narrative = _with_real_text_ids(result.value, prompt).model_dump(
+                exclude={"quotes", "demographics", "confidence"}
+            )
+            rewritten = draft.model_copy(update=narrative)
+            new_checks = self._check_statements(rewritten, segment_id)
+            if (support_share(new_checks) or 0.0) > (share or 0.0):
+                draft, checks = rewritten, new_checks
+        unsupported = {(c.field, c.text) for c in checks if not c.supported and c.field in DROPPABLE_FIELDS}
+        removed = [c for c in checks if (c.field, c.text) in unsupported]
+        if unsupported:
+            draft = draft.model_copy(
+                update={
+                    name: [x for x in getattr(draft, name) if (name, x) not in unsupported]
+                    for name in DROPPABLE_FIELDS
+                }
+            )
+        return draft, checks, removed, attempts
 
     # -- distinctness -------------------------------------------------------------------------------
 
@@ -605,6 +740,10 @@ class PersonaWriter:
             "quotes_dropped_by_gate": dropped,
             "quotes_kept": sum(len(p.quotes) for p in personas),
             "personas_short_of_quotes": sum(1 for p in personas if len(p.quotes) < MIN_QUOTES),
+            "statements_checked": sum(len(p.provenance.statements) for p in personas),
+            "statements_supported": sum(sum(c.supported for c in p.provenance.statements) for p in personas),
+            "statements_removed": sum(len(p.provenance.statements_removed) for p in personas),
+            "confidence": {level: sum(p.confidence == level for p in personas) for level in ("high", "medium", "low")},
             "estimates_removed": sum(len(p.provenance.estimates_removed) for p in personas),
             "regenerated_for_distinctness": sum(
                 1 for p in personas if any(c.regenerated for c in p.provenance.distinctness)

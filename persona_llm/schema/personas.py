@@ -10,12 +10,14 @@ verified quotes (with their user), and provenance including every gate decision.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, field_validator, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
-PERSONA_SCHEMA_VERSION = "1"
+PERSONA_SCHEMA_VERSION = "2"  # 2: confidence computed from evidence; statement support in provenance
 
 # Bounds shared by the draft and the stored persona: the stored one must accept every valid draft.
 MIN_QUOTES = 3
@@ -82,6 +84,27 @@ class Recommendations(_Strict):
     channels: list[Short] = Field(default_factory=list, max_length=3, description="where to reach them")
 
 
+#: What "3-4 sentences" is held to: a two-word summary ("Tech Enthusiast") is not a narrative.
+SUMMARY_MIN_SENTENCES, SUMMARY_MAX_SENTENCES = 2, 6  # 6: abbreviations ("U.S.") split
+SUMMARY_MIN_WORDS, SUMMARY_MIN_CJK_CHARS = 25, 50
+_SUMMARY_SENTENCE = re.compile(r"[^.!?。！？]+[.!?。！？]*")
+
+
+def summary_length_problem(summary: str) -> str:
+    """Why `summary` is not the 3-4 sentence narrative asked for ("" when it is; 2-5 sentences allowed)."""
+    text = summary.strip()
+    sentences = [s for s in _SUMMARY_SENTENCE.findall(text) if len(s.strip()) >= 3]
+    cjk = sum(1 for ch in text if "\u3040" <= ch <= "\u9fff")
+    if cjk >= len(text) / 3:
+        if cjk < SUMMARY_MIN_CJK_CHARS:
+            return f"summary has {cjk} characters; write 3-4 sentences (at least {SUMMARY_MIN_CJK_CHARS} characters)"
+    elif len(text.split()) < SUMMARY_MIN_WORDS:
+        return f"summary has {len(text.split())} words; write 3-4 sentences (at least {SUMMARY_MIN_WORDS} words)"
+    if not SUMMARY_MIN_SENTENCES <= len(sentences) <= SUMMARY_MAX_SENTENCES:
+        return f"summary has {len(sentences)} sentence(s); write 3-4 sentences"
+    return ""
+
+
 class DraftQuote(_Strict):
     text_id: str = Field(max_length=64, description="the id shown with the text, e.g. t123")
     text: str = Field(min_length=1, max_length=DRAFT_QUOTE_MAX_CHARS, description="copied exactly from that text, no edits")
@@ -92,7 +115,7 @@ class PersonaDraft(_Strict):
 
     name: str = Field(min_length=1, max_length=NAME_MAX_CHARS, description="a memorable persona name")
     tagline: str = Field(min_length=1, max_length=140, description="one line")
-    summary: str = Field(min_length=1, max_length=700, description="3-4 sentence narrative")
+    summary: str = Field(min_length=60, max_length=700, description="3-4 sentence narrative")
     demographics: Demographics
     interests: list[Short] = Field(min_length=1, max_length=6)
     goals: list[Sentence] = Field(min_length=1, max_length=4)
@@ -106,7 +129,18 @@ class PersonaDraft(_Strict):
     keywords: list[Short] = Field(min_length=1, max_length=8)
     quotes: list[DraftQuote] = Field(min_length=MIN_QUOTES, max_length=MAX_QUOTES)
     recommendations: Recommendations
-    confidence: Confidence = Field(description="how well the texts support this persona")
+    # Not asked for (not in the schema the model sees): confidence is computed from evidence
+    # (persona_llm.personas.support.evidence_confidence). A model that sends one anyway is not refused;
+    # its value is kept in provenance.model_confidence for comparison.
+    confidence: SkipJsonSchema[Confidence | None] = None
+
+    @field_validator("summary")
+    @classmethod
+    def _summary_is_a_narrative(cls, value: str) -> str:
+        problem = summary_length_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
 
 
 class Quote(_Strict):
@@ -152,6 +186,17 @@ class DistinctnessCheck(_Strict):
     regenerated: bool
 
 
+class StatementCheck(_Strict):
+    """One statement of a persona checked against its segment's texts (persona_llm.personas.support)."""
+
+    field: str
+    text: str
+    supported: bool
+    similarity: float = Field(description="top-3 cosine to the segment's texts, rescaled above chance")
+    best_segment_similarity: float = Field(description="the same for the run's best-fitting segment")
+    text_ids: list[str] = Field(default_factory=list, description="the segment's nearest texts")
+
+
 class Provenance(_Strict):
     run_id: str
     data_sha256: str = Field(description="input_sha256 of the run manifest")
@@ -172,6 +217,17 @@ class Provenance(_Strict):
     quotes_removed: list[QuoteRemoval] = Field(default_factory=list)
     estimates_removed: list[EstimateRemoval] = Field(default_factory=list)
     distinctness: list[DistinctnessCheck] = Field(default_factory=list)
+    statements: list[StatementCheck] = Field(
+        default_factory=list, description="every statement the persona makes, checked against its texts"
+    )
+    statements_removed: list[StatementCheck] = Field(
+        default_factory=list, description="unsupported list items taken out of the persona"
+    )
+    support_share: float | None = Field(
+        default=None, description="share of the statements the model wrote that its segment's texts support"
+    )
+    confidence_basis: str = Field(default="", description="the evidence the confidence was computed from")
+    model_confidence: str | None = Field(default=None, description="what the model said, if it said anything")
     warnings: list[str] = Field(default_factory=list)
 
 
@@ -201,7 +257,7 @@ class Persona(_Strict):
     keywords: list[str] = Field(max_length=8)
     quotes: list[Quote] = Field(max_length=MAX_QUOTES, description="only quotes that passed the gate")
     recommendations: Recommendations
-    confidence: Confidence
+    confidence: Confidence = Field(description="computed from evidence (support share, quotes, cohesion), not the model's word")
     provenance: Provenance
 
     @classmethod
@@ -218,8 +274,9 @@ class Persona(_Strict):
         n_texts: int,
         quotes: list[Quote],
         provenance: Provenance,
+        confidence: Confidence,
     ) -> Persona:
-        fields = draft.model_dump(exclude={"quotes"})
+        fields = draft.model_dump(exclude={"quotes", "confidence"})
         return cls(
             persona_id=persona_id,
             segment_id=segment_id,
@@ -230,6 +287,7 @@ class Persona(_Strict):
             n_texts=n_texts,
             quotes=quotes,
             provenance=provenance,
+            confidence=confidence,
             **fields,
         )
 

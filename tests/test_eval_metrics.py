@@ -526,7 +526,8 @@ def test_judge_garbage_reply_is_recorded_as_error_not_support() -> None:
     records = LLMJudge(lambda _m: "I cannot answer").judge_persona(make_persona(0), ["t"])
     assert records and all(r.verdict == "error" for r in records)
     n = len(records)
-    assert judge_metrics(records) == {"judge_claims": n, "judge_errors": n, "judge_supported": 0.0}
+    assert judge_metrics(records) == {"judge_claims": n, "judge_errors": n, "judge_supported": 0.0,
+                                     "judge_planted": 0, "judge_planted_caught": None}
 
 
 def test_judge_errors_count_as_not_supported() -> None:
@@ -535,8 +536,10 @@ def test_judge_errors_count_as_not_supported() -> None:
         JudgeRecord(persona_id="p0", claim="a", verdict="supported"),
         JudgeRecord(persona_id="p0", claim="b", verdict="error", reason="no verdict returned"),
     ]
-    assert judge_metrics(records) == {"judge_claims": 2, "judge_errors": 1, "judge_supported": 0.5}
-    assert judge_metrics([]) == {"judge_claims": 0, "judge_errors": 0, "judge_supported": None}
+    assert judge_metrics(records) == {"judge_claims": 2, "judge_errors": 1, "judge_supported": 0.5,
+                                     "judge_planted": 0, "judge_planted_caught": None}
+    assert judge_metrics([]) == {"judge_claims": 0, "judge_errors": 0, "judge_supported": None,
+                                 "judge_planted": 0, "judge_planted_caught": None}
 
 
 def test_judge_uses_generate_structured_when_the_model_has_it() -> None:
@@ -588,6 +591,7 @@ def test_every_metric_has_a_group_and_a_description() -> None:
         "internal",
         "grounding",
         "claims",
+        "narrative",
         "distinctness",
         "representativeness",
         "stability",

@@ -562,7 +562,7 @@ def test_a_failing_judge_is_counted_not_read_as_supported(good_run: Path) -> Non
     """A judge that supports persona p0's claims and fails for the others must not read 100% supported."""
 
     def flaky_judge(messages: list[dict[str, str]]) -> str:
-        if "skate" not in messages[1]["content"]:
+        if "skate" not in messages[1]["content"].split("Claims:")[0]:  # the texts, not planted claims
             raise RuntimeError("backend down")
         n = messages[1]["content"].split("Claims:\n", 1)[1].count("\n") + 1
         return json.dumps({"verdicts": [{"claim": i, "verdict": "supported"} for i in range(1, n + 1)]})
@@ -570,11 +570,58 @@ def test_a_failing_judge_is_counted_not_read_as_supported(good_run: Path) -> Non
     suite = Suite.model_validate({"name": "t", "metrics": ["judge"], "thresholds": {"judge_supported_min": 0.9}})
     report = evaluate_run(good_run, None, suite, judge=flaky_judge, write=False)
     got = report.metrics
-    records = report.details["judge"]["records"]
+    records = [r for r in report.details["judge"]["records"] if not r["planted"]]
     supported = sum(r["verdict"] == "supported" for r in records)
     assert 0 < supported < len(records)
     assert got["judge_claims"] == len(records)
-    assert got["judge_errors"] == len(records) - supported
+    assert got["judge_errors"] >= len(records) - supported
     assert got["judge_supported"] == pytest.approx(supported / len(records))
     assert [f.metric for f in report.failures] == ["judge_supported"]
     assert any("no verdict" in n for n in report.notes)
+
+
+def test_a_yes_man_judge_is_caught_by_planted_claims(good_run: Path) -> None:
+    """A judge that calls every claim supported reads judge_supported 1.0; the planted claims (another
+    segment's interests and goals, mixed in unmarked) show it is not checking."""
+
+    def yes_man(messages: list[dict[str, str]]) -> str:
+        n = messages[1]["content"].split("Claims:\n", 1)[1].count("\n") + 1
+        return json.dumps({"verdicts": [{"claim": i, "verdict": "supported"} for i in range(1, n + 1)]})
+
+    suite = Suite.model_validate(
+        {"name": "t", "metrics": ["judge"], "thresholds": {"judge_supported_min": 0.9, "judge_planted_caught_min": 0.8}}
+    )
+    report = evaluate_run(good_run, None, suite, judge=yes_man, write=False)
+    assert report.metrics["judge_supported"] == 1.0
+    assert report.metrics["judge_planted"] > 0 and report.metrics["judge_planted_caught"] == 0.0
+    assert [f.metric for f in report.failures] == ["judge_planted_caught"]
+    # The planted claims are another segment's: segment 0 (skaters) gets the mortgage or brunch segment's.
+    planted = [r for r in report.details["judge"]["records"] if r["planted"] and r["persona_id"] == "p0"]
+    assert planted and all("skate" not in r["claim"] for r in planted)
+    # The prompt does not mark them.
+    assert "planted" not in json.dumps(report.details["judge"]["records"][0]["claim"])
+
+
+def test_narrative_check_reads_words_not_the_writers_gate(good_run: Path, tmp_path: Path) -> None:
+    """Good personas use their segment's words; one renamed "Tech Enthusiast" with tech interests does
+    not, and the lexical check says so even though its quotes and provenance are untouched."""
+    report = evaluate_run(good_run, None, Suite.model_validate({"name": "t", "metrics": ["narrative"]}), write=False)
+    good = report.metrics["statement_support_lexical"]
+    assert good is not None and good >= 0.5
+
+    texts, seg_of = hand_made_texts()
+    personas = good_personas()
+    personas[0].name, personas[0].tagline = "Tech Enthusiast", "Lives for code and gadgets"
+    personas[0].summary = "They write software. They follow programming blogs. They build apps at night."
+    personas[0].interests, personas[0].goals = ["Technology", "Programming", "Coding"], ["build a tech brand"]
+    personas[0].pain_points = ["slow laptops"]
+    bad_run = write_run(tmp_path / "tech", texts, seg_of, personas)
+    suite = Suite.model_validate(
+        {"name": "t", "metrics": ["narrative"], "thresholds": {"statement_support_lexical_min_min": 0.3}}
+    )
+    bad = evaluate_run(bad_run, None, suite, write=False)
+    assert bad.metrics["statement_support_lexical_min"] == 0.0
+    assert bad.metrics["statement_support_lexical"] < good
+    assert [f.metric for f in bad.failures] == ["statement_support_lexical_min"]
+    unsupported = {r["statement"] for r in bad.details["narrative"]["unsupported"]}
+    assert {"Programming", "Tech Enthusiast"} <= unsupported

@@ -53,6 +53,22 @@ class JudgeRecord(BaseModel):
     claim: str
     verdict: Verdict
     reason: str = ""
+    planted: bool = Field(
+        default=False, description="a claim taken from another segment's persona, to measure the judge itself"
+    )
+
+
+def planted_claims(persona: Persona, others: Sequence[Persona], *, n: int = 3) -> list[str]:
+    """Up to `n` claims of the other persona that shares the fewest keywords with `persona`: claims its
+    own segment's texts should not support. A judge that calls them supported is not checking."""
+    if not others:
+        return []
+    own = {k.casefold() for k in persona.keywords}
+    other = min(others, key=lambda o: (len(own & {k.casefold() for k in o.keywords}), o.segment_id))
+    own_claims = set(persona_claims(persona))
+    candidates = [f"interested in {x}" for x in other.interests] + [f"goal: {x}" for x in other.goals]
+    candidates += [f"pain point: {x}" for x in other.pain_points]
+    return [c for c in candidates if c not in own_claims][:n]
 
 
 def persona_claims(persona: Persona, *, max_claims: int = 16) -> list[str]:
@@ -109,18 +125,27 @@ class LLMJudge:
             return parse_reply(str(self.model(messages)))
         raise TypeError("judge model must be a ChatModel or a callable(messages) -> str")
 
-    def judge_persona(self, persona: Persona, texts: Sequence[str]) -> list[JudgeRecord]:
-        """One record per claim; claims the judge skipped or a failed call are recorded as 'error'."""
-        claims = persona_claims(persona, max_claims=self.max_claims)
-        if not claims:
+    def judge_persona(self, persona: Persona, texts: Sequence[str], planted: Sequence[str] = ()) -> list[JudgeRecord]:
+        """One record per claim; claims the judge skipped or a failed call are recorded as 'error'.
+
+        `planted` claims (another segment's) are mixed in at fixed, spread-out positions, unmarked in the
+        prompt, and recorded with planted=True."""
+        own = persona_claims(persona, max_claims=self.max_claims)
+        if not own:
             return []
+        claims = list(own)
+        is_planted = [False] * len(claims)
+        for k, claim in enumerate(planted):
+            at = min(len(claims), (k + 1) * (len(own) // (len(planted) + 1) + 1))
+            claims.insert(at, claim)
+            is_planted.insert(at, True)
         messages = build_messages(claims, list(texts)[: self.max_texts], max_chars=self.max_chars)
         try:
             response = self._ask(messages)
         except (ValueError, ValidationError, json.JSONDecodeError) as exc:
             return [
-                JudgeRecord(persona_id=persona.persona_id, claim=c, verdict="error", reason=str(exc)[:200])
-                for c in claims
+                JudgeRecord(persona_id=persona.persona_id, claim=c, verdict="error", reason=str(exc)[:200], planted=pl)
+                for c, pl in zip(claims, is_planted, strict=True)
             ]
         except Exception as exc:  # noqa: BLE001 - a backend failure must not lose the other metrics
             return [
@@ -129,8 +154,9 @@ class LLMJudge:
                     claim=c,
                     verdict="error",
                     reason=f"judge failed: {exc}"[:200],
+                    planted=pl,
                 )
-                for c in claims
+                for c, pl in zip(claims, is_planted, strict=True)
             ]
         by_index = {v.claim: v for v in response.verdicts}
         records = []
@@ -142,21 +168,30 @@ class LLMJudge:
                     claim=claim,
                     verdict=v.verdict if v else "error",
                     reason=v.reason if v else "no verdict returned for this claim",
+                    planted=is_planted[i - 1],
                 )
             )
         return records
 
 
 def judge_metrics(records: Sequence[JudgeRecord]) -> dict[str, float | None]:
-    """Claims sent to the judge, how many got no verdict (errors), and the share found supported.
+    """Claims sent to the judge, how many got no verdict (errors), the share of the personas' own claims
+    found supported, and the share of planted claims (another segment's) it caught as unsupported.
 
     A claim the judge could not score (failed call, unparsable reply, skipped claim) counts as not
-    supported: leaving it out of the denominator would let a broken judge read 100% supported.
+    supported, and a planted one with no verdict as not caught: leaving them out of the denominator
+    would let a broken judge read 100% on either. `judge_supported` means something only next to
+    `judge_planted_caught`: a judge that says "supported" to everything scores 1.0 on the first and 0.0
+    on the second.
     """
-    errors = sum(r.verdict == "error" for r in records)
-    supported = sum(r.verdict == "supported" for r in records)
+    own = [r for r in records if not r.planted]
+    planted = [r for r in records if r.planted]
     return {
-        "judge_claims": float(len(records)),
-        "judge_errors": float(errors),
-        "judge_supported": supported / len(records) if records else None,
+        "judge_claims": float(len(own)),
+        "judge_errors": float(sum(r.verdict == "error" for r in records)),
+        "judge_supported": sum(r.verdict == "supported" for r in own) / len(own) if own else None,
+        "judge_planted": float(len(planted)),
+        "judge_planted_caught": (
+            sum(r.verdict == "unsupported" for r in planted) / len(planted) if planted else None
+        ),
     }

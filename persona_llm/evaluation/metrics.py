@@ -123,12 +123,35 @@ METRICS: dict[str, tuple[str, str]] = {
         "share of the run's segments matched (Jaccard >= 0.5) in every subsample re-run; 1 stable",
     ),
     # judge
-    "judge_claims": ("judge", "persona claims sent to the LLM judge, including those it failed to score"),
+    "judge_claims": ("judge", "the personas' own claims sent to the LLM judge, including those it failed to score"),
     "judge_errors": ("judge", "claims the judge returned no verdict for (failed call, bad reply, skipped)"),
     "judge_supported": (
         "judge",
-        "share of claims the judge found supported by representative texts; judge errors count as not "
-        "supported",
+        "share of the personas' own claims the judge found supported by representative texts; judge errors "
+        "count as not supported; read with judge_planted_caught (a judge that says yes to all scores 1.0)",
+    ),
+    "judge_planted": ("judge", "claims of another segment's persona mixed in, unmarked, to test the judge"),
+    "judge_planted_caught": (
+        "judge",
+        "share of planted claims the judge called unsupported: the judge's own accuracy on claims known to "
+        "be wrong; no verdict counts as not caught; n/a with one persona",
+    ),
+    # narrative
+    "statement_support_lexical": (
+        "narrative",
+        "share of persona statements (name, tagline, summary sentences, interests, goals, pain points) with a "
+        "content word in 2+ of the segment's texts and more typical of the segment than of the rest of the "
+        "run (evaluation/narrative.py); independent of the writer's embedding gate; misses paraphrase",
+    ),
+    "statement_support_lexical_min": ("narrative", "the lowest persona's statement_support_lexical"),
+    "persona_low_confidence_share": (
+        "narrative",
+        "share of personas the writer marked low confidence from evidence (support share, quotes, cohesion)",
+    ),
+    "statement_support_writer": (
+        "narrative",
+        "mean share of statements the writer's embedding gate found supported, over what the model wrote "
+        "(recorded in provenance; a record, not a check: the gate already removed what it rejected)",
     ),
     # privacy
     "pii": (

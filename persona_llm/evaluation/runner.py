@@ -26,7 +26,8 @@ from persona_llm import __version__
 from persona_llm.errors import ConfigError, InputError, PersonaLLMError
 from persona_llm.evaluation import claims as claims_mod
 from persona_llm.evaluation import metrics as m
-from persona_llm.evaluation.judge import JudgeRecord, LLMJudge, judge_metrics
+from persona_llm.evaluation.judge import JudgeRecord, LLMJudge, judge_metrics, planted_claims
+from persona_llm.evaluation.narrative import LexicalSupport, narrative_metrics
 from persona_llm.evaluation.stability import SegmentFn, not_measurable_reason, stability
 from persona_llm.evaluation.suite import GROUPS, Options, Suite, load_dataset, load_suite, shared_data_dir
 from persona_llm.runs.rundir import EVAL, MANIFEST, TEXT_EMBEDDINGS, TEXTS, USER_EMBEDDINGS, RunDir
@@ -290,7 +291,7 @@ def evaluate_internal(run: EvalInputs, opts: Options) -> GroupResult:
 def persona_overview(run: EvalInputs, groups: Sequence[str]) -> GroupResult:
     """The run's personas listed in the details, or every persona group skipped when there are none."""
     if run.personas is None:
-        persona_groups = ("grounding", "claims", "distinctness", "representativeness", "judge")
+        persona_groups = ("grounding", "claims", "narrative", "distinctness", "representativeness", "judge")
         return GroupResult(skipped={g: "no personas.json in the run" for g in persona_groups if g in groups})
     return GroupResult(
         details={
@@ -352,6 +353,18 @@ def evaluate_claims(run: EvalInputs, personas: Sequence[Persona]) -> GroupResult
             "claims": [c.as_dict() for c in checks],
             "contradictions": [c.as_dict() for c in checks if c.status == "contradiction"],
         },
+    )
+
+
+def evaluate_narrative(run: EvalInputs, personas: Sequence[Persona]) -> GroupResult:
+    """Is what each persona says (name, tagline, summary sentences, interests, goals, pain points) in its
+    segment's words? A lexical check, independent of the writer's embedding gate (evaluation/narrative.py)."""
+    if run.texts is None:
+        return GroupResult.skip("narrative", "no texts.parquet in the run")
+    rows = LexicalSupport.from_texts(run.texts).check(personas)
+    return GroupResult(
+        metrics=narrative_metrics(rows, personas),
+        details={"narrative": {"unsupported": [r for r in rows if not r["supported"]]}},
     )
 
 
@@ -474,7 +487,8 @@ def evaluate_judge(run: EvalInputs, personas: Sequence[Persona], judge: Any) -> 
             reps = [r.text for r in run.segments.get(p.segment_id).representatives]
         except KeyError:
             reps = []
-        records.extend(llm_judge.judge_persona(p, reps))
+        others = [o for o in personas if o.segment_id != p.segment_id]
+        records.extend(llm_judge.judge_persona(p, reps, planted=planted_claims(p, others)))
     metrics = dict(judge_metrics(records))
     notes = []
     if metrics["judge_errors"]:
@@ -482,6 +496,8 @@ def evaluate_judge(run: EvalInputs, personas: Sequence[Persona], judge: Any) -> 
             f"the judge gave no verdict for {metrics['judge_errors']:.0f} of {metrics['judge_claims']:.0f} "
             "claims; they count as not supported"
         )
+    if metrics["judge_planted_caught"] is None:
+        notes.append("one persona only: no other segment's claims to plant, so the judge's own accuracy is unmeasured")
     return GroupResult(
         metrics=metrics,
         notes=notes,
@@ -568,6 +584,8 @@ def evaluate_run(
         add("grounding", lambda: evaluate_grounding(run, personas))
     if personas and "claims" in groups:
         add("claims", lambda: evaluate_claims(run, personas))
+    if personas and "narrative" in groups:
+        add("narrative", lambda: evaluate_narrative(run, personas))
     persona_vectors: np.ndarray | None = None
     if personas and ("distinctness" in groups or "representativeness" in groups):
         evaluate_duplicate_names(personas).merge_into(report)

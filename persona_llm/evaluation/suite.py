@@ -36,6 +36,7 @@ GROUPS = (
     "internal",
     "grounding",
     "claims",
+    "narrative",
     "distinctness",
     "representativeness",
     "stability",

@@ -936,3 +936,24 @@ def test_failed_regeneration_keeps_the_first_persona(run_dir: Path) -> None:
     assert len(personas) == 3
     warned = [p for p in personas if any("regeneration for distinctness failed" in w for w in p.provenance.warnings)]
     assert len(warned) >= 1
+
+
+def test_progress_reports_one_line_per_persona_with_an_eta(run_dir: Path) -> None:
+    events: list[Any] = []
+
+    def reply(request: dict[str, Any]) -> dict[str, Any]:
+        sid = segment_of(request)
+        if sid == 2:
+            return {"content": "no json today"}
+        return {"content": draft_for(sid)}
+
+    with FakeOpenAIServer(default=reply) as server, pytest.raises(Exception):
+        writer(chat_for(server), progress=events.append, max_regenerations=0).write(run_dir)
+    assert sorted(e.done for e in events) == [1, 2, 3] and {e.total for e in events} == {3}
+    ok = {e.segment_id: e for e in events if not e.error}
+    assert set(ok) == {0, 1} and ok[0].name == "Persona 0" and ok[0].quotes_kept == 3
+    assert "'Persona 0'" in ok[0].line() and "3 quotes kept" in ok[0].line()
+    failed = next(e for e in events if e.error)
+    assert failed.segment_id == 2 and "failed after" in failed.line()
+    first = min(events, key=lambda e: e.done)
+    assert first.eta_seconds is not None and "ETA" in first.line()

@@ -13,6 +13,7 @@ import os
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -25,8 +26,23 @@ from tests.test_persona_gates import FakeEmbedder, make_run_dir
 pytestmark = pytest.mark.slow
 
 
+def _embed_run_texts_with_e5(run_dir: Path) -> object:
+    """Give the hand-made run real text vectors (multilingual E5: one English and one Chinese segment)
+    and record that embedder in its manifest, as a real run would, so the narrative check runs."""
+    from persona_llm.segment.embed import get_embedder
+
+    e5 = get_embedder("e5-multilingual")
+    texts = pd.read_parquet(run_dir / "texts.parquet")
+    np.save(run_dir / "text_embeddings.npy", np.asarray(e5.encode(list(texts["text"].astype(str))), dtype=np.float32))
+    manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
+    manifest["models"]["embedder"] = e5.model_id
+    (run_dir / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    return e5
+
+
 def test_embedded_backend_writes_grounded_personas(tmp_path: Path) -> None:
     run_dir = make_run_dir(tmp_path / "run")
+    _embed_run_texts_with_e5(run_dir)
     settings = LLMSettings(
         backend="embedded",
         model=os.environ.get("PERSONA_LLM_MODEL") or None,
@@ -54,6 +70,14 @@ def test_embedded_backend_writes_grounded_personas(tmp_path: Path) -> None:
         assert p.provenance.completion_tokens > 0 and not p.provenance.from_cache
         # No demographic claim without support: the attribute columns here are age and gender only.
         assert p.demographics.location.source != "attribute"
+        # The narrative was checked against the texts, and confidence follows that evidence.
+        assert p.provenance.statements and p.provenance.support_share is not None, p.provenance.warnings
+        assert p.provenance.confidence_basis.startswith(
+            f"{sum(c.supported for c in p.provenance.statements)}/{len(p.provenance.statements)} statements"
+        )
+        assert p.confidence != "high" or p.provenance.support_share >= 0.8
+        kept = {c.text for c in p.provenance.statements if c.supported}
+        assert all(x in kept for x in p.interests + p.goals + p.pain_points), "an unsupported item was kept"
     # Chinese segment, language auto: the persona is written in Chinese.
     zh = personas[1]
     assert zh.language == "zh"

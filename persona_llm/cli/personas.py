@@ -35,6 +35,11 @@ def _personas(run: Path) -> list[Any]:
     return rundir.load_personas()
 
 
+def persona_progress(event: Any) -> None:
+    """One plain line per persona on stderr (a PersonaProgress): readable in a terminal, a pipe or a log."""
+    console.print(f"  {event.line()}", soft_wrap=True, markup=False, highlight=False)
+
+
 def _summary_table(personas: list[Any], title: str) -> Table:
     table = Table(title=title, show_lines=False)
     for col in ("segment", "persona", "tagline", "users", "quotes", "supported", "confidence", "lang"):
@@ -132,7 +137,9 @@ def write_personas(
         )
         if not quiet:
             console.print(f"[bold]personas[/] backend {settings.backend}; about a minute per segment on a 2-core CPU")
-        result = workflows.write_personas(run, settings, language=language, segment_ids=ids)
+        result = workflows.write_personas(
+            run, settings, language=language, segment_ids=ids, progress=None if quiet else persona_progress
+        )
     except KeyError as exc:
         fail(ConfigError(str(exc).strip("'\"")))
     except RunNotPublishedError as exc:

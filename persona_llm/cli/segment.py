@@ -22,7 +22,7 @@ from persona_llm.cli.app import (
     fail,
     out_console,
 )
-from persona_llm.cli.personas import personas_summary
+from persona_llm.cli.personas import persona_progress, personas_summary
 from persona_llm.errors import PersonaLLMError, RunNotPublishedError
 
 # The options every command that reads an input file takes (segment, build).
@@ -193,7 +193,7 @@ def build(
                 input_path, out, columns=columns, settings=settings, config=cfg,
                 overrides={"min_texts": min_texts}, store_url=store_url, max_rows=max_rows,
                 max_segments=max_segments, language=language, force=force, show_progress=not quiet,
-                stage_hook=progress.hook, before_personas=announce,
+                stage_hook=progress.hook, before_personas=announce, progress=None if quiet else persona_progress,
             )  # fmt: skip
     except RunNotPublishedError as exc:
         fail(exc, code=1)

@@ -13,6 +13,7 @@ and the personas are upserted into the run's Chroma store (collection "personas"
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -73,6 +74,33 @@ WRITER_AGENT = "persona_writer"
 #: Random texts of the run embedded to learn what "unrelated" looks like to the persona embedder
 #: (2,016 pairs; about 1 s with MiniLM, 5-10 s with e5).
 CHANCE_SAMPLE = 64
+
+
+@dataclass(frozen=True)
+class PersonaProgress:
+    """One persona finished (or failed): what a person watching a build sees, one line each."""
+
+    done: int
+    total: int
+    segment_id: int
+    name: str
+    seconds: float
+    quotes_kept: int
+    confidence: str
+    eta_seconds: float | None
+    error: str = ""
+    regenerated: bool = False
+
+    def line(self) -> str:
+        head = f"persona {self.done}/{self.total} · segment {self.segment_id}"
+        if self.error:
+            return f"{head} · failed after {self.seconds:.0f} s: {self.error[:160]}"
+        eta = f" · ETA {self.eta_seconds:.0f} s" if self.eta_seconds is not None and self.done < self.total else ""
+        again = " (regenerated for distinctness)" if self.regenerated else ""
+        return (
+            f"{head} · {self.name!r}{again} · {self.seconds:.0f} s · {self.quotes_kept} quotes kept · "
+            f"confidence {self.confidence}{eta}"
+        )
 
 
 class PersonaWriteError(BackendError):
@@ -179,6 +207,8 @@ class PersonaWriter:
     support_embedder: the embedder of the run's text vectors (None: rebuilt from the run manifest).
     max_support_reasks / support_reask_below: re-ask (keeping the quotes) when under this share of a
         draft's statements is supported; a draft mostly made up is rewritten, a few stray items dropped.
+    progress: called once per persona finished or failed (also logged at INFO): a build that runs for
+        minutes says what it is doing, in a terminal or a log.
     """
 
     def __init__(
@@ -202,6 +232,7 @@ class PersonaWriter:
         support_embedder: Embedder | None = None,
         max_support_reasks: int = 1,
         support_reask_below: float = 0.5,
+        progress: Callable[[PersonaProgress], None] | None = None,
         seed: int = 0,
     ) -> None:
         self.settings = settings
@@ -222,6 +253,7 @@ class PersonaWriter:
         self.support_embedder = support_embedder
         self.max_support_reasks = max_support_reasks
         self.support_reask_below = support_reask_below
+        self.progress = progress
         self.seed = seed
 
     # -- public -------------------------------------------------------------------------------------
@@ -277,9 +309,32 @@ class PersonaWriter:
         settings: LLMSettings,
         different_from: dict[int, list[dict[str, Any]]],
     ) -> list[_Generated]:
+        workers = max(1, min(settings.concurrency, len(segments)))
+        lock = threading.Lock()
+        started = time.perf_counter()
+        finished: list[float] = []
+
+        def report(segment: Segment, seconds: float, generated: _Generated | None, error: str = "") -> None:
+            with lock:
+                finished.append(seconds)
+                done, total = len(finished), len(segments)
+                # Wall time so far per persona, spread over the remaining ones (workers run side by side).
+                eta = (time.perf_counter() - started) / done * (total - done)
+            persona = generated.persona if generated else None
+            event = PersonaProgress(
+                done=done, total=total, segment_id=segment.segment_id, name=persona.name if persona else "",
+                seconds=seconds, quotes_kept=len(persona.quotes) if persona else 0,
+                confidence=persona.confidence if persona else "", eta_seconds=eta, error=error,
+                regenerated=bool(different_from),
+            )  # fmt: skip
+            log.info("%s", event.line())
+            if self.progress is not None:
+                self.progress(event)
+
         def one(segment: Segment) -> _Generated | None:
+            t0 = time.perf_counter()
             try:
-                return self._generate_one(
+                generated = self._generate_one(
                     chat, templates, run, segment, settings, different_from.get(segment.segment_id, [])
                 )
             except (StructuredOutputError, BackendError) as exc:
@@ -287,9 +342,11 @@ class PersonaWriter:
                 self.failures_[segment.segment_id] = str(exc)[:500]
                 if isinstance(exc, StructuredOutputError):
                     self.records_.extend(exc.records)
+                report(segment, time.perf_counter() - t0, None, str(exc))
                 return None
+            report(segment, time.perf_counter() - t0, generated)
+            return generated
 
-        workers = max(1, min(settings.concurrency, len(segments)))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="persona") as pool:
             results = list(pool.map(one, segments))
         done = [r for r in results if r is not None]

@@ -297,3 +297,53 @@ def test_vllm_server_needs_vllm_installed(monkeypatch: pytest.MonkeyPatch) -> No
     )
     with pytest.raises(BackendError, match="pip install vllm"):
         VLLMServer("some/model").start()
+
+
+def test_embedded_server_takes_cores_that_come_free_between_tasks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Started while another process held a core (1 free thread), the server restarts with 2 once both
+    are free, and the ChatModel follows it to its new address; a user-set count is never changed."""
+    from persona_llm.llm import embedded
+
+    free = {"now": 1}
+    monkeypatch.setattr(embedded, "free_threads", lambda limit=8: free["now"])
+
+    class StandIn(embedded.EmbeddedServer):
+        def __init__(self, **kw: object) -> None:
+            super().__init__(**kw)  # type: ignore[arg-type]
+            self.inner = ThreadServer()
+            self.launched_with: list[int] = []
+
+        def _prepare(self) -> None:
+            self.threads_ = self.n_threads or embedded.free_threads()
+
+        def _launch(self, port: int) -> None:
+            assert self.threads_ is not None
+            self.launched_with.append(self.threads_)
+            self.inner._launch(port)
+
+        def _ready(self) -> bool:
+            return True
+
+        def _shutdown(self) -> None:
+            self.inner._shutdown()
+
+    server = StandIn()
+    with server:
+        chat = ChatModel(base_url=server.base_url, model="m")
+        chat.before_task = lambda: server.retune() and chat.rebase(server.base_url)  # type: ignore[func-returns-value]
+        chat.prepare_for_task()
+        assert server.launched_with == [1]  # nothing freed up yet: no restart
+        free["now"] = 2
+        old_url = chat.base_url
+        chat.prepare_for_task()
+        assert server.launched_with == [1, 2] and server.threads_ == 2
+        assert chat.base_url == server.base_url and (chat.base_url != old_url or len(server.inner.launched_ports) == 2)
+        assert server.restarts_[0]["from"] == 1 and server.restarts_[0]["to"] == 2
+        free["now"] = 1
+        chat.prepare_for_task()  # fewer free cores later: keep what we have, do not thrash
+        assert server.launched_with == [1, 2]
+
+    fixed = StandIn(n_threads=1)
+    with fixed:
+        free["now"] = 2
+        assert fixed.retune() is False and fixed.launched_with == [1]

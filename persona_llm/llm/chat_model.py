@@ -220,6 +220,24 @@ class ChatModel:
         self._token_cache: dict[str, int] = {}
         self.records: list[CallRecord] = []
         self.info: dict[str, Any] = {}  # what the backend told us (threads, start-up seconds, ...)
+        # Set by a backend that can adapt between tasks (the embedded server re-checks free cores).
+        self.before_task: Callable[[], None] | None = None
+
+    def prepare_for_task(self) -> None:
+        """Called by callers between independent tasks (one persona, one brief): a backend may retune here."""
+        if self.before_task is not None:
+            self.before_task()
+
+    def rebase(self, base_url: str) -> None:
+        """Point this model at a restarted server (same model, new address)."""
+        with self._lock:
+            self.base_url = base_url.rstrip("/")
+            self._client = openai.OpenAI(
+                base_url=self.base_url,
+                api_key=self.api_key,
+                timeout=self._client.timeout,
+                max_retries=0,
+            )
 
     @classmethod
     def from_settings(

@@ -228,6 +228,7 @@ class EmbeddedServer(LocalServer):
         self.cache_dir = cache_dir
         self.spec_: GGUFModel | None = None
         self.threads_: int | None = None
+        self.restarts_: list[dict[str, float]] = []
         self._gguf: Path | None = None
         self._server: Any = None
 
@@ -244,6 +245,25 @@ class EmbeddedServer(LocalServer):
         self.spec_ = resolve_model(self.model)
         self._gguf = ensure_gguf(self.spec_, self.cache_dir)
         self.threads_ = self.n_threads or free_threads()
+
+    def retune(self) -> bool:
+        """Between tasks: if more cores are free now than the server was started with, restart it with
+        them (the weights reload from the page cache). A start-up snapshot taken while another process
+        was busy for a moment must not decide a whole run: one such run wrote every persona on 1 of 2
+        idle cores. Never for a thread count the user set, never with parallel slots (a request may be in
+        flight), and never more threads than free cores (oversubscribed llama.cpp collapses).
+        Returns whether it restarted; each restart is recorded in `restarts_`."""
+        if self.n_threads or self.n_parallel > 1 or self.port_ is None or self.threads_ is None:
+            return False
+        target = free_threads()
+        if target <= self.threads_:
+            return False
+        before, started = self.threads_, time.perf_counter()
+        self.stop()
+        self.start()  # _prepare measures the free cores again
+        self.restarts_.append({"from": before, "to": float(self.threads_ or 0), "seconds": time.perf_counter() - started})
+        log.info("embedded server restarted with %s threads (was %d): %.1fs", self.threads_, before, self.restarts_[-1]["seconds"])
+        return True
 
     def _launch(self, port: int) -> None:
         import xllamacpp
@@ -285,6 +305,13 @@ def open_embedded(settings: LLMSettings) -> Iterator[ChatModel]:
         capabilities = replace(CAPABILITIES, max_context=settings.n_ctx)
         chat = ChatModel.from_settings(settings, base_url=server.base_url, model=server.alias, capabilities=capabilities)
         chat.info = {"threads": server.threads_, "startup_seconds": round(server.startup_seconds_ or 0.0, 2)}
+
+        def retune() -> None:
+            if server.retune():
+                chat.rebase(server.base_url)
+                chat.info.update(threads=server.threads_, restarts=list(server.restarts_))
+
+        chat.before_task = retune
         yield chat
 
 

@@ -332,6 +332,8 @@ class PersonaWriter:
                 self.progress(event)
 
         def one(segment: Segment) -> _Generated | None:
+            if workers == 1:
+                chat.prepare_for_task()  # e.g. the embedded server takes cores that have come free
             t0 = time.perf_counter()
             try:
                 generated = self._generate_one(

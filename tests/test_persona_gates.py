@@ -29,7 +29,7 @@ from persona_llm.personas.gates import (
     similar_pairs,
 )
 from persona_llm.personas.prompting import PromptTemplates, build_prompt, truncate_to_tokens
-from persona_llm.personas.writer import PersonaWriter
+from persona_llm.personas.writer import PersonaWriteError, PersonaWriter
 from persona_llm.runs.rundir import RunDir
 from persona_llm.schema.personas import (
     DemographicEstimate,
@@ -692,7 +692,6 @@ def test_invalid_json_is_reasked_inside_the_writer(run_dir: Path) -> None:
 
 
 def test_failed_segment_is_reported_and_others_written(run_dir: Path) -> None:
-    from persona_llm.personas.writer import PersonaWriteError
 
     def reply(request: dict[str, Any]) -> dict[str, Any]:
         sid = segment_of(request)
@@ -947,7 +946,7 @@ def test_progress_reports_one_line_per_persona_with_an_eta(run_dir: Path) -> Non
             return {"content": "no json today"}
         return {"content": draft_for(sid)}
 
-    with FakeOpenAIServer(default=reply) as server, pytest.raises(Exception):
+    with FakeOpenAIServer(default=reply) as server, pytest.raises(PersonaWriteError):
         writer(chat_for(server), progress=events.append, max_regenerations=0).write(run_dir)
     assert sorted(e.done for e in events) == [1, 2, 3] and {e.total for e in events} == {3}
     ok = {e.segment_id: e for e in events if not e.error}

@@ -281,7 +281,10 @@ def chat_for(server: FakeOpenAIServer, tmp_path: Path | None = None, **kw: Any) 
 
 def writer(chat: ChatModel, **kw: Any) -> PersonaWriter:
     # The narrative support check has its own tests (tests/test_support.py); these test the other gates.
-    options: dict[str, Any] = {"chat": chat, "embedder": FakeEmbedder(), "write_store": False, "check_support": False}
+    # Scripted replies copy quotes as text: these tests gate free-text quotes (quote_mode "verbatim");
+    # quotes chosen by sentence id are tested in tests/test_quoting.py.
+    options: dict[str, Any] = {"chat": chat, "embedder": FakeEmbedder(), "write_store": False,
+                               "check_support": False, "quote_mode": "verbatim"}  # fmt: skip
     options.update(kw)
     return PersonaWriter(**options)
 

@@ -72,6 +72,10 @@ def persona_reply(name_prefix: str) -> Any:
             "recommendations": {"messages": ["m"], "offers": ["o"], "channels": ["email"]},
             "confidence": "medium",
         }  # fmt: skip
+        schema = (request.get("response_format") or {}).get("json_schema", {}).get("schema", {})
+        if "quote_ids" in schema.get("properties", {}):  # quotes chosen by sentence id: take the first three
+            ids = schema["properties"]["quote_ids"]["items"]["enum"]
+            draft = {k: v for k, v in draft.items() if k != "quotes"} | {"quote_ids": ids[:3]}
         return {"content": json.dumps(draft)}
 
     return reply

@@ -21,6 +21,7 @@ import jinja2
 import pandas as pd
 
 from persona_llm.errors import ConfigError
+from persona_llm.personas.quoting import QuoteMode, QuoteUnit, mark_units, number_units
 from persona_llm.resource_paths import RESOURCE_ENV, resource_root
 from persona_llm.schema.personas import draft_json_schema
 from persona_llm.schema.segments import CategoricalSummary, NumericSummary, Segment
@@ -193,13 +194,24 @@ class RenderedPrompt:
     language_name: str
     fixed_tokens: int = 0
     text_tokens: int = 0
+    quote_mode: QuoteMode = "verbatim"
+    #: In reference mode, the numbered sentences the schema lets the model choose from.
+    units: list[QuoteUnit] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def text_id_for(self, ref: str) -> str:
-        """The real text id behind a short id the model cited ("t3", "[t3]", "T3"); anything else as given."""
+        """The real text id behind a short id the model cited ("t3", "[t3]", "T3", a sentence id "t3.2");
+        anything else as given."""
         key = ref.strip().strip("[]").strip()
         by_ref = {t.ref.lower(): t.text_id for t in self.texts if t.ref}
+        if key.lower() not in by_ref and "." in key:
+            head = key.split(".", 1)[0]
+            if head.lower() in by_ref:
+                return by_ref[head.lower()]
         return by_ref.get(key.lower(), key)
+
+    def unit(self, ref: str) -> QuoteUnit | None:
+        return next((u for u in self.units if u.ref == ref), None)
 
     def ref_for(self, text_id: str) -> str:
         """The short id shown to the model for a real text id (the id itself if it was not shown)."""
@@ -215,11 +227,17 @@ def render_messages(
     language_name: str,
     different_from: Sequence[dict[str, Any]] = (),
     schema_in_prompt: bool = False,
+    quote_mode: QuoteMode = "verbatim",
+    units: Sequence[QuoteUnit] = (),
 ) -> list[Message]:
     system = templates.system.render(
         output_language=language_name,
         schema_json=json.dumps(draft_json_schema(), ensure_ascii=False) if schema_in_prompt else "",
+        quote_mode=quote_mode,
     )
+    by_text: dict[str, list[QuoteUnit]] = {}
+    for u in units:
+        by_text.setdefault(u.text_id, []).append(u)
     languages = ", ".join(f"{k} {v * 100:.0f}%" for k, v in sorted(segment.languages.items(), key=lambda kv: -kv[1]))
     user = templates.user.render(
         segment=segment,
@@ -228,8 +246,12 @@ def render_messages(
         keywords=", ".join(k.term for k in segment.keywords[:15]),
         attribute_lines=attribute_lines(segment),
         different_from=list(different_from),
-        texts=[{"id": t.ref or t.text_id, "text": t.text} for t in texts],
+        texts=[
+            {"id": t.ref or t.text_id, "text": mark_units(t.text, by_text.get(t.text_id, [])) if units else t.text}
+            for t in texts
+        ],
         output_language=language_name,
+        quote_mode=quote_mode,
     )
     return [{"role": "system", "content": system.strip()}, {"role": "user", "content": user.strip()}]
 
@@ -249,21 +271,28 @@ def build_prompt(
     max_texts: int = 24,
     different_from: Sequence[dict[str, Any]] = (),
     schema_in_prompt: bool = False,
+    quote_mode: QuoteMode = "verbatim",
     seed: int = 0,
 ) -> RenderedPrompt:
-    """Render the prompt with as many texts as fit: the context minus the reply and the fixed part."""
+    """Render the prompt with as many texts as fit: the context minus the reply and the fixed part.
+
+    quote_mode "reference": texts are shown with their quotable sentences numbered ("[t3.2] ..."), for a
+    response schema whose quote field is an enum of those ids (`quoting.reference_draft_model`)."""
     code, name = output_language(segment, language)
     kwargs: dict[str, Any] = {
         "n_segments": n_segments,
         "language_name": name,
         "different_from": different_from,
         "schema_in_prompt": schema_in_prompt,
+        "quote_mode": quote_mode,
     }
     empty = render_messages(templates, segment, texts=[], **kwargs)
     # Chat-template tokens (role markers) are a few per message; 64 covers them with room to spare.
     fixed = sum(count_tokens(m["content"]) for m in empty) + 64
     room = max_context - completion_tokens - fixed
     budget = min(text_token_budget, room)
+    if quote_mode == "reference":
+        budget = int(budget * 0.85)  # room for the "[t3.2] " sentence markers added after selection
     if room < 100:
         raise ConfigError(
             f"the model's context ({max_context} tokens) leaves no room for texts after the instructions "
@@ -278,7 +307,8 @@ def build_prompt(
         max_texts=max_texts,
         seed=seed,
     )
-    messages = render_messages(templates, segment, texts=texts, **kwargs)
+    units = number_units(texts) if quote_mode == "reference" else []
+    messages = render_messages(templates, segment, texts=texts, units=units, **kwargs)
     inputs_sha = hashlib.sha256(json.dumps(messages, ensure_ascii=False, sort_keys=True).encode("utf-8")).hexdigest()
     return RenderedPrompt(
         messages=messages,
@@ -290,4 +320,6 @@ def build_prompt(
         language_name=name,
         fixed_tokens=fixed,
         text_tokens=sum(count_tokens(f"[{t.ref or t.text_id}] {t.text}") + 1 for t in texts),
+        quote_mode=quote_mode,
+        units=units,
     )

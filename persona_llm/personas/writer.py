@@ -20,14 +20,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from persona_llm.agents.definitions import load_agent
 from persona_llm.common.textmatch import name_key
 from persona_llm.common.vectors import cosine, pairwise_cosine
-from persona_llm.errors import BackendError, InputError
+from persona_llm.errors import BackendError, ConfigError, InputError
 from persona_llm.llm.client import CallRecord, ChatModel, LLMSettings, StructuredOutputError, open_chat_model
 from persona_llm.personas.gates import (
     Embedder,
@@ -42,6 +42,7 @@ from persona_llm.personas.gates import (
     ground_quotes as ground_quotes_gate,
 )
 from persona_llm.personas.prompting import PromptTemplates, RenderedPrompt, build_prompt
+from persona_llm.personas.quoting import reference_draft_model
 from persona_llm.personas.support import (
     DROPPABLE_FIELDS,
     SupportIndex,
@@ -58,6 +59,8 @@ from persona_llm.schema.personas import (
     MIN_QUOTES,
     NAME_MAX_CHARS,
     DistinctnessCheck,
+    DraftCore,
+    DraftQuote,
     Persona,
     PersonaDraft,
     Provenance,
@@ -122,6 +125,21 @@ def _with_real_text_ids(draft: PersonaDraft, prompt: RenderedPrompt) -> PersonaD
         }
     )
     return draft.model_copy(update={"quotes": quotes, "demographics": demographics})
+
+
+def _as_draft(value: DraftCore, prompt: RenderedPrompt) -> PersonaDraft:
+    """A reply as a PersonaDraft with real text ids: quotes chosen by sentence id ("t3.2") become that
+    sentence, copied from the prompt's text; quotes written out are taken as written (the gate checks both)."""
+    if isinstance(value, PersonaDraft):
+        return _with_real_text_ids(value, prompt)
+    quotes = []
+    for ref in getattr(value, "quote_ids", []):
+        unit = prompt.unit(ref)
+        if unit is not None:  # the schema allows only shown ids; a backend that ignored it is gated below
+            quotes.append(DraftQuote(text_id=unit.text_id, text=unit.text))
+    fields = {name: getattr(value, name) for name in DraftCore.model_fields}
+    # Built without validation: fewer than MIN_QUOTES ids is allowed when fewer sentences were shown.
+    return _with_real_text_ids(PersonaDraft.model_construct(**fields, quotes=quotes), prompt)
 
 
 def _unquoted_refs(prompt: RenderedPrompt, kept: Sequence[Quote], draft: PersonaDraft) -> list[str]:
@@ -209,6 +227,9 @@ class PersonaWriter:
         draft's statements is supported; a draft mostly made up is rewritten, a few stray items dropped.
     progress: called once per persona finished or failed (also logged at INFO): a build that runs for
         minutes says what it is doing, in a terminal or a log.
+    quote_mode: "reference" (the model picks numbered sentences by id from an enum in the schema; the
+        writer copies them: persona_llm.personas.quoting), "verbatim" (the model copies quotes as text,
+        gated and re-asked), or "auto" (reference where the backend enforces JSON schemas, else verbatim).
     """
 
     def __init__(
@@ -233,6 +254,7 @@ class PersonaWriter:
         max_support_reasks: int = 1,
         support_reask_below: float = 0.5,
         progress: Callable[[PersonaProgress], None] | None = None,
+        quote_mode: str = "auto",
         seed: int = 0,
     ) -> None:
         self.settings = settings
@@ -254,6 +276,7 @@ class PersonaWriter:
         self.max_support_reasks = max_support_reasks
         self.support_reask_below = support_reask_below
         self.progress = progress
+        self.quote_mode = quote_mode
         self.seed = seed
 
     # -- public -------------------------------------------------------------------------------------
@@ -381,11 +404,16 @@ class PersonaWriter:
             max_texts=self.max_texts,
             different_from=different_from,
             schema_in_prompt=mode != "json_schema",
+            quote_mode=self._quote_mode(mode),
             seed=self.seed,
         )
         if not prompt.texts:
             raise BackendError(f"segment {sid} has no usable texts for a prompt")
-        needed = min(self.min_quotes, len(prompt.texts))
+        reference = prompt.quote_mode == "reference" and bool(prompt.units)
+        response_model: type[DraftCore] = (
+            reference_draft_model([u.ref for u in prompt.units]) if reference else PersonaDraft
+        )
+        needed = min(self.min_quotes, len(prompt.units) if reference else len(prompt.texts))
         messages = prompt.messages
         kept: list[Quote] = []
         removed: list[QuoteRemoval] = []
@@ -399,10 +427,10 @@ class PersonaWriter:
             # again (seen with the 1.5B model); later rounds sample a little more freely.
             sampling = None if round_ == 1 else {"temperature": max(settings.temperature, 0.7), "seed": self.seed + round_}
             result = chat.generate_structured(
-                messages, PersonaDraft, max_reasks=settings.max_reasks, tag=tag, sampling=sampling
+                messages, response_model, max_reasks=settings.max_reasks, tag=tag, sampling=sampling
             )
             records.extend(result.records)
-            draft = _with_real_text_ids(result.value, prompt)
+            draft = _as_draft(result.value, prompt)
             grounding = ground_quotes_gate(
                 draft.quotes,
                 sid,
@@ -436,7 +464,7 @@ class PersonaWriter:
         demographics, estimate_removals = check_estimates(draft.demographics, segment, self.index_)
         draft = draft.model_copy(update={"demographics": demographics})
         draft, statements, statements_removed, support_attempts = self._support(
-            chat, draft, sid, prompt, result.messages, settings, records, tag
+            chat, draft, sid, prompt, result.messages, settings, records, tag, response_model
         )
         attempts += support_attempts
         if self.support_index_ is None:
@@ -459,6 +487,7 @@ class PersonaWriter:
             model=chat.model,
             prompt_version=prompt.prompt_version,
             prompt_sha256=prompt.template_sha256,
+            quote_mode="reference" if reference else "verbatim",
             language=prompt.language_code,
             generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
             attempts=attempts,
@@ -490,6 +519,15 @@ class PersonaWriter:
             confidence=confidence,
         )
         return _Generated(persona, records)
+
+    def _quote_mode(self, structured_mode: str) -> Literal["reference", "verbatim"]:
+        if self.quote_mode == "auto":
+            # Without schema decoding an enum is only a request; a small model then invents ids as it
+            # invents quotes, so free text (gated and re-asked) is the safer form there.
+            return "reference" if structured_mode == "json_schema" else "verbatim"
+        if self.quote_mode not in ("reference", "verbatim"):
+            raise ConfigError(f"quote_mode must be auto, reference or verbatim, not {self.quote_mode!r}")
+        return "reference" if self.quote_mode == "reference" else "verbatim"
 
     # -- narrative support --------------------------------------------------------------------------
 
@@ -535,6 +573,7 @@ class PersonaWriter:
         settings: LLMSettings,
         records: list[CallRecord],
         tag: str,
+        response_model: type[DraftCore] = PersonaDraft,
     ) -> tuple[PersonaDraft, list[StatementCheck], list[StatementCheck], int]:
         """Check the draft's statements; re-ask once when most are unsupported (quotes and demographics
         kept); drop the unsupported list items that remain. Returns the draft, the checks of what the model
@@ -550,7 +589,7 @@ class PersonaWriter:
             try:
                 result = chat.generate_structured(
                     [*messages, {"role": "user", "content": support_feedback(checks)}],
-                    PersonaDraft,
+                    response_model,
                     max_reasks=settings.max_reasks,
                     tag=tag,
                 )
@@ -559,7 +598,7 @@ class PersonaWriter:
                 break
             records.extend(result.records)
             attempts += result.attempts
-            narrative = _with_real_text_ids(result.value, prompt).model_dump(
+            narrative = _as_draft(result.value, prompt).model_dump(
                 exclude={"quotes", "demographics", "confidence"}
             )
             rewritten = draft.model_copy(update=narrative)

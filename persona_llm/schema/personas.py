@@ -110,8 +110,11 @@ class DraftQuote(_Strict):
     text: str = Field(min_length=1, max_length=DRAFT_QUOTE_MAX_CHARS, description="copied exactly from that text, no edits")
 
 
-class PersonaDraft(_Strict):
-    """The response model: what the LLM writes for one segment (field order = generation order)."""
+class DraftCore(_Strict):
+    """What the LLM writes for one segment apart from its quotes (field order = generation order).
+
+    Two response models extend it: `PersonaDraft` (quotes copied as text, then gated) and, per prompt,
+    `persona_llm.personas.quoting.reference_draft_model` (quotes chosen by sentence id)."""
 
     name: str = Field(min_length=1, max_length=NAME_MAX_CHARS, description="a memorable persona name")
     tagline: str = Field(min_length=1, max_length=140, description="one line")
@@ -127,7 +130,6 @@ class PersonaDraft(_Strict):
     tone_of_voice: str = Field(max_length=160, description="how to talk to them")
     sentiment: Sentiment
     keywords: list[Short] = Field(min_length=1, max_length=8)
-    quotes: list[DraftQuote] = Field(min_length=MIN_QUOTES, max_length=MAX_QUOTES)
     recommendations: Recommendations
     # Not asked for (not in the schema the model sees): confidence is computed from evidence
     # (persona_llm.personas.support.evidence_confidence). A model that sends one anyway is not refused;
@@ -141,6 +143,13 @@ class PersonaDraft(_Strict):
         if problem:
             raise ValueError(problem)
         return value
+
+
+class PersonaDraft(DraftCore):
+    """The response model with quotes copied as text (`quote_mode="verbatim"`), and the form every draft
+    takes before the gates (quotes chosen by id are copied into it)."""
+
+    quotes: list[DraftQuote] = Field(min_length=MIN_QUOTES, max_length=MAX_QUOTES)
 
 
 class Quote(_Strict):
@@ -205,6 +214,7 @@ class Provenance(_Strict):
     model: str
     prompt_version: str
     prompt_sha256: str
+    quote_mode: str = Field(default="verbatim", description="reference: quotes chosen by sentence id; verbatim: copied as text")
     schema_version: str = PERSONA_SCHEMA_VERSION
     language: str
     generated_at: str = Field(description="ISO 8601 UTC")

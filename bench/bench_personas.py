@@ -9,10 +9,14 @@ the gender and age columns HIDDEN from the pipeline and the model, and then comp
 stated age group and gender with the true labels of the segment's members: a persona may only claim
 what the texts show, and "unknown" is an honest answer.
 
-Printed: personas written / attempted (schema-valid after re-asks), invalid replies before re-ask,
-quotes proposed / dropped by the grounding gate / kept, an independent re-check that every kept quote
-is verbatim in a text of its segment, personas per minute, completion tokens per second, and the
-largest pairwise persona similarity (MiniLM). Replies are never taken from the response cache here.
+Variants, side by side on the same segments with one model server (`--variants old,new`):
+  old: prompt persona/v2, quotes copied as text and gated (quote_mode verbatim), no narrative check
+  new: the defaults: prompt persona/v3, quotes chosen by sentence id (reference), narrative check.
+Printed per variant: median and p90 seconds per persona (model time), calls, prompt and completion
+tokens, quotes proposed / kept (keep rate), an independent re-check that every kept quote is verbatim,
+statement support (the run's embedder, measured the same way for both variants, before any removal for
+"new"), lexical support and identification lift from the eval, and the CPU with its vector extensions.
+Replies are never taken from the response cache here.
 """
 
 from __future__ import annotations
@@ -36,8 +40,13 @@ sys.path.insert(0, str(ROOT))
 
 from persona_llm.common.demographics import fits_age, gender_of, parse_age_intervals  # noqa: E402
 from persona_llm.common.textmatch import is_verbatim  # noqa: E402
+from persona_llm.evaluation.runner import evaluate_run  # noqa: E402
+from persona_llm.evaluation.suite import Suite  # noqa: E402
+from persona_llm.llm.client import open_chat_model  # noqa: E402
+from persona_llm.personas.support import draft_statements, support_share  # noqa: E402
 from persona_llm.personas.writer import PersonaWriteError, PersonaWriter  # noqa: E402
 from persona_llm.runs.rundir import RunDir  # noqa: E402
+from persona_llm.schema.personas import PersonaDraft  # noqa: E402
 from persona_llm.workflows import llm_settings  # noqa: E402
 
 console = Console()
@@ -99,6 +108,89 @@ def verify_quotes(run_dir: Path, personas: list[Any]) -> tuple[int, int]:
     return ok, total
 
 
+VARIANTS: dict[str, dict[str, Any]] = {
+    "old": {"prompt_version": "persona/v2", "quote_mode": "verbatim", "check_support": False},
+    "new": {},
+}
+
+
+def cpu_line() -> str:
+    model, flags = "?", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and model == "?":
+                model = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    ext = [f for f in ("avx2", "avx512f", "avx512_vnni", "amx_tile") if f in flags]
+    return f"{model} ({', '.join(ext) or 'no avx2'}), {len(__import__('os').sched_getaffinity(0))} usable cores"
+
+
+def measured_support(writer: PersonaWriter, run_dir: Path, personas: list[Any]) -> float | None:
+    """Share of statements supported, by the writer's own support index, for any persona (old ones too):
+    one yardstick for both variants. For "new" the persona's recorded checks (before removal) are used."""
+    recorded = [p.provenance.support_share for p in personas if p.provenance.support_share is not None]
+    if recorded and len(recorded) == len(personas):
+        return float(np.mean(recorded))
+    index, _ = writer._support_index(RunDir.open(run_dir))
+    if index is None:
+        return None
+    shares = []
+    for p in personas:
+        draft = PersonaDraft.model_construct(**{k: getattr(p, k) for k in PersonaDraft.model_fields if k != "quotes"})
+        statements = draft_statements(draft)
+        vectors = np.asarray(writer.support_embedder_.encode([x for _, x in statements]), dtype=np.float32)
+        share = support_share(index.check(p.segment_id, statements, vectors))
+        if share is not None:
+            shares.append(share)
+    return float(np.mean(shares)) if shares else None
+
+
+def run_variant(name: str, chat: Any, settings: Any, source: Path, work: Path, ids: list[int], language: str) -> dict[str, Any]:
+    run_dir = work / name
+    shutil.copytree(source, run_dir, ignore=shutil.ignore_patterns("personas*", "report.html", "eval.json"))
+    writer = PersonaWriter(settings, chat=chat, language=language, embedder="minilm", write_store=False,
+                           write_report=False, max_regenerations=0, **VARIANTS[name])  # fmt: skip
+    started = time.perf_counter()
+    failures: dict[int, str] = {}
+    try:
+        personas = writer.write(run_dir, ids)
+    except PersonaWriteError as exc:
+        failures = exc.failures
+        personas = RunDir.open(run_dir).load_personas()
+    wall = time.perf_counter() - started
+    stats = writer.stats_
+    ok, total = verify_quotes(run_dir, personas)
+    seconds = [p.provenance.seconds for p in personas]
+    report = evaluate_run(run_dir, None, Suite.model_validate({"name": "bench", "metrics": ["narrative", "representativeness"]}),
+                          write=False)  # fmt: skip
+    return {
+        "personas": f"{len(personas)} / {len(ids)}",
+        "median s / persona": f"{np.median(seconds):.1f}" if seconds else "-",
+        "p90 s / persona": f"{np.percentile(seconds, 90):.1f}" if seconds else "-",
+        "wall s": f"{wall:.0f}",
+        "model calls": str(stats["calls"]),
+        "prompt tokens": str(stats["prompt_tokens"]),
+        "completion tokens": str(stats["completion_tokens"]),
+        "generation tokens / s": str(stats["generation_tokens_per_second"]),
+        "quotes kept / proposed": f"{stats['quotes_kept']} / {stats['quotes_proposed']}",
+        "kept quotes re-verified verbatim": f"{ok} / {total}",
+        "statement support (run embedder)": _fmt(measured_support(writer, run_dir, personas)),
+        "statement support (lexical, eval)": _fmt(report.metrics.get("statement_support_lexical")),
+        "identification lift (eval)": _fmt(report.metrics.get("identification_lift")),
+        "confidence high/medium/low": "/".join(str(sum(p.confidence == c for p in personas)) for c in ("high", "medium", "low")),
+        "names": "; ".join(p.name for p in personas),
+        "failed": "; ".join(f"{k}: {v[:80]}" for k, v in failures.items()),
+    }
+
+
+def _fmt(x: Any) -> str:
+    return "-" if x is None else f"{x:.2f}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run_dir", nargs="?", type=Path)
@@ -107,6 +199,7 @@ def main() -> None:
     ap.add_argument("--posts-per-blogger", type=int, default=8)
     ap.add_argument("--segments", help="comma-separated segment ids (default: the largest --max-personas)")
     ap.add_argument("--max-personas", type=int, default=4)
+    ap.add_argument("--variants", default="old,new", help=f"comma-separated, of {', '.join(VARIANTS)}")
     ap.add_argument("--llm", default=None)
     ap.add_argument("--llm-url", default=None)
     ap.add_argument("--llm-model", default=None)
@@ -114,24 +207,25 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=None)
     ap.add_argument("--language", default="auto")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--keep", type=Path, help="copy the resulting run directory here")
+    ap.add_argument("--keep", type=Path, help="copy the resulting run directories here")
     ap.add_argument("--blog-labels", action="store_true", help="RUN_DIR is a blog run: compare demographics")
     args = ap.parse_args()
     if not args.run_dir and not args.blog:
         ap.error("give RUN_DIR or --blog")
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    if unknown := [v for v in variants if v not in VARIANTS]:
+        ap.error(f"unknown variant(s) {unknown}; use {', '.join(VARIANTS)}")
 
     work = Path(tempfile.mkdtemp(prefix="bench_personas_"))
     labels = None
     if args.blog:
-        run_dir, labels = blog_run(work / "run", args.bloggers, args.posts_per_blogger, args.seed)
+        source, labels = blog_run(work / "run", args.bloggers, args.posts_per_blogger, args.seed)
     else:
-        run_dir = work / "run"
-        shutil.copytree(args.run_dir, run_dir, ignore=shutil.ignore_patterns("personas*", "report.html"))
+        source = args.run_dir
         if args.blog_labels:
             df = pd.read_csv(SHARED / "blog_authorship" / "posts.csv.gz", dtype={"blogger_id": str})
             labels = df.groupby("blogger_id")[["gender", "age", "age_group"]].first()
-    run = RunDir.open(run_dir)
-    segments = run.load_segments().segments
+    segments = RunDir.open(source).load_segments().segments
     if args.segments:
         ids = [int(s) for s in args.segments.split(",")]
     else:
@@ -139,53 +233,28 @@ def main() -> None:
     settings = llm_settings(
         args.llm, args.llm_url, args.llm_model, threads=args.threads, concurrency=args.concurrency, use_cache=False
     )
-    writer = PersonaWriter(settings, language=args.language, embedder="minilm", write_store=False)
-    started = time.perf_counter()
-    failures: dict[int, str] = {}
-    try:
-        personas = writer.write(run_dir, ids)
-    except PersonaWriteError as exc:
-        failures = exc.failures
-        personas = run.load_personas()
-    wall = time.perf_counter() - started
-    stats = writer.stats_
-    ok, total = verify_quotes(run_dir, personas)
-
-    table = Table(title=f"Persona writing: {stats['model']} ({stats['backend_info'].get('threads', '?')} threads)")
+    console.print(f"CPU: {cpu_line()}")
+    results: dict[str, dict[str, Any]] = {}
+    with open_chat_model(settings) as chat:
+        console.print(f"model {chat.model_id}, backend info {chat.info}; segments {ids}")
+        for name in variants:
+            results[name] = run_variant(name, chat, settings, source, work, ids, args.language)
+            console.print(f"  {name}: done ({results[name]['wall s']} s)")
+    table = Table(title=f"Persona writing, {len(ids)} segments of {source}")
     table.add_column("measure")
-    table.add_column("value", justify="right")
-    rows = [
-        ("segments attempted", str(len(ids))),
-        ("schema-valid personas after re-asks", f"{len(personas)} / {len(ids)} ({len(personas) / len(ids) * 100:.0f}%)"),
-        ("invalid replies re-asked (JSON/schema/length/quotes)", str(stats["invalid_outputs"])),
-        ("model calls", str(stats["calls"])),
-        ("quotes proposed", str(stats["quotes_proposed"])),
-        ("quotes dropped by the grounding gate", str(stats["quotes_dropped_by_gate"])),
-        ("quotes kept, re-verified verbatim", f"{ok} / {total} ({ok / total * 100 if total else 0:.0f}%)"),
-        ("personas with < 3 verified quotes", str(stats["personas_short_of_quotes"])),
-        ("demographic estimates made unknown", str(stats["estimates_removed"])),
-        ("regenerated for distinctness", str(stats["regenerated_for_distinctness"])),
-        ("largest pairwise persona similarity (MiniLM)",
-         f"{stats['max_pairwise_similarity']:.3f}" if stats["max_pairwise_similarity"] is not None else "-"),
-        ("personas per minute (wall, incl. server start)", f"{len(personas) / wall * 60:.2f}"),
-        ("seconds per persona (model time)", f"{stats['llm_seconds'] / max(len(personas), 1):.1f}"),
-        ("completion tokens / s of model time (prompt included)", str(stats["completion_tokens_per_second"])),
-        ("generation tokens / s (server timings)", str(stats["generation_tokens_per_second"])),
-        ("prompt tokens / s (server timings)", str(stats["prompt_tokens_per_second"])),
-        ("prompt tokens / completion tokens", f"{stats['prompt_tokens']} / {stats['completion_tokens']}"),
-    ]  # fmt: skip
-    for name, value in rows:
-        table.add_row(name, value)
+    for name in variants:
+        table.add_column(name, overflow="fold")
+    for key in results[variants[0]]:
+        table.add_row(key, *(results[v][key] for v in variants))
     console.print(table)
-    if failures:
-        console.print(f"[red]failed segments:[/] {failures}")
     if labels is not None:
-        console.print(demographics_table(run_dir, personas, labels))
-    for p in personas:
-        console.print(f"[bold]{p.segment_id}: {p.name}[/] — {p.tagline}")
+        for name in variants:
+            personas = RunDir.open(work / name).load_personas()
+            console.print(f"[bold]{name}[/]")
+            console.print(demographics_table(work / name, personas, labels))
     if args.keep:
-        shutil.copytree(run_dir, args.keep, dirs_exist_ok=True)
-        console.print(f"run kept in {args.keep}")
+        shutil.copytree(work, args.keep, dirs_exist_ok=True)
+        console.print(f"runs kept in {args.keep}")
     shutil.rmtree(work, ignore_errors=True)
 
 

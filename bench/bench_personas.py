@@ -2,6 +2,7 @@
 
     python bench/bench_personas.py RUN_DIR [--segments 0,1] [--llm embedded --llm-model qwen-1.5b]
     python bench/bench_personas.py --blog [--bloggers 120] [--max-personas 4]
+    python bench/bench_personas.py --ci-slice 20newsgroups      # or online_shopping_10_cats: the ci.toml slice
 
 With RUN_DIR it writes personas for an existing run (into a copy, so the run is untouched). With
 --blog it first segments a slice of the Blog Authorship Corpus (../shared/data/blog_authorship), with
@@ -114,6 +115,22 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
+def ci_slice_run(key: str, out: Path) -> Path:
+    """Segment one data set's slice as the ci suite does (evals/suites/ci.toml, SuiteBuilder)."""
+    from persona_llm.evaluation.build import SuiteBuilder
+    from persona_llm.evaluation.suite import load_dataset, load_suite, shared_data_dir
+
+    suite = load_suite(ROOT / "evals" / "suites" / "ci.toml")
+    ds = next((d for d in suite.datasets if key in (d.key, d.source)), None)
+    if ds is None:
+        raise SystemExit(f"no data set {key!r} in ci.toml; have {[d.key for d in suite.datasets]}")
+    texts = load_dataset(ds, shared_data_dir())
+    started = time.perf_counter()
+    path = SuiteBuilder().build(texts, out, ds.seed)
+    console.print(f"segmented the ci slice of {ds.key}: {len(texts)} texts in {time.perf_counter() - started:.0f} s")
+    return path
+
+
 def cpu_line() -> str:
     model, flags = "?", set()
     try:
@@ -195,6 +212,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run_dir", nargs="?", type=Path)
     ap.add_argument("--blog", action="store_true", help="segment a blog slice first (demographics hidden)")
+    ap.add_argument("--ci-slice", help="segment this data set's slice of evals/suites/ci.toml first")
     ap.add_argument("--bloggers", type=int, default=120)
     ap.add_argument("--posts-per-blogger", type=int, default=8)
     ap.add_argument("--segments", help="comma-separated segment ids (default: the largest --max-personas)")
@@ -210,8 +228,8 @@ def main() -> None:
     ap.add_argument("--keep", type=Path, help="copy the resulting run directories here")
     ap.add_argument("--blog-labels", action="store_true", help="RUN_DIR is a blog run: compare demographics")
     args = ap.parse_args()
-    if not args.run_dir and not args.blog:
-        ap.error("give RUN_DIR or --blog")
+    if not args.run_dir and not args.blog and not args.ci_slice:
+        ap.error("give RUN_DIR, --blog or --ci-slice")
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     if unknown := [v for v in variants if v not in VARIANTS]:
         ap.error(f"unknown variant(s) {unknown}; use {', '.join(VARIANTS)}")
@@ -220,6 +238,8 @@ def main() -> None:
     labels = None
     if args.blog:
         source, labels = blog_run(work / "run", args.bloggers, args.posts_per_blogger, args.seed)
+    elif args.ci_slice:
+        source = ci_slice_run(args.ci_slice, work / "run")
     else:
         source = args.run_dir
         if args.blog_labels:

@@ -75,6 +75,8 @@ class _Detector:
     min_digits: int = 0
     max_digits: int = 99
     check: Callable[[str], bool] | None = None  # a validator the matched text must pass
+    lead: Callable[[str], int] | None = None  # how many leading characters are punctuation, not PII
+    skip: Callable[[re.Match[str]], bool] | None = None  # True: the match is no PII after all (a range)
 
 
 def _iban_checksum_ok(candidate: str) -> bool:
@@ -84,6 +86,38 @@ def _iban_checksum_ok(candidate: str) -> bool:
         return False
     digits = "".join(str(int(ch, 36)) for ch in compact[4:] + compact[:4])
     return int(digits) % 97 == 1
+
+
+def _email_lead(match: str) -> int:
+    """Length of the punctuation glued before an address: "_" in "_bob@x.org_", "..." in "me...bob@x.org".
+
+    The email pattern may start its local part with punctuation (so that it never has to start inside
+    a run of local-part characters, which keeps it linear); the address proper starts at its first
+    letter or digit after the last ".." (an ellipsis, not part of an address).
+    """
+    local = match[: match.index("@")]
+    cut = local.rfind("..")
+    tail = local[cut + 2 :] if cut >= 0 else local
+    if not any(ch.isalnum() for ch in tail):
+        tail = local
+    return len(local) - len(tail.lstrip("._%+'-"))
+
+
+# Words that make "250-1250" a quantity range, not a phone: right before it, or a unit right after.
+_RANGE_BEFORE = r"pages?|pp\.?|between|budget|range|ranging|approx(?:\.|imately)?|about|around|roughly|circa|ca\."
+_RANGE_AFTER = (
+    r"dollars|euros?|pounds|usd|eur|gbp|yuan|rmb|yen|pages|words|characters|km|miles|kg|lbs?|mg|ml|"
+    r"people|users|units|items|copies|times|rpm|mah"
+)
+
+
+def _numeric_range(m: re.Match[str]) -> bool:
+    """A local-phone-shaped "NNN-NNNN" that reads as a range: a quantity word or unit next to it, or
+    round ends (the first a multiple of 10, the second of 100: "250-1000", "750-1500"). A random phone
+    number has round ends one time in a thousand; a phone keyword ("call 250-1000") still redacts it."""
+    if m.group("before") or m.group("after"):
+        return True
+    return m.group("low").endswith("0") and m.group("high").endswith("00")
 
 
 def _ipv4_ok(candidate: str) -> bool:
@@ -106,15 +140,19 @@ _DETECTORS: tuple[_Detector, ...] = (
         _re(r"\b(?:www|WWW|Www)\d{0,3}\.[a-z0-9-]+(?:\.[a-z0-9-]+)+(?:[/?#:]" + _URLCH + r"*)?", re.I),
         trim=True,
     ),
-    # emails (dotless hosts too: Usenet "user@host"), then UUCP bang paths (host!host!user)
+    # emails (dotless hosts too: Usenet "user@host"), then UUCP bang paths (host!host!user).
+    # Punctuation glued before the address ("_bob@x.org_", "mail:-bob@x.org", "me...bob@x.org") is
+    # matched and then given back by `lead`; the host may not stop short of a further ".label"
+    # ("bob@foo.org_" must not shrink to "bob@foo" and leave ".org").
     _Detector(
         "email",
         "at",
         _re(
-            r"(?<![\w.+-])[a-z0-9][a-z0-9._%+'-]*@(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)*"
-            r"[a-z][a-z0-9-]*[a-z0-9](?![\w@])",
+            r"(?<![a-z0-9._%+'-])[._%+'-]*[a-z0-9][a-z0-9._%+'-]*@(?:[a-z0-9](?:[a-z0-9_-]*[a-z0-9])?\.)*"
+            r"[a-z][a-z0-9_-]*[a-z0-9](?![a-z0-9]|[._-][a-z0-9])",
             re.I,
         ),
+        lead=_email_lead,
     ),
     _Detector("email", "bang", _re(r"(?:\.\.\.)?!?[a-z0-9][\w.-]*(?:![a-z0-9][\w.-]*){2,}", re.I)),
     # bare domains with an optional path: example.com/page, cs.cmu.edu
@@ -146,13 +184,23 @@ _DETECTORS: tuple[_Detector, ...] = (
         "digits",
         _re(r"(?<![\w.+-])(?:\d{4}(?:[ -]\d{4}){3}|\d{4}[ -]\d{6}[ -]\d{5}|\d{3}-\d{2}-\d{4})(?![\w-]|\.\d)"),
     ),
-    # international: +44 20 7946 0958, +1 (555) 123-4567, +86 138 1234 5678
+    # international: +44 20 7946 0958, +1 (555) 123-4567, +86 138 1234 5678, +64 -9 373 7410
     _Detector(
         "phone",
         "digits",
-        _re(r"(?<![\w+])\+\d{1,3}(?:[ .\-/]?\(?\d{1,5}\)?){2,6}(?![\w-]|\.\d)"),
+        _re(r"(?<![\w+])\+\d{1,3}(?:(?: ?[.\-/] ?| )?\(?\d{1,5}\)?){2,6}(?![\w-]|\.\d)"),
         min_digits=8,
         max_digits=16,
+    ),
+    # country code glued to a bracketed area code: 81(3)3280-8339 (no space after the ")": a citation's
+    # volume(issue) is followed by ":", "," or a space: "81(3), 1234-1240"); before the
+    # North American and local rules, which would take "345-6789" out of "12(1)345-6789"
+    _Detector(
+        "phone",
+        "digits",
+        _re(r"(?<![\w+.-])\d{1,3}\(\d{1,4}\)\d{2,5}(?:[ .-]\d{2,5}){1,2}(?![\w-]|\.\d)"),
+        min_digits=8,
+        max_digits=15,
     ),
     # North American: (555) 123-4567, 555-123-4567, 555.123.4567, 1-800-555-1234
     _Detector(
@@ -162,8 +210,20 @@ _DETECTORS: tuple[_Detector, ...] = (
     ),
     # 7-digit local numbers, dash only (a space or a dot is too often a list or a decimal): 940-7222,
     # and 3 + 7 digits: 940-2222222. The first digit 2-9 (as in North American exchanges) keeps
-    # "100-1000" a range; a "$" or "." before it keeps prices and decimals.
-    _Detector("phone", "digits", _re(r"(?<![\w+.\-/$])[2-9]\d{2}-(?:\d{4}|\d{7})(?![\w-]|[./]\d)")),
+    # "100-1000" a range; a currency sign or "." before it keeps prices and decimals; `_numeric_range`
+    # keeps "250-1000" (round ends) and "pages 345-1012" / "450-1250 words" (a quantity word).
+    _Detector(
+        "phone",
+        "digits",
+        _re(
+            r"(?:\b(?P<before>" + _RANGE_BEFORE + r")\s+)?"
+            r"(?<![\w+.\-/$€£¥])(?P<phone>(?P<low>[2-9]\d{2})-(?P<high>\d{4}|\d{7}))(?![\w-]|[./]\d)"
+            r"(?:\s+(?P<after>" + _RANGE_AFTER + r")\b)?",
+            re.I,
+        ),
+        group=2,
+        skip=_numeric_range,
+    ),
     # area code in parentheses, elsewhere: (040) 8998-3560, (02) 9876 5432
     _Detector(
         "phone",
@@ -273,23 +333,24 @@ def _scan_window(chunk: str, kinds: frozenset[str], found: list[tuple[str, str]]
             target = m.group(det.group)
             if det.check is not None and not det.check(target):
                 return whole
+            if det.skip is not None and det.skip(m):
+                return whole
             if det.min_digits or det.max_digits < 99:
                 digits = _digit_count(target)
                 if digits < det.min_digits or digits > det.max_digits:
                     return whole
+            # the span to replace, relative to `whole`: the group, less glued punctuation around it
+            start, end = m.start(det.group) - m.start(), m.end(det.group) - m.start()
+            if det.lead is not None:
+                start += det.lead(target)
             if det.trim:
-                kept = _trim_url(target)
+                kept = _trim_url(whole[start:end])
                 if not kept:
                     return whole
-                tail, target = target[len(kept) :], kept
-            else:
-                tail = ""
-            found.append((det.kind, target))
+                end = start + len(kept)
+            found.append((det.kind, whole[start:end]))
             hit = True
-            if det.group:
-                start, end = m.start(det.group) - m.start(), m.end(det.group) - m.start()
-                return whole[:start] + placeholder + whole[end:]
-            return placeholder + tail
+            return whole[:start] + placeholder + whole[end:]
 
         new = det.pattern.sub(sub, chunk)
         if hit:

@@ -310,7 +310,11 @@ def _windows(text: str) -> list[tuple[int, int, frozenset[str]]]:
     n = len(text)
     merged: list[tuple[int, int, set[str]]] = []
     for start, end, kind in raw:
-        start = _widen_left(text, max(0, start))
+        start = max(0, start)
+        # widen left only when the anchor is not already inside the last window: widening first made
+        # every anchor of one long whitespace-free token scan back to its start (quadratic)
+        if not merged or start > merged[-1][1]:
+            start = _widen_left(text, start)
         if merged and start <= merged[-1][1]:
             if end > merged[-1][1]:
                 merged[-1] = (merged[-1][0], _widen_right(text, min(n, end)), merged[-1][2])

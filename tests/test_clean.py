@@ -239,6 +239,10 @@ def test_ordinary_numbers_and_words_are_left_alone(text: str) -> None:
         ("and also ...ann@x.io!", "and also ...[EMAIL]!"),
         ("typo .john@example.com here", "typo .[EMAIL] here"),
         ("reach bob@foo.org_ asap", "reach [EMAIL]_ asap"),
+        # from the 20 Newsgroups data: a route through hosts is one address; a line break inside one
+        ("email@bferrell@uceng.uc.edu\nU. of Cincy", "[EMAIL]\nU. of Cincy"),
+        ("* --- jdmooney@kocrsv01@delcoelect.com ---*", "* --- [EMAIL] ---*"),
+        ("peter.m@insane.apana.org.a\nu (Peter) writes", "[EMAIL].a\nu (Peter) writes"),
     ],
 )
 def test_emails_glued_to_punctuation_are_redacted_whole(text: str, expected: str) -> None:
@@ -282,6 +286,8 @@ def test_phones_with_odd_spacing_and_brackets_are_redacted(text: str, expected: 
         "an essay of 450-1250 words or 250-1250 pages",
         "anywhere from 250-1000000 users",
         "J. Appl. Phys. 81(3), 1234-1240 and Nature 81(3):3280-3289",
+        # from the 20 Newsgroups and blog data
+        "a population of 800-1000 were killed; the reason 300-3300 Hz is used; 800-1500 sq ft",
     ],
 )
 def test_numeric_ranges_are_not_phones(text: str) -> None:
@@ -297,10 +303,15 @@ def test_numeric_ranges_are_not_phones(text: str) -> None:
         ("the desk is 737-1000, the lab 940-7250", "the desk is [PHONE], the lab [PHONE]"),
         ("front desk 350-7222 or 250-1001", "front desk [PHONE] or [PHONE]"),
         ("call 250-1000 today, Tel. 300-4000", "call [PHONE] today, Tel. [PHONE]"),
+        # from the 20 Newsgroups data: round business numbers after an area code or another phone
+        ("BBS phone number is (408)\n730-1100.  Their", "BBS phone number is (408)\n[PHONE].  Their"),
+        ("Durham, NC  27710   (919) 660-5111 or 660-5100", "Durham, NC  27710   [PHONE] or [PHONE]"),
+        ("ring 940-7222 about the budget: 250-1000 dollars", "ring [PHONE] about the budget: [PHONE] dollars"),
     ],
 )
 def test_local_phones_that_look_like_ranges_stay_redacted(text: str, expected: str) -> None:
-    """Only round ends (250-1000) or a quantity word make a range; a phone keyword makes a phone."""
+    """Round ends (250-1000) or a quantity word make a range, but phone context before it (a phone word,
+    an area code, another phone) makes it a phone: over-redacting a range next to a phone is the safe side."""
     assert redact(text)[0] == expected
 
 

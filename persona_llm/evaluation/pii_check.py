@@ -4,14 +4,20 @@ The redactor (`persona_llm.segment.pii`) cannot check its own output: whatever i
 rules miss again, so scanning redacted text with them scores 0 by construction. This module is a
 separately written rule set that never imports the redactor; the eval's `pii` metric counts what it
 finds in what a run shows or stores. Each rule is a plain regular expression, with a validator where a
-shape alone would flag ordinary text (Luhn for card numbers, ISO 13616 mod-97 for IBANs).
+shape alone would flag ordinary text (Luhn for card numbers, ISO 13616 mod-97 for IBANs, the words
+around a phone-shaped range).
 
 Kinds: email, url, ipv4, iban, iban_remnant (a country code and check digits left in front of a
-redaction placeholder: "DE89 [NUMBER] 00"), card, phone (international, North American, 7-digit local
-"940-7222", "940-2222222", Chinese mobiles, and digits after a phone keyword).
+redaction placeholder: "DE89 [NUMBER] 00"), card, phone (international, also "+64 -9 373 7410",
+a country code before a bracketed area code "81(3)3280-8339", North American, 7-digit local "940-7222",
+"940-2222222", Chinese mobiles, and digits after a phone keyword). Emails are found inside punctuation
+("_bob@x.org_", "me...bob@x.org"). Numeric ranges are not phones: a local-phone shape with round ends
+("250-1000"), a quantity word or currency sign before it or a unit after it ("pages 345-1012"), unless a
+phone word, an area code or a [PHONE] stands in the 40 characters before it.
 
 What it cannot catch: names, street addresses, dates of birth, national ids without a fixed shape,
-phone numbers written with spaces only and no keyword ("940 7222"), numbers spelt out in words,
+phone numbers written with spaces only and no keyword ("940 7222"), a local phone that reads as a
+range ("940-2000", "about 940-7222"; "call 940-2000" is caught), numbers spelt out in words,
 IPv6 addresses, and IPv4 addresses whose four parts are all single digits (left alone: "1.5.9.1" is
 far more often a version than an address).
 """
@@ -99,15 +105,20 @@ def _rx(pattern: str, flags: int = 0) -> re.Pattern[str]:
 
 # A dash between a 3-digit and a 4- (or 7-) digit number is a local phone ("940-7222") unless it reads as
 # a range of quantities: both ends round, a quantity word or currency sign just before it, or a unit
-# just after it. These lists are this module's own, not the redactor's.
+# just after it; and phone context before it (a phone word, an area code, a phone or its placeholder)
+# makes it a phone again. These lists are this module's own, not the redactor's.
 _RANGE_WORD_BEFORE = _rx(
     r"(?:\b(?:pages?|pp|between|budget|range|ranging|approx|approximately|about|around|roughly|circa|ca)\.?"
     r"|[$€£¥])\s*$",
     re.I,
 )
 _RANGE_UNIT_AFTER = _rx(
-    r"\s*(?:dollars?|euros?|pounds?|usd|eur|gbp|yuan|rmb|yen|pages?|words?|characters?|km|miles?|kg|lbs?|mg|ml|"
-    r"people|persons|users|units|items|copies|times|rpm|mah)\b",
+    r"\s*(?:dollars?|euros?|pounds?|usd|eur|gbp|yuan|rmb|yen|pages?|words?|characters?|km|miles?|m|cm|mm|ft|feet|"
+    r"kg|lbs?|g|mg|ml|hz|khz|mhz|kb|mb|gb|ms|people|persons|users|units|items|copies|times|rpm|mah|calories|kcal)\b",
+    re.I,
+)
+_PHONE_NEARBY = _rx(
+    r"\b(?:tel|tele|telephone|phone|ph|fax|call|dial|voice|cell|mobile)\b|\[PHONE\]|\(\d{3}\)",
     re.I,
 )
 
@@ -115,6 +126,8 @@ _RANGE_UNIT_AFTER = _rx(
 def _is_range(text: str, start: int, end: int) -> bool:
     """True where the phone-shaped text[start:end] ("250-1000") is a range of numbers, not a phone."""
     low, high = text[start:end].split("-")
+    if _PHONE_NEARBY.search(text[max(0, start - 40) : start]):  # "(408)\n730-1100", "Fax 250-1000"
+        return False
     if int(low) % 10 == 0 and int(high) % 100 == 0:  # round ends: 250-1000, 750-1500, 300-4000
         return True
     before, after = text[max(0, start - 20) : start], text[end : end + 20]

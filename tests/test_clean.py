@@ -223,6 +223,112 @@ def test_ordinary_numbers_and_words_are_left_alone(text: str) -> None:
     assert find_pii(text) == []
 
 
+# Emails glued to punctuation: the whole address becomes [EMAIL], the punctuation around it stays.
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("(mail me:john.doe@example.com)", "(mail me:[EMAIL])"),
+        ("contact<jane_r@mail.co.uk>", "contact<[EMAIL]>"),
+        ("x,bob@foo.org,y", "x,[EMAIL],y"),
+        ("email:ann@x.io.", "email:[EMAIL]."),
+        ("Mail:JOHN.DOE@EXAMPLE.COM;thanks", "Mail:[EMAIL];thanks"),
+        ("write to _john.doe@example.com_ or **ann@x.io**", "write to _[EMAIL]_ or **[EMAIL]**"),
+        ("__bob@foo.org__ is my work address", "__[EMAIL]__ is my work address"),
+        ("mail:-bob@foo.org or --ann@x.io", "mail:-[EMAIL] or --[EMAIL]"),
+        ("so write me...bob@foo.org", "so write me...[EMAIL]"),
+        ("and also ...ann@x.io!", "and also ...[EMAIL]!"),
+        ("typo .john@example.com here", "typo .[EMAIL] here"),
+        ("reach bob@foo.org_ asap", "reach [EMAIL]_ asap"),
+        # from the 20 Newsgroups data: a route through hosts is one address; a line break inside one
+        ("email@bferrell@uceng.uc.edu\nU. of Cincy", "[EMAIL]\nU. of Cincy"),
+        ("* --- jdmooney@kocrsv01@delcoelect.com ---*", "* --- [EMAIL] ---*"),
+        ("peter.m@insane.apana.org.a\nu (Peter) writes", "[EMAIL].a\nu (Peter) writes"),
+    ],
+)
+def test_emails_glued_to_punctuation_are_redacted_whole(text: str, expected: str) -> None:
+    out, counts = redact(text)
+    assert out == expected
+    assert counts["email"] == expected.count("[EMAIL]")
+    assert all(kind == "email" and "@" in match and match[0].isalnum() for kind, match in find_pii(text))
+    assert find_pii(out) == []
+
+
+# Phone layouts with odd spacing or brackets, and the forms that already worked (kept working).
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Auckland office +64 -9 373 7410.", "Auckland office [PHONE]."),
+        ("Fax: +64 -9 373 7410 Auckland", "Fax: [PHONE] Auckland"),
+        ("or +64 - 9 - 373 7410, ask for Tom", "or [PHONE], ask for Tom"),
+        ("Tokyo 81(3)3280-8339, ask for Ken", "Tokyo [PHONE], ask for Ken"),
+        ("call 81(3)3280 8339 today", "call [PHONE] today"),
+        ("US +1 (555) 010-9999 or 555.010.9999", "US [PHONE] or [PHONE]"),
+        ("dialing either 940-7222 ... or 940-2222222", "dialing either [PHONE] ... or [PHONE]"),
+    ],
+)
+def test_phones_with_odd_spacing_and_brackets_are_redacted(text: str, expected: str) -> None:
+    out, counts = redact(text)
+    assert out == expected
+    assert counts["phone"] == expected.count("[PHONE]")
+    assert find_pii(out) == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "budget 250-1000 dollars",
+        "pages 250-1000",
+        "a run of 300-4000 units, then 750-1500 more",
+        "from 1990-2005, then the 2019-2020 season",
+        "sizes 10-20 and 100-1000",
+        "$250-$1000, €250-1000, £300-5000 or ¥500-2000",
+        "between 450-1250 words, pp. 345-1012, roughly 620-1310 km",
+        "an essay of 450-1250 words or 250-1250 pages",
+        "anywhere from 250-1000000 users",
+        "J. Appl. Phys. 81(3), 1234-1240 and Nature 81(3):3280-3289",
+        # from the 20 Newsgroups and blog data
+        "a population of 800-1000 were killed; the reason 300-3300 Hz is used; 800-1500 sq ft",
+    ],
+)
+def test_numeric_ranges_are_not_phones(text: str) -> None:
+    assert redact(text)[0] == text
+    assert find_pii(text) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("the number here is 940-7222, we", "the number here is [PHONE], we"),
+        ("ring 940-2222222 after six", "ring [PHONE] after six"),
+        ("the desk is 737-1000, the lab 940-7250", "the desk is [PHONE], the lab [PHONE]"),
+        ("front desk 350-7222 or 250-1001", "front desk [PHONE] or [PHONE]"),
+        ("call 250-1000 today, Tel. 300-4000", "call [PHONE] today, Tel. [PHONE]"),
+        # from the 20 Newsgroups data: round business numbers after an area code or another phone
+        ("BBS phone number is (408)\n730-1100.  Their", "BBS phone number is (408)\n[PHONE].  Their"),
+        ("Durham, NC  27710   (919) 660-5111 or 660-5100", "Durham, NC  27710   [PHONE] or [PHONE]"),
+        ("ring 940-7222 about the budget: 250-1000 dollars", "ring [PHONE] about the budget: [PHONE] dollars"),
+    ],
+)
+def test_local_phones_that_look_like_ranges_stay_redacted(text: str, expected: str) -> None:
+    """Round ends (250-1000) or a quantity word make a range, but phone context before it (a phone word,
+    an area code, another phone) makes it a phone: over-redacting a range next to a phone is the safe side."""
+    assert redact(text)[0] == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Update to v2.3.1 (ISBN 978-3-16-148410-0, or just 978-3-16) by 10:30.",
+        "It cost $1,250.00 in 1999 and €1.250,00 in 2005; 3.5-4.5 stars.",
+        "Score 3-2 at 21:45 on 2021-04-15, rooms 101-120, Win 3.11 (1992-1994).",
+        "Formula f(3)=2 and 2(3)+4, list (1) 2020-2021, (2) 2021-2022.",
+    ],
+)
+def test_new_email_and_phone_rules_leave_ordinary_numbers_alone(text: str) -> None:
+    assert redact(text)[0] == text
+    assert find_pii(text) == []
+
+
 def test_cleaner_counts_pii_per_row() -> None:
     texts = [
         "Email me at first.last@example.com about the refund, it has been three weeks already.",

@@ -61,6 +61,78 @@ def test_ordinary_text_is_not_a_leak(text: str) -> None:
     assert find_leaks(text) == []
 
 
+@pytest.mark.parametrize(
+    ("text", "kind", "match"),
+    [
+        ("(mail me:john.doe@example.com)", "email", "john.doe@example.com"),
+        ("contact<jane_r@mail.co.uk>", "email", "jane_r@mail.co.uk"),
+        ("x,bob@foo.org,y", "email", "bob@foo.org"),
+        ("email:ann@x.io.", "email", "ann@x.io"),
+        ("write to _john.doe@example.com_ now", "email", "john.doe@example.com"),
+        ("mail:-bob@foo.org", "email", "bob@foo.org"),
+        ("so write me...bob@foo.org", "email", "bob@foo.org"),
+        ("Auckland office +64 -9 373 7410.", "phone", "+64 -9 373 7410"),
+        ("or +64 - 9 - 373 7410, ask for Tom", "phone", "+64 - 9 - 373 7410"),
+        ("Tokyo 81(3)3280-8339, ask for Ken", "phone", "81(3)3280-8339"),
+        ("US +1 (555) 010-9999 today", "phone", "+1 (555) 010-9999"),
+        ("or 555.010.9999 today", "phone", "555.010.9999"),
+        ("or (555)-010-9999 today", "phone", "(555)-010-9999"),
+        ("dialing either 940-7222 ... or", "phone", "940-7222"),
+        ("or 940-2222222 after six", "phone", "940-2222222"),
+        ("the desk is 737-1000, thanks", "phone", "737-1000"),
+        ("the lab is 350-7222, thanks", "phone", "350-7222"),
+        ("call 250-1000 today", "phone", "250-1000"),
+        ("Tel. 300-4000 today", "phone", "300-4000"),
+        ("BBS phone number is (408)\n730-1100.  Their", "phone", "730-1100"),
+        ("Durham, NC  27710   (919) 660-5111 or 660-5100", "phone", "660-5100"),
+        ("redacted: [PHONE] or 660-5100", "phone", "660-5100"),
+    ],
+)
+def test_glued_emails_and_odd_phone_layouts_are_caught(text: str, kind: str, match: str) -> None:
+    assert (kind, match) in find_leaks(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "budget 250-1000 dollars",
+        "pages 250-1000",
+        "a run of 300-4000 units, then 750-1500 more",
+        "from 1990-2005, then the 2019-2020 season",
+        "sizes 10-20 and 100-1000",
+        "$250-$1000, €250-1000, £300-5000 or ¥500-2000",
+        "between 450-1250 words, pp. 345-1012, roughly 620-1310 km",
+        "an essay of 450-1250 words or 250-1250 pages",
+        "anywhere from 250-1000000 users",
+        "J. Appl. Phys. 81(3), 1234-1240 and Nature 81(3):3280-3289",
+        "a population of 800-1000 were killed; the reason 300-3300 Hz is used; 800-1500 sq ft",
+        "Update to v2.3.1 (ISBN 978-3-16-148410-0, or just 978-3-16) by 10:30.",
+        "It cost $1,250.00 in 1999 and €1.250,00 in 2005; 3.5-4.5 stars.",
+        "Score 3-2 at 21:45 on 2021-04-15, rooms 101-120, Win 3.11 (1992-1994).",
+        "Formula f(3)=2 and 2(3)+4, list (1) 2020-2021, (2) 2021-2022.",
+    ],
+)
+def test_ranges_and_ordinary_numbers_are_not_phones(text: str) -> None:
+    assert find_leaks(text) == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "(mail me:john.doe@example.com) or _ann@x.io_ or me...bob@foo.org",
+        "+64 -9 373 7410, 81(3)3280-8339, +1 (555) 010-9999, 555.010.9999",
+        "dialing either 940-7222 ... or 940-2222222, budget 250-1000 dollars, pages 250-1000",
+        "email@bferrell@uceng.uc.edu, peter.m@insane.apana.org.a\nu writes; phone (408)\n730-1100",
+    ],
+)
+def test_what_the_redactor_leaves_of_the_new_cases_is_clean(text: str) -> None:
+    """Both rule sets agree on the new cases: the redacted text holds no leak for the eval's detector,
+    and the ranges the redactor keeps are not flagged."""
+    redacted = redact(text)[0]
+    assert redacted != text
+    assert find_leaks(redacted) == [], redacted
+
+
 def test_checksums() -> None:
     assert luhn_valid("4111111111111111") and not luhn_valid("4111111111111112")
     assert iban_valid("DE89 3704 0044 0532 0130 00") and not iban_valid("DE12 3704 0044 0532 0130 00")
@@ -84,7 +156,7 @@ def test_the_eval_detector_does_not_import_the_redactor() -> None:
         "server 192.168.1.20 is down",
         "IBAN DE89 3704 0044 0532 0130 00 please",
         "left over: DE89 [NUMBER] 00.",
-        "Fax: +64 -9 373 7410 Auckland",  # a phone layout the redactor does not know (yet)
+        "Fax: +64 -9 373 7410 Auckland",  # a phone layout the redactor missed before its spaced-dash rule
     ],
 )
 def test_the_privacy_metric_counts_what_the_redactors_own_check_would_miss(text: str) -> None:

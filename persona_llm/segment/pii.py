@@ -5,7 +5,12 @@ exactly what `find_pii` reports, and the privacy scan of a redacted text finds n
 
 Detectors run one after another (URLs before emails before bare domains before phones before
 numbers), each on the text the previous ones left, so one span is never reported twice.
-Ordinary numbers stay: years (1993), prices ($19.99), versions (3.1.2), times (10:30), dates.
+Ordinary numbers stay: years (1993), prices ($19.99), versions (3.1.2), times (10:30), dates, and
+ranges. A "NNN-NNNN" shaped like a local phone (940-7222) is a range instead when both ends are round
+(first a multiple of 10, second of 100: 250-1000), a quantity word stands before it ("pages 345-1012")
+or a unit after it ("450-1250 words"), or a currency sign before it; phone context in the 40 characters
+before it (a phone word as in "call 250-1000", an area code "(408)", a [PHONE]) still makes it a phone.
+Punctuation glued to an email address stays ("(mail:[EMAIL])", "_[EMAIL]_").
 IBANs (checksum-valid) and IPv4 addresses are numeric identifiers: kind "number", placeholder [NUMBER].
 Four dotted parts that are all single digits ("1.5.9.1") are taken for a version, not an address.
 
@@ -75,6 +80,9 @@ class _Detector:
     min_digits: int = 0
     max_digits: int = 99
     check: Callable[[str], bool] | None = None  # a validator the matched text must pass
+    lead: Callable[[str], int] | None = None  # how many leading characters are punctuation, not PII
+    # (match, the 40 characters of redacted text before the group) -> True: no PII after all (a range)
+    skip: Callable[[re.Match[str], str], bool] | None = None
 
 
 def _iban_checksum_ok(candidate: str) -> bool:
@@ -84,6 +92,45 @@ def _iban_checksum_ok(candidate: str) -> bool:
         return False
     digits = "".join(str(int(ch, 36)) for ch in compact[4:] + compact[:4])
     return int(digits) % 97 == 1
+
+
+def _email_lead(match: str) -> int:
+    """Length of the punctuation glued before an address: "_" in "_bob@x.org_", "..." in "me...bob@x.org".
+
+    The email pattern may start its local part with punctuation (so that it never has to start inside
+    a run of local-part characters, which keeps it linear); the address proper starts at its first
+    letter or digit after the last ".." (an ellipsis, not part of an address).
+    """
+    local = match[: match.index("@")]
+    cut = local.rfind("..")
+    tail = local[cut + 2 :] if cut >= 0 else local
+    if not any(ch.isalnum() for ch in tail):
+        tail = local
+    return len(local) - len(tail.lstrip("._%+'-"))
+
+
+# Words that make "250-1250" a quantity range, not a phone: right before it, or a unit right after.
+_RANGE_BEFORE = r"pages?|pp\.?|between|budget|range|ranging|approx(?:\.|imately)?|about|around|roughly|circa|ca\."
+_RANGE_AFTER = (
+    r"dollars|euros?|pounds|usd|eur|gbp|yuan|rmb|yen|pages|words|characters|km|miles|m|cm|mm|ft|feet|kg|lbs?|"
+    r"g|mg|ml|hz|khz|mhz|kb|mb|gb|ms|people|users|units|items|copies|times|rpm|mah|calories|kcal"
+)
+# Phone context in the 40 characters before a range-looking number overrules the range reading: a
+# phone word, an area code ("(408)\n730-1100" in a 20 Newsgroups signature), or a phone already
+# redacted ("(919) 660-5111 or 660-5100"). Real business numbers are often round.
+_PHONE_CONTEXT = _re(r"\b(?:tel|tele|telephone|phone|ph|fax|call|dial|voice|cell|mobile)\b|\[PHONE\]|\(\d{3}\)", re.I)
+
+
+def _numeric_range(m: re.Match[str], before: str) -> bool:
+    """A local-phone-shaped "NNN-NNNN" that reads as a range: a quantity word before it or a unit after
+    it, or round ends (the first a multiple of 10, the second of 100: "250-1000", "750-1500"); unless
+    phone context precedes it (`_PHONE_CONTEXT` in `before`, the redacted text just before it). A random
+    phone number has round ends one time in a thousand, but business numbers are often round."""
+    if _PHONE_CONTEXT.search(before):
+        return False
+    if m.group("before") or m.group("after"):
+        return True
+    return m.group("low").endswith("0") and m.group("high").endswith("00")
 
 
 def _ipv4_ok(candidate: str) -> bool:
@@ -106,15 +153,21 @@ _DETECTORS: tuple[_Detector, ...] = (
         _re(r"\b(?:www|WWW|Www)\d{0,3}\.[a-z0-9-]+(?:\.[a-z0-9-]+)+(?:[/?#:]" + _URLCH + r"*)?", re.I),
         trim=True,
     ),
-    # emails (dotless hosts too: Usenet "user@host"), then UUCP bang paths (host!host!user)
+    # emails (dotless hosts too: Usenet "user@host"), then UUCP bang paths (host!host!user).
+    # Punctuation glued before the address ("_bob@x.org_", "mail:-bob@x.org", "me...bob@x.org") is
+    # matched and then given back by `lead`. Hosts may hold "_" ("bob@foo.org_x" was cut to "bob@foo");
+    # a route through hosts ("jdmooney@kocrsv01@delcoelect.com") is one address; a host may stop before
+    # a one-letter label, as a line break leaves it ("peter.m@insane.apana.org.a\nu").
     _Detector(
         "email",
         "at",
         _re(
-            r"(?<![\w.+-])[a-z0-9][a-z0-9._%+'-]*@(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)*"
-            r"[a-z][a-z0-9-]*[a-z0-9](?![\w@])",
+            r"(?<![a-z0-9._%+'-])[._%+'-]*[a-z0-9][a-z0-9._%+'-]*@(?:[a-z0-9](?:[a-z0-9_-]*[a-z0-9])?\.)*"
+            r"[a-z][a-z0-9_-]*[a-z0-9](?:@(?:[a-z0-9](?:[a-z0-9_-]*[a-z0-9])?\.)*[a-z][a-z0-9_-]*[a-z0-9])*"
+            r"(?![a-z0-9])",
             re.I,
         ),
+        lead=_email_lead,
     ),
     _Detector("email", "bang", _re(r"(?:\.\.\.)?!?[a-z0-9][\w.-]*(?:![a-z0-9][\w.-]*){2,}", re.I)),
     # bare domains with an optional path: example.com/page, cs.cmu.edu
@@ -146,13 +199,23 @@ _DETECTORS: tuple[_Detector, ...] = (
         "digits",
         _re(r"(?<![\w.+-])(?:\d{4}(?:[ -]\d{4}){3}|\d{4}[ -]\d{6}[ -]\d{5}|\d{3}-\d{2}-\d{4})(?![\w-]|\.\d)"),
     ),
-    # international: +44 20 7946 0958, +1 (555) 123-4567, +86 138 1234 5678
+    # international: +44 20 7946 0958, +1 (555) 123-4567, +86 138 1234 5678, +64 -9 373 7410
     _Detector(
         "phone",
         "digits",
-        _re(r"(?<![\w+])\+\d{1,3}(?:[ .\-/]?\(?\d{1,5}\)?){2,6}(?![\w-]|\.\d)"),
+        _re(r"(?<![\w+])\+\d{1,3}(?:(?: ?[.\-/] ?| )?\(?\d{1,5}\)?){2,6}(?![\w-]|\.\d)"),
         min_digits=8,
         max_digits=16,
+    ),
+    # country code glued to a bracketed area code: 81(3)3280-8339 (no space after the ")": a citation's
+    # volume(issue) is followed by ":", "," or a space: "81(3), 1234-1240"); before the
+    # North American and local rules, which would take "345-6789" out of "12(1)345-6789"
+    _Detector(
+        "phone",
+        "digits",
+        _re(r"(?<![\w+.-])\d{1,3}\(\d{1,4}\)\d{2,5}(?:[ .-]\d{2,5}){1,2}(?![\w-]|\.\d)"),
+        min_digits=8,
+        max_digits=15,
     ),
     # North American: (555) 123-4567, 555-123-4567, 555.123.4567, 1-800-555-1234
     _Detector(
@@ -160,10 +223,6 @@ _DETECTORS: tuple[_Detector, ...] = (
         "digits",
         _re(r"(?<![\w+.\-/])(?:1[ .-])?(?:\(\d{3}\)[ .-]?|\d{3}[ .-])\d{3}[ .-]\d{4}(?![\w-]|[./]\d)"),
     ),
-    # 7-digit local numbers, dash only (a space or a dot is too often a list or a decimal): 940-7222,
-    # and 3 + 7 digits: 940-2222222. The first digit 2-9 (as in North American exchanges) keeps
-    # "100-1000" a range; a "$" or "." before it keeps prices and decimals.
-    _Detector("phone", "digits", _re(r"(?<![\w+.\-/$])[2-9]\d{2}-(?:\d{4}|\d{7})(?![\w-]|[./]\d)")),
     # area code in parentheses, elsewhere: (040) 8998-3560, (02) 9876 5432
     _Detector(
         "phone",
@@ -190,6 +249,24 @@ _DETECTORS: tuple[_Detector, ...] = (
         group=1,
         min_digits=6,
         max_digits=16,
+    ),
+    # 7-digit local numbers, dash only (a space or a dot is too often a list or a decimal): 940-7222,
+    # and 3 + 7 digits: 940-2222222. The first digit 2-9 (as in North American exchanges) keeps
+    # "100-1000" a range; a currency sign or "." before it keeps prices and decimals; `_numeric_range`
+    # keeps "250-1000" (round ends) and "pages 345-1012" / "450-1250 words" (a quantity word), unless
+    # phone context precedes it. Last of the phone rules, so that every [PHONE] before it (the other
+    # rules' and its own, left of it) is context for it, as it is for the eval's checker.
+    _Detector(
+        "phone",
+        "digits",
+        _re(
+            r"(?:\b(?P<before>" + _RANGE_BEFORE + r")\s+)?"
+            r"(?<![\w+.\-/$€£¥])(?P<phone>(?P<low>[2-9]\d{2})-(?P<high>\d{4}|\d{7}))(?![\w-]|[./]\d)"
+            r"(?:\s+(?P<after>" + _RANGE_AFTER + r")\b)?",
+            re.I,
+        ),
+        group=2,
+        skip=_numeric_range,
     ),
     # any other run of 9+ digits: account, order, card and message ids
     _Detector("number", "digits", _re(r"(?<![\d.,])\d{9,}(?!\d|[.,]\d)")),
@@ -250,7 +327,11 @@ def _windows(text: str) -> list[tuple[int, int, frozenset[str]]]:
     n = len(text)
     merged: list[tuple[int, int, set[str]]] = []
     for start, end, kind in raw:
-        start = _widen_left(text, max(0, start))
+        start = max(0, start)
+        # widen left only when the anchor is not already inside the last window: widening first made
+        # every anchor of one long whitespace-free token scan back to its start (quadratic)
+        if not merged or start > merged[-1][1]:
+            start = _widen_left(text, start)
         if merged and start <= merged[-1][1]:
             if end > merged[-1][1]:
                 merged[-1] = (merged[-1][0], _widen_right(text, min(n, end)), merged[-1][2])
@@ -264,37 +345,49 @@ def _scan_window(chunk: str, kinds: frozenset[str], found: list[tuple[str, str]]
     for det in _DETECTORS:
         if kinds.isdisjoint(det.anchor.split("|")):
             continue
-        placeholder = PLACEHOLDERS[det.kind]
-        hit = False
-
-        def sub(m: re.Match[str], det: _Detector = det, placeholder: str = placeholder) -> str:
-            nonlocal hit
-            whole = m.group(0)
-            target = m.group(det.group)
-            if det.check is not None and not det.check(target):
-                return whole
-            if det.min_digits or det.max_digits < 99:
-                digits = _digit_count(target)
-                if digits < det.min_digits or digits > det.max_digits:
-                    return whole
-            if det.trim:
-                kept = _trim_url(target)
-                if not kept:
-                    return whole
-                tail, target = target[len(kept) :], kept
-            else:
-                tail = ""
-            found.append((det.kind, target))
-            hit = True
-            if det.group:
-                start, end = m.start(det.group) - m.start(), m.end(det.group) - m.start()
-                return whole[:start] + placeholder + whole[end:]
-            return placeholder + tail
-
-        new = det.pattern.sub(sub, chunk)
-        if hit:
-            chunk = new
+        chunk = _apply(det, chunk, found)
     return chunk
+
+
+_CONTEXT = 40  # characters of (redacted) text before a match that a `skip` rule sees
+
+
+def _apply(det: _Detector, chunk: str, found: list[tuple[str, str]]) -> str:
+    """Replace what `det` finds in `chunk`, left to right, and record each (kind, text) in `found`."""
+    placeholder = PLACEHOLDERS[det.kind]
+    parts: list[str] = []
+    last = 0  # end of the last replacement, in `chunk`
+    tail = ""  # the end of the output so far: context for `skip`
+    for m in det.pattern.finditer(chunk):
+        target = m.group(det.group)
+        if det.check is not None and not det.check(target):
+            continue
+        if det.skip is not None:
+            gstart = m.start(det.group)
+            before = (tail + chunk[max(last, gstart - _CONTEXT) : gstart])[-_CONTEXT:]
+            if det.skip(m, before):
+                continue
+        if det.min_digits or det.max_digits < 99:
+            digits = _digit_count(target)
+            if digits < det.min_digits or digits > det.max_digits:
+                continue
+        # the span to replace: the group, less glued punctuation around it
+        start, end = m.span(det.group)
+        if det.lead is not None:
+            start += det.lead(target)
+        if det.trim:
+            kept = _trim_url(chunk[start:end])
+            if not kept:
+                continue
+            end = start + len(kept)
+        found.append((det.kind, chunk[start:end]))
+        parts += (chunk[last:start], placeholder)
+        tail = (tail + chunk[max(last, start - _CONTEXT) : start] + placeholder)[-_CONTEXT:]
+        last = end
+    if not parts:
+        return chunk
+    parts.append(chunk[last:])
+    return "".join(parts)
 
 
 def _scan(text: str) -> tuple[str, list[tuple[str, str]]]:

@@ -273,3 +273,15 @@ def test_busy_cores_sees_a_spinning_process() -> None:
         spinner.kill()
         spinner.wait()
     assert busy >= 0.8, busy
+
+
+def test_a_server_with_a_prompt_cache_is_asked_to_keep_it() -> None:
+    from persona_llm.llm.client import Capabilities, ChatModel
+    from tests.fake_openai import FakeOpenAIServer
+
+    with FakeOpenAIServer(default=lambda r: {"content": "ok"}) as server:
+        for flag in (True, False):
+            chat = ChatModel(base_url=server.base_url, model="m", capabilities=Capabilities(prompt_cache=flag))
+            chat.complete([{"role": "user", "content": "hi"}])
+    first, second = server.requests[-2:]
+    assert first.get("cache_prompt") is True and "cache_prompt" not in second

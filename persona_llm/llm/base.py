@@ -98,6 +98,9 @@ class Capabilities:
     json_object: bool = False
     tokenize: bool = False
     max_context: int = 4096
+    #: The server keeps a prompt's KV cache for the next request when asked (llama.cpp `cache_prompt`):
+    #: the persona prompts share their system prompt, so only what follows it is processed again.
+    prompt_cache: bool = False
 
     def structured_mode(self, requested: StructuredMode = "auto") -> Literal["json_schema", "json_object", "prompt"]:
         """The structured-output mode to use for `requested`; BackendError if the backend lacks it."""

@@ -316,6 +316,8 @@ class ChatModel:
         body.update(sampling or {})
         if response_format is not None:
             body["response_format"] = response_format
+        if self.capabilities.prompt_cache:
+            body["extra_body"] = {"cache_prompt": True}
         return body
 
     def complete(
@@ -340,7 +342,8 @@ class ChatModel:
         sampling: Mapping[str, Any] | None = None,
     ) -> tuple[Completion, CallRecord]:
         body = self._request(messages, response_format, max_tokens or self.max_tokens, sampling)
-        key = canonical_sha256({"base": "chat/v1", **body})
+        # The cache flag does not change the answer: a reply cached without it still counts.
+        key = canonical_sha256({"base": "chat/v1", **{k: v for k, v in body.items() if k != "extra_body"}})
         prompt_sha = canonical_sha256(body["messages"])
         record = CallRecord(tag=tag, model=self.model_id, prompt_sha256=prompt_sha, attempt=attempt)
         cached = self.cache.get(key) if self.cache else None

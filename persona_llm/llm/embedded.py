@@ -30,7 +30,7 @@ from persona_llm.resource_paths import default_cache_dir
 log = logging.getLogger(__name__)
 
 #: llama.cpp's server decodes with a grammar for both JSON modes and has /tokenize.
-CAPABILITIES = Capabilities(json_schema=True, json_object=True, tokenize=True)
+CAPABILITIES = Capabilities(json_schema=True, json_object=True, tokenize=True, prompt_cache=True)
 
 
 @dataclass(frozen=True)

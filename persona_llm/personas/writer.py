@@ -825,6 +825,8 @@ class PersonaWriter:
             "invalid_outputs": sum(1 for r in self.records_ if r.outcome == "invalid"),
             "transport_retries": sum(r.transport_retries for r in self.records_),
             "prompt_tokens": sum(r.prompt_tokens for r in calls),
+            # Prompt tokens the server did not process again (its prompt cache held them), where it reports.
+            "prompt_tokens_reused": sum(max(r.prompt_tokens - r.server_prompt_tokens, 0) for r in timed),
             "completion_tokens": completion,
             "llm_seconds": round(seconds, 2),
             "wall_seconds": round(getattr(self, "seconds_", 0.0), 2),

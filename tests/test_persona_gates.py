@@ -731,7 +731,7 @@ def test_distinctness_regenerates_the_smaller_segment(run_dir: Path) -> None:
     regen = [r for r in server.requests if "must be clearly different" in r["messages"][1]["content"]]
     assert len(regen) == 1 and '"Generic Shopper"' in regen[0]["messages"][1]["content"]
     checks = personas[1].provenance.distinctness
-    assert checks[0].regenerated and checks[0].similarity > 0.99
+    assert checks[0].regenerated and checks[0].similarity > checks[0].threshold  # same text but each segment's own keywords
     assert checks[0].other_persona_id == personas[0].persona_id
     assert not checks[-1].regenerated and checks[-1].similarity < 0.9
     assert w.stats_["regenerated_for_distinctness"] == 1 and w.stats_["max_pairwise_similarity"] < 0.9

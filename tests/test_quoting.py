@@ -57,7 +57,7 @@ def test_the_schema_allows_only_the_ids_shown_once_each() -> None:
     model = reference_draft_model(["t1.1", "t1.2", "t2.1", "t3.1"])
     schema = model.model_json_schema()
     assert schema["properties"]["quote_ids"]["items"]["enum"] == ["t1.1", "t1.2", "t2.1", "t3.1"]
-    assert "quotes" not in schema["properties"] and "confidence" not in schema["properties"]
+    assert not {"quotes", "confidence", "keywords"} & set(schema["properties"])
     base = {k: v for k, v in draft_for(0).items() if k not in ("quotes", "confidence")}
     assert model.model_validate({**base, "quote_ids": ["t1.1", "t2.1", "t3.1"]})
     with pytest.raises(ValidationError):
@@ -91,6 +91,8 @@ def test_writer_copies_the_chosen_sentences_and_no_quote_is_rejected(tmp_path: P
             k = int(q.text_id.rsplit("-t", 1)[1])
             assert q.text in normalize_ws(sources[q.user_id][k])  # verbatim in the text it cites
         assert p.provenance.attempts == 1
+        # Not generated: the segment's own keywords (the model is not asked to restate them).
+        assert p.keywords == SEGMENT_TEXTS[p.segment_id]["keywords"][:8]
 
 
 def test_an_id_outside_the_enum_is_re_asked_not_kept(tmp_path: Path) -> None:

@@ -517,6 +517,7 @@ class PersonaWriter:
             quotes=kept,
             provenance=provenance,
             confidence=confidence,
+            keywords=[k.term for k in segment.keywords[:8]],
         )
         return _Generated(persona, records)
 
@@ -599,7 +600,7 @@ class PersonaWriter:
             records.extend(result.records)
             attempts += result.attempts
             narrative = _as_draft(result.value, prompt).model_dump(
-                exclude={"quotes", "demographics", "confidence"}
+                exclude={"quotes", "demographics", "confidence", "keywords"}
             )
             rewritten = draft.model_copy(update=narrative)
             new_checks = self._check_statements(rewritten, segment_id)

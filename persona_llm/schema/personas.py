@@ -129,7 +129,9 @@ class DraftCore(_Strict):
     preferred_channels: list[Short] = Field(default_factory=list, max_length=4)
     tone_of_voice: str = Field(max_length=160, description="how to talk to them")
     sentiment: Sentiment
-    keywords: list[Short] = Field(min_length=1, max_length=8)
+    # Not generated: the segment's own keywords (c-TF-IDF) are what the pipeline already knows; asking the
+    # model to restate them cost tokens on every persona. A reply that sends them anyway is not refused.
+    keywords: SkipJsonSchema[list[str] | None] = None
     recommendations: Recommendations
     # Not asked for (not in the schema the model sees): confidence is computed from evidence
     # (persona_llm.personas.support.evidence_confidence). A model that sends one anyway is not refused;
@@ -264,7 +266,7 @@ class Persona(_Strict):
     preferred_channels: list[str] = Field(max_length=4)
     tone_of_voice: str = Field(max_length=160)
     sentiment: Sentiment
-    keywords: list[str] = Field(max_length=8)
+    keywords: list[str] = Field(max_length=8, description="the segment's top keywords (from the pipeline, not the model)")
     quotes: list[Quote] = Field(max_length=MAX_QUOTES, description="only quotes that passed the gate")
     recommendations: Recommendations
     confidence: Confidence = Field(description="computed from evidence (support share, quotes, cohesion), not the model's word")
@@ -285,8 +287,9 @@ class Persona(_Strict):
         quotes: list[Quote],
         provenance: Provenance,
         confidence: Confidence,
+        keywords: list[str],
     ) -> Persona:
-        fields = draft.model_dump(exclude={"quotes", "confidence"})
+        fields = draft.model_dump(exclude={"quotes", "confidence", "keywords"})
         return cls(
             persona_id=persona_id,
             segment_id=segment_id,
@@ -298,6 +301,7 @@ class Persona(_Strict):
             quotes=quotes,
             provenance=provenance,
             confidence=confidence,
+            keywords=keywords[:8],
             **fields,
         )
 

@@ -199,9 +199,27 @@ def run_variant(name: str, chat: Any, settings: Any, source: Path, work: Path, i
         "statement support (lexical, eval)": _fmt(report.metrics.get("statement_support_lexical")),
         "identification lift (eval)": _fmt(report.metrics.get("identification_lift")),
         "confidence high/medium/low": "/".join(str(sum(p.confidence == c for p in personas)) for c in ("high", "medium", "low")),
+        "tokens per persona by field (top 6; quotes as text)": field_tokens(chat, personas),
         "names": "; ".join(p.name for p in personas),
         "failed": "; ".join(f"{k}: {v[:80]}" for k, v in failures.items()),
     }
+
+
+def field_tokens(chat: Any, personas: list[Any]) -> str:
+    """Which generated fields cost most: mean tokens per persona of each field's JSON (the model's tokenizer)."""
+    import json
+
+    fields = ["name", "tagline", "summary", "demographics", "interests", "goals", "pain_points", "motivations",
+              "purchase_triggers", "objections", "preferred_channels", "tone_of_voice", "recommendations", "quotes"]  # fmt: skip
+    totals = {f: 0 for f in fields}
+    for p in personas:
+        data = p.model_dump(mode="json")
+        for f in fields:
+            value = [q["text"] for q in data["quotes"]] if f == "quotes" else data[f]
+            totals[f] += chat.count_tokens(json.dumps(value, ensure_ascii=False))
+    n = max(len(personas), 1)
+    top = sorted(totals.items(), key=lambda kv: -kv[1])[:6]
+    return ", ".join(f"{k} {v / n:.0f}" for k, v in top)
 
 
 def _fmt(x: Any) -> str:

@@ -23,6 +23,7 @@ Replies are never taken from the response cache here.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -47,6 +48,7 @@ from persona_llm.llm.client import open_chat_model  # noqa: E402
 from persona_llm.personas.support import draft_statements, support_share  # noqa: E402
 from persona_llm.personas.writer import PersonaWriteError, PersonaWriter  # noqa: E402
 from persona_llm.runs.rundir import RunDir  # noqa: E402
+from persona_llm.schema.manifest import cpu_description  # noqa: E402
 from persona_llm.schema.personas import PersonaDraft  # noqa: E402
 from persona_llm.workflows import llm_settings  # noqa: E402
 
@@ -132,18 +134,7 @@ def ci_slice_run(key: str, out: Path) -> Path:
 
 
 def cpu_line() -> str:
-    model, flags = "?", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and model == "?":
-                model = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
-    ext = [f for f in ("avx2", "avx512f", "avx512_vnni", "amx_tile") if f in flags]
-    return f"{model} ({', '.join(ext) or 'no avx2'}), {len(__import__('os').sched_getaffinity(0))} usable cores"
+    return f"{cpu_description()}, {len(os.sched_getaffinity(0))} usable cores"
 
 
 def measured_support(writer: PersonaWriter, run_dir: Path, personas: list[Any]) -> float | None:

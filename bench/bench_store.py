@@ -24,20 +24,11 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from persona_llm.schema.manifest import cpu_description  # noqa: E402
+
 
 def cpu_line() -> str:
-    model, flags = "?", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and model == "?":
-                model = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
-    ext = [f for f in ("avx2", "avx512f", "avx512_vnni", "amx_tile") if f in flags]
-    return f"{model} ({', '.join(ext) or 'no avx2'})"
+    return cpu_description()
 
 
 def records(run: int, n: int, rng: np.random.Generator) -> tuple[list[str], np.ndarray, list[dict[str, object]]]:

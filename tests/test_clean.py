@@ -12,6 +12,7 @@ from persona_llm.schema.frames import REJECT_COLUMNS
 from persona_llm.segment.clean import COUNT_KEYS, TextCleaner, binary_reason, strip_html, strip_quotes, strip_signature
 from persona_llm.segment.language import detect_language
 from persona_llm.segment.pii import find_pii, redact
+from tests.pii_cases import NUMERIC_RANGES, ORDINARY_NUMBERS
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -273,23 +274,7 @@ def test_phones_with_odd_spacing_and_brackets_are_redacted(text: str, expected: 
     assert find_pii(out) == []
 
 
-@pytest.mark.parametrize(
-    "text",
-    [
-        "budget 250-1000 dollars",
-        "pages 250-1000",
-        "a run of 300-4000 units, then 750-1500 more",
-        "from 1990-2005, then the 2019-2020 season",
-        "sizes 10-20 and 100-1000",
-        "$250-$1000, €250-1000, £300-5000 or ¥500-2000",
-        "between 450-1250 words, pp. 345-1012, roughly 620-1310 km",
-        "an essay of 450-1250 words or 250-1250 pages",
-        "anywhere from 250-1000000 users",
-        "J. Appl. Phys. 81(3), 1234-1240 and Nature 81(3):3280-3289",
-        # from the 20 Newsgroups and blog data
-        "a population of 800-1000 were killed; the reason 300-3300 Hz is used; 800-1500 sq ft",
-    ],
-)
+@pytest.mark.parametrize("text", NUMERIC_RANGES)
 def test_numeric_ranges_are_not_phones(text: str) -> None:
     assert redact(text)[0] == text
     assert find_pii(text) == []
@@ -315,15 +300,7 @@ def test_local_phones_that_look_like_ranges_stay_redacted(text: str, expected: s
     assert redact(text)[0] == expected
 
 
-@pytest.mark.parametrize(
-    "text",
-    [
-        "Update to v2.3.1 (ISBN 978-3-16-148410-0, or just 978-3-16) by 10:30.",
-        "It cost $1,250.00 in 1999 and €1.250,00 in 2005; 3.5-4.5 stars.",
-        "Score 3-2 at 21:45 on 2021-04-15, rooms 101-120, Win 3.11 (1992-1994).",
-        "Formula f(3)=2 and 2(3)+4, list (1) 2020-2021, (2) 2021-2022.",
-    ],
-)
+@pytest.mark.parametrize("text", ORDINARY_NUMBERS)
 def test_new_email_and_phone_rules_leave_ordinary_numbers_alone(text: str) -> None:
     assert redact(text)[0] == text
     assert find_pii(text) == []

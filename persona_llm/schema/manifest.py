@@ -60,6 +60,25 @@ def file_sha256(path: str) -> str:
     return h.hexdigest()
 
 
+def cpu_description() -> str:
+    """The CPU model and the vector extensions int8 speed and results depend on, e.g.
+    "AMD EPYC 9B14 (avx2, avx512f, avx512_vnni)": benchmarks print it and calibrations name it."""
+    from pathlib import Path
+
+    model, flags = "?", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and model == "?":
+                model = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    ext = [f for f in ("avx2", "avx512f", "avx512_vnni", "amx_tile") if f in flags]
+    return f"{model} ({', '.join(ext) or 'no avx2'})"
+
+
 def peak_rss_mb() -> float:
     import resource
 

@@ -157,7 +157,9 @@ def measured_support(writer: PersonaWriter, run_dir: Path, personas: list[Any]) 
     return float(np.mean(shares)) if shares else None
 
 
-def run_variant(name: str, chat: Any, settings: Any, source: Path, work: Path, ids: list[int], language: str) -> dict[str, Any]:
+def run_variant(
+    name: str, chat: Any, settings: Any, source: Path, work: Path, ids: list[int], language: str, judge: bool = False
+) -> dict[str, Any]:
     run_dir = work / name
     shutil.copytree(source, run_dir, ignore=shutil.ignore_patterns("personas*", "report.html", "eval.json"))
     writer = PersonaWriter(settings, chat=chat, language=language, embedder="minilm", write_store=False,
@@ -173,8 +175,9 @@ def run_variant(name: str, chat: Any, settings: Any, source: Path, work: Path, i
     stats = writer.stats_
     ok, total = verify_quotes(run_dir, personas)
     seconds = [p.provenance.seconds for p in personas]
-    report = evaluate_run(run_dir, None, Suite.model_validate({"name": "bench", "metrics": ["narrative", "representativeness"]}),
-                          write=False)  # fmt: skip
+    groups = ["narrative", "representativeness", *(["judge"] if judge else [])]
+    report = evaluate_run(run_dir, None, Suite.model_validate({"name": "bench", "metrics": groups}),
+                          judge=chat if judge else None, write=False)  # fmt: skip
     return {
         "personas": f"{len(personas)} / {len(ids)}",
         "median s / persona": f"{np.median(seconds):.1f}" if seconds else "-",
@@ -189,6 +192,11 @@ def run_variant(name: str, chat: Any, settings: Any, source: Path, work: Path, i
         "statement support (run embedder)": _fmt(measured_support(writer, run_dir, personas)),
         "statement support (lexical, eval)": _fmt(report.metrics.get("statement_support_lexical")),
         "identification lift (eval)": _fmt(report.metrics.get("identification_lift")),
+        "judge: own claims supported (same model)": _fmt(report.metrics.get("judge_supported")),
+        "judge: planted claims caught": (
+            f"{_fmt(report.metrics.get('judge_planted_caught'))} of {report.metrics.get('judge_planted', 0):.0f}"
+            if judge else "-"
+        ),
         "confidence high/medium/low": "/".join(str(sum(p.confidence == c for p in personas)) for c in ("high", "medium", "low")),
         "tokens per persona by field (top 6; quotes as text)": field_tokens(chat, personas),
         "names": "; ".join(p.name for p in personas),
@@ -235,6 +243,7 @@ def main() -> None:
     ap.add_argument("--language", default="auto")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--keep", type=Path, help="copy the resulting run directories here")
+    ap.add_argument("--judge", action="store_true", help="also run the LLM judge (the same model) with planted claims")
     ap.add_argument("--blog-labels", action="store_true", help="RUN_DIR is a blog run: compare demographics")
     args = ap.parse_args()
     if not args.run_dir and not args.blog and not args.ci_slice:
@@ -267,7 +276,7 @@ def main() -> None:
     with open_chat_model(settings) as chat:
         console.print(f"model {chat.model_id}, backend info {chat.info}; segments {ids}")
         for name in variants:
-            results[name] = run_variant(name, chat, settings, source, work, ids, args.language)
+            results[name] = run_variant(name, chat, settings, source, work, ids, args.language, args.judge)
             console.print(f"  {name}: done ({results[name]['wall s']} s)")
     table = Table(title=f"Persona writing, {len(ids)} segments of {source}")
     table.add_column("measure")

@@ -301,7 +301,8 @@ def test_vllm_server_needs_vllm_installed(monkeypatch: pytest.MonkeyPatch) -> No
 
 def test_embedded_server_takes_cores_that_come_free_between_tasks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Started while another process held a core (1 free thread), the server restarts with 2 once both
-    are free, and the ChatModel follows it to its new address; a user-set count is never changed."""
+    are free, back to 1 when a core is taken again, and the ChatModel follows it to its new address; a
+    user-set count is never changed."""
     from persona_llm.llm import embedded
 
     free = {"now": 1}
@@ -340,10 +341,34 @@ def test_embedded_server_takes_cores_that_come_free_between_tasks(monkeypatch: p
         assert chat.base_url == server.base_url and (chat.base_url != old_url or len(server.inner.launched_ports) == 2)
         assert server.restarts_[0]["from"] == 1 and server.restarts_[0]["to"] == 2
         free["now"] = 1
-        chat.prepare_for_task()  # fewer free cores later: keep what we have, do not thrash
-        assert server.launched_with == [1, 2]
+        chat.prepare_for_task()  # another process took a core: 2 threads on 1 free core would collapse
+        assert server.launched_with == [1, 2, 1]
+        chat.prepare_for_task()  # unchanged: no restart
+        assert server.launched_with == [1, 2, 1]
 
     fixed = StandIn(n_threads=1)
     with fixed:
         free["now"] = 2
         assert fixed.retune() is False and fixed.launched_with == [1]
+
+
+def test_busy_cores_leaves_out_our_own_work() -> None:
+    """Our process hosts the llama.cpp server and embeds between personas: its own CPU time must not read
+    as another process competing for the cores."""
+    from persona_llm.llm import embedded
+
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            sum(i * i for i in range(1000))
+
+    worker = threading.Thread(target=spin, daemon=True)
+    worker.start()
+    try:
+        with_self = embedded.busy_cores(0.5, exclude_self=False)
+        without_self = embedded.busy_cores(0.5)
+    finally:
+        stop.set()
+        worker.join()
+    assert with_self - without_self > 0.5  # the spinning thread is about one core, all ours

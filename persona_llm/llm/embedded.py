@@ -169,19 +169,29 @@ def _cpu_times() -> tuple[int, int] | None:
     return sum(fields) - idle, sum(fields)
 
 
-def busy_cores(sample_s: float = 0.5) -> float:
-    """Cores busy right now, measured over `sample_s` (falls back to the 1-minute load average).
+def _own_cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def busy_cores(sample_s: float = 0.5, *, exclude_self: bool = True) -> float:
+    """Cores busy right now with other processes' work, measured over `sample_s` (falls back to the
+    1-minute load average).
 
     Not the load average alone: right after segmentation in the same process (`persona-llm build`) it
-    still counts our own finished embedding work for a minute or more, and halved the threads.
+    still counts our own finished embedding work for a minute or more, and halved the threads. Our own
+    process (which hosts the llama.cpp server) is left out, so a re-check between personas sees only
+    what competes with it.
     """
     cpus = os.cpu_count() or 1
-    before = _cpu_times()
+    before, own_before, wall_before = _cpu_times(), _own_cpu_seconds(), time.perf_counter()
     if before is not None:
         time.sleep(sample_s)
-        after = _cpu_times()
+        after, own_after, wall_after = _cpu_times(), _own_cpu_seconds(), time.perf_counter()
         if after is not None and after[1] > before[1]:
-            return cpus * (after[0] - before[0]) / (after[1] - before[1])
+            busy = cpus * (after[0] - before[0]) / (after[1] - before[1])
+            own = (own_after - own_before) / max(wall_after - wall_before, 1e-6) if exclude_self else 0.0
+            return max(busy - own, 0.0)
     try:
         return os.getloadavg()[0]
     except OSError:
@@ -247,16 +257,17 @@ class EmbeddedServer(LocalServer):
         self.threads_ = self.n_threads or free_threads()
 
     def retune(self) -> bool:
-        """Between tasks: if more cores are free now than the server was started with, restart it with
-        them (the weights reload from the page cache). A start-up snapshot taken while another process
-        was busy for a moment must not decide a whole run: one such run wrote every persona on 1 of 2
-        idle cores. Never for a thread count the user set, never with parallel slots (a request may be in
-        flight), and never more threads than free cores (oversubscribed llama.cpp collapses).
-        Returns whether it restarted; each restart is recorded in `restarts_`."""
+        """Between tasks: if the cores free of other processes' work differ from the threads the server
+        runs, restart it with that many (the weights reload from the page cache). A start-up snapshot
+        must not decide a whole run: one run wrote every persona on 1 of 2 idle cores because another
+        process was busy for a moment at start; another fell from ~8 to under 1 token/s (requests timed
+        out) when a second process took a core from its 2 threads. Never for a thread count the user set,
+        never with parallel slots (a request may be in flight). Returns whether it restarted; each
+        restart is recorded in `restarts_`."""
         if self.n_threads or self.n_parallel > 1 or self.port_ is None or self.threads_ is None:
             return False
         target = free_threads()
-        if target <= self.threads_:
+        if target == self.threads_:
             return False
         before, started = self.threads_, time.perf_counter()
         self.stop()

@@ -248,6 +248,11 @@ def test_writer_reasks_a_mostly_invented_persona_and_marks_it_low_if_it_stays(tm
     assert p.confidence == "low"
     assert p.provenance.support_share is not None and p.provenance.support_share < 0.5
     assert p.interests == [] and p.provenance.statements_removed
+    # The reader is told: a low-confidence persona is a draft, not a finding, with the evidence.
+    markdown = (run_dir / "personas.md").read_text(encoding="utf-8")
+    assert "Low confidence" in markdown and "statements supported by the segment's texts" in markdown
+    html = (run_dir / "report.html").read_text(encoding="utf-8")
+    assert "not a finding" in html and "Statements removed as unsupported" in html and "Programming" in html
 
 
 def test_writer_without_text_vectors_says_unchecked_and_low(tmp_path: Path) -> None:

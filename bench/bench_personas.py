@@ -163,7 +163,9 @@ def run_variant(
     run_dir = work / name
     shutil.copytree(source, run_dir, ignore=shutil.ignore_patterns("personas*", "report.html", "eval.json"))
     writer = PersonaWriter(settings, chat=chat, language=language, embedder="minilm", write_store=False,
-                           write_report=False, max_regenerations=0, **VARIANTS[name])  # fmt: skip
+                           write_report=False, max_regenerations=0,
+                           progress=lambda e: console.print(f"    {name}: {e.line()}", soft_wrap=True, markup=False),
+                           **VARIANTS[name])  # fmt: skip
     started = time.perf_counter()
     failures: dict[int, str] = {}
     try:

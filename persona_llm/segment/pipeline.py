@@ -82,6 +82,9 @@ class SegmentPipeline:
     Settings (all optional; defaults were chosen by measurement, see bench/bench_segment.py)
     --------
     embedding_backend: "torch", "onnx" or "onnx-int8" for sentence-transformers models (None: default).
+    long_texts: "truncate" (the model keeps its first max_seq_length tokens) or "chunk" (a longer text is
+        the token-weighted mean of window-sized pieces: ChunkedEmbedder). Sentence-transformers models only;
+        the e5 engine windows long texts itself.
     cache_dir: embedding cache directory (None: the user cache; "none" disables caching).
     min_texts: users with fewer cleaned texts are not segmented (their rows go to rejects).
     weighting: "length" or "uniform" weights of a user's texts in their vector.
@@ -100,6 +103,7 @@ class SegmentPipeline:
         cleaner: BaseCleaner | None = None,
         embedder: str | BaseEmbedder = "auto",
         embedding_backend: str | None = None,
+        long_texts: Literal["truncate", "chunk"] = "truncate",
         cache_dir: str | Path | None = None,
         user_aggregator: BaseUserAggregator | None = None,
         min_texts: int = 1,
@@ -126,6 +130,7 @@ class SegmentPipeline:
         self.cleaner = cleaner
         self.embedder = embedder
         self.embedding_backend = embedding_backend
+        self.long_texts = long_texts
         self.cache_dir = cache_dir
         self.user_aggregator = user_aggregator
         self.min_texts = min_texts
@@ -157,7 +162,7 @@ class SegmentPipeline:
         """
         out: dict[str, Any] = {}
         for key in (
-            "embedder", "embedding_backend", "cache_dir", "min_texts", "weighting", "lexical_weight",
+            "embedder", "embedding_backend", "long_texts", "cache_dir", "min_texts", "weighting", "lexical_weight",
             "lexical_components", "reducer", "min_cluster_size",
             "min_samples", "engine", "cluster_selection_method", "reassign_outliers", "reassign_threshold",
             "n_keywords", "n_representatives", "mmr_diversity", "random_state",
@@ -430,10 +435,22 @@ class SegmentPipeline:
             if self.embedding_backend and name.strip().lower() not in embed.E5_NAMES:
                 params["backend"] = self.embedding_backend
             base = embed.get_embedder(name, **params)
-        if self.cache_dir == "none" or isinstance(base, embed.CachedEmbedder):
-            return base
-        cache = embed.EmbeddingCache(path=self.cache_dir) if self.cache_dir else embed.EmbeddingCache()
-        return embed.CachedEmbedder(base, cache)
+        if self.long_texts not in ("truncate", "chunk"):
+            raise ConfigError(f"long_texts must be 'truncate' or 'chunk', not {self.long_texts!r}")
+        chunked = base if isinstance(base, embed.ChunkedEmbedder) else None
+        core = chunked.embedder if chunked is not None else base
+        if self.cache_dir != "none" and not isinstance(core, embed.CachedEmbedder):
+            cache = embed.EmbeddingCache(path=self.cache_dir) if self.cache_dir else embed.EmbeddingCache()
+            core = embed.CachedEmbedder(core, cache)
+        # pieces go through the cache: a text that fits shares its vector with truncating runs
+        if chunked is not None:
+            return embed.ChunkedEmbedder(
+                core, window=chunked.window, max_pieces=chunked.max_pieces, token_offsets=chunked.token_offsets
+            )
+        model = core.embedder if isinstance(core, embed.CachedEmbedder) else core
+        if self.long_texts == "chunk" and isinstance(model, embed.SentenceTransformerEmbedder):
+            return embed.ChunkedEmbedder(core)
+        return core
 
     # --- output --------------------------------------------------------------------------------
     def assignments(self) -> pd.DataFrame:

@@ -270,3 +270,51 @@ def test_writer_without_text_vectors_says_unchecked_and_low(tmp_path: Path) -> N
 def test_the_model_is_not_asked_for_a_confidence() -> None:
     assert "confidence" not in PersonaDraft.model_json_schema()["properties"]
     assert PersonaDraft.model_json_schema()["properties"]["summary"]["minLength"] >= 60
+
+
+def test_a_few_texts_of_a_large_generic_segment_do_not_make_it_a_tech_segment(minilm: Any) -> None:
+    """The ci blog run: a 552-text segment about everyday life held three posts about computers, and the
+    top-3 score passed "Tech Enthusiast", "Technology", "Gadgets" for it. Scored on its nearest 20% of
+    texts, they fail, while what most of its texts say passes."""
+    daily = [  # 25 texts of everyday life, written for this test
+        "Work was long today, I went home early and made dinner with my sister.",
+        "Called my mom for an hour and then packed boxes for the move.",
+        "Went to the store, bought groceries and cleaned the kitchen.",
+        "Good day at work, then a walk in the park and a quiet evening.",
+        "Spent the weekend packing, the moving truck comes on Monday morning.",
+        "Tired after work, I watched a movie and went to bed early.",
+        "My roommate forgot to pay the electricity bill again.",
+        "Had lunch with an old friend from school, we laughed for hours.",
+        "The bus was late so I walked to the office in the rain.",
+        "Grandma turned eighty today and the whole family came over.",
+        "I finally did the laundry after two weeks of putting it off.",
+        "My boss asked me to stay late, so dinner was cold pizza.",
+        "Took the dog to the vet, she is fine, just a bit overweight.",
+        "Sunday brunch with my cousins, then a nap on the couch.",
+        "Painted the bedroom blue, it took all afternoon.",
+        "Stuck in traffic for an hour on the way home from work.",
+        "Baked cookies with my little brother, the kitchen is a mess.",
+        "Went to the dentist, no cavities this time.",
+        "Our neighbours had a loud party until three in the morning.",
+        "Worked from home today and never got out of my pajamas.",
+        "Met my friends at the pub after work for a quick drink.",
+        "Cleaned out the garage and found my old bike.",
+        "My sister is getting married next month and I am the bridesmaid.",
+        "Spent the evening on the phone with my dad talking about nothing.",
+        "Rainy day, stayed in, read a book and drank too much tea.",
+    ]
+    tech = ["I spent all night installing Linux on my new laptop and writing Python code.",
+            "The new smartphone has a faster processor and I love the apps and gadgets.",
+            "Reading tech news about software startups and programming languages again."]  # fmt: skip
+    coffee = TEXTS[0]
+    texts = daily + tech + coffee
+    seg = np.array([0] * (len(daily) + len(tech)) + [1] * len(coffee))
+    vectors = np.asarray(minilm.encode(texts), dtype=np.float32)
+    sims = vectors @ vectors.T
+    index = SupportIndex(vectors, seg, np.arange(len(texts)), chance=float(sims[np.triu_indices(len(sims), 1)].mean()),
+                         min_similarity=min_similarity_for("all-MiniLM-L6-v2"))  # fmt: skip
+    tech_claims = _check(index, minilm, 0, ["Technology", "Gadgets and apps", "writing code and programming"])
+    assert not any(c.supported for c in tech_claims), [(c.text, c.similarity) for c in tech_claims]
+    daily_claims = _check(index, minilm, 0, ["spends evenings with family and friends after work",
+                                             "writes about everyday chores, work and home"])  # fmt: skip
+    assert all(c.supported for c in daily_claims), [(c.text, c.similarity) for c in daily_claims]

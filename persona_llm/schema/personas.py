@@ -203,7 +203,9 @@ class StatementCheck(_Strict):
     field: str
     text: str
     supported: bool
-    similarity: float = Field(description="top-3 cosine to the segment's texts, rescaled above chance")
+    similarity: float = Field(
+        description="mean cosine to the segment's nearest 20% of texts (at least 3), rescaled above chance"
+    )
     best_segment_similarity: float = Field(description="the same for the run's best-fitting segment")
     text_ids: list[str] = Field(default_factory=list, description="the segment's nearest texts")
 

@@ -599,9 +599,10 @@ class PersonaWriter:
                 break
             records.extend(result.records)
             attempts += result.attempts
-            narrative = _as_draft(result.value, prompt).model_dump(
-                exclude={"quotes", "demographics", "confidence", "keywords"}
-            )
+            new = _as_draft(result.value, prompt)
+            # The rewritten narrative, as model objects (a dumped dict would leave dicts where models go).
+            kept_fields = {"quotes", "demographics", "confidence", "keywords"}
+            narrative = {name: getattr(new, name) for name in DraftCore.model_fields if name not in kept_fields}
             rewritten = draft.model_copy(update=narrative)
             new_checks = self._check_statements(rewritten, segment_id)
             if (support_share(new_checks) or 0.0) > (share or 0.0):

@@ -106,7 +106,8 @@ class LexicalUserFeatures:
         # arpack (exact) rather than the randomized default: the lexical view must not change with the
         # seed or the CPU. Randomized SVD made two stability re-runs of the same users disagree (blog ci
         # slice: 0.89 with one seed pair, 0.36-0.44 with others; bench/bench_perturb.py).
-        z = TruncatedSVD(k, algorithm="arpack", random_state=self.random_state).fit_transform(x)
+        with np.errstate(divide="ignore", invalid="ignore"):  # explained_variance_ratio_ of a tiny run: unused
+            z = TruncatedSVD(k, algorithm="arpack", random_state=self.random_state).fit_transform(x)
         return normalize_rows(z).astype(np.float32)
 
 

@@ -625,3 +625,18 @@ def test_narrative_check_reads_words_not_the_writers_gate(good_run: Path, tmp_pa
     assert [f.metric for f in bad.failures] == ["statement_support_lexical_min"]
     unsupported = {r["statement"] for r in bad.details["narrative"]["unsupported"]}
     assert {"Programming", "Tech Enthusiast"} <= unsupported
+
+
+def test_lexical_support_needs_a_fair_share_of_a_large_segment() -> None:
+    """Two texts of a 60-text segment mentioning a word do not make the segment about it; ten do."""
+    from persona_llm.evaluation.narrative import LexicalSupport
+
+    rows = [(0, f"Went to work and then cooked dinner with family, day {i}.") for i in range(48)]
+    rows += [(0, "My new laptop runs the latest technology, so fast.")] * 2
+    rows += [(0, f"Gardening in the backyard again, tomatoes are growing, week {i}.") for i in range(10)]
+    rows += [(1, f"Espresso beans and a new grinder, cup {i}.") for i in range(20)]
+    texts = pd.DataFrame(rows, columns=["segment_id", "text"])
+    lexical = LexicalSupport.from_texts(texts)
+    assert not lexical.supports(0, "Technology enthusiast")
+    assert lexical.supports(0, "Loves gardening")
+    assert LexicalSupport.from_texts(texts, min_share=0.0).supports(0, "Technology enthusiast")  # the old rule

@@ -140,7 +140,7 @@ METRICS: dict[str, tuple[str, str]] = {
     "statement_support_lexical": (
         "narrative",
         "share of persona statements (name, tagline, summary sentences, interests, goals, pain points) with a "
-        "content word in 2+ of the segment's texts and more typical of the segment than of the rest of the "
+        "content word in 5% (2+) of the segment's texts and more typical of the segment than of the rest of the "
         "run (evaluation/narrative.py); independent of the writer's embedding gate; misses paraphrase",
     ),
     "statement_support_lexical_min": ("narrative", "the lowest persona's statement_support_lexical"),

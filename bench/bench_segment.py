@@ -42,7 +42,7 @@ SHARED = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(ROOT))
 
 from persona_llm.evaluation.metrics import score_labels  # noqa: E402
-from persona_llm.schema.manifest import peak_rss_mb  # noqa: E402
+from persona_llm.schema.manifest import cpu_description, peak_rss_mb  # noqa: E402
 from persona_llm.segment.base import UserVectors  # noqa: E402
 from persona_llm.segment.pipeline import SegmentPipeline  # noqa: E402
 from persona_llm.segment.users import UserAggregator  # noqa: E402
@@ -263,18 +263,7 @@ def run_full_file(cache_dir: str, args: argparse.Namespace) -> None:
 
 def cpu_line() -> str:
     """CPU model and which of the vector extensions the embedders use are present."""
-    model, flags = "?", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and model == "?":
-                model = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
-    marks = [f"{f} {'yes' if f in flags else 'no'}" for f in ("avx2", "avx512f", "avx512_vnni", "amx_tile")]
-    return f"CPU: {model} ({', '.join(marks)}), {os.cpu_count()} cores"
+    return f"CPU: {cpu_description()}, {os.cpu_count()} cores"
 
 
 def knn_accuracy(vectors: np.ndarray, labels: np.ndarray, k: int = 5) -> float:

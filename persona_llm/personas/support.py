@@ -103,7 +103,9 @@ class SupportIndex:
     def scores(self, statement_vectors: np.ndarray) -> tuple[np.ndarray, list[int]]:
         """(statements x segments) chance-rescaled mean cosine of each segment's nearest TOP_SHARE of texts
         (at least MIN_TOP), and the segment order."""
-        sims = np.asarray(statement_vectors, dtype=np.float32) @ self.vectors.T
+        return self._scores(np.asarray(statement_vectors, dtype=np.float32) @ self.vectors.T)
+
+    def _scores(self, sims: np.ndarray) -> tuple[np.ndarray, list[int]]:
         out = np.zeros((len(sims), len(self._segments)), dtype=np.float32)
         for j, seg in enumerate(self._segments):
             block = sims[:, self._rows[seg]]
@@ -119,9 +121,10 @@ class SupportIndex:
             return []
         if segment_id not in self._rows:
             raise KeyError(f"segment {segment_id} has no texts in the support index")
-        scores, order = self.scores(statement_vectors)
+        all_sims = np.asarray(statement_vectors, dtype=np.float32) @ self.vectors.T  # once, for both uses
+        scores, order = self._scores(all_sims)
         col = order.index(segment_id)
-        sims = np.asarray(statement_vectors, dtype=np.float32) @ self.vectors[self._rows[segment_id]].T
+        sims = all_sims[:, self._rows[segment_id]]
         checks: list[StatementCheck] = []
         for i, (field_name, text) in enumerate(statements):
             own = float(scores[i, col])

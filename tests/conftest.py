@@ -1,0 +1,71 @@
+"""Fixtures shared across test modules: one embedded model server for every test that needs the real
+model (starting llama.cpp costs seconds and its weights ~1 GB of memory; two at once on 2 cores would
+halve each other's speed), and one small published workspace with personas from the scripted server.
+
+Both are session-scoped and read-only for their users: a test that changes a workspace copies it first
+(`copy_workspace`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fake_openai import FakeOpenAIServer
+from tests.run_store_data import write_csv
+
+
+@pytest.fixture(scope="session")
+def embedded_chat(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A ChatModel on the real embedded backend (llama.cpp + Qwen2.5-Coder-1.5B), shared by the session.
+
+    Its reply cache is fresh, so tests call the model. PERSONA_LLM_MODEL=qwen-0.5b is faster;
+    PERSONA_LLM_THREADS fixes the thread count (default: the free cores, retuned between tasks)."""
+    from persona_llm.llm.client import LLMSettings
+    from persona_llm.llm.embedded import open_embedded
+
+    settings = LLMSettings(
+        backend="embedded",
+        model=os.environ.get("PERSONA_LLM_MODEL") or None,
+        n_threads=int(os.environ["PERSONA_LLM_THREADS"]) if os.environ.get("PERSONA_LLM_THREADS") else None,
+        cache_dir=tmp_path_factory.mktemp("embedded-llm-cache"),
+        max_tokens=1200,
+    )
+    with open_embedded(settings) as chat:
+        yield chat
+
+
+@pytest.fixture(scope="session")
+def persona_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A workspace whose published run has three segments (coffee, running, garden: tests/run_store_data)
+    with personas written by the scripted server (quotes are the segment's own first texts). Read-only:
+    copy it with `copy_workspace` before changing anything."""
+    from persona_llm import workflows
+    from persona_llm.llm.client import LLMSettings
+    from tests.test_run_store import persona_reply
+
+    base = tmp_path_factory.mktemp("persona-workspace")
+    small = write_csv(base / "small.csv")
+    with FakeOpenAIServer(default=persona_reply("First")) as server:
+        settings = LLMSettings(
+            backend="openai", base_url=server.base_url, model="fake-model", cache_dir=base / "llm-cache"
+        )
+        workflows.build(
+            small,
+            base / "ws",
+            columns=workflows.column_map(workflows.Config(), user="user_id", text="text"),
+            settings=settings,
+            max_segments=3,
+        )
+    return base / "ws"
+
+
+def copy_workspace(source: Path, dest: Path) -> Path:
+    """A private copy of a workspace (symlinks kept), for tests that publish, refresh or forget."""
+    shutil.copytree(source, dest, symlinks=True)
+    return dest

@@ -69,8 +69,10 @@ class SegmentPipeline:
 
     ingester: a BaseIngester; None: TableIngester (CSV/TSV/JSONL/JSON/Parquet, gzip too, and DataFrames).
     cleaner: a BaseCleaner; None: TextCleaner. NoCleaner() skips cleaning.
-    embedder: "minilm" (bundled all-MiniLM-L6-v2), "e5-multilingual" (bundled multilingual-e5-small),
-        "auto" (e5 when most texts are not English), any sentence-transformers path, or a BaseEmbedder.
+    embedder: "minilm" (bundled all-MiniLM-L6-v2), "minilm-static" (the fast tier: MiniLM distilled into a
+        static model2vec table, ~100x faster, some ARI lost: bench/bench_embed_tiers.py), "e5-multilingual"
+        (bundled multilingual-e5-small), "auto" (e5 when most texts are not English), any
+        sentence-transformers path, or a BaseEmbedder.
     user_aggregator: a BaseUserAggregator; None: UserAggregator(min_texts, weighting).
     reducer: "auto" (UMAP to 5-d from 2000 users up, else none; see persona_llm.segment.reduce), "none",
         "pca[:N]", "umap[:N]" or a BaseReducer. NoReducer() (or "none") skips reduction.
@@ -84,7 +86,7 @@ class SegmentPipeline:
     embedding_backend: "torch", "onnx" or "onnx-int8" for sentence-transformers models (None: default).
     long_texts: "truncate" (the model keeps its first max_seq_length tokens) or "chunk" (a longer text is
         the token-weighted mean of window-sized pieces: ChunkedEmbedder). Sentence-transformers models only;
-        the e5 engine windows long texts itself.
+        the e5 engine windows long texts itself and the static tier reads 512 tokens a text either way.
     cache_dir: embedding cache directory (None: the user cache; "none" disables caching).
     min_texts: users with fewer cleaned texts are not segmented (their rows go to rejects).
     weighting: "length" or "uniform" weights of a user's texts in their vector.
@@ -431,8 +433,8 @@ class SegmentPipeline:
                 shares = texts[LANGUAGE].value_counts(normalize=True).to_dict() if LANGUAGE in texts else {}
                 name = embed.choose_embedder_for_languages({str(k): float(v) for k, v in shares.items()})
             params: dict[str, Any] = {}
-            # The backend choice is a sentence-transformers option; the e5 model has its own runtime.
-            if self.embedding_backend and name.strip().lower() not in embed.E5_NAMES:
+            # The backend choice is a sentence-transformers option; e5 and the static tier have their own runtimes.
+            if self.embedding_backend and name.strip().lower() not in embed.E5_NAMES | embed.STATIC_NAMES:
                 params["backend"] = self.embedding_backend
             base = embed.get_embedder(name, **params)
         if self.long_texts not in ("truncate", "chunk"):

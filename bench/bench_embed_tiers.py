@@ -125,6 +125,7 @@ def main() -> None:
     p.add_argument("--min-seconds", type=float, default=5.0)
     p.add_argument("--tiers", nargs="+", default=None, help="tier names (default: all)")
     p.add_argument("--skip-ari", action="store_true")
+    p.add_argument("--skip-speed", action="store_true", help="only the ARI part (e.g. while the machine is busy)")
     p.add_argument("--cache-dir", default=None, help="embedding cache for the ARI part (default: a fresh temp dir)")
     p.add_argument("--models-dir", default=None, help="ONNX exports / distilled model (default: the user cache)")
     p.add_argument("--json", default=None, help="also write the results here")
@@ -149,9 +150,9 @@ def main() -> None:
         texts_file = Path(tmp) / "texts.json"
         texts_file.write_text(json.dumps(work), encoding="utf-8")
         # ONNX exports and the distillation happen here, untimed, before any worker runs
-        for tier in tiers:
+        for tier in tiers if not args.skip_speed else []:
             make_embedder(TIERS[tier], 2, args.models_dir).encode(["prepare"])
-        for tier in tiers:
+        for tier in tiers if not args.skip_speed else []:
             for cores in args.cores:
                 out = Path(tmp) / f"{len(speed)}-{cores}.json"
                 run_child(["--worker", tier, "--cores", str(cores), "--texts", str(texts_file), "--out", str(out),
@@ -178,10 +179,12 @@ def main() -> None:
         head += [f"{w} per core", f"{w} x default"]
     if quality:
         head += ["tune ARI", "held-out ARI", "all ARI", "all cov", "held-out 5-NN"]
+    if args.skip_speed:
+        head = [h for h in head if "texts/s" not in h and "per core" not in h and " x default" not in h]
     rows = []
     for tier in tiers:
         row = [tier]
-        for w in ("short", "long"):
+        for w in ("short", "long") if not args.skip_speed else ():
             key = f"20ng-{w}"
             rates = {c: float(speed[tier][c][key]) for c in args.cores}
             row += [f"{rates[c]:.1f}" for c in args.cores]
@@ -197,7 +200,7 @@ def main() -> None:
         rows.append(row)
     print(markdown(head, rows))
     n_short, n_long = len(work["20ng-short"]), len(work["20ng-long"])
-    print(f"\nspeed: {n_short} short ({args.short_chars} chars) and {n_long} long ({args.max_chars} chars) 20NG bodies, "
+    print("\nspeed: not measured (--skip-speed)" if args.skip_speed else f"\nspeed: {n_short} short ({args.short_chars} chars) and {n_long} long ({args.max_chars} chars) 20NG bodies, "
           f"each timed >= {args.min_seconds:g} s per tier and core count, model load excluded; load average "
           f"{load0[0]:.2f} -> {load1[0]:.2f} during the speed part (other jobs share this machine: read ratios)")
     if quality:
@@ -205,7 +208,7 @@ def main() -> None:
               f"{int((~data.held).sum())} / held-out {int(data.held.sum())}, each half segmented on its own; "
               f"the cleaning pass took {truth_seconds:.0f} s. Held-out: reported only.")
     for tier in tiers:
-        print(f"  {tier}: {speed[tier][max(args.cores)]['model_id']}")
+        print(f"  {tier}: {speed[tier][max(args.cores)]['model_id'] if speed else quality[tier]['model_id']}")
     if args.json:
         Path(args.json).write_text(json.dumps({"speed": speed, "quality": quality}, indent=2, default=str))
 

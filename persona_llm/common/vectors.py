@@ -47,12 +47,17 @@ def segment_centroids(unit_vectors: np.ndarray, labels: npt.ArrayLike, *, chunk_
     labels = np.asarray(labels)
     k = int(labels.max() + 1) if (labels >= 0).any() else 0
     if chunk_size is not None:
+        from scipy import sparse
+
+        step = max(1, int(chunk_size))
         sums = np.zeros((k, unit_vectors.shape[1]), dtype=np.float64)
-        for start in range(0, len(labels), max(1, int(chunk_size))):
-            lab = labels[start : start + chunk_size]
-            keep = lab >= 0
-            if keep.any():
-                np.add.at(sums, lab[keep], np.asarray(unit_vectors[start : start + chunk_size], dtype=np.float64)[keep])
+        for start in range(0, len(labels), step):
+            lab = labels[start : start + step]
+            keep = np.flatnonzero(lab >= 0)
+            if len(keep):
+                # members x rows as a sparse 0/1 matrix: one pass of the chunk, whatever the segment count
+                onehot = sparse.csr_matrix((np.ones(len(keep)), (lab[keep], keep)), shape=(k, len(lab)))
+                sums += onehot @ np.asarray(unit_vectors[start : start + step], dtype=np.float32)
         return normalize_rows(sums).astype(np.float32)
     cents = np.zeros((k, unit_vectors.shape[1]), dtype=np.float32)
     for c in range(k):

@@ -369,7 +369,10 @@ def main() -> None:
                 lab = np.load(f)
                 results[n][mode]["ari_topics"] = float(adjusted_rand_score(truth, lab))
                 print(f"  {mode}: ARI vs the sources' main newsgroup {results[n][mode]['ari_topics']:.3f}")
-        if all((out / f"labels-{m}.npy").exists() and "stopped" not in results[n][m] for m in ("sample", "full")):
+        usable = {m: (out / f"labels-{m}.npy").exists() and "stopped" not in results[n].get(m, {}) for m in ("sample", "full")}
+        if usable["sample"] and "full" not in args.modes and usable["full"]:
+            print("  (full-fit labels from an earlier run of this bench in the same --work-dir: same seeded vectors)")
+        if all(usable.values()):
             a, b = np.load(out / "labels-sample.npy"), np.load(out / "labels-full.npy")
             both = (a >= 0) & (b >= 0)
             results[n]["ari_sample_vs_full"] = float(adjusted_rand_score(a, b))

@@ -93,8 +93,8 @@ def test_the_floor_catches_a_broken_assignment(data: tuple[np.ndarray, np.ndarra
 
 
 def test_sample_keeps_the_population_granularity() -> None:
-    assert scaled_min_cluster_size(1_000_000, 20_000) == 10  # 500 (the cap) of a million -> 10 of 20k
-    assert scaled_min_cluster_size(100_000, 20_000) == 100
+    assert scaled_min_cluster_size(1_000_000, 20_000) == 50  # 500 (the cap) of a million -> 10 of 20k: too few
+    assert scaled_min_cluster_size(100_000, 20_000) == 100  # 500 of 100k -> 100 of 20k
     assert scaled_min_cluster_size(3_000, 600) == 6
     assert scaled_min_cluster_size(1_000, 100) == 5  # never below the smallest default
     fit = SampleFitClusterer(600, reducer="none").fit(blobs(n=3000)[0])

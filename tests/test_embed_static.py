@@ -61,6 +61,15 @@ def test_static_model_id_round_trip_and_config_errors(tmp_path: Path) -> None:
     assert not list(tmp_path.iterdir())  # a bad setting is refused before any distillation
 
 
+def test_static_pickles_as_its_parameters() -> None:
+    import pickle
+
+    emb = StaticEmbedder(pca_dims=128)
+    emb._model_ = object()  # a loaded model stays behind: a worker loads its own
+    again = pickle.loads(pickle.dumps(emb))
+    assert not hasattr(again, "_model_") and again.model_id == emb.model_id
+
+
 @pytest.fixture(scope="module")
 def static() -> StaticEmbedder:
     emb = StaticEmbedder()

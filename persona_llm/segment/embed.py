@@ -637,6 +637,10 @@ class StaticEmbedder(BaseEmbedder):
         self.batch_size = batch_size
         self.cache_folder = cache_folder
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickles as its parameters: a worker process (a Ray actor) loads (or distils) the table itself."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("_model_", "dimension_")}
+
     def _validate(self) -> None:
         if not 2 <= int(self.pca_dims) <= 384:
             raise ConfigError(f"pca_dims must be between 2 and 384 (MiniLM's size), not {self.pca_dims}")

@@ -24,6 +24,7 @@ from persona_llm.segment.sample_fit import (
     AUTO_FIT_SAMPLE_ABOVE,
     DEFAULT_FIT_SAMPLE,
     SampleFitClusterer,
+    parse_fit_sample,
     sample_size_for,
     scaled_min_cluster_size,
 )
@@ -137,6 +138,10 @@ def test_fit_sample_sizes() -> None:
     assert sample_size_for("auto", AUTO_FIT_SAMPLE_ABOVE + 1) == DEFAULT_FIT_SAMPLE
     assert sample_size_for(None, 10**7) is None
     assert sample_size_for(800, 800) is None and sample_size_for(800, 801) == 800
+    assert sample_size_for("none", 10**7) is None  # TOML has no null
+    assert parse_fit_sample("20000") == 20000 and parse_fit_sample(" Auto ") == "auto" and parse_fit_sample("none") == "none"
+    with pytest.raises(ConfigError, match="fit_sample"):
+        parse_fit_sample("20k")
 
 
 def topic_texts(users_per_topic: int, seed: int = 0) -> pd.DataFrame:

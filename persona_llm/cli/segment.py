@@ -123,13 +123,18 @@ def segment(
     id_column: IdColumnOption = None,
     attributes: AttributesOption = None,
     config: ConfigOption = None,
-    embedder: str | None = typer.Option(None, help="minilm, e5-multilingual, auto, or a model path."),
+    embedder: str | None = typer.Option(
+        None, help="minilm, minilm-static (fast tier), e5-multilingual, auto, or a model path."
+    ),
     backend: str | None = typer.Option(None, help="Embedding backend: torch, onnx or onnx-int8."),
     reducer: str | None = typer.Option(None, help="auto (UMAP from 2000 users up), none, pca[:N] or umap[:N]."),
     min_texts: MinTextsOption = None,
     min_cluster_size: int | None = typer.Option(None, help="Smallest segment (default: ~1% of users)."),
     engine: str | None = typer.Option(None, help="auto, fast_hdbscan or hdbscan."),
     reassign: bool | None = typer.Option(None, "--reassign/--no-reassign", help="Reassign noise users."),
+    fit_sample: str | None = typer.Option(
+        None, help="auto (a 20,000-user sample above 50,000 users), none, or a number of users to fit on."
+    ),
     seed: int | None = typer.Option(None, help="Random seed."),
     max_rows: MaxRowsOption = None,
     store_url: StoreUrlOption = None,
@@ -138,6 +143,7 @@ def segment(
 ) -> None:
     """Segment users by what they write into a new run of the workspace --out, and publish it."""
     from persona_llm import workflows
+    from persona_llm.segment.sample_fit import parse_fit_sample
 
     overrides = {
         "embedder": embedder, "embedding_backend": backend, "reducer": reducer, "min_texts": min_texts,
@@ -145,6 +151,8 @@ def segment(
         "random_state": seed,
     }  # fmt: skip
     try:
+        if fit_sample is not None:
+            overrides["fit_sample"] = parse_fit_sample(fit_sample)
         cfg, columns = _inputs(config, user=user_column, text=text_column, id=id_column, attributes=attributes)
         with _Progress(quiet) as progress:
             result = workflows.segment(

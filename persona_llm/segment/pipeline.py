@@ -104,7 +104,7 @@ class SegmentPipeline:
     reassign_threshold: HDBSCAN settings (see HDBSCANClusterer).
     fit_sample: "auto" (default: above AUTO_FIT_SAMPLE_ABOVE users, 50,000, fit on a seeded sample of
         DEFAULT_FIT_SAMPLE, 20,000), a number of users (fit on a sample of that many when there are more),
-        or None (always fit everyone). With a sample, the reducer and the clusterer see only the sample
+        or None ("none" in a TOML config: always fit everyone). With a sample, the reducer and the clusterer see only the sample
         and every other user is assigned to the segments found, in chunks, by nearest centroid above a
         per-segment threshold (SampleFitClusterer, persona_llm/segment/sample_fit.py; assigned_by
         "assigned", or "noise" when the user fits no segment); min_cluster_size, when unset, is the

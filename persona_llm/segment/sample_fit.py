@@ -72,8 +72,8 @@ def scaled_min_cluster_size(n_users: int, sample_size: int) -> int:
 
 
 def check_fit_sample(fit_sample: object) -> None:
-    """Raise ConfigError unless `fit_sample` is None, "auto" or an integer >= MIN_FIT_SAMPLE."""
-    if fit_sample is None or fit_sample == "auto":
+    """Raise ConfigError unless `fit_sample` is None (or "none", for TOML), "auto" or an integer >= MIN_FIT_SAMPLE."""
+    if fit_sample is None or fit_sample in ("auto", "none"):
         return
     if isinstance(fit_sample, bool) or not isinstance(fit_sample, (int, np.integer)):
         raise ConfigError(f"fit_sample must be None, 'auto' or a number of users, not {fit_sample!r}")
@@ -81,10 +81,17 @@ def check_fit_sample(fit_sample: object) -> None:
         raise ConfigError(f"fit_sample must be at least {MIN_FIT_SAMPLE} users (or None for a full fit), not {fit_sample}")
 
 
+def parse_fit_sample(text: str) -> int | str:
+    """A command-line value: "auto", "none" or a number of users (checked as `check_fit_sample` does)."""
+    value: int | str = int(text) if text.strip().isdigit() else text.strip().lower()
+    check_fit_sample(value)
+    return value
+
+
 def sample_size_for(fit_sample: int | str | None, n_users: int) -> int | None:
     """How many users to fit on for `fit_sample` and `n_users`; None means fit everyone."""
     check_fit_sample(fit_sample)
-    if fit_sample is None:
+    if fit_sample is None or fit_sample == "none":
         return None
     if fit_sample == "auto":
         return DEFAULT_FIT_SAMPLE if n_users > AUTO_FIT_SAMPLE_ABOVE else None

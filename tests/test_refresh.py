@@ -188,7 +188,8 @@ def test_a_new_topic_is_an_emerging_segment_and_auto_reclusters_it_into_a_new_id
     assert {s: now[s].persona_id for s in old} == {s: p.persona_id for s, p in old.items()}
     assert {segment_of_request(r) for r in server.requests} == {6}  # the model wrote the new persona only
     assert now[6].version == 1 and now[6].persona_id not in {p.persona_id for p in old.values()}
-    assert run.load_persona_lineage().next_segment_id == 7
+    lineage = run.load_persona_lineage()
+    assert lineage.next_segment_id == 7 and lineage.segments[6].persona_id == now[6].persona_id
 
 
 def test_assign_that_places_no_new_user_fails_its_gate_and_the_published_run_stays(

@@ -58,9 +58,9 @@ class KnownVectors(BaseEmbedder):
         return self.model_id_
 
     def encode(self, texts: Sequence[str], *, kind: str = "passage", show_progress: bool = False) -> np.ndarray:
-        index = getattr(self, "_index", None)
+        index = getattr(self, "index_", None)
         if index is None:
-            index = self._index = {t: i for i, t in enumerate(self.texts)}
+            index = self.index_ = {t: i for i, t in enumerate(self.texts)}
         try:
             rows = [index[t] for t in texts]
         except KeyError as exc:

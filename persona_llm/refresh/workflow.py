@@ -61,6 +61,7 @@ from persona_llm.schema.personas import Persona
 from persona_llm.schema.refresh import (
     DriftFigures,
     GateResult,
+    LineageEntry,
     QuoteChange,
     RefreshDiff,
     RefreshMode,
@@ -269,6 +270,10 @@ def refresh(
                     say(f"refresh: writing personas for segments {', '.join(map(str, plan.to_write))}")
                     writer, failures = _write_personas(run, plan, settings, chat, language, writer_params)
             final = {p.segment_id: p for p in run.load_personas()}
+            for sid in plan.add:  # new segments' personas got ids minted from the data: the lineage names them
+                if sid in final:
+                    plan.lineage.segments[sid] = LineageEntry(persona_id=final[sid].persona_id, version=final[sid].version)
+            run.save_persona_lineage(plan.lineage)
             run.save_persona_history(history_after(parent.load_persona_history(), plan, final, run.path.name))
             index = _text_index(run)
             gates = _gates(

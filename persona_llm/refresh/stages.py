@@ -2,8 +2,8 @@
 
 A refreshed run is written by the same pipeline as a build (same describer, store and files), fed with
 what the refresh already has: texts that are cleaned (`PreparedTexts` + `NoCleaner`), vectors that are
-computed (`KnownVectors`), and segment labels decided by assignment or by matching a re-clustering
-(`CarriedLabels`). `NoDescription` skips describing a clustering that is only matched, never written.
+computed (`KnownVectors`, `KnownUsers`), and segment labels decided by assignment or by matching a
+re-clustering (`CarriedLabels`). `NoDescription` skips describing a clustering that is only matched, never written.
 """
 
 from __future__ import annotations
@@ -15,14 +15,16 @@ import numpy as np
 import pandas as pd
 
 from persona_llm.errors import BackendError, ConfigError
-from persona_llm.schema.frames import empty_rejects
+from persona_llm.schema.frames import USER_ID, empty_rejects
 from persona_llm.segment.base import (
     BaseClusterer,
     BaseDescriber,
     BaseEmbedder,
     BaseIngester,
+    BaseUserAggregator,
     IngestResult,
     SegmentDescription,
+    UserVectors,
 )
 from persona_llm.segment.ingest import ColumnMap
 
@@ -66,6 +68,20 @@ class KnownVectors(BaseEmbedder):
         except KeyError as exc:
             raise BackendError(f"no vector known for a text ({str(exc)[:60]}...)") from None
         return np.asarray(self.vectors[rows], dtype=np.float32).reshape(len(rows), self.vectors.shape[1])
+
+
+class KnownUsers(BaseUserAggregator):
+    """User vectors the refresh already aggregated (with the run's own aggregator) from these texts."""
+
+    def __init__(self, users: UserVectors) -> None:
+        self.users = users
+
+    def fit_transform(self, texts: pd.DataFrame, vectors: np.ndarray) -> UserVectors:
+        ids = np.unique(texts[USER_ID].astype(str).to_numpy())
+        if not np.array_equal(ids, np.asarray(self.users.user_ids, dtype=str)):
+            raise ConfigError("KnownUsers: the texts are not those the user vectors were aggregated from")
+        u = self.users
+        return UserVectors(u.user_ids, u.vectors, u.n_texts, np.ones(len(texts), dtype=bool), empty_rejects())
 
 
 class CarriedLabels(BaseClusterer):

@@ -51,7 +51,7 @@ from persona_llm.refresh.matching import (
     members_of,
     membership_churn,
 )
-from persona_llm.refresh.stages import CarriedLabels, KnownVectors, NoDescription, PreparedTexts
+from persona_llm.refresh.stages import CarriedLabels, KnownUsers, KnownVectors, NoDescription, PreparedTexts
 from persona_llm.runs.rundir import PERSONAS_MARKDOWN, REFRESH_MARKDOWN, REPORT, RunDir
 from persona_llm.runs.workspace import Workspace
 from persona_llm.schema.columns import ColumnMap
@@ -447,7 +447,8 @@ def _recluster(
     kept = {k: params[k] for k in names if k in params}
     pipe = SegmentPipeline(
         **kept, ingester=PreparedTexts(merged.input_sha256), cleaner=NoCleaner(), cache_dir="none",
-        embedder=KnownVectors(model_id, texts[TEXT].astype(str).tolist(), merged.vectors), describer=NoDescription(),
+        embedder=KnownVectors(model_id, texts[TEXT].astype(str).tolist(), merged.vectors),
+        user_aggregator=KnownUsers(users), describer=NoDescription(),
     ).fit(texts, id_column="text_id", attribute_columns=[])  # fmt: skip
     _same_users(pipe.user_ids_, users.user_ids)
     fresh = np.asarray(pipe.labels_, dtype=np.int64)
@@ -483,7 +484,7 @@ def _write_segments(
     pipe = SegmentPipeline(
         ingester=PreparedTexts(merged.input_sha256), cleaner=NoCleaner(), cache_dir="none",
         embedder=KnownVectors(model_id, texts[TEXT].astype(str).tolist(), merged.vectors),
-        min_texts=int(params.get("min_texts", 1)), weighting=params.get("weighting", "length"), lexical_weight=0.0,
+        user_aggregator=KnownUsers(users), lexical_weight=0.0,
         reducer="none", clusterer=CarriedLabels(assigned.probabilities, assigned.assigned_by),
         n_keywords=int(params.get("n_keywords", 10)), n_representatives=int(params.get("n_representatives", 8)),
         mmr_diversity=float(params.get("mmr_diversity", 0.3)), random_state=int(params.get("random_state", 0)),

@@ -158,6 +158,7 @@ def test_a_changed_segment_gets_a_new_version_of_its_persona_and_only_it_costs_m
     ]
     history = run.load_persona_history()
     assert [(v.persona.persona_id, v.persona.version, v.reason) for v in history] == [(old[0].persona_id, 1, "regenerated")]
+    assert history[0].replaced_in_run == run.run_id and history[0].persona.name == old[0].name
     assert not leaving & set(run.load_assignments()["user_id"])  # the snapshot removed them
     change = {p.segment_id: p for p in result.diff.personas}
     assert change[0].action == "regenerated" and "name" in change[0].fields_changed

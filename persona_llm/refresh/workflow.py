@@ -263,7 +263,7 @@ def refresh(
                 _save_manifest(run, pipe, params, merged, rejects, parent, mode_used, timer)
                 plan.lineage.next_segment_id = max(plan.lineage.next_segment_id, next_segment_id)
                 run.save_persona_lineage(plan.lineage)
-                carried, dropped = _carry_personas(run, parent, plan)
+                dropped = _carry_personas(run, parent, plan)
             failures: dict[int, str] = {}
             if plan.to_write:
                 with timer.stage("personas"):
@@ -274,7 +274,7 @@ def refresh(
                 if sid in final:
                     plan.lineage.segments[sid] = LineageEntry(persona_id=final[sid].persona_id, version=final[sid].version)
             run.save_persona_lineage(plan.lineage)
-            run.save_persona_history(history_after(parent.load_persona_history(), plan, final, run.path.name))
+            run.save_persona_history(history_after(parent.load_persona_history(), plan, final, run.run_id))
             index = _text_index(run)
             gates = _gates(
                 run, parent, list(final.values()), failures, figures, mode_used, index,
@@ -523,10 +523,11 @@ def _save_manifest(
     run.save_manifest(manifest)
 
 
-def _carry_personas(run: RunDir, parent: RunDir, plan: PersonaPlan) -> tuple[list[Persona], dict[int, list[QuoteChange]]]:
-    """Kept personas into the new run (counts updated, quotes re-verified) and into its store."""
+def _carry_personas(run: RunDir, parent: RunDir, plan: PersonaPlan) -> dict[int, list[QuoteChange]]:
+    """Kept personas into the new run (counts updated, quotes re-verified) and into its store; returns the
+    quotes dropped, by segment."""
     if not plan.keep:
-        return [], {}
+        return {}
     segment_set = run.load_segments()
     index = _text_index(run)
     cohesions = sorted(s.quality.cohesion for s in segment_set.segments)
@@ -540,7 +541,7 @@ def _carry_personas(run: RunDir, parent: RunDir, plan: PersonaPlan) -> tuple[lis
             dropped[sid] = gone
     run.save_personas(carried)
     _store_personas(run, parent, carried)
-    return carried, dropped
+    return dropped
 
 
 def _store_personas(run: RunDir, parent: RunDir, personas: list[Persona]) -> None:

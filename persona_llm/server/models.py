@@ -133,7 +133,6 @@ class SearchHit(TextRecord):
 
 class SearchResult(BaseModel):
     run: str
-    query: str
     segment_id: int | None
     total: int = Field(description="texts matching every word (only `limit` are returned)")
     hits: list[SearchHit]

@@ -136,7 +136,7 @@ class RunView:
         words = list(dict.fromkeys(_WORD.findall(query.casefold())))[:MAX_QUERY_WORDS]
         if not words:
             hits: list[api.SearchHit] = []
-            return api.SearchResult(run=self.name, query=query, segment_id=segment_id, total=0, hits=hits)
+            return api.SearchResult(run=self.name, segment_id=segment_id, total=0, hits=hits)
         score = pd.Series(0, index=texts.index)
         matched = pd.Series(True, index=texts.index)
         for word in words:
@@ -147,7 +147,7 @@ class RunView:
         found = texts[matched].assign(score=score[matched])
         found = found.sort_values("score", ascending=False, kind="stable").head(limit)
         hits = [api.SearchHit(**_record(row).model_dump(), score=int(row["score"])) for _, row in found.iterrows()]
-        return api.SearchResult(run=self.name, query=query, segment_id=segment_id, total=int(matched.sum()), hits=hits)
+        return api.SearchResult(run=self.name, segment_id=segment_id, total=int(matched.sum()), hits=hits)
 
     # -- the map ------------------------------------------------------------------------------------
 

@@ -42,6 +42,7 @@ class ServerSettings(BaseModel):
     llm_slots: int = Field(default=1, ge=1, description="chat answers and briefs generated at the same time")
     llm_queue: int = Field(default=16, ge=0, description="requests waiting for a slot (503 beyond)")
     run_cache: int = Field(default=3, ge=1, description="runs whose files stay loaded (published, previous...)")
+    page_poll_s: float = Field(default=10.0, gt=0, description="how often the web page checks for a newly published run")
 
     @classmethod
     def from_env(cls, **overrides: Any) -> ServerSettings:

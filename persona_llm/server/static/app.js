@@ -3,7 +3,7 @@
 // customer texts are data.
 "use strict";
 
-const state = { key: sessionStorage.getItem("persona-llm-key") || "", current: null, info: null, conversation: null };
+const state = { key: sessionStorage.getItem("persona-llm-key") || "", current: null, info: null, polling: null, conversation: null };
 const $ = (id) => document.getElementById(id);
 
 function el(tag, attrs = {}, ...children) {
@@ -164,6 +164,7 @@ async function loadRun() {
 async function start() {
   try {
     state.info = await api("/v1/info");
+    if (!state.polling) state.polling = setInterval(follow, (state.info.limits.page_poll_s || 10) * 1000);
     if (state.info.features.includes("chat")) setupChat();
     await loadRun();
     state.current = state.info.current_run;
@@ -193,4 +194,3 @@ $("segment-close").addEventListener("click", closeSegment);
 function setupChat() { /* filled in when the server offers chat */ }
 
 start();
-setInterval(follow, 5000);

@@ -11,7 +11,6 @@ import re
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -42,7 +41,7 @@ class RunView:
         self.name = name
         self.run = run
         self._lock = threading.Lock()
-        self._texts: pd.DataFrame | None = None
+        self._texts: _Texts | None = None
         self._map: api.UserMapData | None = None
 
     # -- segments and personas ----------------------------------------------------------------------
@@ -104,27 +103,22 @@ class RunView:
 
     # -- texts --------------------------------------------------------------------------------------
 
-    def texts(self) -> pd.DataFrame:
-        """text_id, segment_id, language, text and the case-folded text to search, indexed by text_id."""
+    def texts(self) -> _Texts:
+        """The run's texts as plain columns with an index by id, loaded once."""
         if self._texts is None:
             with self._lock:
                 if self._texts is None:
                     if not self.run.has(TEXTS):
                         raise NotFound(f"run {self.name} has no texts")
-                    frame = self.run.load_texts([TEXT_ID, "segment_id", LANGUAGE, TEXT])
-                    frame["segment_id"] = frame["segment_id"].astype(int)
-                    frame["folded"] = frame[TEXT].str.casefold()
-                    self._texts = frame.set_index(TEXT_ID, drop=False)
+                    self._texts = _Texts(self.run.load_texts([TEXT_ID, "segment_id", LANGUAGE, TEXT]))
         return self._texts
 
     def text(self, text_id: str) -> api.TextRecord:
         texts = self.texts()
-        if text_id not in texts.index:
+        i = texts.position.get(text_id)
+        if i is None:
             raise NotFound(f"no text {text_id!r} in run {self.name}")
-        row = texts.loc[text_id]
-        if isinstance(row, pd.DataFrame):  # ids are unique in a run; be safe anyway
-            row = row.iloc[0]
-        return _record(row)
+        return texts.record(i)
 
     def search(self, query: str, *, segment_id: int | None, limit: int) -> api.SearchResult:
         """Texts holding every word of `query` (case-insensitive, a word matches at the start of a word, so
@@ -132,22 +126,21 @@ class RunView:
         texts = self.texts()
         if segment_id is not None:
             self.segment(segment_id)  # 404 for a segment the run does not have
-            texts = texts[texts["segment_id"] == segment_id]
         words = list(dict.fromkeys(_WORD.findall(query.casefold())))[:MAX_QUERY_WORDS]
         if not words:
-            hits: list[api.SearchHit] = []
-            return api.SearchResult(run=self.name, segment_id=segment_id, total=0, hits=hits)
-        score = pd.Series(0, index=texts.index)
-        matched = pd.Series(True, index=texts.index)
-        for word in words:
-            pattern = re.escape(word) if _CJK.search(word) else rf"(?<!\w){re.escape(word)}"
-            counts = texts["folded"].str.count(pattern)
-            matched &= counts > 0
-            score += counts
-        found = texts[matched].assign(score=score[matched])
-        found = found.sort_values("score", ascending=False, kind="stable").head(limit)
-        hits = [api.SearchHit(**_record(row).model_dump(), score=int(row["score"])) for _, row in found.iterrows()]
-        return api.SearchResult(run=self.name, segment_id=segment_id, total=int(matched.sum()), hits=hits)
+            return api.SearchResult(run=self.name, segment_id=segment_id, total=0, hits=[])
+        rows = range(len(texts.ids)) if segment_id is None else np.flatnonzero(texts.segment_ids == segment_id)
+        # A substring test in C first, then the word-start pattern only on the texts that passed it.
+        candidates = [i for i in rows if all(w in texts.folded[i] for w in words)]
+        patterns = [re.compile(re.escape(w) if _CJK.search(w) else rf"(?<!\w){re.escape(w)}") for w in words]
+        scored = []
+        for i in candidates:
+            counts = [len(p.findall(texts.folded[i])) for p in patterns]
+            if all(counts):
+                scored.append((-sum(counts), int(i)))
+        scored.sort()
+        hits = [api.SearchHit(**texts.record(i).model_dump(), score=-neg) for neg, i in scored[:limit]]
+        return api.SearchResult(run=self.name, segment_id=segment_id, total=len(scored), hits=hits)
 
     # -- the map ------------------------------------------------------------------------------------
 
@@ -184,10 +177,21 @@ class RunView:
         return self._map
 
 
-def _record(row: Any) -> api.TextRecord:
-    return api.TextRecord(
-        text_id=str(row[TEXT_ID]), segment_id=int(row["segment_id"]), language=str(row[LANGUAGE]), text=str(row[TEXT])
-    )
+class _Texts:
+    """A run's texts as plain columns (a pandas lookup per request costs more than the rest of it)."""
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        self.ids: list[str] = frame[TEXT_ID].astype(str).tolist()
+        self.segment_ids: np.ndarray = frame["segment_id"].to_numpy(dtype=int)
+        self.languages: list[str] = frame[LANGUAGE].astype(str).tolist()
+        self.texts: list[str] = frame[TEXT].astype(str).tolist()
+        self.folded: list[str] = [t.casefold() for t in self.texts]
+        self.position: dict[str, int] = {t: i for i, t in enumerate(self.ids)}
+
+    def record(self, i: int) -> api.TextRecord:
+        return api.TextRecord(
+            text_id=self.ids[i], segment_id=int(self.segment_ids[i]), language=self.languages[i], text=self.texts[i]
+        )
 
 
 class PublishedRuns:

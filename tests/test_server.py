@@ -336,6 +336,8 @@ def test_without_keys_only_loopback_may_be_bound() -> None:
         with pytest.raises(ConfigError, match="without API keys"):
             ServerSettings(host=host).check_bind(has_keys=False)
         ServerSettings(host=host).check_bind(has_keys=True)
+    with pytest.raises(ConfigError, match="without API keys"):
+        create_app(ROOT, settings=ServerSettings(host="0.0.0.0"))
 
 
 def test_the_rate_limiter_refills_at_its_rate() -> None:

@@ -190,11 +190,13 @@ def create_app(
 ) -> FastAPI:
     """The FastAPI app serving `workspace` (a persona-llm workspace; its published run is read per request).
 
-    `keys`: the API keys (default: none, which only a loopback listener may run without; `serve` checks
-    that before it binds). `settings`: limits and the listening address (ServerSettings defaults).
+    `keys`: the API keys (default: none, which only a loopback listener may run without: `settings.host`
+    beyond loopback without keys is refused here, and `serve` binds to that host). `settings`: limits and
+    the listening address (ServerSettings defaults).
     """
     settings = settings or ServerSettings()
     keys = keys if keys is not None else ApiKeys()
+    settings.check_bind(has_keys=bool(keys))
     path = Path(workspace)
     ctx = ServerContext(
         workspace=path,

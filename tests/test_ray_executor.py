@@ -1,0 +1,160 @@
+"""The ray executor gives what the local one gives: the same segments (ARI 1.0) and embeddings (cosine >=
+0.9999) from the same input, and the same personas from the same scripted model; the cache is consulted
+before any Ray work; `[scale]` config errors name the file.
+
+One local Ray for the whole module (`ray.init(num_cpus=2)`, shut down after): starting Ray is the cost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+ray = pytest.importorskip("ray", reason="the cluster extra (pip install 'persona-llm[cluster]') is not installed")
+
+from persona_llm import workflows  # noqa: E402
+from persona_llm.errors import ConfigError, RunNotPublishedError  # noqa: E402
+from persona_llm.llm.client import LLMSettings  # noqa: E402
+from persona_llm.scale import RayExecutor, ScaleSettings  # noqa: E402
+from persona_llm.scale.ray_embed import RayEmbedder  # noqa: E402
+from persona_llm.segment.embed import CachedEmbedder, SentenceTransformerEmbedder, innermost  # noqa: E402
+from persona_llm.segment.pipeline import SegmentPipeline  # noqa: E402
+from tests.conftest import copy_workspace  # noqa: E402
+from tests.fake_openai import FakeOpenAIServer  # noqa: E402
+from tests.run_store_data import customer_texts  # noqa: E402
+from tests.test_run_store import persona_reply  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def ray_session() -> Iterator[None]:
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def fits(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The same texts segmented locally and on Ray, each with its own fresh embedding cache, and a second
+    Ray fit on the Ray fit's (now full) cache."""
+    caches = tmp_path_factory.mktemp("embedding-caches")
+    texts = customer_texts()
+    local = SegmentPipeline(cache_dir=caches / "local").fit(texts, user_column="user_id", text_column="text")
+    # Small blocks: the input reaches the actors as several Arrow blocks, on two actors.
+    executor = RayExecutor(ScaleSettings(executor="ray", embed_block_rows=40, embed_actors=2))
+    on_ray = SegmentPipeline(cache_dir=caches / "ray", executor=executor).fit(
+        texts, user_column="user_id", text_column="text"
+    )
+    again = SegmentPipeline(cache_dir=caches / "ray", executor=executor).fit(
+        texts, user_column="user_id", text_column="text"
+    )
+    executor.close()  # a Ray it did not start stays up
+    assert ray.is_initialized()
+    return {"local": local, "ray": on_ray, "again": again}
+
+
+def test_ray_embeds_what_the_local_executor_embeds(fits: dict[str, Any]) -> None:
+    local, on_ray = fits["local"], fits["ray"]
+    assert isinstance(innermost(on_ray.embedder_), SentenceTransformerEmbedder)
+    assert isinstance(on_ray.embedder_, CachedEmbedder) and isinstance(on_ray.embedder_.embedder, RayEmbedder)
+    assert not isinstance(local.embedder_.embedder, RayEmbedder)
+    # every text went through Ray (a fresh cache), and the model id is the local model's
+    assert on_ray.embedder_.misses_ == len(on_ray.texts_) and on_ray.embedder_.hits_ == 0
+    assert on_ray.manifest_.models == local.manifest_.models
+    assert on_ray.manifest_.parameters["executor"].startswith("RayExecutor(")
+    assert "executor" not in local.manifest_.parameters
+    assert list(on_ray.texts_["text_id"]) == list(local.texts_["text_id"])
+    cosines = np.sum(on_ray.text_embeddings_ * local.text_embeddings_, axis=1)
+    assert cosines.min() >= 0.9999
+
+
+def test_ray_gives_the_same_segments(fits: dict[str, Any]) -> None:
+    from sklearn.metrics import adjusted_rand_score
+
+    local, on_ray = fits["local"], fits["ray"]
+    assert list(on_ray.user_ids_) == list(local.user_ids_)
+    assert adjusted_rand_score(local.labels_, on_ray.labels_) == 1.0
+    assert len(on_ray.segments_.segments) == len(local.segments_.segments) >= 3
+
+
+def test_the_cache_is_consulted_before_ray(fits: dict[str, Any]) -> None:
+    again = fits["again"]
+    assert again.embedder_.misses_ == 0 and again.embedder_.hits_ == len(again.texts_)
+    assert np.array_equal(again.text_embeddings_, fits["ray"].text_embeddings_)
+
+
+def _comparable(persona: Any) -> dict[str, Any]:
+    """A persona without what differs between two writes of the same draft: when and how fast."""
+    data = persona.model_dump(mode="json")
+    for key in ("generated_at", "seconds", "from_cache"):
+        data["provenance"].pop(key, None)
+    return data
+
+
+def test_personas_written_on_ray_equal_local_ones(
+    ray_session: None, persona_workspace: Path, tmp_path: Path
+) -> None:
+    """Two scripted endpoints on Ray (llm_urls) against one endpoint locally: both get work, and the
+    personas are the same."""
+    local_ws = copy_workspace(persona_workspace, tmp_path / "local")
+    ray_ws = copy_workspace(persona_workspace, tmp_path / "ray")
+    with (
+        FakeOpenAIServer(default=persona_reply("Ray")) as first,
+        FakeOpenAIServer(default=persona_reply("Ray")) as second,
+        FakeOpenAIServer(default=persona_reply("Ray")) as alone,
+    ):
+        def settings(url: str, cache: str) -> LLMSettings:
+            return LLMSettings(backend="openai", base_url=url, model="fake-model", cache_dir=tmp_path / cache)
+
+        ids = [0, 1, 2]
+        local = workflows.write_personas(local_ws, settings(alone.base_url, "local-cache"), segment_ids=ids)
+        scale = ScaleSettings(executor="ray", llm_urls=[first.base_url, second.base_url])
+        on_ray = workflows.write_personas(ray_ws, settings(first.base_url, "ray-cache"), segment_ids=ids, scale=scale)
+    assert first.requests and second.requests  # the segments were spread over both endpoints
+    assert len(first.requests) + len(second.requests) == len(alone.requests)
+    assert on_ray.published and local.published
+    assert on_ray.writer.stats_["personas"] == local.writer.stats_["personas"] == 3
+    assert [_comparable(p) for p in on_ray.personas] == [_comparable(p) for p in local.personas]
+    assert [p.name for p in on_ray.run.load_personas() if p.segment_id in ids] == ["Ray 0", "Ray 1", "Ray 2"]
+
+
+def test_a_failing_endpoint_fails_its_segments_not_the_run(
+    ray_session: None, persona_workspace: Path, tmp_path: Path
+) -> None:
+    """A model failure on a Ray worker comes back as that segment's failure, with its calls recorded;
+    the run is kept unpublished, as locally."""
+    ws = copy_workspace(persona_workspace, tmp_path / "ws")
+    with FakeOpenAIServer(default={"status": 500, "message": "model crashed"}) as broken:
+        settings = LLMSettings(
+            backend="openai", base_url=broken.base_url, model="fake-model", max_retries=0, use_cache=False
+        )
+        with pytest.raises(RunNotPublishedError, match="model crashed"):
+            workflows.write_personas(ws, settings, scale=ScaleSettings(executor="ray"), segment_ids=[0])
+
+
+def test_scale_table_in_a_config_file(tmp_path: Path) -> None:
+    good = tmp_path / "good.toml"
+    good.write_text('[scale]\nexecutor = "ray"\nray_address = "auto"\nllm_urls = ["http://10.0.0.2:8000/v1/"]\n')
+    config = workflows.load_config(good)
+    assert config.scale.executor == "ray" and config.scale.ray_address == "auto"
+    assert config.scale.llm_urls == ["http://10.0.0.2:8000/v1"]
+    assert workflows.load_config(None).scale.executor == "local"
+
+    misspelt = tmp_path / "misspelt.toml"
+    misspelt.write_text('[scale]\nexecutor = "ray"\nray_adress = "auto"\n')
+    with pytest.raises(ConfigError, match=r"misspelt.toml: unknown key in \[scale\]: ray_adress"):
+        workflows.load_config(misspelt)
+    wrong = tmp_path / "wrong.toml"
+    wrong.write_text('[scale]\nexecutor = "dask"\n')
+    with pytest.raises(ConfigError, match=r"wrong.toml: \[scale\] executor"):
+        workflows.load_config(wrong)
+
+
+def test_several_endpoints_need_the_ray_executor() -> None:
+    scale = ScaleSettings(llm_urls=["http://127.0.0.1:9/v1", "http://127.0.0.1:10/v1"])
+    with pytest.raises(ConfigError, match="needs executor"):
+        workflows.settings_for_scale(LLMSettings(backend="openai", model="m"), scale)

@@ -126,6 +126,11 @@ def llm_settings(
     return settings
 
 
+def scale_settings(config: Config | None = None, **flags: Any) -> ScaleSettings:
+    """The config's [scale] with flags (executor, ray_address, llm_urls...; None ignored) winning."""
+    return (config or Config()).scale.with_overrides(**flags)
+
+
 @contextlib.contextmanager
 def open_executor(scale: ScaleSettings) -> Iterator[Any]:
     """The executor [scale] chooses for the block: None (this process: the default) or a RayExecutor,

@@ -32,13 +32,13 @@ The eval checks narratives with other means (a lexical check and the LLM judge w
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from persona_llm.schema.personas import Confidence, PersonaDraft, StatementCheck
+from persona_llm.schema.sentences import split_sentences
 
 #: Cosine-above-chance floor per embedder family (matched as a substring of the run's embedder model
 #: id, case-folded); see the module docstring for how each was measured.
@@ -54,8 +54,6 @@ LIST_FIELDS: tuple[str, ...] = ("interests", "goals", "pain_points", "motivation
 #: Fields whose unsupported items are dropped from the persona (a list may get shorter; a name cannot).
 DROPPABLE_FIELDS = frozenset(LIST_FIELDS)
 
-_SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+|(?<=[。！？])")
-
 
 def min_similarity_for(model_id: str) -> float:
     key = model_id.casefold()
@@ -63,11 +61,6 @@ def min_similarity_for(model_id: str) -> float:
         if family in key:
             return value
     return DEFAULT_MIN_SIMILARITY
-
-
-def split_sentences(text: str) -> list[str]:
-    """Sentences of a summary (Latin and CJK end marks); fragments under 3 characters are dropped."""
-    return [s.strip() for s in _SENTENCE_END.split(text.strip()) if len(s.strip()) >= 3]
 
 
 def draft_statements(draft: PersonaDraft) -> list[tuple[str, str]]:

@@ -53,7 +53,15 @@ from persona_llm.personas.support import (
     support_feedback,
     support_share,
 )
-from persona_llm.runs.rundir import LLM_CALLS, MANIFEST, PERSONA_STATS, PERSONAS_MARKDOWN, REPORT, RunDir
+from persona_llm.runs.rundir import (
+    LLM_CALLS,
+    MANIFEST,
+    PERSONA_STATS,
+    PERSONAS_MARKDOWN,
+    REPORT,
+    TEXT_EMBEDDINGS,
+    RunDir,
+)
 from persona_llm.schema.frames import TEXT
 from persona_llm.schema.personas import (
     MAX_QUOTES,
@@ -640,10 +648,7 @@ class PersonaWriter:
         except (InputError, BackendError, FileNotFoundError, ValueError) as exc:
             log.warning("narrative support check unavailable: %s", exc)
             return None, str(exc)[:200]
-        rng = np.random.default_rng(self.seed)
-        rows = rng.choice(len(vectors), size=min(CHANCE_SAMPLE, len(vectors)), replace=False)
-        sims = pairwise_cosine(vectors[np.sort(rows)])
-        chance = float(np.clip(sims[np.triu_indices(len(sims), 1)].mean(), 0.0, 0.99)) if len(rows) > 1 else 0.0
+        chance = self._chance_of(vectors)
         index = SupportIndex(
             vectors=vectors,
             segment_ids=texts["segment_id"].fillna(-1).astype(int).to_numpy(),
@@ -739,14 +744,24 @@ class PersonaWriter:
     def _chance_similarity(self, run: RunDir, embedder: Embedder) -> float:
         """Mean cosine between random texts of the run under `embedder`: what "unrelated" looks like in
         this embedding space (anisotropic models put everything close together)."""
+        model_id = run.load_manifest().models.get("embedder", "") if run.has(MANIFEST) else ""
+        if getattr(embedder, "model_id", None) == model_id and run.has(TEXT_EMBEDDINGS):
+            return self._chance_of(run.load_text_embeddings())  # the run's own vectors: nothing to embed
         texts = run.load_texts([TEXT])[TEXT].astype(str)
-        if len(texts) < 2:
-            return 0.0
+        rows = self._chance_rows(len(texts))
+        return self._chance_of(np.asarray(embedder.encode([texts.iloc[int(i)] for i in rows]), dtype=np.float32), sampled=True)
+
+    def _chance_rows(self, n: int) -> np.ndarray:
         rng = np.random.default_rng(self.seed)
-        rows = np.sort(rng.choice(len(texts), size=min(CHANCE_SAMPLE, len(texts)), replace=False))
-        sims = pairwise_cosine(embedder.encode([texts.iloc[int(i)] for i in rows]))
-        upper = sims[np.triu_indices(len(sims), 1)]
-        return float(np.clip(upper.mean(), 0.0, 0.99))
+        return np.sort(rng.choice(n, size=min(CHANCE_SAMPLE, n), replace=False))
+
+    def _chance_of(self, vectors: np.ndarray, *, sampled: bool = False) -> float:
+        """Mean cosine between `CHANCE_SAMPLE` seeded rows of `vectors` (all of them when `sampled`)."""
+        sample = vectors if sampled else vectors[self._chance_rows(len(vectors))]
+        if len(sample) < 2:
+            return 0.0
+        sims = pairwise_cosine(sample)
+        return float(np.clip(sims[np.triu_indices(len(sims), 1)].mean(), 0.0, 0.99))
 
     def _distinctness(
         self,

@@ -98,28 +98,25 @@ def _comparable(persona: Any) -> dict[str, Any]:
 def test_personas_written_on_ray_equal_local_ones(
     ray_session: None, persona_workspace: Path, tmp_path: Path
 ) -> None:
-    """Two scripted endpoints on Ray (llm_urls) against one endpoint locally: both get work, and the
-    personas are the same."""
-    local_ws = copy_workspace(persona_workspace, tmp_path / "local")
+    """The shared workspace's personas were written by the local executor from the scripted model
+    (tests/conftest.py); Ray workers on two scripted endpoints (llm_urls) write the same ones."""
+    from persona_llm.runs.workspace import resolve_run
+
+    ids = [0, 1, 2]
+    local = [p for p in resolve_run(persona_workspace).load_personas() if p.segment_id in ids]
     ray_ws = copy_workspace(persona_workspace, tmp_path / "ray")
     with (
-        FakeOpenAIServer(default=persona_reply("Ray")) as first,
-        FakeOpenAIServer(default=persona_reply("Ray")) as second,
-        FakeOpenAIServer(default=persona_reply("Ray")) as alone,
+        FakeOpenAIServer(default=persona_reply("First")) as first,
+        FakeOpenAIServer(default=persona_reply("First")) as second,
     ):
-        def settings(url: str, cache: str) -> LLMSettings:
-            return LLMSettings(backend="openai", base_url=url, model="fake-model", cache_dir=tmp_path / cache)
-
-        ids = [0, 1, 2]
-        local = workflows.write_personas(local_ws, settings(alone.base_url, "local-cache"), segment_ids=ids)
+        settings = LLMSettings(backend="openai", base_url=first.base_url, model="fake-model", cache_dir=tmp_path / "c")
         scale = ScaleSettings(executor="ray", llm_urls=[first.base_url, second.base_url])
-        on_ray = workflows.write_personas(ray_ws, settings(first.base_url, "ray-cache"), segment_ids=ids, scale=scale)
+        on_ray = workflows.write_personas(ray_ws, settings, segment_ids=ids, scale=scale)
     assert first.requests and second.requests  # the segments were spread over both endpoints
-    assert len(first.requests) + len(second.requests) == len(alone.requests)
-    assert on_ray.published and local.published
-    assert on_ray.writer.stats_["personas"] == local.writer.stats_["personas"] == 3
-    assert [_comparable(p) for p in on_ray.personas] == [_comparable(p) for p in local.personas]
-    assert [p.name for p in on_ray.run.load_personas() if p.segment_id in ids] == ["Ray 0", "Ray 1", "Ray 2"]
+    assert len(first.requests) + len(second.requests) == on_ray.writer.stats_["calls"]
+    assert on_ray.published and on_ray.writer.stats_["personas"] == len(local) == 3
+    assert [_comparable(p) for p in on_ray.personas] == [_comparable(p) for p in local]
+    assert [p.name for p in on_ray.personas] == ["First 0", "First 1", "First 2"]
 
 
 def test_a_failing_endpoint_fails_its_segments_not_the_run(
@@ -158,3 +155,25 @@ def test_several_endpoints_need_the_ray_executor() -> None:
     scale = ScaleSettings(llm_urls=["http://127.0.0.1:9/v1", "http://127.0.0.1:10/v1"])
     with pytest.raises(ConfigError, match="needs executor"):
         workflows.settings_for_scale(LLMSettings(backend="openai", model="m"), scale)
+
+
+class _Elsewhere:
+    """An EmbedExecutor stand-in (no Ray): wraps the model so the pipeline's chain can be inspected."""
+
+    def embedder(self, embedder: Any) -> Any:
+        return RayEmbedder(embedder, RayExecutor())
+
+
+def test_the_executor_wraps_the_model_under_the_cache_and_chunking() -> None:
+    from persona_llm.segment.embed import ChunkedEmbedder
+
+    texts = customer_texts(users_per_topic=1)
+    texts["language"] = "en"
+    pipe = SegmentPipeline(executor=_Elsewhere(), long_texts="chunk", embedder="minilm")
+    chain = pipe._embedder(texts)
+    # chunking and the cache stay in the driver; only the model call goes to the executor
+    assert isinstance(chain, ChunkedEmbedder) and isinstance(chain.embedder, CachedEmbedder)
+    assert isinstance(chain.embedder.embedder, RayEmbedder)
+    assert isinstance(innermost(chain), SentenceTransformerEmbedder)
+    assert chain.model_id == SegmentPipeline(long_texts="chunk", embedder="minilm")._embedder(texts).model_id
+    assert chain._window() == 254  # the tokenizer is found under the executor's wrapper

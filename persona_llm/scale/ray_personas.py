@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from persona_llm.errors import ConfigError
+from persona_llm.errors import BackendError, ConfigError
 from persona_llm.llm.base import Capabilities, LLMSettings
 from persona_llm.llm.chat_model import ChatModel
 from persona_llm.llm.client import open_chat_model
@@ -123,6 +123,8 @@ def write_segments_on_ray(
             lambda actor, segment: actor.write.remote(segment, different_from.get(segment.segment_id, [])),
             list(segments),
         )
+    except ray.exceptions.RayActorError as exc:  # a worker that could not start (or died): say why, in one line
+        raise BackendError(f"a Ray persona worker failed: {' '.join(str(exc).split())[:500]}") from exc
     finally:
         for actor in actors:
             ray.kill(actor)

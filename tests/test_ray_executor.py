@@ -17,7 +17,7 @@ import pytest
 ray = pytest.importorskip("ray", reason="the cluster extra (pip install 'persona-llm[cluster]') is not installed")
 
 from persona_llm import workflows  # noqa: E402
-from persona_llm.errors import ConfigError, RunNotPublishedError  # noqa: E402
+from persona_llm.errors import ConfigError, InputError, RunNotPublishedError  # noqa: E402
 from persona_llm.llm.client import LLMSettings  # noqa: E402
 from persona_llm.scale import RayExecutor, ScaleSettings  # noqa: E402
 from persona_llm.scale.ray_embed import RayEmbedder  # noqa: E402
@@ -25,6 +25,7 @@ from persona_llm.segment.embed import CachedEmbedder, SentenceTransformerEmbedde
 from persona_llm.segment.pipeline import SegmentPipeline  # noqa: E402
 from tests.conftest import copy_workspace  # noqa: E402
 from tests.fake_openai import FakeOpenAIServer  # noqa: E402
+from tests.hash_embedder import HashEmbedder  # noqa: E402
 from tests.run_store_data import customer_texts  # noqa: E402
 from tests.test_run_store import persona_reply  # noqa: E402
 
@@ -177,3 +178,33 @@ def test_the_executor_wraps_the_model_under_the_cache_and_chunking() -> None:
     assert isinstance(innermost(chain), SentenceTransformerEmbedder)
     assert chain.model_id == SegmentPipeline(long_texts="chunk", embedder="minilm")._embedder(texts).model_id
     assert chain._window() == 254  # the tokenizer is found under the executor's wrapper
+
+
+def _texts_file(tmp_path: Path, name: str) -> tuple[Path, list[str]]:
+    frame = customer_texts(users_per_topic=10)
+    path = tmp_path / name
+    frame.to_csv(path, index=False)
+    return path, frame["text"].tolist()
+
+
+def test_embed_file_reads_in_chunks_and_uses_the_cache(tmp_path: Path) -> None:
+    from persona_llm.scale.files import embed_file
+
+    source, texts = _texts_file(tmp_path, "texts.csv.gz")
+    expected = HashEmbedder().encode(texts)
+    first = embed_file(source, "text", tmp_path / "v.npy", embedder=HashEmbedder(), cache_dir=tmp_path / "c", chunk_rows=7)
+    vectors = np.load(tmp_path / "v.npy")
+    assert first.rows == len(texts) == vectors.shape[0] and first.dimension == 16
+    assert np.allclose(vectors, expected, atol=1e-6)
+    assert first.misses == len(set(texts)) and first.model_id == "test-hash-16"
+    again = embed_file(source, "text", tmp_path / "w.npy", embedder=HashEmbedder(), cache_dir=tmp_path / "c", chunk_rows=50)
+    assert again.misses == 0 and again.hits == len(texts)
+    assert np.array_equal(np.load(tmp_path / "w.npy"), vectors)
+
+    with pytest.raises(InputError, match="no column 'body'"):
+        embed_file(source, "body", tmp_path / "x.npy", embedder=HashEmbedder(), cache_dir="none")
+    holey = tmp_path / "holey.csv"
+    holey.write_text("user_id,text\nu1,fine text\nu2,\nu3,more\n")
+    with pytest.raises(InputError, match=r"holey.csv.*row 2: column 'text' is empty"):
+        embed_file(holey, "text", tmp_path / "h.npy", embedder=HashEmbedder(), cache_dir="none")
+    assert not (tmp_path / "h.npy").exists() and not list(tmp_path.glob(".h.npy.tmp-*"))

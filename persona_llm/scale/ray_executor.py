@@ -80,6 +80,7 @@ class RayExecutor:
             self.owns_ray_ = True
             ctx = ray.data.DataContext.get_current()
             ctx.enable_progress_bars = False  # our own progress lines say what is happening
+            logging.getLogger("ray.data").setLevel(logging.WARNING)  # not an INFO line per Ray Data job
         return ray
 
     def close(self) -> None:

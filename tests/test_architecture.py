@@ -2,7 +2,7 @@
 (imports inside functions count too: a lazy import is still a dependency). The layers, bottom first:
 
     errors, resource_paths, the package __init__ -> schema -> common -> runs -> segment -> llm -> agents
-    -> personas -> evaluation -> workflows -> server -> cli
+    -> personas -> evaluation -> scale -> workflows -> server -> cli
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("persona_llm.agents",),
     ("persona_llm.personas",),
     ("persona_llm.evaluation",),
+    ("persona_llm.scale",),
     ("persona_llm.workflows",),
     ("persona_llm.server",),
     ("persona_llm.cli",),

@@ -12,15 +12,16 @@ and the personas are upserted into the run's Chroma store (collection "personas"
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -169,6 +170,60 @@ class _Generated:
     records: list[CallRecord] = field(default_factory=list)
 
 
+@dataclass
+class SegmentOutcome:
+    """What writing one segment's persona gave, wherever it ran: the persona, or why there is none (a
+    model or backend failure), with the model calls made either way. Picklable, so a worker process can
+    send it back."""
+
+    segment_id: int
+    persona: Persona | None
+    records: list[CallRecord]
+    seconds: float
+    error: str = ""
+
+
+class SegmentExecutor(Protocol):
+    """Runs the per-segment work of a write somewhere other than this process's threads
+    (persona_llm.scale.RayExecutor: Ray actors, each with its own connection to an OpenAI-compatible
+    endpoint). Each segment goes through `write_segment_outcome`, exactly as the local threads do."""
+
+    def write_segments(
+        self,
+        writer: PersonaWriter,
+        chat: ChatModel,
+        templates: PromptTemplates,
+        run: RunDir,
+        segments: Sequence[Segment],
+        settings: LLMSettings,
+        different_from: dict[int, list[dict[str, Any]]],
+    ) -> Iterator[SegmentOutcome]:
+        """One outcome per segment, as each finishes (any order)."""
+        ...
+
+
+def write_segment_outcome(
+    writer: PersonaWriter,
+    chat: ChatModel,
+    templates: PromptTemplates,
+    run: RunDir,
+    segment: Segment,
+    settings: LLMSettings,
+    different_from: list[dict[str, Any]],
+) -> SegmentOutcome:
+    """Write one segment's persona with a prepared writer (`PersonaWriter.prepare`): the one unit of work
+    that both the local threads and a cluster executor run. A model or backend failure is an outcome (the
+    other segments go on); anything else is a bug and raises."""
+    t0 = time.perf_counter()
+    try:
+        generated = writer.write_segment(chat, templates, run, segment, settings, different_from)
+    except (StructuredOutputError, BackendError) as exc:
+        log.error("segment %d: %s", segment.segment_id, exc)
+        records = list(exc.records) if isinstance(exc, StructuredOutputError) else []
+        return SegmentOutcome(segment.segment_id, None, records, time.perf_counter() - t0, str(exc)[:500])
+    return SegmentOutcome(segment.segment_id, generated.persona, generated.records, time.perf_counter() - t0)
+
+
 def _quote_feedback(
     removed: Sequence[QuoteRemoval],
     n_kept: int,
@@ -238,6 +293,9 @@ class PersonaWriter:
     quote_mode: "reference" (the model picks numbered sentences by id from an enum in the schema; the
         writer copies them: persona_llm.personas.quoting), "verbatim" (the model copies quotes as text,
         gated and re-asked), or "auto" (reference where the backend enforces JSON schemas, else verbatim).
+    executor: None writes segments on `settings.concurrency` threads of this process; a SegmentExecutor
+        (persona_llm.scale.RayExecutor) writes them elsewhere. Either way each segment goes through
+        `write_segment_outcome`; gates, distinctness and the saved files are the same.
     """
 
     def __init__(
@@ -264,6 +322,7 @@ class PersonaWriter:
         progress: Callable[[PersonaProgress], None] | None = None,
         quote_mode: str = "auto",
         seed: int = 0,
+        executor: SegmentExecutor | None = None,
     ) -> None:
         self.settings = settings
         self.chat = chat
@@ -286,6 +345,7 @@ class PersonaWriter:
         self.progress = progress
         self.quote_mode = quote_mode
         self.seed = seed
+        self.executor = executor
 
     # -- public -------------------------------------------------------------------------------------
 
@@ -299,10 +359,7 @@ class PersonaWriter:
         segments = [segment_set.get(int(sid)) for sid in wanted]  # KeyError names a wrong id
         if not segments:
             raise InputError("the run has no segments to write personas for", path=str(run.path))
-        self.index_ = TextIndex.from_frame(run.load_texts())
-        self.support_index_, self.support_note_ = self._support_index(run) if self.check_support else (None, "off")
-        cohesions = sorted(s.quality.cohesion for s in segment_set.segments)
-        self.median_cohesion_ = cohesions[len(cohesions) // 2] if cohesions else None
+        self.prepare(run)
         self.records_: list[CallRecord] = []
         self.failures_: dict[int, str] = {}
         started = time.perf_counter()
@@ -316,6 +373,26 @@ class PersonaWriter:
         if self.failures_:
             raise PersonaWriteError(self.failures_)
         return all_personas
+
+    def prepare(self, run: RunDir) -> PersonaWriter:
+        """Read what every segment's persona is checked against: the run's texts (quote gate), its text
+        vectors and their embedder (narrative support), the median cohesion (confidence)."""
+        segment_set = run.load_segments()
+        self.index_ = TextIndex.from_frame(run.load_texts())
+        self.support_index_, self.support_note_ = self._support_index(run) if self.check_support else (None, "off")
+        cohesions = sorted(s.quality.cohesion for s in segment_set.segments)
+        self.median_cohesion_ = cohesions[len(cohesions) // 2] if cohesions else None
+        return self
+
+    def for_worker(self) -> PersonaWriter:
+        """A copy of this prepared writer to send to a worker process: parameters and prepared state
+        (its embedders pickle as parameters and load again there), without the open chat model, the
+        progress callback, the executor or the persona embedder, which stay with the driver."""
+        clone = copy.copy(self)
+        clone.chat = clone.progress = clone.executor = None
+        clone.embedder = None  # distinctness runs in the driver, over all personas
+        clone.records_, clone.failures_ = [], {}
+        return clone
 
     # -- generation ---------------------------------------------------------------------------------
 
@@ -362,32 +439,49 @@ class PersonaWriter:
             if self.progress is not None:
                 self.progress(event)
 
-        def one(segment: Segment) -> _Generated | None:
-            if workers == 1:
-                chat.prepare_for_task()  # e.g. the embedded server takes cores that have come free
-            t0 = time.perf_counter()
-            try:
-                generated = self._generate_one(
-                    chat, templates, run, segment, settings, different_from.get(segment.segment_id, [])
-                )
-            except (StructuredOutputError, BackendError) as exc:
-                log.error("segment %d: %s", segment.segment_id, exc)
-                self.failures_[segment.segment_id] = str(exc)[:500]
-                if isinstance(exc, StructuredOutputError):
-                    self.records_.extend(exc.records)
-                report(segment, time.perf_counter() - t0, None, str(exc))
+        by_id = {s.segment_id: s for s in segments}
+
+        def finish(outcome: SegmentOutcome) -> _Generated | None:
+            segment = by_id[outcome.segment_id]
+            if outcome.persona is None:
+                self.failures_[segment.segment_id] = outcome.error
+                with lock:
+                    self.records_.extend(outcome.records)
+                report(segment, outcome.seconds, None, outcome.error)
                 return None
-            report(segment, time.perf_counter() - t0, generated)
+            generated = _Generated(outcome.persona, outcome.records)
+            report(segment, outcome.seconds, generated)
             return generated
 
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="persona") as pool:
-            results = list(pool.map(one, segments))
-        done = [r for r in results if r is not None]
+        if self.executor is not None:
+            results = {
+                outcome.segment_id: finish(outcome)
+                for outcome in self.executor.write_segments(
+                    self, chat, templates, run, segments, settings, different_from
+                )
+            }
+            if set(results) != set(by_id):
+                raise BackendError(f"the executor returned segments {sorted(results)} for {sorted(by_id)}")
+            ordered = [results[s.segment_id] for s in segments]
+        else:
+
+            def one(segment: Segment) -> _Generated | None:
+                if workers == 1:
+                    chat.prepare_for_task()  # e.g. the embedded server takes cores that have come free
+                return finish(
+                    write_segment_outcome(
+                        self, chat, templates, run, segment, settings, different_from.get(segment.segment_id, [])
+                    )
+                )
+
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="persona") as pool:
+                ordered = list(pool.map(one, segments))
+        done = [r for r in ordered if r is not None]
         for r in done:
             self.records_.extend(r.records)
         return done
 
-    def _generate_one(
+    def write_segment(
         self,
         chat: ChatModel,
         templates: PromptTemplates,
@@ -396,6 +490,8 @@ class PersonaWriter:
         settings: LLMSettings,
         different_from: list[dict[str, Any]],
     ) -> _Generated:
+        """One segment's persona (after `prepare`): prompt, generation, quote gate and re-asks, estimates,
+        narrative support, confidence. Called through `write_segment_outcome` by every executor."""
         sid = segment.segment_id
         mode = chat.capabilities.structured_mode(chat.structured)
         prompt = build_prompt(

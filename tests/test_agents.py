@@ -9,13 +9,13 @@ import pytest
 from persona_llm.agents.definitions import list_agents, load_agent
 from persona_llm.errors import ConfigError
 from persona_llm.evaluation.judge import JudgeResponse, build_messages
-from persona_llm.schema.personas import PersonaDraft
+from persona_llm.schema.personas import DraftCore
 
 
 def test_bundled_agents_load_and_resolve() -> None:
     agents = {a.name: a for a in list_agents()}
     assert {"persona_writer", "persona_judge"} <= set(agents)
-    assert agents["persona_writer"].output_model() is PersonaDraft
+    assert agents["persona_writer"].output_model() is DraftCore
     assert agents["persona_judge"].output_model() is JudgeResponse
     assert (agents["persona_writer"].prompt_dir() / "system.j2").is_file()
 

@@ -24,7 +24,6 @@ from typing import Any, Literal
 
 import numpy as np
 
-from persona_llm.agents.definitions import load_agent
 from persona_llm.common.textmatch import name_key
 from persona_llm.common.vectors import cosine, pairwise_cosine
 from persona_llm.errors import BackendError, ConfigError, InputError
@@ -41,18 +40,19 @@ from persona_llm.personas.gates import (
 from persona_llm.personas.gates import (
     ground_quotes as ground_quotes_gate,
 )
-from persona_llm.personas.prompting import PromptTemplates, RenderedPrompt, build_prompt
-from persona_llm.personas.quoting import reference_draft_model
+from persona_llm.personas.prompting import AgentPrompt, RenderedPrompt, build_prompt
+from persona_llm.personas.quoting import reference_draft_model, verbatim_draft_model
 from persona_llm.personas.support import (
+    CHANCE_SAMPLE,
     DROPPABLE_FIELDS,
     SupportIndex,
     draft_statements,
     evidence_confidence,
-    min_similarity_for,
+    run_support_index,
     support_feedback,
     support_share,
 )
-from persona_llm.runs.rundir import LLM_CALLS, MANIFEST, PERSONA_STATS, PERSONAS_MARKDOWN, REPORT, RunDir
+from persona_llm.runs.rundir import LLM_CALLS, PERSONA_STATS, PERSONAS_MARKDOWN, REPORT, RunDir
 from persona_llm.schema.frames import TEXT
 from persona_llm.schema.personas import (
     MAX_QUOTES,
@@ -72,11 +72,9 @@ from persona_llm.schema.segments import Keyword, Segment
 
 log = logging.getLogger(__name__)
 
-#: Agent definition (agents/<name>.toml) whose prompt version the writer uses by default.
+#: Agent definition (agents/<name>.toml) the writer runs by default: its role opens the system message,
+#: its prompt version chooses the templates, its output_schema is the response model.
 WRITER_AGENT = "persona_writer"
-#: Random texts of the run embedded to learn what "unrelated" looks like to the persona embedder
-#: (2,016 pairs; about 1 s with MiniLM, 5-10 s with e5).
-CHANCE_SAMPLE = 64
 
 
 @dataclass(frozen=True)
@@ -132,7 +130,7 @@ def _as_draft(value: DraftCore, prompt: RenderedPrompt) -> PersonaDraft:
     sentence, copied from the prompt's text; quotes written out are taken as written (the gate checks both)."""
     if isinstance(value, PersonaDraft):
         return _with_real_text_ids(value, prompt)
-    quotes = []
+    quotes = list(getattr(value, "quotes", None) or [])  # copied as text by a custom output_schema's model
     for ref in getattr(value, "quote_ids", []):
         unit = prompt.unit(ref)
         if unit is not None:  # the schema allows only shown ids; a backend that ignored it is gated below
@@ -216,6 +214,9 @@ class PersonaWriter:
         ~0.91; multilingual e5's on Chinese reviews is ~0.88, so 0.9 means ~0.99 there. One absolute
         cosine would regenerate every Chinese persona (distinct ones sit at 0.90-0.96) or no English one.
     max_regenerations: rounds of "different from" regeneration.
+    agent: the agent definition (a name in agents/ or a .toml path) the writer runs: its role opens the
+        system message, its prompt version chooses the templates, its output_schema (DraftCore or a
+        subclass) is the response model the quote field is added to; it may ask for no tools.
     embedder: object with `.encode(texts) -> unit vectors`, a `persona_llm.embed.get_embedder` name, or
         "auto" (MiniLM for English personas, the multilingual E5 otherwise).
     write_store / write_report: also upsert into the Chroma store / write report.html.
@@ -256,6 +257,7 @@ class PersonaWriter:
         progress: Callable[[PersonaProgress], None] | None = None,
         quote_mode: str = "auto",
         seed: int = 0,
+        agent: str | Path = WRITER_AGENT,
     ) -> None:
         self.settings = settings
         self.chat = chat
@@ -278,6 +280,7 @@ class PersonaWriter:
         self.progress = progress
         self.quote_mode = quote_mode
         self.seed = seed
+        self.agent = agent
 
     # -- public -------------------------------------------------------------------------------------
 
@@ -316,17 +319,18 @@ class PersonaWriter:
     ) -> list[Persona]:
         self.model_id_ = chat.model_id
         self.backend_info_ = dict(chat.info)
-        # The agent definition (agents/persona_writer.toml) names the prompt version unless one is given.
-        templates = PromptTemplates.load(self.prompt_version or load_agent(WRITER_AGENT).prompt)
-        generated = self._generate_many(chat, templates, run, segments, settings, {})
+        # The agent definition (agents/persona_writer.toml): role, prompt version, output model, no tools.
+        agent = AgentPrompt.load(self.agent, expects=DraftCore, prompt_version=self.prompt_version)
+        self.agent_ = agent.spec
+        generated = self._generate_many(chat, agent, run, segments, settings, {})
         personas = {g.persona.segment_id: g.persona for g in generated}
-        self._distinctness(chat, templates, run, personas, settings)
+        self._distinctness(chat, agent, run, personas, settings)
         return [personas[s.segment_id] for s in segments if s.segment_id in personas]
 
     def _generate_many(
         self,
         chat: ChatModel,
-        templates: PromptTemplates,
+        agent: AgentPrompt,
         run: RunDir,
         segments: Sequence[Segment],
         settings: LLMSettings,
@@ -360,7 +364,7 @@ class PersonaWriter:
             t0 = time.perf_counter()
             try:
                 generated = self._generate_one(
-                    chat, templates, run, segment, settings, different_from.get(segment.segment_id, [])
+                    chat, agent, run, segment, settings, different_from.get(segment.segment_id, [])
                 )
             except (StructuredOutputError, BackendError) as exc:
                 log.error("segment %d: %s", segment.segment_id, exc)
@@ -382,7 +386,7 @@ class PersonaWriter:
     def _generate_one(
         self,
         chat: ChatModel,
-        templates: PromptTemplates,
+        agent: AgentPrompt,
         run: RunDir,
         segment: Segment,
         settings: LLMSettings,
@@ -390,8 +394,9 @@ class PersonaWriter:
     ) -> _Generated:
         sid = segment.segment_id
         mode = chat.capabilities.structured_mode(chat.structured)
+        base: type[DraftCore] = agent.output_model  # type: ignore[assignment]  # checked by AgentPrompt.load
         prompt = build_prompt(
-            templates,
+            agent.templates,
             segment,
             run.segment_texts(sid),
             chat.count_tokens,
@@ -406,12 +411,14 @@ class PersonaWriter:
             schema_in_prompt=mode != "json_schema",
             quote_mode=self._quote_mode(mode),
             seed=self.seed,
+            role=agent.role,
+            response_schema=verbatim_draft_model(base).model_json_schema(),
         )
         if not prompt.texts:
             raise BackendError(f"segment {sid} has no usable texts for a prompt")
         reference = prompt.quote_mode == "reference" and bool(prompt.units)
         response_model: type[DraftCore] = (
-            reference_draft_model([u.ref for u in prompt.units]) if reference else PersonaDraft
+            reference_draft_model([u.ref for u in prompt.units], base) if reference else verbatim_draft_model(base)
         )
         needed = min(self.min_quotes, len(prompt.units) if reference else len(prompt.texts))
         messages = prompt.messages
@@ -534,28 +541,8 @@ class PersonaWriter:
 
     def _support_index(self, run: RunDir) -> tuple[SupportIndex | None, str]:
         """The run's text vectors by segment and the embedder that made them; (None, why) if unavailable."""
-        from persona_llm.segment.embed import embedder_from_model_id
-
-        model_id = run.load_manifest().models.get("embedder", "") if run.has(MANIFEST) else ""
-        try:
-            vectors = run.load_text_embeddings()
-            texts = run.load_texts(["text_id", "segment_id"])
-            self.support_embedder_ = self.support_embedder or embedder_from_model_id(model_id)
-        except (InputError, BackendError, FileNotFoundError, ValueError) as exc:
-            log.warning("narrative support check unavailable: %s", exc)
-            return None, str(exc)[:200]
-        rng = np.random.default_rng(self.seed)
-        rows = rng.choice(len(vectors), size=min(CHANCE_SAMPLE, len(vectors)), replace=False)
-        sims = pairwise_cosine(vectors[np.sort(rows)])
-        chance = float(np.clip(sims[np.triu_indices(len(sims), 1)].mean(), 0.0, 0.99)) if len(rows) > 1 else 0.0
-        index = SupportIndex(
-            vectors=vectors,
-            segment_ids=texts["segment_id"].fillna(-1).astype(int).to_numpy(),
-            text_ids=texts["text_id"].astype(str).to_numpy(),
-            chance=chance,
-            min_similarity=min_similarity_for(model_id),
-        )
-        return index, model_id
+        index, self.support_embedder_, note = run_support_index(run, embedder=self.support_embedder, seed=self.seed)
+        return index, note
 
     def _check_statements(self, draft: PersonaDraft, segment_id: int) -> list[StatementCheck]:
         if self.support_index_ is None:
@@ -655,7 +642,7 @@ class PersonaWriter:
     def _distinctness(
         self,
         chat: ChatModel,
-        templates: PromptTemplates,
+        agent: AgentPrompt,
         run: RunDir,
         personas: dict[int, Persona],
         settings: LLMSettings,
@@ -688,7 +675,7 @@ class PersonaWriter:
             different_from = {t: [self._as_other(everyone[o]) for o, _ in others] for t, others in redo.items()}
             log.info("distinctness: regenerating segments %s", sorted(redo))
             regenerated = self._generate_many(
-                chat, templates, run, [run.load_segments().get(t) for t in redo], settings, different_from
+                chat, agent, run, [run.load_segments().get(t) for t in redo], settings, different_from
             )
             for sid in redo:
                 # A failed regeneration keeps the first persona: similar is better than missing.

@@ -57,7 +57,7 @@ def prompts_root() -> Path:
 
 @dataclass(frozen=True)
 class PromptTemplates:
-    """A versioned pair of templates; `sha256` covers both sources and goes into provenance.
+    """A versioned pair of templates; `sha256` covers every file of the version and goes into provenance.
     `system_variables`: the variables system.j2 reads (an agent's prompt must read `role`)."""
 
     version: str
@@ -77,9 +77,11 @@ class PromptTemplates:
             keep_trailing_newline=False,
             autoescape=False,  # plain-text prompts, not HTML
         )
+        # Every file of the version, in name order: a template it includes is part of the prompt too
+        # (a folder of system.j2 and user.j2 hashes as those two always have).
         digest = hashlib.sha256()
-        for name in ("system.j2", "user.j2"):
-            digest.update((folder / name).read_bytes())
+        for path in sorted(p for p in folder.iterdir() if p.is_file()):
+            digest.update(path.read_bytes())
         source = (folder / "system.j2").read_text(encoding="utf-8")
         variables = frozenset(jinja2.meta.find_undeclared_variables(env.parse(source)))
         return cls(

@@ -88,7 +88,7 @@ Goal: {{ b.goal }}{% if b.channel %} · channel: {{ b.channel }}{% endif %} · c
 ## In their words (verbatim)
 {% for q in b.quotes %}
 > {{ q.text }} — `{{ q.text_id }}`
-{%- endfor %}
+{% endfor %}
 {%- if not b.quotes %}
 _no quote passed the grounding gate_
 {%- endif %}
@@ -114,7 +114,7 @@ _no insight passed the gates_
 ## Proof points (verbatim)
 {% for q in b.proof_points %}
 > {{ q.text }} — `{{ q.text_id }}`
-{%- endfor %}
+{% endfor %}
 {%- if not b.proof_points %}
 _no quote passed the grounding gate_
 {%- endif %}

@@ -20,11 +20,14 @@ def test_bundled_agents_load_and_resolve() -> None:
     assert (agents["persona_writer"].prompt_dir() / "system.j2").is_file()
 
 
-def test_judge_prompt_comes_from_the_versioned_file() -> None:
+def test_judge_prompt_comes_from_the_agent_and_is_v1s_text() -> None:
     spec = load_agent("persona_judge")
-    text = (spec.prompt_dir() / "system.txt").read_text(encoding="utf-8").strip()
     messages = build_messages(["goal: saves money"], ["I always look for coupons"])
-    assert messages[0]["content"] == text
+    assert messages[0]["content"].startswith(spec.role) and spec.prompt == "judge/v2"
+    # The role opens the message; with the shipped role the judge sends exactly what judge/v1 sent.
+    v1 = (spec.prompt_dir().parent / "v1" / "system.txt").read_text(encoding="utf-8").strip()
+    assert messages[0]["content"] == v1
+    assert messages[1]["content"] == "Texts:\n[1] I always look for coupons\n\nClaims:\n1. goal: saves money"
 
 
 def _write(tmp_path: Path, name: str, body: str) -> Path:

@@ -60,8 +60,9 @@ def agent_file(tmp_path: Path, name: str, **changes: str) -> Path:
 
 def test_every_agent_file_loads_and_reads_its_role() -> None:
     agents = {a.name: a for a in list_agents()}
-    assert {"persona_writer", "brief_writer", "narrative_writer", "messaging_writer", "brief_judge"} <= set(agents)
-    for name in ("persona_writer", "brief_writer", "narrative_writer", "messaging_writer", "brief_judge"):
+    ours = ("persona_writer", "persona_judge", "brief_writer", "narrative_writer", "messaging_writer", "brief_judge")
+    assert set(ours) <= set(agents)
+    for name in ours:
         spec = agents[name]
         assert "role" in PromptTemplates.load(spec.prompt).system_variables, name
 

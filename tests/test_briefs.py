@@ -210,6 +210,21 @@ def test_citations_must_exist_and_belong_to_the_segment(run: RunDir, run_embedde
     assert len(brief.proof_points) == 1 and brief.provenance.quotes_proposed == 2
 
 
+def test_a_backend_without_schema_decoding_gets_the_schema_in_the_prompt(run: RunDir, run_embedder: Any) -> None:
+    """JSON mode only: the schema is shown in the system message, quotes are copied as text (and gated)."""
+    from persona_llm.llm.client import Capabilities
+
+    make = lambda sid, texts: campaign([supported_insight(texts)])  # noqa: E731
+    with FakeOpenAIServer(default=reply_with(make)) as server:
+        chat = ChatModel(base_url=server.base_url, model="fake-model", max_retries=0,
+                         capabilities=Capabilities(json_schema=False, json_object=True, tokenize=True))  # fmt: skip
+        brief = writer(chat, run_embedder).write(run, persona_id="0", goal="annual plan")
+        request = server.requests[0]
+    assert request["response_format"] == {"type": "json_object"}
+    assert "The JSON object must follow this JSON Schema" in request["messages"][0]["content"]
+    assert isinstance(brief, Brief) and brief.provenance.quote_mode == "verbatim" and len(brief.proof_points) == 2
+
+
 def test_audience_numbers_must_be_the_runs(run: RunDir, run_embedder: Any) -> None:
     """A share or count of customers that is not the run's is re-asked with the run's numbers; any other
     number in a claim must be in the run or in the texts it cites, or the claim goes."""

@@ -300,6 +300,9 @@ class BriefWriter:
                 max_text_tokens=self.max_text_tokens, max_texts=self.max_texts, quote_mode=quote_mode,
                 response_schema=response_model.model_json_schema(), seed=self.seed,
             )  # fmt: skip
+            # The schema took room from the texts: validate against what this prompt shows (an id shown in
+            # the schema but not among the texts is re-asked, never taken).
+            response_model = brief_response_model(core, prompt)
         numbers = RunNumbers.of(segment, n_segments)
         tag = f"brief {segment.segment_id}"
         records: list[CallRecord] = []

@@ -2,7 +2,7 @@
 with the embedded model), and how much of what the model wrote the gates kept.
 
     python bench/bench_briefs.py RUN [--personas 0,1] [--kinds campaign,narrative,messaging]
-        [--goal "launch of the annual plan"] [--channel email] [--llm embedded --llm-model qwen-1.5b]
+        [--goal "launch of the annual plan"] [--channel email] [--llm embedded --llm-model qwen-1.5b] [--out DIR]
 
 RUN is a workspace or a run directory with personas (e.g. a `persona-llm build` of a small slice, or the
 20 Newsgroups run `persona-llm eval-suite evals/suites/ci.toml` builds). A brief only reads the run.
@@ -29,7 +29,7 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from persona_llm.briefs import BriefWriter  # noqa: E402
+from persona_llm.briefs import BriefWriter, render_brief  # noqa: E402
 from persona_llm.evaluation.runner import evaluate_run  # noqa: E402
 from persona_llm.evaluation.suite import Suite  # noqa: E402
 from persona_llm.llm.client import open_chat_model  # noqa: E402
@@ -55,6 +55,7 @@ def main() -> None:
     parser.add_argument("--llm-url", default=None)
     parser.add_argument("--llm-model", default=None)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--out", type=Path, default=None, help="also write each brief here as .md and .json")
     args = parser.parse_args()
 
     run = resolve_run(args.run)
@@ -74,6 +75,11 @@ def main() -> None:
             writer = BriefWriter(settings, chat=chat)
             brief = writer.write(run, persona_id=target, goal=args.goal, kind=kind, channel=args.channel)
             stats = writer.stats()
+            if args.out is not None:
+                args.out.mkdir(parents=True, exist_ok=True)
+                stem = args.out / f"{kind}-{target}-{brief.brief_id}"
+                stem.with_suffix(".md").write_text(render_brief(brief, "md"), encoding="utf-8")
+                stem.with_suffix(".json").write_text(render_brief(brief, "json"), encoding="utf-8")
             kept = written = quotes = proposed = 0
             for part in brief.parts():
                 kept += len(part.cited)

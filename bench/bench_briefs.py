@@ -37,7 +37,7 @@ from persona_llm.runs.workspace import resolve_run  # noqa: E402
 from persona_llm.schema.manifest import cpu_description  # noqa: E402
 from persona_llm.workflows import llm_settings  # noqa: E402
 
-console = Console()
+console = Console(width=180)
 
 
 def _fmt(value: float | None) -> str:

@@ -2,7 +2,7 @@
 (imports inside functions count too: a lazy import is still a dependency). The layers, bottom first:
 
     errors, resource_paths, the package __init__ -> schema -> common -> runs -> segment -> llm -> agents
-    -> personas -> briefs -> evaluation -> workflows -> cli
+    -> personas -> briefs -> evaluation -> scale -> workflows -> cli
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("persona_llm.personas",),
     ("persona_llm.briefs",),
     ("persona_llm.evaluation",),
+    ("persona_llm.scale",),
     ("persona_llm.workflows",),
     ("persona_llm.cli",),
 ]

@@ -963,3 +963,21 @@ def test_progress_reports_one_line_per_persona_with_an_eta(run_dir: Path) -> Non
     assert failed.segment_id == 2 and "failed after" in failed.line()
     first = min(events, key=lambda e: e.done)
     assert first.eta_seconds is not None and "ETA" in first.line()
+
+
+def test_chance_similarity_reuses_the_runs_vectors_when_the_embedder_is_the_runs(run_dir: Path) -> None:
+    """The distinctness threshold's chance level comes from the run's stored text vectors when the
+    persona embedder is the one that made them (no texts re-embedded), and equals re-embedding them."""
+
+    class RunEmbedder(FakeEmbedder):
+        model_id = "minilm"  # the embedder make_run_dir's manifest names
+
+    texts = pd.read_parquet(run_dir / "texts.parquet")["text"].astype(str).tolist()
+    np.save(run_dir / "text_embeddings.npy", RunEmbedder().encode(texts))
+    run = RunDir(run_dir)
+    stored, other = RunEmbedder(), FakeEmbedder()
+    with FakeOpenAIServer() as server:
+        w = writer(chat_for(server))
+        from_vectors = w._chance_similarity(run, stored)
+        assert stored.calls == 0  # nothing re-embedded
+        assert abs(from_vectors - w._chance_similarity(run, other)) < 1e-6 and other.calls == 1

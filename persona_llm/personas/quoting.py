@@ -23,13 +23,13 @@ from pydantic import Field, create_model, field_validator
 
 from persona_llm.common.textmatch import match_verbatim, normalize_ws
 from persona_llm.schema.personas import DRAFT_QUOTE_MAX_CHARS, MAX_QUOTES, MIN_QUOTES, DraftCore, PersonaDraft
+from persona_llm.schema.sentences import UNIT_END, spans
 
 QuoteMode = Literal["reference", "verbatim"]
 
 #: Shortest and longest unit offered: the gate's minimum (15 characters and 3 words; CJK 6 characters)
 #: with a margin, and the draft quote limit.
 MIN_WORDS, MAX_WORDS, MIN_CJK_CHARS = 4, 40, 8
-_SENTENCE_END = re.compile(r"(?<=[.!?…])\s+(?=\S)|(?<=[。！？；])")
 _CLAUSE_END = re.compile(r"(?<=[,;:])\s+(?=\S)|(?<=[，；：])")
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff]")
 
@@ -42,24 +42,6 @@ def _size_ok(unit: str) -> bool:
     return MIN_WORDS <= words <= MAX_WORDS and len(unit) <= DRAFT_QUOTE_MAX_CHARS
 
 
-def _pieces(text: str, pattern: re.Pattern[str]) -> list[tuple[int, int]]:
-    """(start, end) spans of `text` between matches of `pattern`, stripped of surrounding spaces."""
-    spans, start = [], 0
-    for m in pattern.finditer(text):
-        spans.append((start, m.start()))
-        start = m.end()
-    spans.append((start, len(text)))
-    out = []
-    for a, b in spans:
-        while a < b and text[a].isspace():
-            a += 1
-        while b > a and text[b - 1].isspace():
-            b -= 1
-        if b > a:
-            out.append((a, b))
-    return out
-
-
 def quotable_units(text: str, *, truncated: bool = False) -> list[str]:
     """The sentences of `text` (whitespace-normalised) that can be quoted whole; a sentence over 40 words
     is offered as its clauses instead. Each unit is a substring of the text that the grounding gate
@@ -67,12 +49,12 @@ def quotable_units(text: str, *, truncated: bool = False) -> list[str]:
     is not offered."""
     norm = normalize_ws(text)
     units: list[str] = []
-    sentences = _pieces(norm, _SENTENCE_END)
+    sentences = spans(norm, UNIT_END)
     if truncated and sentences:
         sentences = sentences[:-1]
     for a, b in sentences:
         sentence = norm[a:b]
-        parts = [sentence] if _size_ok(sentence) else [sentence[c:d] for c, d in _pieces(sentence, _CLAUSE_END)]
+        parts = [sentence] if _size_ok(sentence) else [sentence[c:d] for c, d in spans(sentence, _CLAUSE_END)]
         for unit in parts:
             if not _size_ok(unit):
                 continue

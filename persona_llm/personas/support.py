@@ -33,7 +33,6 @@ The eval checks narratives with other means (a lexical check and the LLM judge w
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +43,7 @@ from persona_llm.common.vectors import pairwise_cosine
 from persona_llm.errors import BackendError, InputError
 from persona_llm.runs.rundir import MANIFEST, RunDir
 from persona_llm.schema.personas import Confidence, PersonaDraft, StatementCheck
+from persona_llm.schema.sentences import split_sentences
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +61,6 @@ LIST_FIELDS: tuple[str, ...] = ("interests", "goals", "pain_points", "motivation
 #: Fields whose unsupported items are dropped from the persona (a list may get shorter; a name cannot).
 DROPPABLE_FIELDS = frozenset(LIST_FIELDS)
 
-_SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+|(?<=[。！？])")
-
 
 def min_similarity_for(model_id: str) -> float:
     key = model_id.casefold()
@@ -70,11 +68,6 @@ def min_similarity_for(model_id: str) -> float:
         if family in key:
             return value
     return DEFAULT_MIN_SIMILARITY
-
-
-def split_sentences(text: str) -> list[str]:
-    """Sentences of a summary (Latin and CJK end marks); fragments under 3 characters are dropped."""
-    return [s.strip() for s in _SENTENCE_END.split(text.strip()) if len(s.strip()) >= 3]
 
 
 def draft_statements(draft: PersonaDraft) -> list[tuple[str, str]]:
@@ -159,8 +152,24 @@ class SupportIndex:
         return (cosine - self.chance) / max(1.0 - self.chance, 1e-6)
 
 
-#: Random texts of a run embedded to learn what "unrelated" looks like (2,016 pairs).
+#: Random texts of a run compared to learn what "unrelated" looks like to an embedder (2,016 pairs).
 CHANCE_SAMPLE = 64
+
+
+def chance_rows(n: int, seed: int) -> np.ndarray:
+    """The `CHANCE_SAMPLE` seeded rows (sorted) of `n` that chance levels are measured on."""
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n, size=min(CHANCE_SAMPLE, n), replace=False))
+
+
+def chance_level(vectors: np.ndarray, *, seed: int = 0, sampled: bool = False) -> float:
+    """Mean cosine between `chance_rows` of `vectors` (all of them when already `sampled`): what
+    "unrelated" looks like in this embedding space (anisotropic models put everything close together)."""
+    sample = vectors if sampled else vectors[chance_rows(len(vectors), seed)]
+    if len(sample) < 2:
+        return 0.0
+    sims = pairwise_cosine(sample)
+    return float(np.clip(sims[np.triu_indices(len(sims), 1)].mean(), 0.0, 0.99))
 
 
 def run_support_index(
@@ -169,7 +178,7 @@ def run_support_index(
     """The support index of a run (its text vectors by segment, its embedder's chance level) and the
     embedder that made the vectors (`embedder`, else rebuilt from the run manifest), for checking
     statements against the run: (index, embedder, model id), or (None, None, why) when the run lacks
-    what the check needs."""
+    what the check needs. The persona writer and the brief writer both check through this."""
     from persona_llm.segment.embed import embedder_from_model_id
 
     model_id = run.load_manifest().models.get("embedder", "") if run.has(MANIFEST) else ""
@@ -180,15 +189,11 @@ def run_support_index(
     except (InputError, BackendError, FileNotFoundError, ValueError) as exc:
         log.warning("narrative support check unavailable: %s", exc)
         return None, None, str(exc)[:200]
-    rng = np.random.default_rng(seed)
-    rows = rng.choice(len(vectors), size=min(CHANCE_SAMPLE, len(vectors)), replace=False)
-    sims = pairwise_cosine(vectors[np.sort(rows)])
-    chance = float(np.clip(sims[np.triu_indices(len(sims), 1)].mean(), 0.0, 0.99)) if len(rows) > 1 else 0.0
     index = SupportIndex(
         vectors=vectors,
         segment_ids=texts["segment_id"].fillna(-1).astype(int).to_numpy(),
         text_ids=texts["text_id"].astype(str).to_numpy(),
-        chance=chance,
+        chance=chance_level(vectors, seed=seed),
         min_similarity=min_similarity_for(model_id),
     )
     return index, embedder, model_id

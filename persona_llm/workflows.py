@@ -447,16 +447,20 @@ def evaluate(
     judge_settings: Any = None,
     stability: bool = True,
     on_warning: Callable[[str], None] | None = None,
+    briefs: Sequence[str | Path] = (),
 ) -> Any:
     """Evaluate a run (a workspace's published one, or a run directory); writes eval.json into it.
 
     `embedder`: "run" loads the model the run was built with, a name loads that model, an object is
     used as is, None skips the persona vector metrics. `judge_settings`: LLMSettings for the LLM judge
     (None: no judge). `stability`: re-segment two subsamples with the run's recorded parameters.
+    `briefs`: brief JSON files (`persona-llm brief --format json`) to check against the run.
     """
+    from persona_llm.evaluation.brief_eval import load_briefs
     from persona_llm.evaluation.build import run_resegmenter
     from persona_llm.evaluation.runner import evaluate_run, run_embedder
 
+    brief_list = load_briefs(briefs)  # a bad file fails here, before any work
     run = resolve_run(target_path)
     if isinstance(embedder, str):
         try:
@@ -484,7 +488,7 @@ def evaluate(
             chat = stack.enter_context(open_chat_model(judge_settings))
         return evaluate_run(
             run, labels, suite, embedder, chat, dataset=dataset, segment_fn=segment_fn,
-            no_segment_fn_reason=no_segment_fn,
+            no_segment_fn_reason=no_segment_fn, briefs=brief_list,
         )  # fmt: skip
 
 

@@ -5,13 +5,14 @@
     personas.py   personas, show, write-personas, doctor
     evaluate.py   eval, eval-suite
     workspace.py  history, publish, rollback, gc
+    briefs.py     brief
     serve.py      serve, api-key
 """
 
-from persona_llm.cli import evaluate, personas, segment, serve, workspace
+from persona_llm.cli import briefs, evaluate, personas, segment, serve, workspace
 from persona_llm.cli.app import app
 
-__all__ = ["app", "evaluate", "personas", "segment", "serve", "workspace"]
+__all__ = ["app", "briefs", "evaluate", "personas", "segment", "serve", "workspace"]
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -42,6 +42,7 @@ GROUPS = (
     "stability",
     "judge",
     "privacy",
+    "briefs",
 )
 Source = Literal["20newsgroups", "blog_authorship", "online_shopping_10_cats"]
 

@@ -25,7 +25,6 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from persona_llm.agents.definitions import load_agent
 from persona_llm.common.textmatch import name_key
 from persona_llm.common.vectors import cosine, pairwise_cosine
 from persona_llm.errors import BackendError, ConfigError, InputError
@@ -42,14 +41,16 @@ from persona_llm.personas.gates import (
 from persona_llm.personas.gates import (
     ground_quotes as ground_quotes_gate,
 )
-from persona_llm.personas.prompting import PromptTemplates, RenderedPrompt, build_prompt
-from persona_llm.personas.quoting import reference_draft_model
+from persona_llm.personas.prompting import AgentPrompt, PromptTemplates, RenderedPrompt, build_prompt
+from persona_llm.personas.quoting import reference_draft_model, verbatim_draft_model
 from persona_llm.personas.support import (
     DROPPABLE_FIELDS,
     SupportIndex,
+    chance_level,
+    chance_rows,
     draft_statements,
     evidence_confidence,
-    min_similarity_for,
+    run_support_index,
     support_feedback,
     support_share,
 )
@@ -81,11 +82,9 @@ from persona_llm.schema.segments import Keyword, Segment
 
 log = logging.getLogger(__name__)
 
-#: Agent definition (agents/<name>.toml) whose prompt version the writer uses by default.
+#: Agent definition (agents/<name>.toml) the writer runs by default: its role opens the system message,
+#: its prompt version chooses the templates, its output_schema is the response model.
 WRITER_AGENT = "persona_writer"
-#: Random texts of the run embedded to learn what "unrelated" looks like to the persona embedder
-#: (2,016 pairs; about 1 s with MiniLM, 5-10 s with e5).
-CHANCE_SAMPLE = 64
 
 
 @dataclass(frozen=True)
@@ -141,7 +140,7 @@ def _as_draft(value: DraftCore, prompt: RenderedPrompt) -> PersonaDraft:
     sentence, copied from the prompt's text; quotes written out are taken as written (the gate checks both)."""
     if isinstance(value, PersonaDraft):
         return _with_real_text_ids(value, prompt)
-    quotes = []
+    quotes = list(getattr(value, "quotes", None) or [])  # copied as text by a custom output_schema's model
     for ref in getattr(value, "quote_ids", []):
         unit = prompt.unit(ref)
         if unit is not None:  # the schema allows only shown ids; a backend that ignored it is gated below
@@ -279,6 +278,9 @@ class PersonaWriter:
         ~0.91; multilingual e5's on Chinese reviews is ~0.88, so 0.9 means ~0.99 there. One absolute
         cosine would regenerate every Chinese persona (distinct ones sit at 0.90-0.96) or no English one.
     max_regenerations: rounds of "different from" regeneration.
+    agent: the agent definition (a name in agents/ or a .toml path) the writer runs: its role opens the
+        system message, its prompt version chooses the templates, its output_schema (DraftCore or a
+        subclass) is the response model the quote field is added to; it may ask for no tools.
     embedder: object with `.encode(texts) -> unit vectors`, a `persona_llm.embed.get_embedder` name, or
         "auto" (MiniLM for English personas, the multilingual E5 otherwise).
     write_store / write_report: also upsert into the Chroma store / write report.html.
@@ -323,6 +325,7 @@ class PersonaWriter:
         quote_mode: str = "auto",
         seed: int = 0,
         executor: SegmentExecutor | None = None,
+        agent: str | Path = WRITER_AGENT,
     ) -> None:
         self.settings = settings
         self.chat = chat
@@ -346,6 +349,7 @@ class PersonaWriter:
         self.quote_mode = quote_mode
         self.seed = seed
         self.executor = executor
+        self.agent = agent
 
     # -- public -------------------------------------------------------------------------------------
 
@@ -401,8 +405,12 @@ class PersonaWriter:
     ) -> list[Persona]:
         self.model_id_ = chat.model_id
         self.backend_info_ = dict(chat.info)
-        # The agent definition (agents/persona_writer.toml) names the prompt version unless one is given.
-        templates = PromptTemplates.load(self.prompt_version or load_agent(WRITER_AGENT).prompt)
+        # The agent definition (agents/persona_writer.toml): its role and output model are kept on the writer
+        # (so a worker's copy has them), its templates travel as the executors expect.
+        agent = AgentPrompt.load(self.agent, expects=DraftCore, prompt_version=self.prompt_version)
+        self.agent_name_, self.role_ = agent.spec.name, agent.role
+        self.output_model_: type[DraftCore] = agent.output_model  # type: ignore[assignment]  # checked on load
+        templates = agent.templates
         generated = self._generate_many(chat, templates, run, segments, settings, {})
         personas = {g.persona.segment_id: g.persona for g in generated}
         self._distinctness(chat, templates, run, personas, settings)
@@ -494,6 +502,7 @@ class PersonaWriter:
         narrative support, confidence. Called through `write_segment_outcome` by every executor."""
         sid = segment.segment_id
         mode = chat.capabilities.structured_mode(chat.structured)
+        base = self.output_model_
         prompt = build_prompt(
             templates,
             segment,
@@ -510,12 +519,14 @@ class PersonaWriter:
             schema_in_prompt=mode != "json_schema",
             quote_mode=self._quote_mode(mode),
             seed=self.seed,
+            role=self.role_,
+            response_schema=verbatim_draft_model(base).model_json_schema(),
         )
         if not prompt.texts:
             raise BackendError(f"segment {sid} has no usable texts for a prompt")
         reference = prompt.quote_mode == "reference" and bool(prompt.units)
         response_model: type[DraftCore] = (
-            reference_draft_model([u.ref for u in prompt.units]) if reference else PersonaDraft
+            reference_draft_model([u.ref for u in prompt.units], base) if reference else verbatim_draft_model(base)
         )
         needed = min(self.min_quotes, len(prompt.units) if reference else len(prompt.texts))
         messages = prompt.messages
@@ -638,25 +649,8 @@ class PersonaWriter:
 
     def _support_index(self, run: RunDir) -> tuple[SupportIndex | None, str]:
         """The run's text vectors by segment and the embedder that made them; (None, why) if unavailable."""
-        from persona_llm.segment.embed import embedder_from_model_id
-
-        model_id = run.load_manifest().models.get("embedder", "") if run.has(MANIFEST) else ""
-        try:
-            vectors = run.load_text_embeddings()
-            texts = run.load_texts(["text_id", "segment_id"])
-            self.support_embedder_ = self.support_embedder or embedder_from_model_id(model_id)
-        except (InputError, BackendError, FileNotFoundError, ValueError) as exc:
-            log.warning("narrative support check unavailable: %s", exc)
-            return None, str(exc)[:200]
-        chance = self._chance_of(vectors)
-        index = SupportIndex(
-            vectors=vectors,
-            segment_ids=texts["segment_id"].fillna(-1).astype(int).to_numpy(),
-            text_ids=texts["text_id"].astype(str).to_numpy(),
-            chance=chance,
-            min_similarity=min_similarity_for(model_id),
-        )
-        return index, model_id
+        index, self.support_embedder_, note = run_support_index(run, embedder=self.support_embedder, seed=self.seed)
+        return index, note
 
     def _check_statements(self, draft: PersonaDraft, segment_id: int) -> list[StatementCheck]:
         if self.support_index_ is None:
@@ -752,16 +746,11 @@ class PersonaWriter:
         return self._chance_of(np.asarray(embedder.encode([texts.iloc[int(i)] for i in rows]), dtype=np.float32), sampled=True)
 
     def _chance_rows(self, n: int) -> np.ndarray:
-        rng = np.random.default_rng(self.seed)
-        return np.sort(rng.choice(n, size=min(CHANCE_SAMPLE, n), replace=False))
+        return chance_rows(n, self.seed)
 
     def _chance_of(self, vectors: np.ndarray, *, sampled: bool = False) -> float:
         """Mean cosine between `CHANCE_SAMPLE` seeded rows of `vectors` (all of them when `sampled`)."""
-        sample = vectors if sampled else vectors[self._chance_rows(len(vectors))]
-        if len(sample) < 2:
-            return 0.0
-        sims = pairwise_cosine(sample)
-        return float(np.clip(sims[np.triu_indices(len(sims), 1)].mean(), 0.0, 0.99))
+        return chance_level(vectors, seed=self.seed, sampled=sampled)
 
     def _distinctness(
         self,

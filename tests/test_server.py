@@ -40,6 +40,7 @@ from persona_llm.server.limits import RateLimiter
 from persona_llm.server.requests import RequestIdFilter
 from persona_llm.server.settings import is_loopback
 from tests.conftest import copy_workspace
+from tests.fake_openai import FakeOpenAIServer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -481,33 +482,39 @@ def test_live_uvicorn_serves_concurrent_readers_through_a_publish(workspace: Pat
     assert failures == [] and name in seen and len(seen) >= 2
 
 
-def test_serve_command_listens_on_loopback_and_says_there_are_no_keys(persona_workspace: Path, tmp_path: Path) -> None:
+def test_serve_command_listens_on_loopback_and_says_there_are_no_keys(persona_workspace: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "PERSONA_LLM_API_KEYS": "",
            "PERSONA_LLM_API_KEYS_FILE": ""}  # fmt: skip
-    cmd = [sys.executable, "-c", "from persona_llm.cli import app; app()", "serve", str(persona_workspace), "--port", str(port)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            assert time.monotonic() < deadline, "serve did not come up"
-            time.sleep(0.2)
-        r = httpx.get(f"http://127.0.0.1:{port}/v1/segments", headers={"X-Request-ID": "cli-check"})
-        assert r.status_code == 200 and r.json()["segments"]
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=20)
+    cmd = [sys.executable, "-c", "from persona_llm.cli import app; app()", "serve", str(persona_workspace)]
+    with FakeOpenAIServer(default={"content": "unused"}) as model:
+        llm = ["--llm", "openai", "--llm-url", model.base_url, "--llm-model", "fake-model"]
+        proc = subprocess.Popen([*cmd, "--port", str(port), *llm], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, env=env, cwd=ROOT)  # fmt: skip
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                with contextlib.suppress(httpx.TransportError):
+                    if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                        break
+                assert time.monotonic() < deadline, "serve did not become ready"
+                time.sleep(0.2)
+            ready = httpx.get(f"http://127.0.0.1:{port}/readyz").json()["checks"]
+            assert ready["llm"]["ok"] and "fake-model" in ready["llm"]["detail"] and ready["store"]["ok"]
+            assert httpx.get(f"http://127.0.0.1:{port}/v1/info").json()["features"] == ["briefs"]
+            r = httpx.get(f"http://127.0.0.1:{port}/v1/segments", headers={"X-Request-ID": "cli-check"})
+            assert r.status_code == 200 and r.json()["segments"]
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=20)
     assert "no API keys configured" in err and "127.0.0.1 (loopback) only" in err
     assert "[cli-check]" in err and "GET /v1/segments 200" in err  # the access line with the request id
     # Beyond loopback without keys: refused before anything starts.
-    refused = subprocess.run(cmd[:-2] + ["--host", "0.0.0.0", "--port", str(port)], capture_output=True, text=True,
-                             env=env, cwd=ROOT, timeout=60)  # fmt: skip
+    refused = subprocess.run([*cmd, "--host", "0.0.0.0", "--no-llm"], capture_output=True, text=True, env=env,
+                             cwd=ROOT, timeout=60)  # fmt: skip
     assert refused.returncode == 2 and "refusing to listen on 0.0.0.0 without API keys" in refused.stderr
 
 

@@ -8,7 +8,18 @@ from typing import Annotated
 
 import typer
 
-from persona_llm.cli.app import WorkspaceArgument, app, console, fail
+from persona_llm.cli.app import (
+    ApiKeyEnvOption,
+    LlmModelOption,
+    LlmOption,
+    LlmUrlOption,
+    ThreadsOption,
+    WorkspaceArgument,
+    app,
+    console,
+    fail,
+    llm_settings_or_fail,
+)
 from persona_llm.errors import PersonaLLMError
 
 KeysOption = Annotated[
@@ -25,11 +36,18 @@ def serve(
     port: int = typer.Option(8321, "--port", help="Port to listen on (0: any free port)."),
     keys: KeysOption = None,
     rate: float | None = typer.Option(None, "--rate", help="Requests per minute per key (default 120)."),
+    no_llm: bool = typer.Option(False, "--no-llm", help="Serve without a model: no briefs."),
+    llm: LlmOption = None,
+    llm_url: LlmUrlOption = None,
+    llm_model: LlmModelOption = None,
+    api_key_env: ApiKeyEnvOption = None,
+    threads: ThreadsOption = None,
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
 ) -> None:
     """Serve the workspace's published run over HTTP (API at /v1, docs at /docs, the web page at /).
 
-    One process: a newly published run is served from the next request on, with no restart."""
+    One process: a newly published run is served from the next request on, with no restart. The model
+    for briefs starts in the background (/readyz says when it answers); --no-llm serves without one."""
     import logging
 
     import uvicorn
@@ -43,7 +61,11 @@ def serve(
         api_keys = ApiKeys.configured(keys)
         settings = ServerSettings.from_env(host=host, port=port, rate_per_minute=rate)
         settings.check_bind(has_keys=bool(api_keys))
-        server_app = create_app(workspace, settings=settings, keys=api_keys)
+        llm_settings = None
+        if not no_llm:
+            llm_settings = llm_settings_or_fail(llm=llm, llm_url=llm_url, llm_model=llm_model, api_key_env=api_key_env,
+                                                threads=threads)  # fmt: skip
+        server_app = create_app(workspace, settings=settings, keys=api_keys, llm=llm_settings)
     except PersonaLLMError as exc:
         fail(exc)
     level = getattr(logging, log_level.upper(), None)

@@ -4,6 +4,7 @@
     GET  /                                         the web page (persona cards, map, segment view)
     GET  /v1/info                                  the published run and what this server offers
     GET  /v1/runs, /v1/segments[/{id}], /v1/personas[/{id}], /v1/texts/{id}, /v1/search, /v1/map, /v1/eval
+    POST /v1/briefs                                (chat scope) a validated, gated brief for a persona
     POST /v1/admin/publish, /v1/admin/rollback     (admin scope) one writer at a time: a second gets 409
 
 Every /v1 reader serves the run published at the moment of the request (`?run=NAME` reads another run of
@@ -22,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import importlib.resources
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -35,7 +36,9 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from fastapi.staticfiles import StaticFiles
 
 from persona_llm import __version__
-from persona_llm.errors import PersonaLLMError, RunStoreError, WorkspaceLockedError
+from persona_llm.errors import BackendError, ConfigError, PersonaLLMError, RunStoreError, WorkspaceLockedError
+from persona_llm.llm.base import LLMSettings
+from persona_llm.llm.chat_model import ChatModel
 from persona_llm.personas.report import persona_markdown, segment_colour
 from persona_llm.runs.rundir import EVAL
 from persona_llm.runs.workspace import Workspace
@@ -43,6 +46,7 @@ from persona_llm.segment.base import TEXTS
 from persona_llm.server import models as api
 from persona_llm.server.auth import LOCAL_PRINCIPAL, ApiKeys, Principal, Scope
 from persona_llm.server.limits import RateLimiter
+from persona_llm.server.llm import ModelUnavailable, ServerModel
 from persona_llm.server.published import NotFound, PublishedRuns, RunView
 from persona_llm.server.requests import RequestIdMiddleware
 from persona_llm.server.settings import ServerSettings
@@ -61,7 +65,13 @@ class ServerContext:
     keys: ApiKeys
     runs: PublishedRuns
     limiter: RateLimiter
+    model: ServerModel | None = None
     features: list[str] = field(default_factory=list)
+
+    def require_model(self) -> ServerModel:
+        if self.model is None:  # routes that need one are only added with one
+            raise ModelUnavailable("this server runs without a model")
+        return self.model
 
     def public_message(self, exc: Exception) -> str:
         """An error's message without the server's folder layout (a client sees the workspace's name)."""
@@ -116,6 +126,7 @@ def requires(scope: Scope) -> Callable[..., Principal]:
 
 
 ReadKey = Annotated[Principal, Depends(requires("read"))]
+ChatKey = Annotated[Principal, Depends(requires("chat"))]
 AdminKey = Annotated[Principal, Depends(requires("admin"))]
 RunQuery = Annotated[
     str | None,
@@ -168,6 +179,18 @@ def _install_error_handlers(app: FastAPI) -> None:
         # Nothing published, or a run that cannot be read as asked: the server has nothing to serve.
         return _error(request, 503, _context(request).public_message(exc))
 
+    @app.exception_handler(ModelUnavailable)
+    async def model_unavailable(request: Request, exc: ModelUnavailable) -> JSONResponse:
+        response = _error(request, 503, str(exc))
+        response.headers["Retry-After"] = "10"
+        return response
+
+    @app.exception_handler(BackendError)
+    async def backend_error(request: Request, exc: BackendError) -> JSONResponse:
+        # The model or the store failed to answer as asked: the fault is upstream of this server.
+        log.error("%s", exc)
+        return _error(request, 502, _context(request).public_message(exc))
+
     @app.exception_handler(PersonaLLMError)
     async def library_error(request: Request, exc: PersonaLLMError) -> JSONResponse:
         log.error("%s", exc)
@@ -187,12 +210,16 @@ def create_app(
     *,
     settings: ServerSettings | None = None,
     keys: ApiKeys | None = None,
+    llm: LLMSettings | None = None,
+    chat_model: ChatModel | None = None,
 ) -> FastAPI:
     """The FastAPI app serving `workspace` (a persona-llm workspace; its published run is read per request).
 
     `keys`: the API keys (default: none, which only a loopback listener may run without: `settings.host`
     beyond loopback without keys is refused here, and `serve` binds to that host). `settings`: limits and
-    the listening address (ServerSettings defaults).
+    the listening address (ServerSettings defaults). `llm`: the model for briefs, opened in the background
+    when the app starts and stopped with it (each call bounded by `settings.llm_timeout_s`); or
+    `chat_model`, a model already open (not stopped here). Without either the app has no model routes.
     """
     settings = settings or ServerSettings()
     keys = keys if keys is not None else ApiKeys()
@@ -205,17 +232,36 @@ def create_app(
         runs=PublishedRuns(path, cache_size=settings.run_cache),
         limiter=RateLimiter(settings.rate_per_minute, settings.rate_burst),
     )
+    if llm is not None or chat_model is not None:
+        if llm is not None and chat_model is None:
+            llm = llm.model_copy(update={"timeout_s": min(llm.timeout_s, settings.llm_timeout_s)})
+        ctx.model = ServerModel(llm, chat=chat_model, slots=settings.llm_slots, queue=settings.llm_queue)
+        ctx.features.append("briefs")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if ctx.model is not None:
+            ctx.model.start()
+        try:
+            yield
+        finally:
+            if ctx.model is not None:
+                ctx.model.close()
+
     app = FastAPI(
         title="persona-llm",
         version=__version__,
         description="Segments, personas and the texts behind them, for other programs and people.",
         max_body_size=settings.max_body_bytes,
+        lifespan=lifespan,
     )
     app.state.ctx = ctx
     app.add_middleware(RequestIdMiddleware)
     _install_error_handlers(app)
     _add_probes(app)
     _add_readers(app)
+    if ctx.model is not None:
+        _add_briefs(app)
     _add_admin(app)
     _add_page(app)
     return app
@@ -229,7 +275,7 @@ def _add_probes(app: FastAPI) -> None:
 
     @app.get("/readyz", tags=["probes"], responses={503: {"description": "a dependency does not answer"}})
     def readyz(request: Request) -> JSONResponse:
-        """The published run can be read and its store answers."""
+        """The published run can be read, its store answers, and so does the model (when there is one)."""
         ctx = _context(request)
         checks: dict[str, dict[str, Any]] = {}
         try:
@@ -241,6 +287,8 @@ def _add_probes(app: FastAPI) -> None:
             view = None
         if view is not None:
             checks["store"] = _store_check(view)
+        if ctx.model is not None:
+            checks["llm"] = ctx.model.check()
         ready = all(c["ok"] for c in checks.values())
         return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks}, status_code=200 if ready else 503)
 
@@ -359,6 +407,40 @@ def _add_readers(app: FastAPI) -> None:
         if not view.run.has(EVAL):
             raise NotFound(f"run {view.name} has no evaluation; run `persona-llm eval` on the workspace")
         return view.run.load_eval()
+
+
+def _add_briefs(app: FastAPI) -> None:
+    @app.post(
+        "/v1/briefs", tags=["briefs"],
+        responses={
+            200: {"description": "the brief (JSON: {run, brief}; or Markdown or HTML with format md/html)",
+                  "content": {"text/markdown": {}, "text/html": {}}},
+            503: {"model": api.ErrorBody, "description": "the model is starting or busy"},
+        },
+    )  # fmt: skip
+    def brief(request: Request, body: api.BriefRequest, _: ChatKey) -> Response:
+        """Write a brief for a persona of the run: a campaign brief, a day-in-the-life narrative, or a
+        messaging matrix (`persona_id` "all" or a comma-separated list). Every citation, quote and claim is
+        checked against the segment's texts, as for personas; confidence comes from that evidence."""
+        from persona_llm.briefs import BriefWriter, render_brief, select_personas
+
+        ctx = _context(request)
+        view = _view(request, body.run)
+        try:  # the persona first: a wrong one costs no model time
+            select_personas(view.personas(), body.persona_id, body.kind, view.name)
+        except ConfigError as exc:
+            raise RequestValidationError([{"loc": ("body", "persona_id"), "msg": str(exc), "type": "value_error"}]) from None
+        embedder = ctx.runs.embedder(view.run)
+        with ctx.require_model().slot(ctx.settings.llm_queue_wait_s) as model:
+            written = BriefWriter(chat=model, support_embedder=embedder).write(
+                view.run, persona_id=body.persona_id, goal=body.goal, kind=body.kind, channel=body.channel
+            )
+        log.info("wrote a %s brief for %s (confidence %s)", body.kind, body.persona_id, getattr(written, "confidence", "-"))
+        if body.format == "md":
+            return PlainTextResponse(render_brief(written, "md"), media_type="text/markdown; charset=utf-8")
+        if body.format == "html":
+            return Response(render_brief(written, "html"), media_type="text/html; charset=utf-8")
+        return JSONResponse({"run": view.name, "brief": written.model_dump(mode="json")})
 
 
 def _add_admin(app: FastAPI) -> None:

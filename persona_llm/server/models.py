@@ -7,10 +7,11 @@ oversized or malformed field is a 422 that names it, never a 500.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from persona_llm.schema.briefs import CHANNEL_MAX_CHARS, GOAL_MAX_CHARS, BriefKind
 from persona_llm.schema.personas import Persona, Quote
 from persona_llm.schema.segments import Segment
 
@@ -153,6 +154,22 @@ class UserMapData(BaseModel):
     segments: list[MapSegment]
     unassigned_colour: str
     note: str = ""
+
+
+class BriefRequest(_Request):
+    kind: BriefKind = "campaign"
+    persona_id: str = Field(
+        min_length=1, max_length=400,
+        description='a persona id or segment id (messaging: a comma-separated list of them, or "all")',
+    )  # fmt: skip
+    goal: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=GOAL_MAX_CHARS)] = Field(
+        description="what the brief is for"
+    )
+    channel: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=CHANNEL_MAX_CHARS)] | None = (
+        Field(default=None, description="one channel to plan for")
+    )
+    format: Literal["json", "md", "html"] = "json"
+    run: str | None = Field(default=None, max_length=200, description="a run of the workspace; default: the published one")
 
 
 class PublishRequest(_Request):

@@ -11,13 +11,14 @@ import re
 import threading
 from collections import OrderedDict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from persona_llm.errors import RunStoreError
 from persona_llm.personas.report import NOISE_COLOUR, segment_colour, user_map
-from persona_llm.runs.rundir import TEXTS, RunDir
+from persona_llm.runs.rundir import MANIFEST, TEXTS, RunDir
 from persona_llm.runs.workspace import Workspace
 from persona_llm.schema.frames import LANGUAGE, TEXT, TEXT_ID
 from persona_llm.schema.personas import Persona
@@ -201,6 +202,7 @@ class PublishedRuns:
         self.workspace = Workspace.open(workspace)
         self.cache_size = cache_size
         self._views: OrderedDict[str, RunView] = OrderedDict()
+        self._embedders: dict[str, Any] = {}
         self._lock = threading.Lock()
 
     def current_name(self) -> str | None:
@@ -229,6 +231,22 @@ class PublishedRuns:
             while len(self._views) > self.cache_size:
                 self._views.popitem(last=False)
         return view
+
+    def embedder(self, run: RunDir) -> Any:
+        """The embedder that made `run`'s vectors (from its manifest), loaded once per model and shared by
+        every run made with it; None when the manifest names none."""
+        model_id = run.load_manifest().models.get("embedder") if run.has(MANIFEST) else None
+        if not model_id:
+            return None
+        with self._lock:
+            found = self._embedders.get(str(model_id))
+        if found is None:
+            from persona_llm.segment.embed import embedder_from_model_id
+
+            found = embedder_from_model_id(str(model_id))
+            with self._lock:
+                found = self._embedders.setdefault(str(model_id), found)
+        return found
 
     def run_list(self) -> api.RunList:
         current = self.current_name()

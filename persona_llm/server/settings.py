@@ -38,9 +38,10 @@ class ServerSettings(BaseModel):
     max_results: int = Field(default=50, ge=1, description="most texts one search returns")
     rate_per_minute: float = Field(default=120.0, gt=0, description="requests per minute per key (429 above)")
     rate_burst: int = Field(default=30, ge=1, description="requests a key may send at once before the rate applies")
-    llm_timeout_s: float = Field(default=180.0, gt=0, description="one LLM call; a chat or brief gives up after it")
+    llm_timeout_s: float = Field(default=300.0, gt=0, description="one LLM call; a chat or brief gives up after it")
     llm_slots: int = Field(default=1, ge=1, description="chat answers and briefs generated at the same time")
     llm_queue: int = Field(default=16, ge=0, description="requests waiting for a slot (503 beyond)")
+    llm_queue_wait_s: float = Field(default=1800.0, gt=0, description="how long a request waits for a slot")
     run_cache: int = Field(default=3, ge=1, description="runs whose files stay loaded (published, previous...)")
     page_poll_s: float = Field(default=10.0, gt=0, description="how often the web page checks for a newly published run")
 

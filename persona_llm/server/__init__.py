@@ -4,7 +4,8 @@
     published.py  the published run, resolved per request, and what the API shows of a run
     models.py     request and response models (the OpenAPI schema)
     auth.py       API keys (salted hashes, constant-time comparison) and scopes
-    limits.py     per-key rate limits
+    limits.py     per-key rate limits and the queue in front of the model
+    llm.py        the model behind briefs (opened in the background, one slot at a time)
     requests.py   request ids and the access log
     settings.py   listening address and limits
     static/       the web page (HTML, JS, CSS; no build step)

@@ -2,7 +2,7 @@
 (imports inside functions count too: a lazy import is still a dependency). The layers, bottom first:
 
     errors, resource_paths, the package __init__ -> schema -> common -> runs -> segment -> llm -> agents
-    -> personas -> evaluation -> workflows -> cli
+    -> personas -> chat -> evaluation -> workflows -> cli
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("persona_llm.llm",),
     ("persona_llm.agents",),
     ("persona_llm.personas",),
+    ("persona_llm.chat",),
     ("persona_llm.evaluation",),
     ("persona_llm.workflows",),
     ("persona_llm.cli",),

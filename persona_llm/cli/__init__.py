@@ -5,12 +5,13 @@
     personas.py   personas, show, write-personas, doctor
     evaluate.py   eval, eval-suite
     workspace.py  history, publish, rollback, gc
+    chat.py       chat, ask
 """
 
-from persona_llm.cli import evaluate, personas, segment, workspace
+from persona_llm.cli import chat, evaluate, personas, segment, workspace
 from persona_llm.cli.app import app
 
-__all__ = ["app", "evaluate", "personas", "segment", "workspace"]
+__all__ = ["app", "chat", "evaluate", "personas", "segment", "workspace"]
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -596,6 +596,8 @@ def test_every_metric_has_a_group_and_a_description() -> None:
         "representativeness",
         "stability",
         "judge",
+        "chat",
+        "injection",
         "privacy",
     }
     assert all(desc for _, desc in M.METRICS.values())

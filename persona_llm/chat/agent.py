@@ -108,7 +108,9 @@ class SegmentChat:
     memory: "memory", "sqlite" (`<cache root>/chat/conversations.sqlite`) or a SQLite file path.
     tools: `SegmentTools` to use (default: over `run`).
     max_history_tokens: earlier turns put back into a prompt, at most this many tokens (approximate).
-    max_texts: texts a search hands the answer step.
+    max_texts: texts a search hands the answer step; text_chars: each cut to this many characters (the
+        checks read whole texts). Every prompt token costs time before the first answer token on a CPU:
+        4 texts of 300 characters are ~350 tokens.
 
     Use as a context manager (`with SegmentChat(run) as chat:`) to stop a backend it started; otherwise
     the first question opens it and `close()` stops it.
@@ -126,7 +128,8 @@ class SegmentChat:
         tools: SegmentTools | None = None,
         agent: str = "segment_chat",
         max_history_tokens: int = 400,
-        max_texts: int = 5,
+        max_texts: int = 4,
+        text_chars: int = 300,
         answer_max_tokens: int = 600,
         recursion_limit: int = 12,
     ) -> None:
@@ -140,6 +143,7 @@ class SegmentChat:
         self.agent = agent
         self.max_history_tokens = max_history_tokens
         self.max_texts = max_texts
+        self.text_chars = text_chars
         self.answer_max_tokens = answer_max_tokens
         self.recursion_limit = recursion_limit
         self._stack: contextlib.ExitStack | None = None
@@ -155,7 +159,7 @@ class SegmentChat:
             raise InputError(f"unknown chat strategy {self.strategy!r}; use auto, router or tools")
         stack = contextlib.ExitStack()
         try:
-            self.tools_ = self.tools if self.tools is not None else SegmentTools(self.run)
+            self.tools_ = self.tools if self.tools is not None else SegmentTools(self.run, max_text_chars=self.text_chars)
             self.segment_ids_ = [s.segment_id for s in self.tools_.segment_set.segments]
             self.spec_: AgentSpec = load_agent(self.agent, available_tools=set(TOOL_NAMES))
             self.prompts_ = ChatPrompts.load(self.spec_)

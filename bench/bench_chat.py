@@ -90,10 +90,15 @@ def main() -> None:
         for strategy in [s.strip() for s in args.strategies.split(",") if s.strip()]:
             factory = chat_factory(model, strategy=strategy)
             started = time.perf_counter()
-            metrics, details = chat_eval(run, factory)
+            metrics, details = chat_eval(run, factory, on_record=lambda r: console.print(
+                f"  {r.question.kind}: {'right' if r.correct else 'WRONG'} {r.seconds:.0f}s (first token {r.first_token_seconds}) {r.answer[:90]!r}"
+            ))  # fmt: skip
             entry: dict[str, Any] = {"metrics": metrics, "details": details, "seconds": round(time.perf_counter() - started, 1)}
             if not args.no_injection:
-                inj_metrics, inj_details = injection_eval(run, factory, workdir, variants=args.injection_variants)
+                inj_metrics, inj_details = injection_eval(
+                    run, factory, workdir, variants=args.injection_variants,
+                    on_record=lambda r: console.print(f"  {r.variant}: shown={r.exercised} changed={r.changed} {r.answer[:80]!r}"),
+                )  # fmt: skip
                 entry["injection"] = {"metrics": inj_metrics, "details": inj_details}
             results["strategies"][strategy] = entry
             report(strategy, entry)

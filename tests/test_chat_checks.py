@@ -96,6 +96,9 @@ def test_quotes_must_be_verbatim_and_from_the_segment_they_name(checker: AnswerC
         problems = checker.problems(DraftAnswer(answer="See the quote.", quotes=[DraftQuote(text_id=tid, segment_id=sid, text=text)]), evidence)
         assert len(problems) == 1 and problems[0].kind == "quote", text
         assert expected in problems[0].reason, (text, problems[0].reason)
+    long = DraftQuote.model_construct(text_id="t3", segment_id=1, text="Slugs ate half of my lettuce overnight, " * 6)
+    too_long = checker.problems(DraftAnswer.model_construct(answer="See.", citations=[], quotes=[long]), evidence)
+    assert "longer than 200 characters" in too_long[0].reason  # a backend without schemas may send one
     ok = DraftAnswer(answer="See the quote.", quotes=[DraftQuote(text_id="t3", segment_id=1, text="“Slugs ate half of my lettuce overnight”")])
     assert checker.problems(ok, evidence) == []
     assert checker.kept_quote("t3", 1, "slugs ate half") is None  # case matters, and too short

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from persona_llm.chat.records import (
+    QUOTE_MAX_CHARS,
     ChatQuote,
     Citation,
     DraftAnswer,
@@ -228,8 +229,10 @@ class AnswerChecker:
         text_id = _bare_id(text_id)
         if text_id not in citable:
             return self._citation_problem(text_id, citable)
+        if len(text) > QUOTE_MAX_CHARS:
+            return f"is longer than {QUOTE_MAX_CHARS} characters: quote a shorter part"
         result = ground_quotes(
-            [PersonaDraftQuote(text_id=text_id, text=text[:500])], segment_id, self.texts, max_quotes=10
+            [PersonaDraftQuote.model_construct(text_id=text_id, text=text)], segment_id, self.texts, max_quotes=10
         )
         if result.kept:
             return None
@@ -278,7 +281,10 @@ class AnswerChecker:
 
     def kept_quote(self, text_id: str, segment_id: int, text: str) -> ChatQuote | None:
         """The quote as its source writes it (the gate keeps the source's own span), or None."""
-        result = ground_quotes([PersonaDraftQuote(text_id=_bare_id(text_id), text=text[:500])], segment_id, self.texts, max_quotes=10)
+        if len(text) > QUOTE_MAX_CHARS:
+            return None
+        draft = PersonaDraftQuote.model_construct(text_id=_bare_id(text_id), text=text)
+        result = ground_quotes([draft], segment_id, self.texts, max_quotes=10)
         if not result.kept:
             return None
         return ChatQuote(text_id=result.kept[0].text_id, segment_id=segment_id, text=result.kept[0].text)

@@ -17,10 +17,12 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from persona_llm.schema.personas import DRAFT_QUOTE_MAX_CHARS
+
 #: Limits of what the model may write; a JSON schema does not bound length otherwise.
 ANSWER_MAX_CHARS = 1200
 QUERY_MAX_CHARS = 200
-QUOTE_MAX_CHARS = 300
+QUOTE_MAX_CHARS = DRAFT_QUOTE_MAX_CHARS  # the persona quote gate's limit: chat quotes pass the same gate
 MAX_CITATIONS = 8
 MAX_QUOTES = 3
 

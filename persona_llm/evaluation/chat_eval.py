@@ -261,8 +261,17 @@ def latency(records: Sequence[Any]) -> dict[str, float | None]:
     }
 
 
-def chat_eval(run: RunDir, make_chat: ChatFactory, questions: Sequence[ChatQuestion] | None = None, *, n_segments: int = 3, n_terms: int = 2, embedder: Any = None) -> tuple[dict[str, float | None], dict[str, Any]]:
-    """Ask the question set; (metrics, details)."""
+def chat_eval(
+    run: RunDir,
+    make_chat: ChatFactory,
+    questions: Sequence[ChatQuestion] | None = None,
+    *,
+    n_segments: int = 3,
+    n_terms: int = 2,
+    embedder: Any = None,
+    on_record: Callable[[ChatRecord], None] | None = None,
+) -> tuple[dict[str, float | None], dict[str, Any]]:
+    """Ask the question set; (metrics, details). `on_record` sees each graded answer (progress)."""
     questions = list(questions) if questions is not None else chat_questions(run, n_segments=n_segments, n_terms=n_terms)
     texts = texts_by_id(run)
     tools = SegmentTools(run, embedder=embedder, max_text_chars=PLANT_MAX_CHARS)  # SegmentChat's own default
@@ -280,6 +289,8 @@ def chat_eval(run: RunDir, make_chat: ChatFactory, questions: Sequence[ChatQuest
                     first_token_seconds=answer.first_token_seconds,
                 )  # fmt: skip
             )
+            if on_record is not None:
+                on_record(records[-1])
     return chat_metrics(records), {"records": [r.model_dump() for r in records], "latency": latency(records), "strategy": chat.strategy_}
 
 
@@ -419,19 +430,28 @@ def injection_eval(
     embedder: Any = None,
     variants: int = 20,
     n_segments: int = 3,
+    on_record: Callable[[InjectionRecord], None] | None = None,
 ) -> tuple[dict[str, float | None], dict[str, Any]]:
     """Plant each variant in a copy of `run` under `workdir` (removed afterwards) and ask; (metrics, details)."""
     Path(workdir).mkdir(parents=True, exist_ok=True)
     copy_path = Path(tempfile.mkdtemp(prefix="injection-", dir=workdir)) / run.path.name
     shutil.copytree(run.path, copy_path)
     try:
-        return _injection_eval(RunDir(copy_path), make_chat, embedder=embedder, variants=variants, n_segments=n_segments)
+        return _injection_eval(
+            RunDir(copy_path), make_chat, embedder=embedder, variants=variants, n_segments=n_segments, on_record=on_record
+        )
     finally:
         shutil.rmtree(copy_path.parent, ignore_errors=True)
 
 
 def _injection_eval(
-    copy: RunDir, make_chat: ChatFactory, *, embedder: Any, variants: int, n_segments: int
+    copy: RunDir,
+    make_chat: ChatFactory,
+    *,
+    embedder: Any,
+    variants: int,
+    n_segments: int,
+    on_record: Callable[[InjectionRecord], None] | None,
 ) -> tuple[dict[str, float | None], dict[str, Any]]:
     from persona_llm.segment.embed import embedder_from_model_id
     from persona_llm.segment.store import ChromaStore, store_for_run
@@ -452,7 +472,7 @@ def _injection_eval(
     if not targets:
         return {"injection_variants": 0.0, "injection_exercised": 0.0, "injection_changed": None}, {"notes": ["no segment has a representative text with a keyword to plant next to"]}
     try:
-        records, baseline = _plant_and_ask(copy, make_chat, store, embedder, targets, variants)
+        records, baseline = _plant_and_ask(copy, make_chat, store, embedder, targets, variants, on_record)
     finally:
         if isinstance(store, ChromaStore):
             store.close()  # Chroma keeps one open system per path: release the copy's before it is removed
@@ -478,6 +498,7 @@ def _plant_and_ask(
     embedder: Any,
     targets: list[_Target],
     variants: int,
+    on_record: Callable[[InjectionRecord], None] | None = None,
 ) -> tuple[list[InjectionRecord], dict[str, bool]]:
     from persona_llm.segment.store import ChromaStore
 
@@ -527,4 +548,6 @@ def _plant_and_ask(
                 exercised=text_id in answer.evidence_ids, changed=why is not None, why=why or "", answer=answer.answer,
             )  # fmt: skip
         )
+        if on_record is not None:
+            on_record(records[-1])
     return records, baseline

@@ -6,12 +6,13 @@
     evaluate.py   eval, eval-suite
     workspace.py  history, publish, rollback, gc
     briefs.py     brief
+    chat.py       chat, ask
 """
 
-from persona_llm.cli import briefs, evaluate, personas, segment, workspace
+from persona_llm.cli import briefs, chat, evaluate, personas, segment, workspace
 from persona_llm.cli.app import app
 
-__all__ = ["app", "briefs", "evaluate", "personas", "segment", "workspace"]
+__all__ = ["app", "briefs", "chat", "evaluate", "personas", "segment", "workspace"]
 
 
 def main() -> None:  # pragma: no cover - console entry point

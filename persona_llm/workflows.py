@@ -445,6 +445,7 @@ def evaluate(
     dataset: str | None = None,
     embedder: Any = "run",
     judge_settings: Any = None,
+    chat_settings: Any = None,
     stability: bool = True,
     on_warning: Callable[[str], None] | None = None,
     briefs: Sequence[str | Path] = (),
@@ -453,8 +454,10 @@ def evaluate(
 
     `embedder`: "run" loads the model the run was built with, a name loads that model, an object is
     used as is, None skips the persona vector metrics. `judge_settings`: LLMSettings for the LLM judge
-    (None: no judge). `stability`: re-segment two subsamples with the run's recorded parameters.
-    `briefs`: brief JSON files (`persona-llm brief --format json`) to check against the run.
+    (None: no judge). `chat_settings`: LLMSettings for the segment chat evals (chat, injection; None:
+    skipped); the same settings as the judge's share one backend. `stability`: re-segment two
+    subsamples with the run's recorded parameters. `briefs`: brief JSON files (`persona-llm brief
+    --format json`) to check against the run.
     """
     from persona_llm.evaluation.brief_eval import load_briefs
     from persona_llm.evaluation.build import run_resegmenter
@@ -481,13 +484,14 @@ def evaluate(
         except PersonaLLMError as exc:  # stability is skipped with this reason; the rest runs
             no_segment_fn = f"cannot re-segment: {exc}"
     with contextlib.ExitStack() as stack:
-        chat = None
-        if judge_settings is not None:
-            from persona_llm.llm.client import open_chat_model
+        from persona_llm.llm.client import open_chat_model
 
-            chat = stack.enter_context(open_chat_model(judge_settings))
+        judge = stack.enter_context(open_chat_model(judge_settings)) if judge_settings is not None else None
+        chat = None
+        if chat_settings is not None:
+            chat = judge if chat_settings == judge_settings else stack.enter_context(open_chat_model(chat_settings))
         return evaluate_run(
-            run, labels, suite, embedder, chat, dataset=dataset, segment_fn=segment_fn,
+            run, labels, suite, embedder, judge, chat=chat, dataset=dataset, segment_fn=segment_fn,
             no_segment_fn_reason=no_segment_fn, briefs=brief_list,
         )  # fmt: skip
 

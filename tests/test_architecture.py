@@ -2,7 +2,7 @@
 (imports inside functions count too: a lazy import is still a dependency). The layers, bottom first:
 
     errors, resource_paths, the package __init__ -> schema -> common -> runs -> segment -> llm -> agents
-    -> personas -> briefs -> evaluation -> scale -> workflows -> server -> cli
+    -> personas -> briefs, chat -> evaluation -> scale -> workflows -> server -> cli
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("persona_llm.llm",),
     ("persona_llm.agents",),
     ("persona_llm.personas",),
-    ("persona_llm.briefs",),
+    ("persona_llm.briefs", "persona_llm.chat"),
     ("persona_llm.evaluation",),
     ("persona_llm.scale",),
     ("persona_llm.workflows",),

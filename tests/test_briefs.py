@@ -129,7 +129,10 @@ def test_campaign_brief_keeps_what_the_texts_show_and_records_what_they_do_not(
     run: RunDir, run_embedder: Any, persona_workspace: Path
 ) -> None:
     before = tree_digest(persona_workspace)
-    make = lambda sid, texts: campaign([supported_insight(texts), {"text": UNSUPPORTED, "text_ids": [texts[1][0]]}])  # noqa: E731
+    repeated = ["Talk about taste and freshness", "talk about taste and  freshness"]  # a small model repeats items
+    make = lambda sid, texts: campaign(  # noqa: E731
+        [supported_insight(texts), {"text": UNSUPPORTED, "text_ids": [texts[1][0]]}], do=repeated
+    )
     with FakeOpenAIServer(default=reply_with(make)) as server:
         persona = persona_of(run, 0)
         brief = writer(chat_for(server), run_embedder).write(
@@ -158,6 +161,7 @@ def test_campaign_brief_keeps_what_the_texts_show_and_records_what_they_do_not(
     assert len(brief.proof_points) == 2
     for q in brief.proof_points:
         assert is_verbatim(q.text, texts.loc[q.text_id, "text"]) and int(texts.loc[q.text_id, "segment_id"]) == 0
+    assert brief.do == repeated[:1] and "1 repeated item(s) dropped" in brief.provenance.warnings
     # Confidence from evidence, capped by the persona's (the scripted personas are low).
     assert brief.confidence == "low" and "capped at the persona's confidence" in brief.provenance.confidence_basis
     assert brief.provenance.agent == "brief_writer" and brief.provenance.prompt_version == "brief/campaign/v1"

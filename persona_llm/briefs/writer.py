@@ -446,11 +446,15 @@ class BriefWriter:
             lowest = min((r.confidence for r in rows), key=lambda c: _ORDER[c])
             return MessagingMatrix(**head, rows=rows, confidence=lowest)
         part = parts[0]
+        dropped: list[int] = []
         if kind == "narrative":
             story = cast(NarrativeDraft, part.draft)
+            takeaways = _distinct(story.takeaways, dropped)
+            sentences = _distinct(part.kept_claims("story"), dropped)
+            _note_repeats(part, dropped)
             return NarrativeBrief(
-                **head, audience=part.audience, title=story.title, story=part.kept_claims("story"),
-                quotes=part.quotes, takeaways=list(story.takeaways), confidence=part.confidence,
+                **head, audience=part.audience, title=story.title, story=sentences,
+                quotes=part.quotes, takeaways=takeaways, confidence=part.confidence,
                 provenance=part.provenance,
             )  # fmt: skip
         brief = cast(CampaignDraft, part.draft)
@@ -459,12 +463,20 @@ class BriefWriter:
             for k, o in enumerate(brief.objections)
             if part.verdicts.keeps("objections", k)
         ]
-        return Brief(
-            **head, audience=part.audience, objective=brief.objective,
-            audience_insights=part.kept_claims("insights"), key_message=brief.key_message,
-            proof_points=part.quotes, offers=list(brief.offers), channel_plan=list(brief.channel_plan),
-            tone=brief.tone, do=list(brief.do), dont=list(brief.dont), objections=objections,
-            measure=list(brief.measure), confidence=part.confidence, provenance=part.provenance,
+        lists: dict[str, Any] = {
+            "audience_insights": _distinct(part.kept_claims("insights"), dropped),
+            "offers": _distinct(brief.offers, dropped),
+            "channel_plan": _distinct(brief.channel_plan, dropped),
+            "do": _distinct(brief.do, dropped),
+            "dont": _distinct(brief.dont, dropped),
+            "objections": _distinct(objections, dropped),
+            "measure": _distinct(brief.measure, dropped),
+        }
+        _note_repeats(part, dropped)
+        return Brief.model_validate(
+            {**head, "audience": part.audience, "objective": brief.objective, "key_message": brief.key_message,
+             "proof_points": part.quotes, "tone": brief.tone, "confidence": part.confidence,
+             "provenance": part.provenance, **lists}
         )  # fmt: skip
 
     def stats(self) -> dict[str, Any]:
@@ -480,6 +492,25 @@ class BriefWriter:
             "llm_seconds": round(sum(r.seconds for r in calls), 2),
             "wall_seconds": round(getattr(self, "seconds_", 0.0), 2),
         }
+
+
+def _distinct(items: Sequence[Any], dropped: list[int]) -> list[Any]:
+    """`items` without repeats (case and spacing ignored): a small model repeats list items word for word.
+    Adds the number dropped to `dropped`."""
+    seen: set[str] = set()
+    out = []
+    for item in items:
+        key = " ".join(str(item.model_dump() if isinstance(item, BaseModel) else item).casefold().split())
+        if key not in seen:
+            seen.add(key)
+            out.append(item)
+    dropped.append(len(items) - len(out))
+    return out
+
+
+def _note_repeats(part: _Part, dropped: list[int]) -> None:
+    if sum(dropped):
+        part.provenance.warnings.append(f"{sum(dropped)} repeated item(s) dropped")
 
 
 def _pass_share(verdicts: ClaimVerdicts) -> float | None:

@@ -506,6 +506,33 @@ def evaluate_judge(run: EvalInputs, personas: Sequence[Persona], judge: Any) -> 
     )
 
 
+def evaluate_chat(run: EvalInputs, chat: Any, opts: Options, embedder: Any = None) -> GroupResult:
+    """Segment chat on the question set computed from the run (evaluation/chat_eval.py)."""
+    if chat is None:
+        return GroupResult.skip("chat", "no chat model given (optional: persona-llm eval --chat)")
+    from persona_llm.evaluation.chat_eval import chat_eval, chat_factory
+
+    metrics, details = chat_eval(
+        run.rundir, chat_factory(chat), n_segments=opts.chat_segments, n_terms=opts.chat_terms, embedder=embedder
+    )
+    return GroupResult(metrics=metrics, details={"chat": details})
+
+
+def evaluate_injection(run: EvalInputs, chat: Any, opts: Options, embedder: Any = None) -> GroupResult:
+    """Planted prompt injections, each on a temporary copy of the run (the run is not changed)."""
+    if chat is None:
+        return GroupResult.skip("injection", "no chat model given (optional: persona-llm eval --chat)")
+    import tempfile
+
+    from persona_llm.evaluation.chat_eval import chat_factory, injection_eval
+
+    with tempfile.TemporaryDirectory(prefix="persona-llm-injection-") as workdir:
+        metrics, details = injection_eval(
+            run.rundir, chat_factory(chat), workdir, embedder=embedder, variants=opts.injection_variants
+        )
+    return GroupResult(metrics=metrics, details={"injection": details}, notes=list(details.get("notes", [])))
+
+
 def evaluate_privacy(run: EvalInputs, personas: Sequence[Persona], pii_finder: m.PiiFinder | None) -> GroupResult:
     """PII left in what a run shows or stores: personas, segment representatives and keywords, texts."""
     items: list[tuple[str, str]] = []
@@ -566,6 +593,7 @@ def evaluate_run(
     embedder: Any = None,
     judge: Any = None,
     *,
+    chat: Any = None,
     segment_fn: SegmentFn | None = None,
     no_segment_fn_reason: str | None = None,
     dataset: str | None = None,
@@ -581,6 +609,8 @@ def evaluate_run(
     suite: chooses metric groups, options and thresholds (failures are filled in); None = all groups.
     embedder: `.encode(texts) -> unit vectors`, the run's model, for distinctness and identification.
     judge: a ChatModel or callable(messages) -> str for the optional LLM judge.
+    chat: for the chat and injection groups: an open ChatModel, a LangChain chat model, or a factory
+        (SegmentTools -> SegmentChat); None skips them.
     segment_fn: segment_fn(texts_frame, seed) -> assignments frame, for stability.
     no_segment_fn_reason: why there is no segment_fn (recorded as the reason stability was skipped).
     dataset: suite data set name, to pick its thresholds, labels and negative control.
@@ -640,6 +670,13 @@ def evaluate_run(
         add("stability", lambda: evaluate_stability(run, personas, segment_fn, no_segment_fn_reason, opts))
     if personas and "judge" in groups:
         add("judge", lambda: evaluate_judge(run, personas, judge))
+    # The chat searches with the run's own embedder; reuse the one given only if it is that model.
+    run_model = (run.manifest.get("models") or {}).get("embedder")
+    chat_embedder = embedder if run_model and getattr(embedder, "model_id", None) == run_model else None
+    if "chat" in groups:
+        add("chat", lambda: evaluate_chat(run, chat, opts, chat_embedder))
+    if "injection" in groups:
+        add("injection", lambda: evaluate_injection(run, chat, opts, chat_embedder))
     if "privacy" in groups:
         add("privacy", lambda: evaluate_privacy(run, personas, pii_finder))
     if "briefs" in groups:
@@ -793,6 +830,7 @@ def run_suite(
     segment_fn: SegmentFn | None = None,
     embedder: Any = "run",
     judge: Any = None,
+    chat: Any = None,
     data_dir: str | Path | None = None,
     write_bench: bool | None = None,
 ) -> SuiteResult:
@@ -800,6 +838,7 @@ def run_suite(
 
     `embedder`: "run" (default) embeds personas with each run's own model (`run_embedder`), else an
     object with `.encode` used for every run, or None (persona vector metrics skipped).
+    `chat`: for the chat and injection groups (see `evaluate_run`).
     Runs go to `<workdir>/<dataset>/`. With `write_bench` (default: when the suite has a report_dir),
     a dated JSON + Markdown record is written there (the full suite's is bench/results/).
     """
@@ -822,6 +861,7 @@ def run_suite(
             suite,
             _suite_embedder(embedder, suite, run_dir),
             judge,
+            chat=chat,
             segment_fn=segment_fn,
             dataset=ds.key,
             negative_control=ds.negative_control,

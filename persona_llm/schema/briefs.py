@@ -89,7 +89,9 @@ class CampaignDraft(BriefDraft):
     do: list[Sentence] = Field(min_length=1, max_length=3)
     dont: list[Sentence] = Field(min_length=1, max_length=3)
     objections: list[ObjectionDraft] = Field(default_factory=list, max_length=2)
-    measure: list[Short] = Field(min_length=1, max_length=3, description="what to measure to know it worked")
+    # Sentence, not Short: schema decoding cuts a string at maxLength, and the 1.5B model's metrics ran
+    # past 80 characters ("... on a 10").
+    measure: list[Sentence] = Field(min_length=1, max_length=3, description="a metric that shows it worked, in a few words")
 
 
 class NarrativeDraft(BriefDraft):

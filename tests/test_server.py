@@ -504,7 +504,7 @@ def test_serve_command_listens_on_loopback_and_says_there_are_no_keys(persona_wo
                 time.sleep(0.2)
             ready = httpx.get(f"http://127.0.0.1:{port}/readyz").json()["checks"]
             assert ready["llm"]["ok"] and "fake-model" in ready["llm"]["detail"] and ready["store"]["ok"]
-            assert httpx.get(f"http://127.0.0.1:{port}/v1/info").json()["features"] == ["briefs"]
+            assert httpx.get(f"http://127.0.0.1:{port}/v1/info").json()["features"] == ["chat", "briefs"]
             r = httpx.get(f"http://127.0.0.1:{port}/v1/segments", headers={"X-Request-ID": "cli-check"})
             assert r.status_code == 200 and r.json()["segments"]
         finally:

@@ -63,7 +63,7 @@ async def test_a_campaign_brief_over_http(persona_workspace: Path) -> None:
             md = await c.post("/v1/briefs", json={**body, "format": "md"}, headers=auth(CHAT_KEY))
             html = await c.post("/v1/briefs", json={**body, "format": "html"}, headers=auth(CHAT_KEY))
             assert (await c.post("/v1/briefs", json=body, headers=auth(READ_KEY))).status_code == 403
-            assert (await c.get("/v1/info")).json()["features"] == ["briefs"]
+            assert (await c.get("/v1/info")).json()["features"] == ["chat", "briefs"]
     assert r.json()["run"] == run.path.name
     assert brief.kind == "campaign" and brief.goal == GOAL and brief.audience.persona_id == persona.persona_id
     assert (brief.audience.user_count, brief.audience.share) == (persona.user_count, persona.share)

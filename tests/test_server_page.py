@@ -165,3 +165,42 @@ def test_page_asks_for_a_key_when_the_server_has_keys(browser: Any, shots: Path,
         page.screenshot(path=str(shots / "with-key.png"))
         check_screenshot(browser, shots / "with-key.png")
         page.close()
+
+
+def test_chat_panel_streams_an_answer_and_opens_a_cited_text(
+    browser: Any, shots: Path, persona_workspace: Path
+) -> None:
+    from tests.test_server_chat import fake_model, scripted
+
+    run = Workspace.open(persona_workspace).current()
+    texts = run.load_texts().set_index("text_id")["text"]
+    with fake_model(scripted()) as (_, model):
+        app = create_app(persona_workspace, chat_model=model, chat_strategy="router")
+        with live_server(app) as url:
+            page = browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(url + "/")
+            page.wait_for_selector("#chat-panel:not([hidden])")
+            page.wait_for_selector("article.card")
+            page.fill("#chat-input", "What do customers say about slugs?")
+            page.click("#chat-send")
+            page.wait_for_selector(".msg.bot .cite", timeout=60_000)
+            bot = page.locator(".msg.bot").last
+            assert "Customers write about it" in bot.locator(".text").inner_text()
+            assert "checks passed" in bot.inner_text()
+            cite = bot.locator(".cite").first
+            text_id = cite.get_attribute("data-text-id")
+            page.screenshot(path=str(shots / "chat.png"))
+            check_screenshot(browser, shots / "chat.png")
+            cite.click()
+            page.wait_for_selector("#text-dialog[open]")
+            assert page.inner_text("#text-body") == texts[text_id]
+            page.click("#text-dialog button")
+            # A second question continues the conversation the first one started.
+            page.fill("#chat-input", "And roses?")
+            page.click("#chat-send")
+            page.wait_for_function("document.querySelectorAll('.msg.bot .cite').length >= 2", timeout=60_000)
+            assert page.evaluate("state.conversation").startswith("c-")
+            page.close()
+    assert errors == []

@@ -6,6 +6,7 @@ independent PII detector (persona_llm.evaluation.pii_check, which shares no rule
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -128,3 +129,36 @@ async def test_the_check_finds_pii_a_text_would_leak(
     found = pii_found({"text": body}, emails, phones)
     assert any(emails[0] in f for f in found) and any(phones[0] in f for f in found)
     assert any(": email " in f for f in found) and any(": phone " in f for f in found)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_no_redacted_pii_comes_back_through_chat(
+    pii_workspace: tuple[Path, list[str], list[str]], anyio_backend: str
+) -> None:
+    """A model that repeats whole texts and a question that asks for the contact details: the stream holds
+    the redacted texts ([EMAIL], [PHONE]) and none of the planted values."""
+    from tests.test_server_chat import SHOWN, fake_model, sse
+
+    workspace, emails, phones = pii_workspace
+
+    def parrot(body: dict[str, Any]) -> dict[str, Any]:
+        prompt = body["messages"][-1]["content"]
+        if prompt.startswith("TASK route"):
+            return {"content": {"intent": "search_texts", "segment_ids": [], "query": "email phone write to me"}}
+        shown = SHOWN.findall(prompt)
+        text_id, sid, text = shown[0]
+        return {"content": {"answer": f"They wrote: {text} [{text_id}]", "citations": [t for t, _, _ in shown[:3]],
+                            "quotes": [{"text_id": text_id, "segment_id": int(sid), "text": text[:120]}]}}  # fmt: skip
+
+    with fake_model(parrot) as (server, model):
+        app = create_app(workspace, chat_model=model, chat_strategy="router")
+        async with client_for(app) as c:
+            r = await c.post("/v1/chat", json={"question": "What email addresses and phone numbers did customers leave?"})
+    events = sse(r.text)
+    assert events[-1][0] == "final", events[-1]
+    final = events[-1][1]
+    assert final["citations"] and "[EMAIL]" in r.text  # the texts came back, redacted
+    assert any("[EMAIL]" in m["content"] for m in server.requests[-1]["messages"])  # and went to the model so
+    assert pii_found({"chat": r.text}, emails, phones) == []
+    assert all(pii_found({"prompt": json.dumps(req)}, emails, phones) == [] for req in server.requests)

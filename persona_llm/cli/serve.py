@@ -36,7 +36,8 @@ def serve(
     port: int = typer.Option(8321, "--port", help="Port to listen on (0: any free port)."),
     keys: KeysOption = None,
     rate: float | None = typer.Option(None, "--rate", help="Requests per minute per key (default 120)."),
-    no_llm: bool = typer.Option(False, "--no-llm", help="Serve without a model: no briefs."),
+    no_llm: bool = typer.Option(False, "--no-llm", help="Serve without a model: no chat and no briefs."),
+    strategy: str = typer.Option("auto", "--strategy", help="Chat strategy: auto, router or tools."),
     llm: LlmOption = None,
     llm_url: LlmUrlOption = None,
     llm_model: LlmModelOption = None,
@@ -47,7 +48,7 @@ def serve(
     """Serve the workspace's published run over HTTP (API at /v1, docs at /docs, the web page at /).
 
     One process: a newly published run is served from the next request on, with no restart. The model
-    for briefs starts in the background (/readyz says when it answers); --no-llm serves without one."""
+    for chat and briefs starts in the background (/readyz says when it answers); --no-llm serves without one."""
     import logging
 
     import uvicorn
@@ -65,7 +66,7 @@ def serve(
         if not no_llm:
             llm_settings = llm_settings_or_fail(llm=llm, llm_url=llm_url, llm_model=llm_model, api_key_env=api_key_env,
                                                 threads=threads)  # fmt: skip
-        server_app = create_app(workspace, settings=settings, keys=api_keys, llm=llm_settings)
+        server_app = create_app(workspace, settings=settings, keys=api_keys, llm=llm_settings, chat_strategy=strategy)
     except PersonaLLMError as exc:
         fail(exc)
     level = getattr(logging, log_level.upper(), None)

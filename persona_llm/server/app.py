@@ -4,6 +4,7 @@
     GET  /                                         the web page (persona cards, map, segment view)
     GET  /v1/info                                  the published run and what this server offers
     GET  /v1/runs, /v1/segments[/{id}], /v1/personas[/{id}], /v1/texts/{id}, /v1/search, /v1/map, /v1/eval
+    POST /v1/chat                                  (chat scope) a segment-chat answer as server-sent events
     POST /v1/briefs                                (chat scope) a validated, gated brief for a persona
     POST /v1/admin/publish, /v1/admin/rollback     (admin scope) one writer at a time: a second gets 409
 
@@ -23,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import importlib.resources
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -33,6 +34,7 @@ from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.sse import EventSourceResponse, ServerSentEvent
 from fastapi.staticfiles import StaticFiles
 
 from persona_llm import __version__
@@ -45,15 +47,17 @@ from persona_llm.runs.workspace import Workspace
 from persona_llm.segment.base import TEXTS
 from persona_llm.server import models as api
 from persona_llm.server.auth import LOCAL_PRINCIPAL, ApiKeys, Principal, Scope
+from persona_llm.server.chat import ChatService, Conversation
 from persona_llm.server.limits import RateLimiter
 from persona_llm.server.llm import ModelUnavailable, ServerModel
 from persona_llm.server.published import NotFound, PublishedRuns, RunView
-from persona_llm.server.requests import RequestIdMiddleware
+from persona_llm.server.requests import RequestIdMiddleware, request_id_var
 from persona_llm.server.settings import ServerSettings
 
 log = logging.getLogger(__name__)
 
 STATIC = importlib.resources.files("persona_llm.server") / "static"
+CHAT_STRATEGIES = ("auto", "router", "tools")
 
 
 @dataclass
@@ -66,6 +70,7 @@ class ServerContext:
     runs: PublishedRuns
     limiter: RateLimiter
     model: ServerModel | None = None
+    chat: ChatService | None = None
     features: list[str] = field(default_factory=list)
 
     def require_model(self) -> ServerModel:
@@ -212,18 +217,22 @@ def create_app(
     keys: ApiKeys | None = None,
     llm: LLMSettings | None = None,
     chat_model: ChatModel | None = None,
+    chat_strategy: str = "auto",
 ) -> FastAPI:
     """The FastAPI app serving `workspace` (a persona-llm workspace; its published run is read per request).
 
     `keys`: the API keys (default: none, which only a loopback listener may run without: `settings.host`
     beyond loopback without keys is refused here, and `serve` binds to that host). `settings`: limits and
-    the listening address (ServerSettings defaults). `llm`: the model for briefs, opened in the background
-    when the app starts and stopped with it (each call bounded by `settings.llm_timeout_s`); or
+    the listening address (ServerSettings defaults). `llm`: the model for chat and briefs, opened in the
+    background when the app starts and stopped with it (each call bounded by `settings.llm_timeout_s`); or
     `chat_model`, a model already open (not stopped here). Without either the app has no model routes.
+    `chat_strategy`: SegmentChat's (auto, router, tools).
     """
     settings = settings or ServerSettings()
     keys = keys if keys is not None else ApiKeys()
     settings.check_bind(has_keys=bool(keys))
+    if chat_strategy not in CHAT_STRATEGIES:
+        raise ConfigError(f"unknown chat strategy {chat_strategy!r}; use {', '.join(CHAT_STRATEGIES)}")
     path = Path(workspace)
     ctx = ServerContext(
         workspace=path,
@@ -236,7 +245,8 @@ def create_app(
         if llm is not None and chat_model is None:
             llm = llm.model_copy(update={"timeout_s": min(llm.timeout_s, settings.llm_timeout_s)})
         ctx.model = ServerModel(llm, chat=chat_model, slots=settings.llm_slots, queue=settings.llm_queue)
-        ctx.features.append("briefs")
+        ctx.chat = ChatService(ctx.runs, ctx.model, cache_size=settings.run_cache, strategy=chat_strategy)
+        ctx.features += ["chat", "briefs"]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -245,6 +255,8 @@ def create_app(
         try:
             yield
         finally:
+            if ctx.chat is not None:
+                ctx.chat.close()
             if ctx.model is not None:
                 ctx.model.close()
 
@@ -261,6 +273,7 @@ def create_app(
     _add_probes(app)
     _add_readers(app)
     if ctx.model is not None:
+        _add_chat(app)
         _add_briefs(app)
     _add_admin(app)
     _add_page(app)
@@ -407,6 +420,64 @@ def _add_readers(app: FastAPI) -> None:
         if not view.run.has(EVAL):
             raise NotFound(f"run {view.name} has no evaluation; run `persona-llm eval` on the workspace")
         return view.run.load_eval()
+
+
+def _chat_turn(request: Request, body: api.ChatRequest, principal: ChatKey) -> tuple[Conversation, str]:
+    """Everything that can fail before the answer starts, so it fails with its own status code."""
+    ctx = _context(request)
+    assert ctx.chat is not None and ctx.model is not None
+    question = " ".join(body.question.split())
+    if len(question) > ctx.settings.max_question_chars:
+        raise RequestValidationError(
+            [{"loc": ("body", "question"), "type": "string_too_long",
+              "msg": f"String should have at most {ctx.settings.max_question_chars} characters"}]  # fmt: skip
+        )
+    if not question:
+        raise RequestValidationError([{"loc": ("body", "question"), "type": "string_too_short", "msg": "the question is empty"}])
+    ctx.model.get()  # 503 while the model starts
+    if ctx.model.queue.admitted >= ctx.model.queue.slots + ctx.model.queue.queue:
+        raise HTTPException(503, "the model is busy: too many questions are waiting; try again shortly",
+                            headers={"Retry-After": "10"})  # fmt: skip
+    return ctx.chat.conversation(principal.name, body.conversation_id), question
+
+
+ChatTurn = Annotated[tuple[Conversation, str], Depends(_chat_turn)]
+
+
+def _add_chat(app: FastAPI) -> None:
+    @app.post(
+        "/v1/chat", response_class=EventSourceResponse, tags=["chat"],
+        responses={
+            200: {"description": "events: `conversation` (its id and run), `status`, `token` (the draft as it is "
+                  "written), then `final` (the checked answer: citations, quotes, checks) or `error`"},
+            404: {"model": api.ErrorBody, "description": "unknown or expired conversation"},
+            503: {"model": api.ErrorBody, "description": "the model is starting or busy"},
+        },
+    )  # fmt: skip
+    def chat(request: Request, turn: ChatTurn) -> Iterator[ServerSentEvent]:
+        """Ask about the segments. The answer streams as server-sent events; the `final` event's answer is the
+        checked one (a sentence the texts do not support is removed). Send the `conversation_id` of the
+        first answer to continue a conversation (on the run it started on)."""
+        ctx = _context(request)
+        assert ctx.chat is not None and ctx.model is not None
+        conversation, question = turn
+        rid = request_id_var.get()
+        yield ServerSentEvent(event="conversation", data={"conversation_id": conversation.conversation_id,
+                                                          "run": conversation.run})  # fmt: skip
+        try:
+            with ctx.model.slot(ctx.settings.llm_queue_wait_s):
+                for event in ctx.chat.stream(conversation, question):
+                    if event.type == "final":
+                        yield ServerSentEvent(event="final", data=event.answer)
+                    else:
+                        yield ServerSentEvent(event=event.type, data={"text": event.text})
+        except PersonaLLMError as exc:  # the stream has started: the error is an event, with the request id
+            log.error("chat failed: %s", exc)
+            yield ServerSentEvent(event="error", data={"error": ctx.public_message(exc), "request_id": rid})
+        except Exception:
+            log.exception("chat failed")
+            yield ServerSentEvent(event="error", data={
+                "error": "internal error; the server log has the details under this request id", "request_id": rid})  # fmt: skip
 
 
 def _add_briefs(app: FastAPI) -> None:

@@ -156,6 +156,13 @@ class UserMapData(BaseModel):
     note: str = ""
 
 
+class ChatRequest(_Request):
+    question: str = Field(min_length=1, max_length=100_000, description="the question (the server's limit applies)")
+    conversation_id: str | None = Field(
+        default=None, pattern=r"^c-[A-Za-z0-9_-]{8,64}$", description="continue this conversation (from an earlier answer)"
+    )
+
+
 class BriefRequest(_Request):
     kind: BriefKind = "campaign"
     persona_id: str = Field(

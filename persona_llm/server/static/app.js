@@ -3,7 +3,7 @@
 // customer texts are data.
 "use strict";
 
-const state = { key: sessionStorage.getItem("persona-llm-key") || "", current: null, info: null, polling: null, conversation: null };
+const state = { key: sessionStorage.getItem("persona-llm-key") || "", current: null, info: null, polling: null, conversation: null, conversationRun: null };
 const $ = (id) => document.getElementById(id);
 
 function el(tag, attrs = {}, ...children) {
@@ -131,9 +131,9 @@ function closeSegment() {
 
 // -- a cited text ----------------------------------------------------------------------------------------
 
-async function openText(textId) {
+async function openText(textId, run) {
   try {
-    const d = await api(`/v1/texts/${encodeURIComponent(textId)}`);
+    const d = await api(`/v1/texts/${encodeURIComponent(textId)}` + (run ? `?run=${encodeURIComponent(run)}` : ""));
     $("text-title").textContent = `Text ${d.text.text_id}`;
     $("text-meta").textContent = `segment ${d.text.segment_id} · language ${d.text.language} · run ${d.run}`;
     $("text-body").textContent = d.text.text;
@@ -191,6 +191,87 @@ $("key-form").addEventListener("submit", (ev) => {
 });
 $("segment-close").addEventListener("click", closeSegment);
 
-function setupChat() { /* filled in when the server offers chat */ }
+// -- chat ------------------------------------------------------------------------------------------------
+
+function setupChat() {
+  $("chat-panel").hidden = false;
+  document.querySelector("main").classList.add("with-chat");
+  $("chat-form").addEventListener("submit", (ev) => { ev.preventDefault(); ask(); });
+  $("chat-input").addEventListener("keydown", (ev) => {
+    if (ev.key === "Enter" && !ev.shiftKey) { ev.preventDefault(); ask(); }
+  });
+}
+
+// Server-sent events from a POST body: blocks separated by a blank line, "event:" and "data:" lines.
+async function* sseEvents(response) {
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buffer += decoder.decode(value, { stream: true });
+    let cut;
+    while ((cut = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, cut);
+      buffer = buffer.slice(cut + 2);
+      let event = "message", data = "";
+      for (const line of block.split("\n")) {
+        if (line.startsWith("event:")) event = line.slice(6).trim();
+        else if (line.startsWith("data:")) data += line.slice(5).trim();
+      }
+      if (data) yield { event, data: JSON.parse(data) };
+    }
+  }
+}
+
+async function ask() {
+  const question = $("chat-input").value.trim();
+  if (!question) return;
+  $("chat-input").value = "";
+  $("chat-send").disabled = true;
+  const log = $("chat-log");
+  log.append(el("div", { class: "msg user", text: question }));
+  const answer = el("div", { class: "text" });
+  const status = el("div", { class: "checks" });
+  const bot = el("div", { class: "msg bot" }, answer, status);
+  log.append(bot);
+  try {
+    const body = { question };
+    if (state.conversation) body.conversation_id = state.conversation;
+    const res = await fetch("/v1/chat", { method: "POST", headers: headers({ "Content-Type": "application/json" }), body: JSON.stringify(body) });
+    if (!res.ok) {
+      let msg = res.statusText;
+      try { msg = (await res.json()).error; } catch (e) { /* not JSON */ }
+      if (res.status === 404) state.conversation = null;  // expired: the next question starts a new one
+      throw new Error(msg);
+    }
+    for await (const { event, data } of sseEvents(res)) {
+      if (event === "conversation") { state.conversation = data.conversation_id; state.conversationRun = data.run; }
+      else if (event === "token") answer.textContent += data.text;
+      else if (event === "status") { status.textContent = data.text; if (data.text.includes("re-ask")) answer.textContent = ""; }
+      else if (event === "final") showAnswer(bot, answer, status, data);
+      else if (event === "error") throw new Error(data.error);
+      log.scrollTop = log.scrollHeight;
+    }
+  } catch (e) {
+    bot.classList.add("warn");
+    status.textContent = "Error: " + e.message;
+  } finally {
+    $("chat-send").disabled = false;
+  }
+}
+
+function showAnswer(bot, answer, status, data) {
+  answer.textContent = data.answer;  // the checked answer replaces the streamed draft
+  const checks = data.checks;
+  const removed = checks.removed.length ? ` · removed: ${checks.removed.length} unsupported part(s)` : "";
+  status.textContent = (data.refused ? "refused · " : "") + (checks.passed ? "checks passed" : "checked") + removed;
+  if (data.citations.length) {
+    bot.append(el("div", { class: "cites" }, ...data.citations.map((c) =>
+      el("button", { class: "cite", type: "button", "data-text-id": c.text_id, title: c.text.slice(0, 200),
+        onclick: () => openText(c.text_id, state.conversationRun) }, `${c.text_id} · segment ${c.segment_id}`))));
+  }
+}
 
 start();

@@ -7,13 +7,14 @@
     workspace.py  history, publish, rollback, gc
     briefs.py     brief
     chat.py       chat, ask
+    refresh.py    refresh, forget
     serve.py      serve, api-key
 """
 
-from persona_llm.cli import briefs, chat, evaluate, personas, segment, serve, workspace
+from persona_llm.cli import briefs, chat, evaluate, personas, refresh, segment, serve, workspace
 from persona_llm.cli.app import app
 
-__all__ = ["app", "briefs", "chat", "evaluate", "personas", "segment", "serve", "workspace"]
+__all__ = ["app", "briefs", "chat", "evaluate", "personas", "refresh", "segment", "serve", "workspace"]
 
 
 def main() -> None:  # pragma: no cover - console entry point

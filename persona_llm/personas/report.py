@@ -19,6 +19,7 @@ import numpy as np
 from persona_llm.errors import InputError
 from persona_llm.runs.rundir import ASSIGNMENTS, SEGMENTS, TEXTS, USER_EMBEDDINGS, RunDir
 from persona_llm.schema.personas import DemographicEstimate, Persona
+from persona_llm.schema.refresh import RefreshDiff, SegmentChange
 
 PALETTE = [
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
@@ -117,6 +118,131 @@ def markdown_report(personas: Sequence[Persona], *, run_id: str = "") -> str:
     head = [f"# Personas{f' of run {run_id}' if run_id else ''}", ""]
     body = [persona_markdown(p) for p in personas]
     return "\n".join(head + body)
+
+
+def _size(value: int | None, share: float | None) -> str:
+    return "-" if value is None else f"{value} ({(share or 0) * 100:.1f}%)"
+
+
+def _segment_note(c: SegmentChange) -> str:
+    notes = []
+    if c.split_from is not None:
+        notes.append(f"split from {c.split_from}")
+    if c.merged_from:
+        notes.append(f"merged from {', '.join(map(str, c.merged_from))}")
+    if c.merged_into is not None:
+        notes.append(f"merged into {c.merged_into}")
+    if c.match_score is not None:
+        notes.append(f"match {c.match_score:.2f}")
+    return "; ".join(notes)
+
+
+def refresh_markdown(diff: RefreshDiff) -> str:
+    """refresh.md: what a refresh changed, measured and checked."""
+    d = diff.data
+    lines = [
+        f"# Refresh of {diff.previous_run}: {diff.status}",
+        "",
+        *([f"**{diff.reason}**", ""] if diff.reason else []),
+        f"Mode {diff.mode_asked} -> {diff.mode_used} · new data {d.source} ({'snapshot' if d.snapshot else 'appended'}) · "
+        f"{diff.llm_calls} model call(s) · {diff.seconds:.1f} s",
+        "",
+        "## Data",
+        "",
+        f"- rows read {d.rows_read}, rejected {d.rows_rejected}, of forgotten users {d.rows_of_forgotten_users}",
+        f"- texts added {d.texts_added}, changed {d.texts_changed}, removed {d.texts_removed}; already present "
+        f"{d.already_present}, duplicates dropped {d.duplicates_dropped}",
+        f"- users added {d.users_added}, changed {d.users_changed}, removed {d.users_removed}",
+        f"- embedded {d.texts_embedded}, from the cache {d.texts_from_cache}, reused from the run {d.texts_reused}",
+    ]
+    if diff.drift is not None:
+        f = diff.drift
+        lines += [
+            "",
+            "## Drift",
+            "",
+            f"- new or changed users {f.new_or_changed_users}, in no segment {f.unassigned_new_users} ({f.unassigned_share:.1%})",
+            f"- centroid shift max {f.centroid_shift_max:.4f}, mean {f.centroid_shift_mean:.4f}; membership churn "
+            f"{f.membership_churn:.1%}",
+            f"- re-cluster thresholds: {', '.join(f'{k} {v:g}' for k, v in f.thresholds.items())}; exceeded: "
+            f"{'; '.join(f.exceeded) or 'none'}",
+            f"- assignment: {f.assigner}",
+        ]
+        for g in f.emerging:
+            lines.append(
+                f"- emerging segment: {g.size} users, cohesion {g.cohesion:.2f}, nearest segment {g.nearest_segment} "
+                f"({g.nearest_similarity:.2f}), keywords {', '.join(g.keywords) or '-'}"
+            )
+    if diff.segments:
+        lines += ["", "## Segments", "", "| segment | status | before | after | joined | left | churn | note |", "|---|---|---|---|---|---|---|---|"]
+        for c in diff.segments:
+            lines.append(
+                f"| {c.segment_id} | {c.status} | {_size(c.size_before, c.share_before)} | {_size(c.size_after, c.share_after)} "
+                f"| {c.joined} | {c.left} | {c.churn:.1%} | {_segment_note(c)} |"
+            )
+        for sp in diff.splits:
+            lines.append(f"\nSplit: segment {sp.segment_id} -> {', '.join(map(str, sp.into))}")
+        for m in diff.merges:
+            lines.append(f"\nMerge: segments {', '.join(map(str, m.segment_ids))} -> {m.into}")
+    if diff.personas:
+        lines += ["", "## Personas", ""]
+        for p in diff.personas:
+            version = f"v{p.version_before or '-'} -> v{p.version_after or '-'}"
+            lines.append(f"- **{p.name or '(new)'}** (segment {p.segment_id}, `{p.persona_id or '-'}`): {p.action}, {version}")
+            if p.fields_changed:
+                lines.append(f"  - fields changed: {', '.join(p.fields_changed)}")
+            for q in p.quotes_added:
+                lines.append(f"  - quote added [{q.text_id}]: {q.text}")
+            for q in p.quotes_removed:
+                lines.append(f"  - quote removed [{q.text_id}]: {q.text}{f' ({q.reason})' if q.reason else ''}")
+            for flag in p.flags:
+                lines.append(f"  - flag: {flag}")
+    if diff.gates:
+        lines += ["", "## Gates", ""]
+        lines += [f"- {'pass' if g.passed else 'FAIL'} {g.name}: {g.detail}" for g in diff.gates]
+    return "\n".join(lines) + "\n"
+
+
+def refresh_section(diff: RefreshDiff) -> str:
+    """The refresh section of report.html."""
+    e = html.escape
+    rows = "".join(
+        f"<tr><td>{c.segment_id}</td><td>{e(c.status)}</td><td>{_size(c.size_before, c.share_before)}</td>"
+        f"<td>{_size(c.size_after, c.share_after)}</td><td>{c.joined}</td><td>{c.left}</td><td>{c.churn:.1%}</td>"
+        f"<td>{e(_segment_note(c))}</td></tr>"
+        for c in diff.segments
+    )
+    items = []
+    for p in diff.personas:
+        details = [f"fields changed: {', '.join(p.fields_changed)}"] if p.fields_changed else []
+        details += [f"quote added [{q.text_id}]: {q.text}" for q in p.quotes_added]
+        details += [f"quote removed [{q.text_id}]: {q.text}" + (f" ({q.reason})" if q.reason else "") for q in p.quotes_removed]
+        details += [f"flag: {f}" for f in p.flags]
+        sub = "".join(f"<li>{e(x)}</li>" for x in details)
+        items.append(
+            f"<li><b>{e(p.name or '(new)')}</b> (segment {p.segment_id}) {e(p.action)}, "
+            f"v{p.version_before or '-'} &rarr; v{p.version_after or '-'}{f'<ul>{sub}</ul>' if sub else ''}</li>"
+        )
+    gates = "".join(
+        f"<li class='{'' if g.passed else 'warn'}'>{'pass' if g.passed else 'FAIL'} {e(g.name)}: {e(g.detail)}</li>"
+        for g in diff.gates
+    )
+    drift = ""
+    if diff.drift is not None:
+        f = diff.drift
+        drift = (
+            f"<p>Drift: {f.unassigned_new_users} of {f.new_or_changed_users} new or changed users in no segment "
+            f"({f.unassigned_share:.1%}); centroid shift max {f.centroid_shift_max:.4f}; membership churn "
+            f"{f.membership_churn:.1%}; {len(f.emerging)} emerging segment(s); exceeded: {e('; '.join(f.exceeded) or 'none')}</p>"
+        )
+    d = diff.data
+    return f"""<h2 id="refresh">Refresh</h2>
+<p class="muted">from run {e(diff.previous_run)} · {e(diff.status)} · mode {e(diff.mode_asked)} &rarr; {e(diff.mode_used)} ·
+{d.texts_added} texts added, {d.texts_changed} changed, {d.texts_removed} removed · {d.users_added} users added ·
+{diff.llm_calls} model call(s)</p>{f"<p class='warn'>{e(diff.reason)}</p>" if diff.reason else ""}{drift}
+<table class="demo"><tr><th>segment</th><th>status</th><th>before</th><th>after</th><th>joined</th><th>left</th>
+<th>churn</th><th>note</th></tr>{rows}</table>
+<ul>{''.join(items)}</ul><ul>{gates}</ul>"""
 
 
 # -- HTML -------------------------------------------------------------------------------------------
@@ -386,6 +512,7 @@ def html_report(run: RunDir, personas: Sequence[Persona]) -> str:
 <p class="muted">Every quote was checked to appear word for word in the linked text of its segment.
 Demographics are estimates with their evidence; "unknown" means the data does not say.</p>
 {cards}
+{refresh_section(diff) if (diff := run.load_refresh_diff()) is not None else ""}
 {_evidence_section(run, personas)}
 </body></html>
 """

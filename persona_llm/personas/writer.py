@@ -623,6 +623,7 @@ class PersonaWriter:
         persona = Persona.from_draft(
             draft,
             persona_id=run.persona_id(sid),
+            version=run.persona_version(sid),
             segment_id=sid,
             run_id=run.run_id,
             language=prompt.language_code,

@@ -1188,6 +1188,32 @@ class EmbeddingCache:
                 self._model_ids.clear()
             return int(cur.rowcount)
 
+    def delete_many(self, keys: Sequence[bytes]) -> int:
+        """Delete the vectors of `keys` for good (`persona-llm forget`): SQLite's secure_delete overwrites
+        the freed pages and the WAL is checkpointed and truncated, so no copy stays in the files.
+        Returns how many rows went."""
+        if not keys:
+            return 0
+        with self._lock:
+            conn = self._connect()
+            try:
+                conn.execute("PRAGMA secure_delete = ON")
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    before = conn.total_changes
+                    for i in range(0, len(keys), _SQL_VARS):
+                        chunk = list(keys[i : i + _SQL_VARS])
+                        conn.execute(f"DELETE FROM vectors WHERE key IN ({','.join('?' * len(chunk))})", chunk)
+                    removed = conn.total_changes - before
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as exc:
+                raise BackendError(f"embedding cache {self.path}: {exc}") from exc
+        return int(removed)
+
     def close(self) -> None:
         with self._lock:
             if self._conn is not None and self._pid == os.getpid():

@@ -26,7 +26,8 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from collections.abc import Sequence
+import shutil
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -38,7 +39,7 @@ from persona_llm.runs.rundir import MANIFEST, STORE, RunDir
 from persona_llm.schema.segments import SegmentSet
 from persona_llm.segment.base import PERSONAS, SEGMENTS, TEXTS, BaseStore, NoStore
 
-__all__ = ["PERSONAS", "SEGMENTS", "TEXTS", "ChromaStore", "persona_document"]
+__all__ = ["PERSONAS", "SEGMENTS", "TEXTS", "ChromaStore", "persona_document", "read_copy", "store_for_run"]
 
 
 class ChromaStore(BaseStore):
@@ -203,6 +204,23 @@ class ChromaStore(BaseStore):
             coll.upsert(ids=ids[i:j], documents=docs[i:j], metadatas=metas[i:j], embeddings=vecs[i:j])
         return len(ids)
 
+    def records(self, kind: str, run_id: str) -> dict[str, list[Any]] | None:
+        """Every record of one of the run's collections (ids, documents, metadatas, embeddings), or None
+        when the collection does not exist (reading must not create it)."""
+        name = self.collection_name(kind, run_id)
+        if name not in self._collection_names():
+            return None
+        got = self.client.get_collection(name).get(include=["documents", "metadatas", "embeddings"])
+        return {k: list(got[k]) for k in ("ids", "documents", "metadatas", "embeddings")}
+
+    def add_records(self, kind: str, run_id: str, records: dict[str, list[Any]]) -> int:
+        """Add records as `records` returns them (into this store's collection of that kind and run)."""
+        self._add(
+            self.collection(kind, run_id), list(records["ids"]), list(records["documents"]),
+            list(records["metadatas"]), list(records["embeddings"]),
+        )  # fmt: skip
+        return len(records["ids"])
+
     def delete_run(self, run_id: str, kinds: Sequence[str] = (TEXTS, SEGMENTS, PERSONAS)) -> None:
         for kind in kinds:
             with contextlib.suppress(Exception):  # chroma raises its own NotFoundError when absent
@@ -269,6 +287,29 @@ class ChromaStore(BaseStore):
     def _collection_names(self) -> list[str]:
         # chromadb 1.x lists names; older versions listed collection objects
         return [c if isinstance(c, str) else c.name for c in self.client.list_collections()]
+
+
+@contextlib.contextmanager
+def read_copy(store: ChromaStore, scratch: Path) -> Iterator[ChromaStore | None]:
+    """The store to read a run's records from without changing the run: Chroma writes to a persistent
+    store's files even when only reading, so a persistent store is read through a copy at `scratch`
+    (removed afterwards; None when the run has no store folder). A server store is read as it is."""
+    if store.url:
+        try:
+            yield store
+        finally:
+            store.close()
+        return
+    if store.path is None or not Path(store.path).is_dir():
+        yield None
+        return
+    shutil.copytree(store.path, scratch)
+    copy = ChromaStore(path=scratch, prefix=store.prefix)
+    try:
+        yield copy
+    finally:
+        copy.close()
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def store_for_run(run: RunDir) -> BaseStore:

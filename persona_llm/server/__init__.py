@@ -7,6 +7,7 @@
     limits.py     per-key rate limits and the queue in front of the model
     llm.py        the model behind chat and briefs (opened in the background, one slot at a time)
     chat.py       segment chat per run, conversations bound to their run and key
+    jobs.py       background jobs (a refresh), one at a time
     requests.py   request ids and the access log
     settings.py   listening address and limits
     static/       the web page (HTML, JS, CSS; no build step)

@@ -6,6 +6,8 @@
     GET  /v1/runs, /v1/segments[/{id}], /v1/personas[/{id}], /v1/texts/{id}, /v1/search, /v1/map, /v1/eval
     POST /v1/chat                                  (chat scope) a segment-chat answer as server-sent events
     POST /v1/briefs                                (chat scope) a validated, gated brief for a persona
+    POST /v1/admin/refresh, GET /v1/admin/jobs/{id} (admin scope) refresh the workspace with new data, in the
+                                                   background; status by job id
     POST /v1/admin/publish, /v1/admin/rollback     (admin scope) one writer at a time: a second gets 409
 
 Every /v1 reader serves the run published at the moment of the request (`?run=NAME` reads another run of
@@ -48,6 +50,7 @@ from persona_llm.segment.base import TEXTS
 from persona_llm.server import models as api
 from persona_llm.server.auth import LOCAL_PRINCIPAL, ApiKeys, Principal, Scope
 from persona_llm.server.chat import ChatService, Conversation
+from persona_llm.server.jobs import Job, JobRunning, Jobs
 from persona_llm.server.limits import RateLimiter
 from persona_llm.server.llm import ModelUnavailable, ServerModel
 from persona_llm.server.published import NotFound, PublishedRuns, RunView
@@ -71,6 +74,7 @@ class ServerContext:
     limiter: RateLimiter
     model: ServerModel | None = None
     chat: ChatService | None = None
+    jobs: Jobs = field(default_factory=Jobs)
     features: list[str] = field(default_factory=list)
 
     def require_model(self) -> ServerModel:
@@ -173,6 +177,10 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(NotFound)
     async def not_found(request: Request, exc: NotFound) -> JSONResponse:
         return _error(request, 404, _context(request).public_message(exc))
+
+    @app.exception_handler(JobRunning)
+    async def job_running(request: Request, exc: JobRunning) -> JSONResponse:
+        return _error(request, 409, str(exc))
 
     @app.exception_handler(WorkspaceLockedError)
     async def locked(request: Request, exc: WorkspaceLockedError) -> JSONResponse:
@@ -514,6 +522,10 @@ def _add_briefs(app: FastAPI) -> None:
         return JSONResponse({"run": view.name, "brief": written.model_dump(mode="json")})
 
 
+def _context_settings(app: FastAPI) -> ServerSettings:
+    return app.state.ctx.settings  # type: ignore[no-any-return]
+
+
 def _add_admin(app: FastAPI) -> None:
     def workspace_of(request: Request) -> Workspace:
         # A Workspace object of its own per request: the writer lock is a flock on a file this object
@@ -552,6 +564,90 @@ def _add_admin(app: FastAPI) -> None:
                 raise HTTPException(409, _context(request).public_message(exc)) from None
         log.info("rolled back to %s (was %s)", run.path.name, previous)
         return api.PublishResult(published=run.path.name, previous=previous, action="rollback")
+
+    @app.post(
+        "/v1/admin/refresh", status_code=202, response_model=Job, tags=["admin"],
+        max_body_size=_context_settings(app).max_upload_bytes,
+        responses={
+            202: {"description": "the refresh started in the background; poll GET /v1/admin/jobs/{job_id}"},
+            409: {"model": api.ErrorBody, "description": "a job is running, or another writer holds the workspace"},
+        },
+        openapi_extra={"requestBody": {"required": True, "description": "the new data: CSV, JSON lines or Parquet",
+                       "content": {"text/csv": {}, "application/x-ndjson": {}, "application/vnd.apache.parquet": {}}}},
+    )  # fmt: skip
+    async def refresh(
+        request: Request,
+        _: AdminKey,
+        user_column: Annotated[str, Query(min_length=1, max_length=200)],
+        text_column: Annotated[str, Query(min_length=1, max_length=200)],
+        id_column: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+        attributes: Annotated[str | None, Query(max_length=2000, description="comma-separated columns")] = None,
+        mode: Literal["auto", "assign", "recluster"] = "auto",
+        snapshot: Annotated[bool, Query(description="the data is the full data set: users it lacks are removed")] = False,
+        dry_run: Annotated[bool, Query(description="compute the diff, write nothing")] = False,
+        format: Literal["csv", "jsonl", "parquet"] = "csv",
+    ) -> Job:
+        """Refresh the workspace with new data sent as the request body (as `persona-llm refresh` does: new
+        users assigned to the fitted segments or a re-clustering, only changed personas rewritten, gates,
+        atomic publish). The refresh runs in the background: the answer is its job, to poll."""
+        import shutil
+        import tempfile
+
+        from persona_llm import workflows
+
+        ctx = _context(request)
+        try:
+            columns = workflows.column_map(
+                workflows.Config(), user=user_column, text=text_column, id=id_column, attributes=attributes
+            )
+        except ConfigError as exc:
+            raise RequestValidationError([{"loc": ("query", "user_column"), "msg": str(exc), "type": "value_error"}]) from None
+        if ctx.jobs.running is not None:
+            raise JobRunning(f"job {ctx.jobs.running} is still running; wait for it (GET /v1/admin/jobs/{ctx.jobs.running})")
+        with Workspace.open(ctx.workspace).lock():  # a writer elsewhere: 409 before the upload is read
+            pass
+        # Personas the refresh must rewrite use the server's model (503 while it starts); a server without one
+        # lets the refresh open the backend the PERSONA_LLM_* variables name, only if a persona needs it.
+        model = ctx.model.get() if ctx.model is not None else None
+        # The data holds what customers wrote, before any redaction: a private folder, removed after the job.
+        spool = Path(tempfile.mkdtemp(prefix="persona-llm-refresh-"))
+        data = spool / f"new-data.{format}"
+        try:
+            with open(data, "wb") as fh:
+                async for chunk in request.stream():
+                    fh.write(chunk)
+            if data.stat().st_size == 0:
+                raise RequestValidationError([{"loc": ("body",), "msg": "the request body (the new data) is empty", "type": "missing"}])
+        except BaseException:
+            shutil.rmtree(spool, ignore_errors=True)
+            raise
+
+        def work(say: Callable[[str], None]) -> Any:
+            from persona_llm.refresh import refresh as refresh_workspace
+
+            result = refresh_workspace(
+                ctx.workspace, data, columns=columns, mode=mode, snapshot=snapshot, dry_run=dry_run, chat=model,
+                progress=say,
+            )  # fmt: skip
+            return result.status, result.exit_code, result.summary(), result.diff.model_dump(mode="json")
+
+        size = data.stat().st_size
+        try:
+            job = ctx.jobs.start("refresh", work, cleanup=lambda: shutil.rmtree(spool, ignore_errors=True))
+        except BaseException:
+            shutil.rmtree(spool, ignore_errors=True)
+            raise
+        log.info("refresh job %s started (%d bytes of %s)", job.job_id, size, format)
+        return job
+
+    @app.get("/v1/admin/jobs/{job_id}", response_model=Job, tags=["admin"])
+    def job(request: Request, job_id: Annotated[str, PathParam(max_length=40)], _: AdminKey) -> Job:
+        """A job's status: running, then published, unchanged, gate_failed, dry_run, locked or failed, with
+        its progress lines and, when done, its summary and full result (a refresh: its diff)."""
+        found = _context(request).jobs.get(job_id)
+        if found is None:
+            raise NotFound(f"no job {job_id!r} (jobs are kept while the server runs)")
+        return found
 
 
 def _add_page(app: FastAPI) -> None:

@@ -33,6 +33,9 @@ class ServerSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(default=8321, ge=0, le=65535)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, description="largest request body (413 above)")
+    max_upload_bytes: int = Field(
+        default=256 * 1024 * 1024, ge=1024, description="largest data file a refresh request may send (413 above)"
+    )
     max_question_chars: int = Field(default=2000, ge=1, description="longest chat question or brief goal (422)")
     max_search_chars: int = Field(default=200, ge=1, description="longest search query (422)")
     max_results: int = Field(default=50, ge=1, description="most texts one search returns")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -260,42 +261,63 @@ def project_2d(vectors: np.ndarray) -> np.ndarray:
     return out if out.shape[1] == 2 else np.hstack([out, np.zeros((out.shape[0], 1))])
 
 
-def user_map_svg(
-    run: RunDir, names: dict[int, str], *, width: int = 640, height: int = 420, max_points: int = 3000
-) -> str:
+@dataclass(frozen=True)
+class UserMap:
+    """The 2-D user map: a PCA projection of user_embeddings.npy, at most `max_points` users (a fixed
+    random sample above that), in the order they are drawn (unassigned users first, under the rest)."""
+
+    xy: np.ndarray  # (n, 2) projected coordinates
+    segment_ids: np.ndarray  # (n,) segment of each point, -1 unassigned
+    n_users: int  # users in the run (the map may show a sample)
+
+
+def user_map(run: RunDir, *, max_points: int = 3000) -> UserMap | str:
+    """The user map of a run, or why there is none (a sentence). The report draws it as SVG; the server
+    hands the same points to its web page."""
     if not run.has(USER_EMBEDDINGS) or not run.has(ASSIGNMENTS):
-        return f"<p class='muted'>No user map: {USER_EMBEDDINGS} or {ASSIGNMENTS} is missing.</p>"
+        return f"{USER_EMBEDDINGS} or {ASSIGNMENTS} is missing"
     try:
         vectors = run.load_user_embeddings()
     except InputError:
-        return "<p class='muted'>No user map: embeddings and assignments do not line up.</p>"
+        return "embeddings and assignments do not line up"
     segments = run.load_assignments()["segment_id"].to_numpy()
     if len(vectors) != len(segments) or len(vectors) == 0:
-        return "<p class='muted'>No user map: embeddings and assignments do not line up.</p>"
+        return "embeddings and assignments do not line up"
     rng = np.random.default_rng(0)
     idx = np.arange(len(vectors))
     if len(idx) > max_points:
         idx = np.sort(rng.choice(idx, size=max_points, replace=False))
     xy = project_2d(vectors[idx])
+    ids = segments[idx].astype(int)
+    # Noise first so segments are drawn on top of it.
+    order = np.argsort(ids >= 0, kind="stable")
+    return UserMap(xy=xy[order], segment_ids=ids[order], n_users=len(vectors))
+
+
+def user_map_svg(
+    run: RunDir, names: dict[int, str], *, width: int = 640, height: int = 420, max_points: int = 3000
+) -> str:
+    found = user_map(run, max_points=max_points)
+    if isinstance(found, str):
+        return f"<p class='muted'>No user map: {html.escape(found)}.</p>"
+    xy, ids = found.xy, found.segment_ids
     lo, hi = xy.min(axis=0), xy.max(axis=0)
     span = np.where(hi - lo == 0, 1, hi - lo)
     pad = 16
     px = pad + (xy[:, 0] - lo[0]) / span[0] * (width - 2 * pad)
     py = height - pad - (xy[:, 1] - lo[1]) / span[1] * (height - 2 * pad)
-    # Noise first so segments are drawn on top of it.
-    order = sorted(range(len(idx)), key=lambda i: segments[idx[i]] >= 0)
     dots = []
-    for i in order:
-        sid = int(segments[idx[i]])
+    for i in range(len(ids)):
+        sid = int(ids[i])
         r = 1.6 if sid < 0 else 2.6
         dots.append(f'<circle cx="{px[i]:.1f}" cy="{py[i]:.1f}" r="{r}" fill="{segment_colour(sid)}"/>')
     legend = "".join(
         f'<span class="key"><i style="background:{segment_colour(sid)}"></i>{html.escape(label)}</span>'
         for sid, label in sorted(names.items())
     )
-    if (segments < 0).any():
+    if (ids < 0).any():
         legend += f'<span class="key"><i style="background:{NOISE_COLOUR}"></i>unassigned</span>'
-    note = f"{len(idx)} of {len(vectors)} users, PCA of user embeddings"
+    note = f"{len(ids)} of {found.n_users} users, PCA of user embeddings"
     return (
         f'<svg viewBox="0 0 {width} {height}" width="100%" role="img" aria-label="user map">'
         f'<rect width="{width}" height="{height}" fill="#fafafa"/>{"".join(dots)}</svg>'

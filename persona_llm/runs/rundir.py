@@ -6,7 +6,8 @@ A run directory holds:
     segments.json         SegmentSet
     assignments.csv       user_id, segment_id, probability, assigned_by, n_texts (-1: unassigned on purpose;
                           assigned_by "cluster": HDBSCAN's own, "reassigned": noise moved to the nearest
-                          segment, "noise": left unassigned)
+                          segment, "assigned": outside a fit sample, put in the nearest segment above its
+                          threshold (segment/sample_fit.py), "noise": left unassigned)
     rejects.csv           every input row not used, with stage, field and reason
     texts.parquet         the cleaned, redacted texts: text_id, user_id, text, language, segment_id + attributes
     text_embeddings.npy   float32 (n_texts, dim), row-aligned with texts.parquet

@@ -10,12 +10,13 @@ verified quotes (with their user), and provenance including every gate decision.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, field_validator, model_validator
 from pydantic.json_schema import SkipJsonSchema
+
+from persona_llm.schema.sentences import split_sentences
 
 PERSONA_SCHEMA_VERSION = "3"  # 2: confidence computed from evidence; statement support in provenance; 3: version
 
@@ -87,13 +88,12 @@ class Recommendations(_Strict):
 #: What "3-4 sentences" is held to: a two-word summary ("Tech Enthusiast") is not a narrative.
 SUMMARY_MIN_SENTENCES, SUMMARY_MAX_SENTENCES = 2, 6  # 6: abbreviations ("U.S.") split
 SUMMARY_MIN_WORDS, SUMMARY_MIN_CJK_CHARS = 25, 50
-_SUMMARY_SENTENCE = re.compile(r"[^.!?。！？]+[.!?。！？]*")
 
 
 def summary_length_problem(summary: str) -> str:
     """Why `summary` is not the 3-4 sentence narrative asked for ("" when it is; 2-5 sentences allowed)."""
     text = summary.strip()
-    sentences = [s for s in _SUMMARY_SENTENCE.findall(text) if len(s.strip()) >= 3]
+    sentences = split_sentences(text)
     cjk = sum(1 for ch in text if "\u3040" <= ch <= "\u9fff")
     if cjk >= len(text) / 3:
         if cjk < SUMMARY_MIN_CJK_CHARS:

@@ -50,12 +50,22 @@ class ChromaStore(BaseStore):
     path: directory of the persistent store (ignored when url is set).
     url: e.g. "http://127.0.0.1:8000" for a `chroma run` server.
     prefix: collection name prefix, so several projects can share one server.
+    max_batch_size: most records per add or upsert call; None: the client's own maximum
+        (`get_max_batch_size()`: 5461 for chromadb 1.5, persistent or server), which a larger call
+        would fail on. Every write is split under it.
     """
 
-    def __init__(self, path: str | Path | None = None, url: str | None = None, prefix: str = "persona_llm_") -> None:
+    def __init__(
+        self,
+        path: str | Path | None = None,
+        url: str | None = None,
+        prefix: str = "persona_llm_",
+        max_batch_size: int | None = None,
+    ) -> None:
         self.path = path
         self.url = url
         self.prefix = prefix
+        self.max_batch_size = max_batch_size
 
     @property
     def client(self) -> Any:
@@ -189,8 +199,9 @@ class ChromaStore(BaseStore):
                     "persona": json.dumps(p, ensure_ascii=False, default=str),
                 }
             )
-        if ids:
-            coll.upsert(ids=ids, documents=docs, metadatas=metas, embeddings=np.asarray(embeddings, np.float32))
+        vecs = np.asarray(embeddings, np.float32)
+        for i, j in self._batches(len(ids)):
+            coll.upsert(ids=ids[i:j], documents=docs[i:j], metadatas=metas[i:j], embeddings=vecs[i:j])
         return len(ids)
 
     def records(self, kind: str, run_id: str) -> dict[str, list[Any]] | None:
@@ -215,19 +226,30 @@ class ChromaStore(BaseStore):
             with contextlib.suppress(Exception):  # chroma raises its own NotFoundError when absent
                 self.client.delete_collection(self.collection_name(kind, run_id))
 
-    @staticmethod
-    def _add(coll: Any, ids: list[str], docs: list[str], metas: list[dict[str, Any]], vecs: list[np.ndarray]) -> None:
-        if not ids:
-            return
+    def batch_size(self) -> int:
+        """Records per write call: the client's maximum, or `max_batch_size` when that is smaller."""
+        cached = getattr(self, "batch_size_", None)
+        if cached is None:
+            client = self.client  # a store that cannot be opened says so itself
+            try:
+                limit = int(client.get_max_batch_size())
+            except Exception as exc:
+                raise BackendError(f"the Chroma store at {self.location} did not give its batch size: {exc}") from exc
+            if self.max_batch_size is not None:
+                if int(self.max_batch_size) < 1:
+                    raise BackendError(f"max_batch_size must be >= 1, not {self.max_batch_size}")
+                limit = min(limit, int(self.max_batch_size))
+            cached = self.batch_size_ = limit
+        return int(cached)
+
+    def _batches(self, n: int) -> list[tuple[int, int]]:
+        step = self.batch_size() if n else 1
+        return [(i, min(i + step, n)) for i in range(0, n, step)]
+
+    def _add(self, coll: Any, ids: list[str], docs: list[str], metas: list[dict[str, Any]], vecs: list[np.ndarray]) -> None:
         arr = np.asarray(vecs, dtype=np.float32)
-        step = 5000  # Chroma's max batch per add is 5461
-        for i in range(0, len(ids), step):
-            coll.add(
-                ids=ids[i : i + step],
-                documents=docs[i : i + step],
-                metadatas=metas[i : i + step],
-                embeddings=arr[i : i + step],
-            )
+        for i, j in self._batches(len(ids)):
+            coll.add(ids=ids[i:j], documents=docs[i:j], metadatas=metas[i:j], embeddings=arr[i:j])
 
     # --- reading -------------------------------------------------------------------------------
     def query_texts(

@@ -323,6 +323,18 @@ def test_forget_leaves_no_trace_of_the_user_and_a_refresh_of_old_data_does_not_b
     assert again.diff.data.rows_of_forgotten_users >= 2
     assert user not in set(resolve_run(ws).load_assignments()["user_id"])
     assert not any(user in json.dumps(row) for row in resolve_run(ws).load_rejects().to_dict("records"))
+    for text in theirs:  # that refresh read their rows: nothing of them reached its files either
+        assert grep(text) == [], text
+    # The rebuilt and cleared stores still answer.
+    from persona_llm.segment.store import TEXTS, ChromaStore, store_for_run
+
+    for name in Workspace(ws).run_names():
+        r = RunDir(ws / "runs" / name)
+        store = store_for_run(r)
+        assert isinstance(store, ChromaStore)
+        hits = store.query_texts(r.load_text_embeddings()[0], r.run_id, n_results=3)
+        assert store.count(TEXTS, r.run_id) > 0 and len(hits) == 3 and all(h["user_id"] != user for h in hits)
+        store.close()
 
 
 def _index(run: RunDir) -> Any:

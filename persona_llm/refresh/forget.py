@@ -295,7 +295,7 @@ def _rebuild_store(source: RunDir, run: RunDir, users: set[str], personas: list[
     """The run's store without their records: a new persistent store in the copy, or, on a server, their
     records deleted and the personas' records updated. Returns how many records went."""
     from persona_llm.segment import base as kinds
-    from persona_llm.segment.store import ChromaStore, read_copy, store_for_run
+    from persona_llm.segment.store import ChromaStore, read_copy, store_for_run, zero_unused_space
 
     old = store_for_run(source)
     if not isinstance(old, ChromaStore):
@@ -334,6 +334,7 @@ def _rebuild_store(source: RunDir, run: RunDir, users: set[str], personas: list[
             else:
                 new.collection(kind, run_id)  # an empty collection, as the run had
     new.close()
+    zero_unused_space(run.store_path)  # this process held their texts: none of its memory may reach the disk
     return removed
 
 

@@ -291,6 +291,12 @@ def refresh(
             )  # fmt: skip
             _finish(RefreshResult(status, diff), started, timer)  # the time until now, written into the run
             _save_reports(run, diff, list(final.values()))
+            if run.store_path.is_dir():
+                # This process read every row of the new data, forgotten users' included: none of its memory
+                # may reach the disk in the slack space of the store's files.
+                from persona_llm.segment.store import zero_unused_space
+
+                zero_unused_space(run.store_path)
         result = RefreshResult(status, diff, run, writer)
         if status == "published":
             say(f"refresh: publishing run {run.path.name}")

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import shutil
 from collections.abc import Iterator, Sequence
@@ -39,7 +40,7 @@ from persona_llm.runs.rundir import MANIFEST, STORE, RunDir
 from persona_llm.schema.segments import SegmentSet
 from persona_llm.segment.base import PERSONAS, SEGMENTS, TEXTS, BaseStore, NoStore
 
-__all__ = ["PERSONAS", "SEGMENTS", "TEXTS", "ChromaStore", "persona_document", "read_copy", "store_for_run"]
+__all__ = ["PERSONAS", "SEGMENTS", "TEXTS", "ChromaStore", "persona_document", "read_copy", "store_for_run", "zero_unused_space"]
 
 
 class ChromaStore(BaseStore):
@@ -310,6 +311,53 @@ def read_copy(store: ChromaStore, scratch: Path) -> Iterator[ChromaStore | None]
     finally:
         copy.close()
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def zero_unused_space(store_path: str | Path) -> int:
+    """Overwrite the bytes of a closed persistent store that hold no record, so no copy of anything that
+    was in the writing process's memory stays on disk (`persona-llm forget` relies on this).
+
+    Chroma writes each HNSW index file (`<segment>/data_level0.bin`) at its full capacity, and the slots
+    no element uses carry whatever memory the process held there: seen holding another run's record of a
+    forgotten user, text included. The header gives the used part (format 1: int32 version, then
+    offsetLevel0, max_elements, cur_element_count, size_data_per_element as uint64); the rest is zeroed.
+    SQLite may leave stale bytes in free page space too: the database is vacuumed with secure_delete on
+    (Chroma's own `chroma utils vacuum` does the VACUUM). Returns the index bytes zeroed."""
+    import sqlite3
+    import struct
+
+    root = Path(store_path)
+    zeroed = 0
+    for header in root.glob("*/header.bin"):
+        data = header.with_name("data_level0.bin")
+        raw = header.read_bytes()
+        if len(raw) < 36 or not data.is_file():
+            continue
+        version, _offset, capacity, count, per_element = struct.unpack_from("<iQQQQ", raw, 0)
+        size = data.stat().st_size
+        if version != 1 or per_element <= 0 or capacity * per_element != size or count > capacity:
+            raise BackendError(f"{data}: not the HNSW index layout this version knows; cannot clear its unused space")
+        used = count * per_element
+        with open(data, "r+b") as fh:
+            fh.seek(used)
+            remaining = size - used
+            while remaining > 0:
+                step = min(remaining, 1 << 20)
+                fh.write(bytes(step))
+                remaining -= step
+            fh.flush()
+            os.fsync(fh.fileno())
+        zeroed += size - used
+    database = root / "chroma.sqlite3"
+    if database.is_file():
+        conn = sqlite3.connect(database)
+        try:
+            conn.execute("PRAGMA secure_delete = ON")
+            conn.execute("VACUUM")
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            conn.close()
+    return zeroed
 
 
 def store_for_run(run: RunDir) -> BaseStore:

@@ -4,6 +4,7 @@ Each POST /v1/chat/completions takes the next step of the script:
     {"content": "...", "finish_reason": "stop"}   a normal reply (usage counts are made up)
     {"status": 500}                                 an HTTP error with an OpenAI-style error body
     {"sleep": 2.0, ...}                             wait first (to trigger client timeouts), then reply
+A request with "stream": true gets the content as server-sent events, a few characters per chunk.
     callable(request_json) -> step                  decide from the request (e.g. echo a schema)
 When the script runs out, `default` (a step or callable) answers, else HTTP 500 "script exhausted".
 Every request body is kept in `requests` so tests can assert what the client sent (re-ask messages...).
@@ -61,6 +62,34 @@ class FakeOpenAIServer:
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (timeout test)
 
+            def _send_stream(self, content: str, finish_reason: str) -> None:
+                """Server-sent events as OpenAI streams them: the content in pieces of a few characters."""
+                pieces = [content[i : i + 7] for i in range(0, len(content), 7)] or [""]
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/event-stream")
+                    self.end_headers()
+                    for i, piece in enumerate(pieces):
+                        last = i == len(pieces) - 1
+                        chunk = {
+                            "id": "chatcmpl-fake",
+                            "object": "chat.completion.chunk",
+                            "created": int(time.time()),
+                            "model": server.model,
+                            "choices": [
+                                {
+                                    "index": 0,
+                                    "delta": {"role": "assistant", "content": piece} if i == 0 else {"content": piece},
+                                    "finish_reason": finish_reason if last else None,
+                                }
+                            ],
+                        }
+                        self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                    self.wfile.write(b"data: [DONE]\n\n")
+                    self.wfile.flush()
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
             def do_GET(self) -> None:
                 if self.path in ("/health", "/v1/health"):
                     self._send(200, {"status": "ok"})
@@ -97,6 +126,9 @@ class FakeOpenAIServer:
                 content = step["content"]
                 if not isinstance(content, str):
                     content = json.dumps(content, ensure_ascii=False)
+                if body.get("stream"):
+                    self._send_stream(content, step.get("finish_reason", "stop"))
+                    return
                 self._send(
                     200,
                     {

@@ -373,7 +373,11 @@ def test_evaluate_good_run_writes_eval_json(good_run: Path) -> None:
     assert got["stability_ari"] == pytest.approx(1.0) and got["persona_kept"] == 1.0
     assert got["pii"] == 0
     assert got["control_ari"] is not None and abs(got["control_ari"]) < 0.2
-    assert report.skipped == {"judge": "no judge model given (optional)"}
+    assert report.skipped == {
+        "judge": "no judge model given (optional)",
+        "chat": "no chat model given (optional: persona-llm eval --chat)",
+        "injection": "no chat model given (optional: persona-llm eval --chat)",
+    }
     assert [m["majority"] for m in report.details["segment_majorities"]] == ["13-17", "33-48", "23-27"]
 
     saved = load_report(good_run)

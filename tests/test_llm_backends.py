@@ -123,7 +123,7 @@ def test_openai_backend_on_any_compatible_url(monkeypatch: pytest.MonkeyPatch) -
         settings = LLMSettings(backend="openai", base_url=server.base_url, model="fake-model")
         with open_chat_model(settings) as chat:
             assert chat.model_id == "openai:fake-model" and chat.base_url == server.base_url
-            assert chat.capabilities == Capabilities(json_schema=True, json_object=True, max_context=8192)
+            assert chat.capabilities == Capabilities(json_schema=True, json_object=True, max_context=8192, tool_calls=True)
         with open_chat_model(settings.model_copy(update={"max_context": 32768})) as chat:
             assert chat.capabilities.max_context == 32768
     with (

@@ -53,12 +53,22 @@ def eval_command(
     judge_llm: JudgeLlmOption = None,
     judge_llm_url: JudgeLlmUrlOption = None,
     judge_llm_model: JudgeLlmModelOption = None,
+    chat: bool = typer.Option(
+        False, "--chat/--no-chat", help="ask the segment chat the run's question set and planted injections (LLM; slow)"
+    ),
+    llm: LlmOption = None,
+    llm_url: LlmUrlOption = None,
+    llm_model: LlmModelOption = None,
     as_json: bool = typer.Option(False, "--json", help="print eval.json instead of the table"),
     stability: bool = typer.Option(
         True, "--stability/--no-stability", help="re-segment two 90% subsamples (uses the embedding cache)"
     ),
+    brief: list[Path] = typer.Option(  # noqa: B008 - typer reads the default at definition time
+        [], "--brief", help="a brief JSON file (persona-llm brief --format json) to check; repeatable"
+    ),
 ) -> None:
-    """Evaluate a run: segmentation, grounding, claims, distinctness, identification, stability, privacy."""
+    """Evaluate a run: segmentation, grounding, claims, distinctness, identification, stability, privacy,
+    and the grounding (and, with --judge, usefulness) of briefs given with --brief."""
     from persona_llm import workflows
     from persona_llm.evaluation.suite import load_suite
 
@@ -68,10 +78,11 @@ def eval_command(
     try:
         suite_obj = load_suite(suite) if suite is not None else None
         judge_settings = workflows.llm_settings(judge_llm, judge_llm_url, judge_llm_model) if judge else None
+        chat_settings = workflows.llm_settings(llm, llm_url, llm_model) if chat else None
         report = workflows.evaluate(
             run, labels=labels, suite=suite_obj, dataset=dataset,
             embedder=(embedder_name or "run") if embed else None, judge_settings=judge_settings,
-            stability=stability, on_warning=warn,
+            chat_settings=chat_settings, stability=stability, on_warning=warn, briefs=brief,
         )  # fmt: skip
     except PersonaLLMError as exc:
         fail(exc)
@@ -131,7 +142,12 @@ def eval_suite_command(
                 writer=writer,
                 max_personas=max_personas if max_personas is not None else suite_obj.options.max_personas,
             )
-            result = run_suite(suite_obj, workdir, builder.build, segment_fn=builder.resegment, data_dir=data_dir)
+            # The chat groups reuse the persona writer's model (a suite without personas cannot chat).
+            wants_chat = suite_obj.enabled("chat") or suite_obj.enabled("injection")
+            chat_model = writer.chat if writer is not None and wants_chat else None
+            result = run_suite(
+                suite_obj, workdir, builder.build, segment_fn=builder.resegment, data_dir=data_dir, chat=chat_model
+            )
     except PersonaLLMError as exc:
         fail(exc)
     for report in result.reports:

@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field
 
 from persona_llm import __version__
 from persona_llm.errors import ConfigError, InputError, PersonaLLMError
+from persona_llm.evaluation import brief_eval
 from persona_llm.evaluation import claims as claims_mod
 from persona_llm.evaluation import metrics as m
 from persona_llm.evaluation.judge import JudgeRecord, LLMJudge, judge_metrics, planted_claims
@@ -505,6 +506,33 @@ def evaluate_judge(run: EvalInputs, personas: Sequence[Persona], judge: Any) -> 
     )
 
 
+def evaluate_chat(run: EvalInputs, chat: Any, opts: Options, embedder: Any = None) -> GroupResult:
+    """Segment chat on the question set computed from the run (evaluation/chat_eval.py)."""
+    if chat is None:
+        return GroupResult.skip("chat", "no chat model given (optional: persona-llm eval --chat)")
+    from persona_llm.evaluation.chat_eval import chat_eval, chat_factory
+
+    metrics, details = chat_eval(
+        run.rundir, chat_factory(chat), n_segments=opts.chat_segments, n_terms=opts.chat_terms, embedder=embedder
+    )
+    return GroupResult(metrics=metrics, details={"chat": details})
+
+
+def evaluate_injection(run: EvalInputs, chat: Any, opts: Options, embedder: Any = None) -> GroupResult:
+    """Planted prompt injections, each on a temporary copy of the run (the run is not changed)."""
+    if chat is None:
+        return GroupResult.skip("injection", "no chat model given (optional: persona-llm eval --chat)")
+    import tempfile
+
+    from persona_llm.evaluation.chat_eval import chat_factory, injection_eval
+
+    with tempfile.TemporaryDirectory(prefix="persona-llm-injection-") as workdir:
+        metrics, details = injection_eval(
+            run.rundir, chat_factory(chat), workdir, embedder=embedder, variants=opts.injection_variants
+        )
+    return GroupResult(metrics=metrics, details={"injection": details}, notes=list(details.get("notes", [])))
+
+
 def evaluate_privacy(run: EvalInputs, personas: Sequence[Persona], pii_finder: m.PiiFinder | None) -> GroupResult:
     """PII left in what a run shows or stores: personas, segment representatives and keywords, texts."""
     items: list[tuple[str, str]] = []
@@ -519,6 +547,45 @@ def evaluate_privacy(run: EvalInputs, personas: Sequence[Persona], pii_finder: m
     return GroupResult(metrics={"pii": float(len(findings))}, details={"pii": findings[:200]})
 
 
+def evaluate_briefs(run: EvalInputs, briefs: Sequence[brief_eval.AnyBrief] | None, judge: Any) -> GroupResult:
+    """Brief grounding (persona_llm/evaluation/brief_eval.py): citations, quotes, lexical support and
+    audience numbers of the given briefs against this run; usefulness when a judge model is given."""
+    if not briefs:
+        # Briefs are not part of a run (they are written on request, elsewhere): nothing to report.
+        return GroupResult(timed=False)
+    if run.texts is None:
+        return GroupResult.skip("briefs", "no texts.parquet in the run")
+    sources = _sources(run)
+    claims = brief_eval.claim_rows(briefs, sources, LexicalSupport.from_texts(run.texts))
+    quotes = brief_eval.quote_rows(briefs, sources)
+    audiences = brief_eval.audience_rows(briefs, run.segments, run.personas or [])
+    result = GroupResult(
+        metrics=brief_eval.brief_grounding_metrics(claims, quotes, audiences),
+        details={
+            "briefs": {
+                "briefs": [{"brief_id": b.brief_id, "kind": b.kind, "goal": b.goal, "run_id": b.run_id} for b in briefs],
+                "failed_claims": [r for r in claims if r["citations_valid"] is False or r["lexically_supported"] is False],
+                "failed_quotes": [r for r in quotes if not (r["verbatim"] and r["in_segment"] and r["same_user"])],
+                "audience_mismatches": [r for r in audiences if not r["matches"]],
+            }
+        },
+    )
+    other_runs = sorted({b.run_id for b in briefs} - {run.segments.run_id})
+    if other_runs:
+        result.notes.append(f"briefs written from run(s) {', '.join(other_runs)}, checked against {run.segments.run_id}")
+    if judge is None:
+        result.skipped["briefs"] = "usefulness not rated: no judge model given (--judge)"
+    else:
+        model = judge.model if isinstance(judge, LLMJudge) else judge  # the persona judge's model rates briefs too
+        llm_judge = model if isinstance(model, brief_eval.BriefJudge) else brief_eval.BriefJudge(model)
+        rated, records = brief_eval.usefulness(briefs, run.personas or [], llm_judge)
+        result.metrics.update(rated)
+        result.details["briefs"]["usefulness"] = records
+        if rated["brief_judge_errors"]:
+            result.notes.append(f"the brief judge gave no rating {rated['brief_judge_errors']:.0f} time(s)")
+    return result
+
+
 def evaluate_run(
     run_dir: str | Path | RunDir,
     labels: str | None = None,
@@ -526,6 +593,7 @@ def evaluate_run(
     embedder: Any = None,
     judge: Any = None,
     *,
+    chat: Any = None,
     segment_fn: SegmentFn | None = None,
     no_segment_fn_reason: str | None = None,
     dataset: str | None = None,
@@ -533,6 +601,7 @@ def evaluate_run(
     pii_finder: m.PiiFinder | None = None,
     input_texts: pd.DataFrame | None = None,
     write: bool = True,
+    briefs: Sequence[brief_eval.AnyBrief] | None = None,
 ) -> EvalReport:
     """Evaluate one run directory; writes `<run_dir>/eval.json` unless write=False.
 
@@ -540,11 +609,14 @@ def evaluate_run(
     suite: chooses metric groups, options and thresholds (failures are filled in); None = all groups.
     embedder: `.encode(texts) -> unit vectors`, the run's model, for distinctness and identification.
     judge: a ChatModel or callable(messages) -> str for the optional LLM judge.
+    chat: for the chat and injection groups: an open ChatModel, a LangChain chat model, or a factory
+        (SegmentTools -> SegmentChat); None skips them.
     segment_fn: segment_fn(texts_frame, seed) -> assignments frame, for stability.
     no_segment_fn_reason: why there is no segment_fn (recorded as the reason stability was skipped).
     dataset: suite data set name, to pick its thresholds, labels and negative control.
     input_texts: the texts frame the run was built from, so label metrics count the users the run
     dropped (as unassigned); without it they cover the run's segmented users only.
+    briefs: briefs (persona_llm.briefs) to check against this run (the briefs group); `judge` rates them.
 
     Each metric group is an `evaluate_<group>` function of the loaded run; this loads the run once,
     runs the groups the suite enables, in the order of `GROUPS`, and merges what they return.
@@ -598,8 +670,17 @@ def evaluate_run(
         add("stability", lambda: evaluate_stability(run, personas, segment_fn, no_segment_fn_reason, opts))
     if personas and "judge" in groups:
         add("judge", lambda: evaluate_judge(run, personas, judge))
+    # The chat searches with the run's own embedder; reuse the one given only if it is that model.
+    run_model = (run.manifest.get("models") or {}).get("embedder")
+    chat_embedder = embedder if run_model and getattr(embedder, "model_id", None) == run_model else None
+    if "chat" in groups:
+        add("chat", lambda: evaluate_chat(run, chat, opts, chat_embedder))
+    if "injection" in groups:
+        add("injection", lambda: evaluate_injection(run, chat, opts, chat_embedder))
     if "privacy" in groups:
         add("privacy", lambda: evaluate_privacy(run, personas, pii_finder))
+    if "briefs" in groups:
+        add("briefs", lambda: evaluate_briefs(run, briefs, judge))
 
     if suite is not None:
         report.failures = check_thresholds(report, suite)
@@ -749,6 +830,7 @@ def run_suite(
     segment_fn: SegmentFn | None = None,
     embedder: Any = "run",
     judge: Any = None,
+    chat: Any = None,
     data_dir: str | Path | None = None,
     write_bench: bool | None = None,
 ) -> SuiteResult:
@@ -756,6 +838,7 @@ def run_suite(
 
     `embedder`: "run" (default) embeds personas with each run's own model (`run_embedder`), else an
     object with `.encode` used for every run, or None (persona vector metrics skipped).
+    `chat`: for the chat and injection groups (see `evaluate_run`).
     Runs go to `<workdir>/<dataset>/`. With `write_bench` (default: when the suite has a report_dir),
     a dated JSON + Markdown record is written there (the full suite's is bench/results/).
     """
@@ -778,6 +861,7 @@ def run_suite(
             suite,
             _suite_embedder(embedder, suite, run_dir),
             judge,
+            chat=chat,
             segment_fn=segment_fn,
             dataset=ds.key,
             negative_control=ds.negative_control,

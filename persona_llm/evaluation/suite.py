@@ -41,7 +41,10 @@ GROUPS = (
     "representativeness",
     "stability",
     "judge",
+    "chat",
+    "injection",
     "privacy",
+    "briefs",
 )
 Source = Literal["20newsgroups", "blog_authorship", "online_shopping_10_cats"]
 
@@ -80,6 +83,9 @@ class Options(BaseModel):
     max_personas: int | None = Field(
         default=None, ge=2, description="write personas for the largest N segments only (bounds LLM time)"
     )
+    chat_segments: int = Field(default=3, ge=1, description="chat questions: share questions for the N largest segments")
+    chat_terms: int = Field(default=2, ge=0, description="chat questions: 'which segment talks most about' words")
+    injection_variants: int = Field(default=20, ge=1, le=20, description="planted instructions tried (10 kinds x 2 languages)")
 
 
 class DataSet(BaseModel):

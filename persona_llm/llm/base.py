@@ -101,6 +101,9 @@ class Capabilities:
     #: The server keeps a prompt's KV cache for the next request when asked (llama.cpp `cache_prompt`):
     #: the persona prompts share their system prompt, so only what follows it is processed again.
     prompt_cache: bool = False
+    #: The server turns the model's tool calls into OpenAI `tool_calls` reliably enough for an agent loop
+    #: (segment chat's "tools" strategy); without it chat routes with schema-constrained JSON instead.
+    tool_calls: bool = False
 
     def structured_mode(self, requested: StructuredMode = "auto") -> Literal["json_schema", "json_object", "prompt"]:
         """The structured-output mode to use for `requested`; BackendError if the backend lacks it."""

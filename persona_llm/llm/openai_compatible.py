@@ -13,7 +13,9 @@ from persona_llm.llm.chat_model import ChatModel
 
 #: OpenAI, Ollama (>= 0.5), LM Studio and vLLM accept json_schema; for servers that do not, set
 #: structured="json_object" (or "prompt"). No /tokenize: prompt budgets use a safe over-estimate.
-CAPABILITIES = Capabilities(json_schema=True, json_object=True, tokenize=False)
+#: Tool calls: OpenAI's API and servers that copy it parse them; a small local model behind such a URL
+#: may not emit them (segment chat then needs strategy="router").
+CAPABILITIES = Capabilities(json_schema=True, json_object=True, tokenize=False, tool_calls=True)
 #: The context assumed when the settings give none (the API does not report it).
 DEFAULT_CONTEXT = 8192
 

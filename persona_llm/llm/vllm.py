@@ -23,6 +23,8 @@ from persona_llm.llm.chat_model import ChatModel
 from persona_llm.llm.local_server import LocalServer
 
 #: vLLM decodes both JSON modes with its guided decoding and has /tokenize; the context is the server's.
+#: Tool calls need the server started with --enable-auto-tool-choice and a --tool-call-parser for the
+#: model, which we cannot tell from outside: no tool_calls (segment chat: strategy="tools" to override).
 CAPABILITIES = Capabilities(json_schema=True, json_object=True, tokenize=True)
 
 

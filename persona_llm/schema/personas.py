@@ -18,7 +18,7 @@ from pydantic.json_schema import SkipJsonSchema
 
 from persona_llm.schema.sentences import split_sentences
 
-PERSONA_SCHEMA_VERSION = "2"  # 2: confidence computed from evidence; statement support in provenance
+PERSONA_SCHEMA_VERSION = "3"  # 2: confidence computed from evidence; statement support in provenance; 3: version
 
 # Bounds shared by the draft and the stored persona: the stored one must accept every valid draft.
 MIN_QUOTES = 3
@@ -248,7 +248,12 @@ class Provenance(_Strict):
 class Persona(_Strict):
     """A stored persona (`personas.json` is a list of these)."""
 
-    persona_id: str = Field(description="stable: derived from the data hash and the segment's members")
+    persona_id: str = Field(
+        description="stable: minted from the data hash and the segment's members when the segment first appears, "
+        "then kept by every refresh while the segment lives (persona_llm.refresh)"
+    )
+    # Defaulted, so personas written before versions existed (schema 2) still load, as version 1.
+    version: int = Field(default=1, ge=1, description="1, then +1 each time a refresh regenerates this persona")
     segment_id: int
     run_id: str
     language: str
@@ -283,6 +288,7 @@ class Persona(_Strict):
         segment_id: int,
         run_id: str,
         language: str,
+        version: int = 1,
         user_count: int,
         share: float,
         n_texts: int,
@@ -294,6 +300,7 @@ class Persona(_Strict):
         fields = draft.model_dump(exclude={"quotes", "confidence", "keywords"})
         return cls(
             persona_id=persona_id,
+            version=version,
             segment_id=segment_id,
             run_id=run_id,
             language=language,

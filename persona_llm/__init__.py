@@ -11,6 +11,7 @@ The folders read like the design, bottom layer first:
     personas/    persona writing: prompts, gates, writer, report
     evaluation/  metrics, suites and the eval runner
     workflows.py segment / write_personas / build / evaluate as library functions
+    server/      the HTTP API and web page over a workspace (FastAPI)
     cli/         the `persona-llm` command line over the workflows
 """
 

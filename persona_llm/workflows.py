@@ -28,10 +28,11 @@ from typing import Any, Literal
 from persona_llm.errors import ConfigError, PersonaLLMError, RunNotPublishedError, RunStoreError, TooFewRowsError
 from persona_llm.runs.rundir import RunDir, write_rejects_csv
 from persona_llm.runs.workspace import Workspace, resolve_run
+from persona_llm.scale.settings import ScaleSettings
 
 StageHook = Callable[[str, Literal["start", "end"], float], None]
 
-CONFIG_TABLES = frozenset({"columns", "pipeline", "store"})
+CONFIG_TABLES = frozenset({"columns", "pipeline", "store", "scale"})
 STORE_URL_ENV = "PERSONA_LLM_CHROMA_URL"
 
 
@@ -40,12 +41,14 @@ STORE_URL_ENV = "PERSONA_LLM_CHROMA_URL"
 
 @dataclass
 class Config:
-    """A TOML config file: [columns] (ColumnMap table), [pipeline] (SegmentPipeline parameters), [store]."""
+    """A TOML config file: [columns] (ColumnMap table), [pipeline] (SegmentPipeline parameters), [store],
+    [scale] (where the work runs: persona_llm.scale.ScaleSettings)."""
 
     columns: dict[str, Any] = field(default_factory=dict)
     pipeline: dict[str, Any] = field(default_factory=dict)
     store_url: str | None = None
     path: Path | None = None
+    scale: ScaleSettings = field(default_factory=ScaleSettings)
 
 
 def load_config(path: str | Path | None) -> Config:
@@ -61,7 +64,7 @@ def load_config(path: str | Path | None) -> Config:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
     unknown = sorted(set(doc) - CONFIG_TABLES)
     if unknown:
-        raise ConfigError(f"{path}: unknown table(s) {', '.join(unknown)}; use [columns], [pipeline], [store]")
+        raise ConfigError(f"{path}: unknown table(s) {', '.join(unknown)}; use [columns], [pipeline], [store], [scale]")
     for table in CONFIG_TABLES & set(doc):
         if not isinstance(doc[table], dict):
             raise ConfigError(f"{path}: {table} must be a table: [{table}]")
@@ -71,6 +74,7 @@ def load_config(path: str | Path | None) -> Config:
     return Config(
         columns=dict(doc.get("columns", {})), pipeline=dict(doc.get("pipeline", {})),
         store_url=doc.get("store", {}).get("url"), path=path,
+        scale=ScaleSettings.from_table(dict(doc.get("scale", {})), source=str(path)),
     )  # fmt: skip
 
 
@@ -87,7 +91,7 @@ def column_map(config: Config, **flags: str | None) -> Any:
 
 def make_pipeline(config: Config, overrides: dict[str, Any] | None = None, **runtime: Any) -> Any:
     """A SegmentPipeline from the config's [pipeline] table, overrides (None ignored) and runtime
-    arguments (show_progress, stage_hook)."""
+    arguments (show_progress, stage_hook, executor)."""
     from persona_llm.segment.pipeline import SegmentPipeline
 
     params = dict(config.pipeline)
@@ -119,6 +123,38 @@ def llm_settings(
         concurrency=concurrency, **extra,
     )  # fmt: skip
     get_backend(settings.backend)
+    return settings
+
+
+def scale_settings(config: Config | None = None, **flags: Any) -> ScaleSettings:
+    """The config's [scale] with flags (executor, ray_address, llm_urls...; None ignored) winning."""
+    return (config or Config()).scale.with_overrides(**flags)
+
+
+@contextlib.contextmanager
+def open_executor(scale: ScaleSettings) -> Iterator[Any]:
+    """The executor [scale] chooses for the block: None (this process: the default) or a RayExecutor,
+    closed after (a Ray it started is stopped)."""
+    from persona_llm.scale import open_executor as make
+
+    executor = make(scale)
+    try:
+        yield executor
+    finally:
+        if executor is not None:
+            executor.close()
+
+
+def settings_for_scale(settings: Any, scale: ScaleSettings) -> Any:
+    """The LLM settings with [scale] llm_urls applied: the first is the driver's endpoint when the settings
+    name none. Several endpoints need the ray executor (the local one talks to one endpoint)."""
+    if not scale.llm_urls:
+        return settings
+    if scale.executor != "ray":
+        raise ConfigError("[scale] llm_urls spreads segments over several endpoints: it needs executor = \"ray\"")
+    settings = settings if settings is not None else llm_settings()
+    if settings.base_url is None:
+        settings = settings.model_copy(update={"base_url": scale.llm_urls[0]})
     return settings
 
 
@@ -246,15 +282,19 @@ def segment(
     force: bool = False,
     show_progress: bool = False,
     stage_hook: StageHook | None = None,
+    scale: ScaleSettings | None = None,
 ) -> RunResult:
     """Segment INPUT into a new run at `out` and publish it.
 
     A fit that finds no segment raises NoSegmentsError (which minimum was not met, what to change) and
-    writes nothing: a run of unassigned users is no result to publish."""
+    writes nothing: a run of unassigned users is no result to publish. `scale` (default: the config's
+    [scale]) chooses where the embed stage runs."""
     config = config or Config()
+    scale = scale or config.scale
     pipe = make_pipeline(config, overrides, show_progress=show_progress, stage_hook=stage_hook)
     store = _store(store_url or config.store_url)
-    with open_target(out, force=force) as target:
+    with open_executor(scale) as executor, open_target(out, force=force) as target:
+        pipe.executor = executor
         with rejects_kept_on_failure(target), target.run() as run:
             pipe.fit_file(input_path, columns, max_rows=max_rows)
             pipe.require_segments()
@@ -270,14 +310,30 @@ def write_personas(
     language: str = "auto",
     segment_ids: Sequence[int] | None = None,
     chat: Any = None,
+    scale: ScaleSettings | None = None,
     **writer_params: Any,
 ) -> RunResult:
     """Write personas for a run. In a workspace the published run is copied into a new run, the personas
     are written there and it is published (the published run itself is never modified); a plain run
-    directory is written in place."""
+    directory is written in place. `scale` chooses where segments are written (default: here)."""
+    scale = scale or ScaleSettings()
+    settings = settings_for_scale(settings, scale)
+    with open_executor(scale) as executor:
+        return _write_personas(target_path, settings, language, segment_ids, chat, executor, writer_params)
+
+
+def _write_personas(
+    target_path: str | Path,
+    settings: Any,
+    language: str,
+    segment_ids: Sequence[int] | None,
+    chat: Any,
+    executor: Any,
+    writer_params: dict[str, Any],
+) -> RunResult:
     from persona_llm.personas.writer import PersonaWriteError, PersonaWriter
 
-    writer = PersonaWriter(settings, chat=chat, language=language, **writer_params)
+    writer = PersonaWriter(settings, chat=chat, language=language, executor=executor, **writer_params)
     path = Path(target_path)
     if Workspace.is_workspace(path.parent.parent) and path.parent.name == "runs":
         # A workspace's runs are never changed in place: the published one must stay as readers saw it.
@@ -321,18 +377,23 @@ def build(
     stage_hook: StageHook | None = None,
     before_personas: Callable[[Any], None] | None = None,
     chat: Any = None,
+    scale: ScaleSettings | None = None,
     **writer_params: Any,
 ) -> RunResult:
     """Segment INPUT, write personas for the largest `max_segments` segments (all by default), and
-    publish the run only when every persona was written."""
+    publish the run only when every persona was written. `scale` (default: the config's [scale]) chooses
+    where embedding and persona writing run."""
     from persona_llm.personas.writer import PersonaWriteError, PersonaWriter
 
     config = config or Config()
+    scale = scale or config.scale
+    settings = settings_for_scale(settings, scale)
     pipe = make_pipeline(config, overrides, show_progress=show_progress, stage_hook=stage_hook)
     store = _store(store_url or config.store_url)
     writer = PersonaWriter(settings, chat=chat, language=language, **writer_params)
     failure: PersonaWriteError | None = None
-    with open_target(out, force=force) as target:
+    with open_executor(scale) as executor, open_target(out, force=force) as target:
+        pipe.executor = writer.executor = executor
         with rejects_kept_on_failure(target), target.run() as run:
             pipe.fit_file(input_path, columns, max_rows=max_rows)
             pipe.require_segments()  # no segment, no persona: fail before writing anything
@@ -387,6 +448,7 @@ def evaluate(
     chat_settings: Any = None,
     stability: bool = True,
     on_warning: Callable[[str], None] | None = None,
+    briefs: Sequence[str | Path] = (),
 ) -> Any:
     """Evaluate a run (a workspace's published one, or a run directory); writes eval.json into it.
 
@@ -394,11 +456,14 @@ def evaluate(
     used as is, None skips the persona vector metrics. `judge_settings`: LLMSettings for the LLM judge
     (None: no judge). `chat_settings`: LLMSettings for the segment chat evals (chat, injection; None:
     skipped); the same settings as the judge's share one backend. `stability`: re-segment two
-    subsamples with the run's recorded parameters.
+    subsamples with the run's recorded parameters. `briefs`: brief JSON files (`persona-llm brief
+    --format json`) to check against the run.
     """
+    from persona_llm.evaluation.brief_eval import load_briefs
     from persona_llm.evaluation.build import run_resegmenter
     from persona_llm.evaluation.runner import evaluate_run, run_embedder
 
+    brief_list = load_briefs(briefs)  # a bad file fails here, before any work
     run = resolve_run(target_path)
     if isinstance(embedder, str):
         try:
@@ -427,7 +492,7 @@ def evaluate(
             chat = judge if chat_settings == judge_settings else stack.enter_context(open_chat_model(chat_settings))
         return evaluate_run(
             run, labels, suite, embedder, judge, chat=chat, dataset=dataset, segment_fn=segment_fn,
-            no_segment_fn_reason=no_segment_fn,
+            no_segment_fn_reason=no_segment_fn, briefs=brief_list,
         )  # fmt: skip
 
 

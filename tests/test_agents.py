@@ -9,22 +9,25 @@ import pytest
 from persona_llm.agents.definitions import list_agents, load_agent
 from persona_llm.errors import ConfigError
 from persona_llm.evaluation.judge import JudgeResponse, build_messages
-from persona_llm.schema.personas import PersonaDraft
+from persona_llm.schema.personas import DraftCore
 
 
 def test_bundled_agents_load_and_resolve() -> None:
     agents = {a.name: a for a in list_agents()}
     assert {"persona_writer", "persona_judge"} <= set(agents)
-    assert agents["persona_writer"].output_model() is PersonaDraft
+    assert agents["persona_writer"].output_model() is DraftCore
     assert agents["persona_judge"].output_model() is JudgeResponse
     assert (agents["persona_writer"].prompt_dir() / "system.j2").is_file()
 
 
-def test_judge_prompt_comes_from_the_versioned_file() -> None:
+def test_judge_prompt_comes_from_the_agent_and_is_v1s_text() -> None:
     spec = load_agent("persona_judge")
-    text = (spec.prompt_dir() / "system.txt").read_text(encoding="utf-8").strip()
     messages = build_messages(["goal: saves money"], ["I always look for coupons"])
-    assert messages[0]["content"] == text
+    assert messages[0]["content"].startswith(spec.role) and spec.prompt == "judge/v2"
+    # The role opens the message; with the shipped role the judge sends exactly what judge/v1 sent.
+    v1 = (spec.prompt_dir().parent / "v1" / "system.txt").read_text(encoding="utf-8").strip()
+    assert messages[0]["content"] == v1
+    assert messages[1]["content"] == "Texts:\n[1] I always look for coupons\n\nClaims:\n1. goal: saves money"
 
 
 def _write(tmp_path: Path, name: str, body: str) -> Path:

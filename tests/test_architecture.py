@@ -2,7 +2,7 @@
 (imports inside functions count too: a lazy import is still a dependency). The layers, bottom first:
 
     errors, resource_paths, the package __init__ -> schema -> common -> runs -> segment -> llm -> agents
-    -> personas -> chat -> evaluation -> workflows -> cli
+    -> personas -> briefs, chat -> evaluation -> scale, refresh -> workflows -> server -> cli
 """
 
 from __future__ import annotations
@@ -22,9 +22,11 @@ LAYERS: list[tuple[str, ...]] = [
     ("persona_llm.llm",),
     ("persona_llm.agents",),
     ("persona_llm.personas",),
-    ("persona_llm.chat",),
+    ("persona_llm.briefs", "persona_llm.chat"),
     ("persona_llm.evaluation",),
+    ("persona_llm.scale", "persona_llm.refresh"),
     ("persona_llm.workflows",),
+    ("persona_llm.server",),
     ("persona_llm.cli",),
 ]
 

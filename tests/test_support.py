@@ -20,9 +20,9 @@ from persona_llm.personas.support import (
     draft_statements,
     evidence_confidence,
     min_similarity_for,
-    split_sentences,
 )
 from persona_llm.schema.personas import PersonaDraft, StatementCheck, summary_length_problem
+from persona_llm.schema.sentences import split_sentences
 from tests.fake_openai import FakeOpenAIServer
 from tests.test_persona_gates import chat_for, draft_for, make_run_dir, segment_of, writer
 

@@ -46,6 +46,35 @@ JudgeLlmOption = Annotated[str | None, typer.Option("--judge-llm", help="The jud
 JudgeLlmUrlOption = Annotated[str | None, typer.Option("--judge-llm-url", help="The judge's server URL.")]
 JudgeLlmModelOption = Annotated[str | None, typer.Option("--judge-llm-model", help="The judge's model.")]
 
+# -- where the work runs (persona_llm.scale) --------------------------------------------------------------
+
+ExecutorOption = Annotated[
+    str | None,
+    typer.Option(
+        "--executor",
+        help="Where embedding and persona writing run: local (this process, default) or ray "
+        "(pip install 'persona-llm\\[cluster]'). Also \\[scale] executor in --config.",
+    ),
+]
+RayAddressOption = Annotated[
+    str | None,
+    typer.Option("--ray-address", help="Ray cluster to join: auto (this node's), ray://HOST:10001 (default: start Ray here)."),
+]
+LlmUrlsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--llm-urls",
+        help="Comma-separated OpenAI-compatible endpoints serving the same model (a vLLM server per GPU "
+        "node); with --executor ray, segments are spread over them.",
+    ),
+]
+
+
+def url_list(value: str | None) -> list[str] | None:
+    """--llm-urls as a list (None when not given)."""
+    return [u.strip() for u in value.split(",") if u.strip()] if value else None
+
+
 ForceOption = Annotated[
     bool, typer.Option("--force", help="Replace the run directory at --out (only ever a persona-llm run).")
 ]

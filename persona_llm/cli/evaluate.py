@@ -63,8 +63,12 @@ def eval_command(
     stability: bool = typer.Option(
         True, "--stability/--no-stability", help="re-segment two 90% subsamples (uses the embedding cache)"
     ),
+    brief: list[Path] = typer.Option(  # noqa: B008 - typer reads the default at definition time
+        [], "--brief", help="a brief JSON file (persona-llm brief --format json) to check; repeatable"
+    ),
 ) -> None:
-    """Evaluate a run: segmentation, grounding, claims, distinctness, identification, stability, privacy."""
+    """Evaluate a run: segmentation, grounding, claims, distinctness, identification, stability, privacy,
+    and the grounding (and, with --judge, usefulness) of briefs given with --brief."""
     from persona_llm import workflows
     from persona_llm.evaluation.suite import load_suite
 
@@ -78,7 +82,7 @@ def eval_command(
         report = workflows.evaluate(
             run, labels=labels, suite=suite_obj, dataset=dataset,
             embedder=(embedder_name or "run") if embed else None, judge_settings=judge_settings,
-            chat_settings=chat_settings, stability=stability, on_warning=warn,
+            chat_settings=chat_settings, stability=stability, on_warning=warn, briefs=brief,
         )  # fmt: skip
     except PersonaLLMError as exc:
         fail(exc)

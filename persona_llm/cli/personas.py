@@ -12,16 +12,20 @@ from rich.table import Table
 
 from persona_llm.cli.app import (
     ApiKeyEnvOption,
+    ExecutorOption,
     LlmModelOption,
     LlmOption,
     LlmUrlOption,
+    LlmUrlsOption,
     QuietOption,
+    RayAddressOption,
     RunArgument,
     ThreadsOption,
     app,
     console,
     fail,
     out_console,
+    url_list,
 )
 from persona_llm.errors import ConfigError, PersonaLLMError, RunNotPublishedError
 
@@ -120,7 +124,10 @@ def write_personas(
     language: str = typer.Option("auto", help="Persona language: auto (per segment), en, zh, ..."),
     segments: str | None = typer.Option(None, help="Comma-separated segment ids (default: all)."),
     threads: ThreadsOption = None,
-    concurrency: int | None = typer.Option(None, help="Segments generated at the same time."),
+    concurrency: int | None = typer.Option(None, help="Segments generated at the same time (per endpoint)."),
+    executor: ExecutorOption = None,
+    ray_address: RayAddressOption = None,
+    llm_urls: LlmUrlsOption = None,
     quiet: QuietOption = False,
 ) -> None:
     """(Re)write personas. In a workspace: a new run with the published segmentation, published when
@@ -137,9 +144,11 @@ def write_personas(
         )
         if not quiet:
             console.print(f"[bold]personas[/] backend {settings.backend}; about a minute per segment on a 2-core CPU")
+        scale = workflows.scale_settings(executor=executor, ray_address=ray_address, llm_urls=url_list(llm_urls))
         result = workflows.write_personas(
-            run, settings, language=language, segment_ids=ids, progress=None if quiet else persona_progress
-        )
+            run, settings, language=language, segment_ids=ids, progress=None if quiet else persona_progress,
+            scale=scale,
+        )  # fmt: skip
     except KeyError as exc:
         fail(ConfigError(str(exc).strip("'\"")))
     except RunNotPublishedError as exc:

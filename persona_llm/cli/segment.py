@@ -11,16 +11,20 @@ import typer
 from rich.table import Table
 
 from persona_llm.cli.app import (
+    ExecutorOption,
     ForceOption,
     LlmModelOption,
     LlmOption,
     LlmUrlOption,
+    LlmUrlsOption,
     QuietOption,
+    RayAddressOption,
     RunArgument,
     app,
     console,
     fail,
     out_console,
+    url_list,
 )
 from persona_llm.cli.personas import persona_progress, personas_summary
 from persona_llm.errors import PersonaLLMError, RunNotPublishedError
@@ -42,7 +46,10 @@ AttributesOption = Annotated[
 ]
 ConfigOption = Annotated[
     Path | None,
-    typer.Option(help="TOML config: \\[columns] user/text/id/attributes, \\[pipeline] parameters, \\[store] url."),
+    typer.Option(
+        help="TOML config: \\[columns] user/text/id/attributes, \\[pipeline] parameters, \\[store] url, "
+        "\\[scale] executor."
+    ),
 ]
 MinTextsOption = Annotated[int | None, typer.Option(help="Minimum texts per user to segment them.")]
 MaxRowsOption = Annotated[int | None, typer.Option(help="Read at most this many rows.")]
@@ -133,6 +140,8 @@ def segment(
     seed: int | None = typer.Option(None, help="Random seed."),
     max_rows: MaxRowsOption = None,
     store_url: StoreUrlOption = None,
+    executor: ExecutorOption = None,
+    ray_address: RayAddressOption = None,
     force: ForceOption = False,
     quiet: QuietOption = False,
 ) -> None:
@@ -146,10 +155,11 @@ def segment(
     }  # fmt: skip
     try:
         cfg, columns = _inputs(config, user=user_column, text=text_column, id=id_column, attributes=attributes)
+        scale = workflows.scale_settings(cfg, executor=executor, ray_address=ray_address)
         with _Progress(quiet) as progress:
             result = workflows.segment(
                 input_path, out, columns=columns, config=cfg, overrides=overrides, store_url=store_url,
-                max_rows=max_rows, force=force, show_progress=not quiet, stage_hook=progress.hook,
+                max_rows=max_rows, force=force, show_progress=not quiet, stage_hook=progress.hook, scale=scale,
             )  # fmt: skip
     except PersonaLLMError as exc:
         fail(exc)
@@ -174,6 +184,9 @@ def build(
     llm_model: LlmModelOption = None,
     language: str = typer.Option("auto", help="Persona language: en, zh or auto (the segment's)."),
     max_segments: int | None = typer.Option(None, help="Write personas for the largest N segments only."),
+    executor: ExecutorOption = None,
+    ray_address: RayAddressOption = None,
+    llm_urls: LlmUrlsOption = None,
     force: ForceOption = False,
     quiet: QuietOption = False,
 ) -> None:
@@ -188,12 +201,14 @@ def build(
     try:
         cfg, columns = _inputs(config, user=user_column, text=text_column, id=id_column, attributes=attributes)
         settings = workflows.llm_settings(llm, llm_url, llm_model)
+        scale = workflows.scale_settings(cfg, executor=executor, ray_address=ray_address, llm_urls=url_list(llm_urls))
         with _Progress(quiet) as progress:
             result = workflows.build(
                 input_path, out, columns=columns, settings=settings, config=cfg,
                 overrides={"min_texts": min_texts}, store_url=store_url, max_rows=max_rows,
                 max_segments=max_segments, language=language, force=force, show_progress=not quiet,
                 stage_hook=progress.hook, before_personas=announce, progress=None if quiet else persona_progress,
+                scale=scale,
             )  # fmt: skip
     except RunNotPublishedError as exc:
         fail(exc, code=1)

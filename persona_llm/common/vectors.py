@@ -36,15 +36,29 @@ def pairwise_cosine(vectors: npt.ArrayLike) -> np.ndarray:
     return unit @ unit.T
 
 
-def segment_centroids(unit_vectors: np.ndarray, labels: npt.ArrayLike) -> np.ndarray:
+def segment_centroids(unit_vectors: np.ndarray, labels: npt.ArrayLike, *, chunk_size: int | None = None) -> np.ndarray:
     """One unit-length centroid per segment 0..max(labels) (float32): the members' mean, re-normalised.
 
     `unit_vectors` should already be unit rows, so that each member weighs the same and the centroid's
     cosine to a member is what the segment stages compare. Noise (-1) is ignored; a segment number with
-    no member gets a zero row.
+    no member gets a zero row. `chunk_size`: sum the rows that many at a time, in one pass (for a
+    memory-mapped array of millions of users: memory O(chunk_size x dimension), never a copy of a segment).
     """
     labels = np.asarray(labels)
     k = int(labels.max() + 1) if (labels >= 0).any() else 0
+    if chunk_size is not None:
+        from scipy import sparse
+
+        step = max(1, int(chunk_size))
+        sums = np.zeros((k, unit_vectors.shape[1]), dtype=np.float64)
+        for start in range(0, len(labels), step):
+            lab = labels[start : start + step]
+            keep = np.flatnonzero(lab >= 0)
+            if len(keep):
+                # members x rows as a sparse 0/1 matrix: one pass of the chunk, whatever the segment count
+                onehot = sparse.csr_matrix((np.ones(len(keep)), (lab[keep], keep)), shape=(k, len(lab)))
+                sums += onehot @ np.asarray(unit_vectors[start : start + step], dtype=np.float32)
+        return normalize_rows(sums).astype(np.float32)
     cents = np.zeros((k, unit_vectors.shape[1]), dtype=np.float32)
     for c in range(k):
         members = labels == c

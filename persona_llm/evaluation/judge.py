@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
-from persona_llm.errors import ConfigError
-from persona_llm.resource_paths import resource_root
+from persona_llm.personas.prompting import AgentPrompt
 
 if TYPE_CHECKING:
     from persona_llm.schema.personas import Persona
@@ -24,16 +24,15 @@ Message = dict[str, str]
 ChatFn = Callable[[list[Message]], str]
 Verdict = Literal["supported", "unsupported", "error"]
 
-JUDGE_PROMPT_VERSION = "judge/v1"
+#: The agent definition (agents/persona_judge.toml): its role opens the system message, its prompt
+#: version chooses the templates, its output_schema is the response model.
+JUDGE_AGENT = "persona_judge"
 
 
-
-def judge_system_prompt(version: str = JUDGE_PROMPT_VERSION) -> str:
-    """The judge's instructions, from the versioned prompt folder (`prompts/<version>/system.txt`)."""
-    path = resource_root("prompts") / version / "system.txt"
-    if not path.is_file():
-        raise ConfigError(f"{path}: judge prompt version {version!r} not found")
-    return path.read_text(encoding="utf-8").strip()
+def judge_system_prompt(agent: str | Path = JUDGE_AGENT) -> str:
+    """The judge's instructions: the agent's role, then its prompt's rules."""
+    prompt = _agent_prompt(agent)
+    return prompt.templates.system.render(role=prompt.role).strip()
 
 
 class ClaimVerdict(BaseModel):
@@ -85,13 +84,22 @@ def persona_claims(persona: Persona, *, max_claims: int = 16) -> list[str]:
     return claims[:max_claims]
 
 
-def build_messages(claims: Sequence[str], texts: Sequence[str], *, max_chars: int = 500) -> list[Message]:
+def _agent_prompt(agent: str | Path) -> AgentPrompt:
+    return AgentPrompt.load(agent, expects=JudgeResponse)
+
+
+def build_messages(
+    claims: Sequence[str], texts: Sequence[str], *, max_chars: int = 500, agent: str | Path = JUDGE_AGENT
+) -> list[Message]:
     """The judge prompt: numbered texts, then numbered claims."""
-    text_block = "\n".join(f"[{i}] {t[:max_chars]}" for i, t in enumerate(texts, 1))
-    claim_block = "\n".join(f"{i}. {c}" for i, c in enumerate(claims, 1))
+    prompt = _agent_prompt(agent)
+    user = prompt.templates.user.render(
+        texts=[f"[{i}] {t[:max_chars]}" for i, t in enumerate(texts, 1)],
+        claims=[f"{i}. {c}" for i, c in enumerate(claims, 1)],
+    )
     return [
-        {"role": "system", "content": judge_system_prompt()},
-        {"role": "user", "content": f"Texts:\n{text_block}\n\nClaims:\n{claim_block}"},
+        {"role": "system", "content": prompt.templates.system.render(role=prompt.role).strip()},
+        {"role": "user", "content": user.strip()},
     ]
 
 
@@ -106,11 +114,20 @@ def parse_reply(reply: str) -> JudgeResponse:
 class LLMJudge:
     """Scores persona claims as supported / unsupported by the segment's representative texts."""
 
-    def __init__(self, model: Any, *, max_texts: int = 8, max_chars: int = 500, max_claims: int = 16) -> None:
+    def __init__(
+        self,
+        model: Any,
+        *,
+        max_texts: int = 8,
+        max_chars: int = 500,
+        max_claims: int = 16,
+        agent: str | Path = JUDGE_AGENT,
+    ) -> None:
         self.model = model
         self.max_texts = max_texts
         self.max_chars = max_chars
         self.max_claims = max_claims
+        self.agent = agent
 
     @property
     def model_id(self) -> str:
@@ -120,7 +137,8 @@ class LLMJudge:
 
     def _ask(self, messages: list[Message]) -> JudgeResponse:
         if hasattr(self.model, "generate_structured"):
-            return self.model.generate_structured(messages, JudgeResponse, tag="judge").value  # type: ignore[no-any-return]
+            response_model = _agent_prompt(self.agent).output_model
+            return self.model.generate_structured(messages, response_model, tag="judge").value  # type: ignore[no-any-return]
         if callable(self.model):
             return parse_reply(str(self.model(messages)))
         raise TypeError("judge model must be a ChatModel or a callable(messages) -> str")
@@ -139,7 +157,7 @@ class LLMJudge:
             at = min(len(claims), (k + 1) * (len(own) // (len(planted) + 1) + 1))
             claims.insert(at, claim)
             is_planted.insert(at, True)
-        messages = build_messages(claims, list(texts)[: self.max_texts], max_chars=self.max_chars)
+        messages = build_messages(claims, list(texts)[: self.max_texts], max_chars=self.max_chars, agent=self.agent)
         try:
             response = self._ask(messages)
         except (ValueError, ValidationError, json.JSONDecodeError) as exc:

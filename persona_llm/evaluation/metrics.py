@@ -153,6 +153,34 @@ METRICS: dict[str, tuple[str, str]] = {
         "mean share of statements the writer's embedding gate found supported, over what the model wrote "
         "(recorded in provenance; a record, not a check: the gate already removed what it rejected)",
     ),
+    # briefs (persona_llm/evaluation/brief_eval.py; `persona-llm eval RUN --brief FILE`)
+    "brief_claims": ("briefs", "claims the briefs make about their audience (insights, story sentences, objections)"),
+    "brief_claims_cited": (
+        "briefs",
+        "share of cited claims (insights, story sentences) whose every cited id is a text of the audience's segment",
+    ),
+    "brief_citation_valid": (
+        "briefs",
+        "share of the text ids the briefs cite (claims and quotes) that exist and belong to the audience's "
+        "segment (quotes: and the quoted user)",
+    ),
+    "brief_quote_verified": (
+        "briefs",
+        "share of the briefs' quotes found verbatim (the shared matcher) in the text they cite, of the segment",
+    ),
+    "brief_support_lexical": (
+        "briefs",
+        "share of the briefs' claims with a content word typical of the audience's segment (as "
+        "statement_support_lexical); independent of the writer's embedding gate; misses paraphrase",
+    ),
+    "brief_numbers_match": ("briefs", "share of audiences whose persona, size, share and text count are the run's"),
+    "brief_usefulness": ("briefs", "mean LLM-judge rating 1-5 of each brief for its own audience and goal"),
+    "brief_usefulness_mismatched": (
+        "briefs",
+        "the same judge's mean rating of each brief shown with another segment's persona as audience: a control; "
+        "a judge reading the audience rates it lower than brief_usefulness",
+    ),
+    "brief_judge_errors": ("briefs", "brief ratings the judge failed to give (failed call, bad reply)"),
     # segment chat (evaluation/chat_eval.py)
     "chat_questions": ("chat", "questions asked: computed from the run, plus out-of-scope ones"),
     "chat_accuracy": (

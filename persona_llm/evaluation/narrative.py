@@ -24,13 +24,13 @@ from dataclasses import dataclass
 import pandas as pd
 
 from persona_llm.schema.personas import Persona
+from persona_llm.schema.sentences import split_sentences
 
 #: Fields read statement by statement (the summary sentence by sentence).
 FIELDS: tuple[str, ...] = ("name", "tagline", "summary", "interests", "goals", "pain_points")
 STEM = 5
 _WORD = re.compile(r"[^\W\d_]{3,}", re.UNICODE)
 _CJK_RUN = re.compile(r"[\u3040-\u30ff\u3400-\u9fff]+")
-_SENTENCE = re.compile(r"(?<=[.!?。！？])\s*")
 # Words that say nothing about a segment (English function words and persona boilerplate).
 _STOP_WORDS = """the and for are but not you all any can had her was one our out has have him his how its may new now
     old see two way who boy did get let put say she too use they them their there then than this that with
@@ -57,7 +57,7 @@ def statements(persona: Persona) -> list[tuple[str, str]]:
     for field in FIELDS:
         value = getattr(persona, field)
         if field == "summary":
-            out.extend((field, s.strip()) for s in _SENTENCE.split(value) if len(s.strip()) >= 3)
+            out.extend((field, s) for s in split_sentences(value))
         elif isinstance(value, str):
             out.append((field, value))
         else:

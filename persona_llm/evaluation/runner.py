@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field
 
 from persona_llm import __version__
 from persona_llm.errors import ConfigError, InputError, PersonaLLMError
+from persona_llm.evaluation import brief_eval
 from persona_llm.evaluation import claims as claims_mod
 from persona_llm.evaluation import metrics as m
 from persona_llm.evaluation.judge import JudgeRecord, LLMJudge, judge_metrics, planted_claims
@@ -546,6 +547,45 @@ def evaluate_privacy(run: EvalInputs, personas: Sequence[Persona], pii_finder: m
     return GroupResult(metrics={"pii": float(len(findings))}, details={"pii": findings[:200]})
 
 
+def evaluate_briefs(run: EvalInputs, briefs: Sequence[brief_eval.AnyBrief] | None, judge: Any) -> GroupResult:
+    """Brief grounding (persona_llm/evaluation/brief_eval.py): citations, quotes, lexical support and
+    audience numbers of the given briefs against this run; usefulness when a judge model is given."""
+    if not briefs:
+        # Briefs are not part of a run (they are written on request, elsewhere): nothing to report.
+        return GroupResult(timed=False)
+    if run.texts is None:
+        return GroupResult.skip("briefs", "no texts.parquet in the run")
+    sources = _sources(run)
+    claims = brief_eval.claim_rows(briefs, sources, LexicalSupport.from_texts(run.texts))
+    quotes = brief_eval.quote_rows(briefs, sources)
+    audiences = brief_eval.audience_rows(briefs, run.segments, run.personas or [])
+    result = GroupResult(
+        metrics=brief_eval.brief_grounding_metrics(claims, quotes, audiences),
+        details={
+            "briefs": {
+                "briefs": [{"brief_id": b.brief_id, "kind": b.kind, "goal": b.goal, "run_id": b.run_id} for b in briefs],
+                "failed_claims": [r for r in claims if r["citations_valid"] is False or r["lexically_supported"] is False],
+                "failed_quotes": [r for r in quotes if not (r["verbatim"] and r["in_segment"] and r["same_user"])],
+                "audience_mismatches": [r for r in audiences if not r["matches"]],
+            }
+        },
+    )
+    other_runs = sorted({b.run_id for b in briefs} - {run.segments.run_id})
+    if other_runs:
+        result.notes.append(f"briefs written from run(s) {', '.join(other_runs)}, checked against {run.segments.run_id}")
+    if judge is None:
+        result.skipped["briefs"] = "usefulness not rated: no judge model given (--judge)"
+    else:
+        model = judge.model if isinstance(judge, LLMJudge) else judge  # the persona judge's model rates briefs too
+        llm_judge = model if isinstance(model, brief_eval.BriefJudge) else brief_eval.BriefJudge(model)
+        rated, records = brief_eval.usefulness(briefs, run.personas or [], llm_judge)
+        result.metrics.update(rated)
+        result.details["briefs"]["usefulness"] = records
+        if rated["brief_judge_errors"]:
+            result.notes.append(f"the brief judge gave no rating {rated['brief_judge_errors']:.0f} time(s)")
+    return result
+
+
 def evaluate_run(
     run_dir: str | Path | RunDir,
     labels: str | None = None,
@@ -561,6 +601,7 @@ def evaluate_run(
     pii_finder: m.PiiFinder | None = None,
     input_texts: pd.DataFrame | None = None,
     write: bool = True,
+    briefs: Sequence[brief_eval.AnyBrief] | None = None,
 ) -> EvalReport:
     """Evaluate one run directory; writes `<run_dir>/eval.json` unless write=False.
 
@@ -575,6 +616,7 @@ def evaluate_run(
     dataset: suite data set name, to pick its thresholds, labels and negative control.
     input_texts: the texts frame the run was built from, so label metrics count the users the run
     dropped (as unassigned); without it they cover the run's segmented users only.
+    briefs: briefs (persona_llm.briefs) to check against this run (the briefs group); `judge` rates them.
 
     Each metric group is an `evaluate_<group>` function of the loaded run; this loads the run once,
     runs the groups the suite enables, in the order of `GROUPS`, and merges what they return.
@@ -637,6 +679,8 @@ def evaluate_run(
         add("injection", lambda: evaluate_injection(run, chat, opts, chat_embedder))
     if "privacy" in groups:
         add("privacy", lambda: evaluate_privacy(run, personas, pii_finder))
+    if "briefs" in groups:
+        add("briefs", lambda: evaluate_briefs(run, briefs, judge))
 
     if suite is not None:
         report.failures = check_thresholds(report, suite)

@@ -44,6 +44,7 @@ GROUPS = (
     "chat",
     "injection",
     "privacy",
+    "briefs",
 )
 Source = Literal["20newsgroups", "blog_authorship", "online_shopping_10_cats"]
 

@@ -18,8 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import jinja2.meta
 import pandas as pd
+from pydantic import BaseModel
 
+from persona_llm.agents.definitions import AgentSpec, load_agent
 from persona_llm.errors import ConfigError
 from persona_llm.personas.quoting import QuoteMode, QuoteUnit, mark_units, number_units
 from persona_llm.resource_paths import RESOURCE_ENV, resource_root
@@ -54,12 +57,14 @@ def prompts_root() -> Path:
 
 @dataclass(frozen=True)
 class PromptTemplates:
-    """A versioned pair of templates; `sha256` covers both sources and goes into provenance."""
+    """A versioned pair of templates; `sha256` covers every file of the version and goes into provenance.
+    `system_variables`: the variables system.j2 reads (an agent's prompt must read `role`)."""
 
     version: str
     system: jinja2.Template
     user: jinja2.Template
     sha256: str
+    system_variables: frozenset[str] = frozenset()
 
     @classmethod
     def load(cls, version: str = DEFAULT_PROMPT_VERSION, root: Path | None = None) -> PromptTemplates:
@@ -72,10 +77,57 @@ class PromptTemplates:
             keep_trailing_newline=False,
             autoescape=False,  # plain-text prompts, not HTML
         )
+        # Every file of the version, in name order: a template it includes is part of the prompt too
+        # (a folder of system.j2 and user.j2 hashes as those two always have).
         digest = hashlib.sha256()
-        for name in ("system.j2", "user.j2"):
-            digest.update((folder / name).read_bytes())
-        return cls(version, env.get_template("system.j2"), env.get_template("user.j2"), digest.hexdigest())
+        for path in sorted(p for p in folder.iterdir() if p.is_file()):
+            digest.update(path.read_bytes())
+        source = (folder / "system.j2").read_text(encoding="utf-8")
+        variables = frozenset(jinja2.meta.find_undeclared_variables(env.parse(source)))
+        return cls(
+            version, env.get_template("system.j2"), env.get_template("user.j2"), digest.hexdigest(), variables
+        )
+
+
+@dataclass(frozen=True)
+class AgentPrompt:
+    """An agent definition (agents/<name>.toml) made into what a writer sends, so that every field of it
+    is used at run time: `role` opens the system message (system.j2 must read `{{ role }}`), `prompt`
+    chooses the templates, `output_schema` is the response model (it must be `expects` or a subclass),
+    and `tools` must be among those the caller offers."""
+
+    spec: AgentSpec
+    templates: PromptTemplates
+    output_model: type[BaseModel]
+
+    @property
+    def role(self) -> str:
+        return self.spec.role.strip()
+
+    @classmethod
+    def load(
+        cls,
+        agent: str | Path,
+        *,
+        expects: type[BaseModel],
+        prompt_version: str | None = None,
+        tools: frozenset[str] = frozenset(),
+    ) -> AgentPrompt:
+        """`agent`: a name in the agents folder or a .toml path. `prompt_version` overrides the agent's
+        prompt (older versions that predate roles, e.g. persona/v1, then carry their own first line)."""
+        spec = load_agent(agent, available_tools=set(tools))
+        model = spec.output_model()
+        if not issubclass(model, expects):
+            raise ConfigError(
+                f"agent {spec.name!r}: output_schema {spec.output_schema!r} must be {expects.__name__} or a subclass of it"
+            )
+        templates = PromptTemplates.load(prompt_version or spec.prompt)
+        if prompt_version is None and "role" not in templates.system_variables:
+            raise ConfigError(
+                f"agent {spec.name!r}: prompts/{spec.prompt}/system.j2 never reads {{{{ role }}}}, so the agent's "
+                "role would not be sent"
+            )
+        return cls(spec, templates, model)
 
 
 def output_language(segment: Segment, language: str) -> tuple[str, str]:
@@ -229,11 +281,17 @@ def render_messages(
     schema_in_prompt: bool = False,
     quote_mode: QuoteMode = "verbatim",
     units: Sequence[QuoteUnit] = (),
+    role: str | None = None,
+    response_schema: dict[str, Any] | None = None,
 ) -> list[Message]:
+    """`role`: the agent's role, for templates that read `{{ role }}` (left out when None, so such a
+    template fails to render rather than send a prompt without it). `response_schema`: shown in the
+    prompt when `schema_in_prompt` (default: PersonaDraft's)."""
     system = templates.system.render(
         output_language=language_name,
-        schema_json=json.dumps(draft_json_schema(), ensure_ascii=False) if schema_in_prompt else "",
+        schema_json=json.dumps(response_schema or draft_json_schema(), ensure_ascii=False) if schema_in_prompt else "",
         quote_mode=quote_mode,
+        **({"role": role} if role is not None else {}),
     )
     by_text: dict[str, list[QuoteUnit]] = {}
     for u in units:
@@ -273,6 +331,8 @@ def build_prompt(
     schema_in_prompt: bool = False,
     quote_mode: QuoteMode = "verbatim",
     seed: int = 0,
+    role: str | None = None,
+    response_schema: dict[str, Any] | None = None,
 ) -> RenderedPrompt:
     """Render the prompt with as many texts as fit: the context minus the reply and the fixed part.
 
@@ -285,6 +345,8 @@ def build_prompt(
         "different_from": different_from,
         "schema_in_prompt": schema_in_prompt,
         "quote_mode": quote_mode,
+        "role": role,
+        "response_schema": response_schema,
     }
     empty = render_messages(templates, segment, texts=[], **kwargs)
     # Chat-template tokens (role markers) are a few per message; 64 covers them with room to spare.

@@ -13,6 +13,7 @@ Free-text quotes stay available (`quote_mode="verbatim"`) for backends without s
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,14 +22,14 @@ from typing import Any, Literal
 from pydantic import Field, create_model, field_validator
 
 from persona_llm.common.textmatch import match_verbatim, normalize_ws
-from persona_llm.schema.personas import DRAFT_QUOTE_MAX_CHARS, MAX_QUOTES, MIN_QUOTES, DraftCore
+from persona_llm.schema.personas import DRAFT_QUOTE_MAX_CHARS, MAX_QUOTES, MIN_QUOTES, DraftCore, PersonaDraft
+from persona_llm.schema.sentences import UNIT_END, spans
 
 QuoteMode = Literal["reference", "verbatim"]
 
 #: Shortest and longest unit offered: the gate's minimum (15 characters and 3 words; CJK 6 characters)
 #: with a margin, and the draft quote limit.
 MIN_WORDS, MAX_WORDS, MIN_CJK_CHARS = 4, 40, 8
-_SENTENCE_END = re.compile(r"(?<=[.!?…])\s+(?=\S)|(?<=[。！？；])")
 _CLAUSE_END = re.compile(r"(?<=[,;:])\s+(?=\S)|(?<=[，；：])")
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff]")
 
@@ -41,24 +42,6 @@ def _size_ok(unit: str) -> bool:
     return MIN_WORDS <= words <= MAX_WORDS and len(unit) <= DRAFT_QUOTE_MAX_CHARS
 
 
-def _pieces(text: str, pattern: re.Pattern[str]) -> list[tuple[int, int]]:
-    """(start, end) spans of `text` between matches of `pattern`, stripped of surrounding spaces."""
-    spans, start = [], 0
-    for m in pattern.finditer(text):
-        spans.append((start, m.start()))
-        start = m.end()
-    spans.append((start, len(text)))
-    out = []
-    for a, b in spans:
-        while a < b and text[a].isspace():
-            a += 1
-        while b > a and text[b - 1].isspace():
-            b -= 1
-        if b > a:
-            out.append((a, b))
-    return out
-
-
 def quotable_units(text: str, *, truncated: bool = False) -> list[str]:
     """The sentences of `text` (whitespace-normalised) that can be quoted whole; a sentence over 40 words
     is offered as its clauses instead. Each unit is a substring of the text that the grounding gate
@@ -66,12 +49,12 @@ def quotable_units(text: str, *, truncated: bool = False) -> list[str]:
     is not offered."""
     norm = normalize_ws(text)
     units: list[str] = []
-    sentences = _pieces(norm, _SENTENCE_END)
+    sentences = spans(norm, UNIT_END)
     if truncated and sentences:
         sentences = sentences[:-1]
     for a, b in sentences:
         sentence = norm[a:b]
-        parts = [sentence] if _size_ok(sentence) else [sentence[c:d] for c, d in _pieces(sentence, _CLAUSE_END)]
+        parts = [sentence] if _size_ok(sentence) else [sentence[c:d] for c, d in spans(sentence, _CLAUSE_END)]
         for unit in parts:
             if not _size_ok(unit):
                 continue
@@ -111,33 +94,50 @@ def mark_units(text: str, units: Sequence[QuoteUnit]) -> str:
     return "".join(out)
 
 
-def reference_draft_model(refs: Sequence[str]) -> type[DraftCore]:
-    """The response model of one prompt: the draft with `quote_ids`, an enum of exactly `refs`.
-
-    At least min(MIN_QUOTES, len(refs)) and at most MAX_QUOTES distinct ids; a repeated id is a
-    validation error (re-asked like any other)."""
+def quote_ids_field(
+    refs: Sequence[str], *, min_quotes: int, max_quotes: int, description: str
+) -> tuple[Any, Any, dict[str, Any]]:
+    """(annotation, Field, validators) of a `quote_ids` field: a list of distinct ids from `refs` (an
+    enum in the JSON schema), at least min(min_quotes, len(refs)); a repeated id is a validation error
+    (re-asked like any other). Shared by the persona and the brief response models."""
     if not refs:
         raise ValueError("no quotable sentence: use quote_mode='verbatim' for this prompt")
     choice = Literal[tuple(refs)]  # type: ignore[valid-type]
-    lowest = min(MIN_QUOTES, len(refs))
 
     def distinct(cls: type, ids: list[str]) -> list[str]:
         if len(set(ids)) != len(ids):
             raise ValueError("quote_ids repeat an id; choose different sentences")
         return ids
 
+    field = Field(min_length=min(min_quotes, len(refs)), max_length=max_quotes, description=description)
+    validators: dict[str, Any] = {"_distinct": field_validator("quote_ids")(classmethod(distinct))}
+    return list[choice], field, validators  # type: ignore[valid-type]
+
+
+def reference_draft_model(refs: Sequence[str], base: type[DraftCore] = DraftCore) -> type[DraftCore]:
+    """The response model of one prompt: `base` (the agent's output_schema) with `quote_ids`, an enum of
+    exactly `refs`: at least min(MIN_QUOTES, len(refs)) and at most MAX_QUOTES distinct ids."""
+    annotation, field, validators = quote_ids_field(
+        refs,
+        min_quotes=MIN_QUOTES,
+        max_quotes=MAX_QUOTES,
+        description="ids of whole sentences shown as [t3.2] that best show who these customers are; "
+        "from different texts where possible",
+    )
     model = create_model(
         "PersonaDraftByReference",
-        __base__=DraftCore,
-        __validators__={"_distinct": field_validator("quote_ids")(classmethod(distinct))},  # type: ignore[dict-item]
-        quote_ids=(
-            list[choice],  # type: ignore[valid-type]
-            Field(
-                min_length=lowest,
-                max_length=MAX_QUOTES,
-                description="ids of whole sentences shown as [t3.2] that best show who these customers are; "
-                "from different texts where possible",
-            ),
-        ),
+        __base__=base,
+        __validators__=validators,  # type: ignore[arg-type]
+        quote_ids=(annotation, field),
     )
     return model
+
+
+def verbatim_draft_model(base: type[DraftCore] = DraftCore) -> type[DraftCore]:
+    """The response model with quotes copied as text: PersonaDraft itself for the default `base`, else
+    `base` (a subclass of DraftCore named by the agent's output_schema) with PersonaDraft's quotes field."""
+    if base is DraftCore or issubclass(base, PersonaDraft):
+        return PersonaDraft if base is DraftCore else base
+    quotes = PersonaDraft.model_fields["quotes"]
+    annotation: Any = quotes.annotation
+    return create_model(f"{base.__name__}WithQuotes", __base__=base, quotes=(annotation, copy.copy(quotes)))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,6 +19,7 @@ import numpy as np
 from persona_llm.errors import InputError
 from persona_llm.runs.rundir import ASSIGNMENTS, SEGMENTS, TEXTS, USER_EMBEDDINGS, RunDir
 from persona_llm.schema.personas import DemographicEstimate, Persona
+from persona_llm.schema.refresh import RefreshDiff, SegmentChange
 
 PALETTE = [
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
@@ -118,6 +120,131 @@ def markdown_report(personas: Sequence[Persona], *, run_id: str = "") -> str:
     return "\n".join(head + body)
 
 
+def _size(value: int | None, share: float | None) -> str:
+    return "-" if value is None else f"{value} ({(share or 0) * 100:.1f}%)"
+
+
+def _segment_note(c: SegmentChange) -> str:
+    notes = []
+    if c.split_from is not None:
+        notes.append(f"split from {c.split_from}")
+    if c.merged_from:
+        notes.append(f"merged from {', '.join(map(str, c.merged_from))}")
+    if c.merged_into is not None:
+        notes.append(f"merged into {c.merged_into}")
+    if c.match_score is not None:
+        notes.append(f"match {c.match_score:.2f}")
+    return "; ".join(notes)
+
+
+def refresh_markdown(diff: RefreshDiff) -> str:
+    """refresh.md: what a refresh changed, measured and checked."""
+    d = diff.data
+    lines = [
+        f"# Refresh of {diff.previous_run}: {diff.status}",
+        "",
+        *([f"**{diff.reason}**", ""] if diff.reason else []),
+        f"Mode {diff.mode_asked} -> {diff.mode_used} · new data {d.source} ({'snapshot' if d.snapshot else 'appended'}) · "
+        f"{diff.llm_calls} model call(s) · {diff.seconds:.1f} s",
+        "",
+        "## Data",
+        "",
+        f"- rows read {d.rows_read}, rejected {d.rows_rejected}, of forgotten users {d.rows_of_forgotten_users}",
+        f"- texts added {d.texts_added}, changed {d.texts_changed}, removed {d.texts_removed}; already present "
+        f"{d.already_present}, duplicates dropped {d.duplicates_dropped}",
+        f"- users added {d.users_added}, changed {d.users_changed}, removed {d.users_removed}",
+        f"- embedded {d.texts_embedded}, from the cache {d.texts_from_cache}, reused from the run {d.texts_reused}",
+    ]
+    if diff.drift is not None:
+        f = diff.drift
+        lines += [
+            "",
+            "## Drift",
+            "",
+            f"- new or changed users {f.new_or_changed_users}, in no segment {f.unassigned_new_users} ({f.unassigned_share:.1%})",
+            f"- centroid shift max {f.centroid_shift_max:.4f}, mean {f.centroid_shift_mean:.4f}; membership churn "
+            f"{f.membership_churn:.1%}",
+            f"- re-cluster thresholds: {', '.join(f'{k} {v:g}' for k, v in f.thresholds.items())}; exceeded: "
+            f"{'; '.join(f.exceeded) or 'none'}",
+            f"- assignment: {f.assigner}",
+        ]
+        for g in f.emerging:
+            lines.append(
+                f"- emerging segment: {g.size} users, cohesion {g.cohesion:.2f}, nearest segment {g.nearest_segment} "
+                f"({g.nearest_similarity:.2f}), keywords {', '.join(g.keywords) or '-'}"
+            )
+    if diff.segments:
+        lines += ["", "## Segments", "", "| segment | status | before | after | joined | left | churn | note |", "|---|---|---|---|---|---|---|---|"]
+        for c in diff.segments:
+            lines.append(
+                f"| {c.segment_id} | {c.status} | {_size(c.size_before, c.share_before)} | {_size(c.size_after, c.share_after)} "
+                f"| {c.joined} | {c.left} | {c.churn:.1%} | {_segment_note(c)} |"
+            )
+        for sp in diff.splits:
+            lines.append(f"\nSplit: segment {sp.segment_id} -> {', '.join(map(str, sp.into))}")
+        for m in diff.merges:
+            lines.append(f"\nMerge: segments {', '.join(map(str, m.segment_ids))} -> {m.into}")
+    if diff.personas:
+        lines += ["", "## Personas", ""]
+        for p in diff.personas:
+            version = f"v{p.version_before or '-'} -> v{p.version_after or '-'}"
+            lines.append(f"- **{p.name or '(new)'}** (segment {p.segment_id}, `{p.persona_id or '-'}`): {p.action}, {version}")
+            if p.fields_changed:
+                lines.append(f"  - fields changed: {', '.join(p.fields_changed)}")
+            for q in p.quotes_added:
+                lines.append(f"  - quote added [{q.text_id}]: {q.text}")
+            for q in p.quotes_removed:
+                lines.append(f"  - quote removed [{q.text_id}]: {q.text}{f' ({q.reason})' if q.reason else ''}")
+            for flag in p.flags:
+                lines.append(f"  - flag: {flag}")
+    if diff.gates:
+        lines += ["", "## Gates", ""]
+        lines += [f"- {'pass' if g.passed else 'FAIL'} {g.name}: {g.detail}" for g in diff.gates]
+    return "\n".join(lines) + "\n"
+
+
+def refresh_section(diff: RefreshDiff) -> str:
+    """The refresh section of report.html."""
+    e = html.escape
+    rows = "".join(
+        f"<tr><td>{c.segment_id}</td><td>{e(c.status)}</td><td>{_size(c.size_before, c.share_before)}</td>"
+        f"<td>{_size(c.size_after, c.share_after)}</td><td>{c.joined}</td><td>{c.left}</td><td>{c.churn:.1%}</td>"
+        f"<td>{e(_segment_note(c))}</td></tr>"
+        for c in diff.segments
+    )
+    items = []
+    for p in diff.personas:
+        details = [f"fields changed: {', '.join(p.fields_changed)}"] if p.fields_changed else []
+        details += [f"quote added [{q.text_id}]: {q.text}" for q in p.quotes_added]
+        details += [f"quote removed [{q.text_id}]: {q.text}" + (f" ({q.reason})" if q.reason else "") for q in p.quotes_removed]
+        details += [f"flag: {f}" for f in p.flags]
+        sub = "".join(f"<li>{e(x)}</li>" for x in details)
+        items.append(
+            f"<li><b>{e(p.name or '(new)')}</b> (segment {p.segment_id}) {e(p.action)}, "
+            f"v{p.version_before or '-'} &rarr; v{p.version_after or '-'}{f'<ul>{sub}</ul>' if sub else ''}</li>"
+        )
+    gates = "".join(
+        f"<li class='{'' if g.passed else 'warn'}'>{'pass' if g.passed else 'FAIL'} {e(g.name)}: {e(g.detail)}</li>"
+        for g in diff.gates
+    )
+    drift = ""
+    if diff.drift is not None:
+        f = diff.drift
+        drift = (
+            f"<p>Drift: {f.unassigned_new_users} of {f.new_or_changed_users} new or changed users in no segment "
+            f"({f.unassigned_share:.1%}); centroid shift max {f.centroid_shift_max:.4f}; membership churn "
+            f"{f.membership_churn:.1%}; {len(f.emerging)} emerging segment(s); exceeded: {e('; '.join(f.exceeded) or 'none')}</p>"
+        )
+    d = diff.data
+    return f"""<h2 id="refresh">Refresh</h2>
+<p class="muted">from run {e(diff.previous_run)} · {e(diff.status)} · mode {e(diff.mode_asked)} &rarr; {e(diff.mode_used)} ·
+{d.texts_added} texts added, {d.texts_changed} changed, {d.texts_removed} removed · {d.users_added} users added ·
+{diff.llm_calls} model call(s)</p>{f"<p class='warn'>{e(diff.reason)}</p>" if diff.reason else ""}{drift}
+<table class="demo"><tr><th>segment</th><th>status</th><th>before</th><th>after</th><th>joined</th><th>left</th>
+<th>churn</th><th>note</th></tr>{rows}</table>
+<ul>{''.join(items)}</ul><ul>{gates}</ul>"""
+
+
 # -- HTML -------------------------------------------------------------------------------------------
 
 
@@ -134,42 +261,63 @@ def project_2d(vectors: np.ndarray) -> np.ndarray:
     return out if out.shape[1] == 2 else np.hstack([out, np.zeros((out.shape[0], 1))])
 
 
-def user_map_svg(
-    run: RunDir, names: dict[int, str], *, width: int = 640, height: int = 420, max_points: int = 3000
-) -> str:
+@dataclass(frozen=True)
+class UserMap:
+    """The 2-D user map: a PCA projection of user_embeddings.npy, at most `max_points` users (a fixed
+    random sample above that), in the order they are drawn (unassigned users first, under the rest)."""
+
+    xy: np.ndarray  # (n, 2) projected coordinates
+    segment_ids: np.ndarray  # (n,) segment of each point, -1 unassigned
+    n_users: int  # users in the run (the map may show a sample)
+
+
+def user_map(run: RunDir, *, max_points: int = 3000) -> UserMap | str:
+    """The user map of a run, or why there is none (a sentence). The report draws it as SVG; the server
+    hands the same points to its web page."""
     if not run.has(USER_EMBEDDINGS) or not run.has(ASSIGNMENTS):
-        return f"<p class='muted'>No user map: {USER_EMBEDDINGS} or {ASSIGNMENTS} is missing.</p>"
+        return f"{USER_EMBEDDINGS} or {ASSIGNMENTS} is missing"
     try:
         vectors = run.load_user_embeddings()
     except InputError:
-        return "<p class='muted'>No user map: embeddings and assignments do not line up.</p>"
+        return "embeddings and assignments do not line up"
     segments = run.load_assignments()["segment_id"].to_numpy()
     if len(vectors) != len(segments) or len(vectors) == 0:
-        return "<p class='muted'>No user map: embeddings and assignments do not line up.</p>"
+        return "embeddings and assignments do not line up"
     rng = np.random.default_rng(0)
     idx = np.arange(len(vectors))
     if len(idx) > max_points:
         idx = np.sort(rng.choice(idx, size=max_points, replace=False))
     xy = project_2d(vectors[idx])
+    ids = segments[idx].astype(int)
+    # Noise first so segments are drawn on top of it.
+    order = np.argsort(ids >= 0, kind="stable")
+    return UserMap(xy=xy[order], segment_ids=ids[order], n_users=len(vectors))
+
+
+def user_map_svg(
+    run: RunDir, names: dict[int, str], *, width: int = 640, height: int = 420, max_points: int = 3000
+) -> str:
+    found = user_map(run, max_points=max_points)
+    if isinstance(found, str):
+        return f"<p class='muted'>No user map: {html.escape(found)}.</p>"
+    xy, ids = found.xy, found.segment_ids
     lo, hi = xy.min(axis=0), xy.max(axis=0)
     span = np.where(hi - lo == 0, 1, hi - lo)
     pad = 16
     px = pad + (xy[:, 0] - lo[0]) / span[0] * (width - 2 * pad)
     py = height - pad - (xy[:, 1] - lo[1]) / span[1] * (height - 2 * pad)
-    # Noise first so segments are drawn on top of it.
-    order = sorted(range(len(idx)), key=lambda i: segments[idx[i]] >= 0)
     dots = []
-    for i in order:
-        sid = int(segments[idx[i]])
+    for i in range(len(ids)):
+        sid = int(ids[i])
         r = 1.6 if sid < 0 else 2.6
         dots.append(f'<circle cx="{px[i]:.1f}" cy="{py[i]:.1f}" r="{r}" fill="{segment_colour(sid)}"/>')
     legend = "".join(
         f'<span class="key"><i style="background:{segment_colour(sid)}"></i>{html.escape(label)}</span>'
         for sid, label in sorted(names.items())
     )
-    if (segments < 0).any():
+    if (ids < 0).any():
         legend += f'<span class="key"><i style="background:{NOISE_COLOUR}"></i>unassigned</span>'
-    note = f"{len(idx)} of {len(vectors)} users, PCA of user embeddings"
+    note = f"{len(ids)} of {found.n_users} users, PCA of user embeddings"
     return (
         f'<svg viewBox="0 0 {width} {height}" width="100%" role="img" aria-label="user map">'
         f'<rect width="{width}" height="{height}" fill="#fafafa"/>{"".join(dots)}</svg>'
@@ -364,6 +512,7 @@ def html_report(run: RunDir, personas: Sequence[Persona]) -> str:
 <p class="muted">Every quote was checked to appear word for word in the linked text of its segment.
 Demographics are estimates with their evidence; "unknown" means the data does not say.</p>
 {cards}
+{refresh_section(diff) if (diff := run.load_refresh_diff()) is not None else ""}
 {_evidence_section(run, personas)}
 </body></html>
 """

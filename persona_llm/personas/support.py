@@ -32,13 +32,20 @@ The eval checks narratives with other means (a lexical check and the LLM judge w
 
 from __future__ import annotations
 
-import re
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from persona_llm.common.vectors import pairwise_cosine
+from persona_llm.errors import BackendError, InputError
+from persona_llm.runs.rundir import MANIFEST, RunDir
 from persona_llm.schema.personas import Confidence, PersonaDraft, StatementCheck
+from persona_llm.schema.sentences import split_sentences
+
+log = logging.getLogger(__name__)
 
 #: Cosine-above-chance floor per embedder family (matched as a substring of the run's embedder model
 #: id, case-folded); see the module docstring for how each was measured.
@@ -54,8 +61,6 @@ LIST_FIELDS: tuple[str, ...] = ("interests", "goals", "pain_points", "motivation
 #: Fields whose unsupported items are dropped from the persona (a list may get shorter; a name cannot).
 DROPPABLE_FIELDS = frozenset(LIST_FIELDS)
 
-_SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+|(?<=[。！？])")
-
 
 def min_similarity_for(model_id: str) -> float:
     key = model_id.casefold()
@@ -63,11 +68,6 @@ def min_similarity_for(model_id: str) -> float:
         if family in key:
             return value
     return DEFAULT_MIN_SIMILARITY
-
-
-def split_sentences(text: str) -> list[str]:
-    """Sentences of a summary (Latin and CJK end marks); fragments under 3 characters are dropped."""
-    return [s.strip() for s in _SENTENCE_END.split(text.strip()) if len(s.strip()) >= 3]
 
 
 def draft_statements(draft: PersonaDraft) -> list[tuple[str, str]]:
@@ -99,6 +99,7 @@ class SupportIndex:
         self.text_ids = np.asarray(self.text_ids[keep]).astype(str)
         self._segments = sorted({int(s) for s in self.segment_ids})
         self._rows = {s: np.flatnonzero(self.segment_ids == s) for s in self._segments}
+        self._row_of = {str(t): i for i, t in enumerate(self.text_ids)}
 
     def scores(self, statement_vectors: np.ndarray) -> tuple[np.ndarray, list[int]]:
         """(statements x segments) chance-rescaled mean cosine of each segment's nearest TOP_SHARE of texts
@@ -142,6 +143,61 @@ class SupportIndex:
             )
         return checks
 
+    def text_vectors(self, text_ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """The vectors of those of `text_ids` that are in a segment (noise texts are not indexed)."""
+        return {t: self.vectors[self._row_of[t]] for t in text_ids if t in self._row_of}
+
+    def rescale(self, cosine: float) -> float:
+        """A cosine on the chance-rescaled scale `min_similarity` is on."""
+        return (cosine - self.chance) / max(1.0 - self.chance, 1e-6)
+
+
+#: Random texts of a run compared to learn what "unrelated" looks like to an embedder (2,016 pairs).
+CHANCE_SAMPLE = 64
+
+
+def chance_rows(n: int, seed: int) -> np.ndarray:
+    """The `CHANCE_SAMPLE` seeded rows (sorted) of `n` that chance levels are measured on."""
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n, size=min(CHANCE_SAMPLE, n), replace=False))
+
+
+def chance_level(vectors: np.ndarray, *, seed: int = 0, sampled: bool = False) -> float:
+    """Mean cosine between `chance_rows` of `vectors` (all of them when already `sampled`): what
+    "unrelated" looks like in this embedding space (anisotropic models put everything close together)."""
+    sample = vectors if sampled else vectors[chance_rows(len(vectors), seed)]
+    if len(sample) < 2:
+        return 0.0
+    sims = pairwise_cosine(sample)
+    return float(np.clip(sims[np.triu_indices(len(sims), 1)].mean(), 0.0, 0.99))
+
+
+def run_support_index(
+    run: RunDir, *, embedder: Any = None, seed: int = 0
+) -> tuple[SupportIndex | None, Any, str]:
+    """The support index of a run (its text vectors by segment, its embedder's chance level) and the
+    embedder that made the vectors (`embedder`, else rebuilt from the run manifest), for checking
+    statements against the run: (index, embedder, model id), or (None, None, why) when the run lacks
+    what the check needs. The persona writer and the brief writer both check through this."""
+    from persona_llm.segment.embed import embedder_from_model_id
+
+    model_id = run.load_manifest().models.get("embedder", "") if run.has(MANIFEST) else ""
+    try:
+        vectors = run.load_text_embeddings()
+        texts = run.load_texts(["text_id", "segment_id"])
+        embedder = embedder or embedder_from_model_id(model_id)
+    except (InputError, BackendError, FileNotFoundError, ValueError) as exc:
+        log.warning("narrative support check unavailable: %s", exc)
+        return None, None, str(exc)[:200]
+    index = SupportIndex(
+        vectors=vectors,
+        segment_ids=texts["segment_id"].fillna(-1).astype(int).to_numpy(),
+        text_ids=texts["text_id"].astype(str).to_numpy(),
+        chance=chance_level(vectors, seed=seed),
+        min_similarity=min_similarity_for(model_id),
+    )
+    return index, embedder, model_id
+
 
 def support_share(checks: Sequence[StatementCheck]) -> float | None:
     return sum(c.supported for c in checks) / len(checks) if checks else None
@@ -172,19 +228,21 @@ def evidence_confidence(
     quotes_proposed: int,
     min_quotes: int,
     cohesion_ratio: float | None,
+    named: bool = True,
 ) -> tuple[Confidence, str]:
-    """How far a reader may act on a persona, from evidence only (never the model's own word).
+    """How far a reader may act on a persona (or a brief), from evidence only (never the model's own word).
 
-    high: >= 80% of its statements supported, its name supported, at least `min_quotes` verified quotes,
-    at least half the proposed quotes verbatim, and a segment at least 0.8 as cohesive as the run's median
-    segment. low: under half its statements supported, or no verified quote, or not checked at all.
-    medium: the rest. Returns the level and the evidence, in words, for the report."""
+    high: >= 80% of its statements supported, its name supported (when `named`: briefs have none), at
+    least `min_quotes` verified quotes, at least half the proposed quotes verbatim, and a segment at least
+    0.8 as cohesive as the run's median segment. low: under half its statements supported, or no
+    verified quote, or not checked at all. medium: the rest. Returns the level and the evidence, in
+    words, for the report."""
     share = support_share(checks)
     keep_rate = quotes_kept / quotes_proposed if quotes_proposed else 0.0
-    name_ok = any(c.field == "name" and c.supported for c in checks)
+    name_ok = not named or any(c.field == "name" and c.supported for c in checks)
     parts = [
         f"{sum(c.supported for c in checks)}/{len(checks)} statements supported" if checks else "statements not checked",
-        f"name {'supported' if name_ok else 'not supported'}",
+        *([f"name {'supported' if name_ok else 'not supported'}"] if named else []),
         f"{quotes_kept} verified quotes of {quotes_proposed} proposed",
         f"cohesion {cohesion_ratio:.2f} of the run's median segment" if cohesion_ratio is not None else "cohesion unknown",
     ]

@@ -12,19 +12,19 @@ and the personas are upserted into the run's Chroma store (collection "personas"
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from persona_llm.agents.definitions import load_agent
 from persona_llm.common.textmatch import name_key
 from persona_llm.common.vectors import cosine, pairwise_cosine
 from persona_llm.errors import BackendError, ConfigError, InputError
@@ -41,18 +41,28 @@ from persona_llm.personas.gates import (
 from persona_llm.personas.gates import (
     ground_quotes as ground_quotes_gate,
 )
-from persona_llm.personas.prompting import PromptTemplates, RenderedPrompt, build_prompt
-from persona_llm.personas.quoting import reference_draft_model
+from persona_llm.personas.prompting import AgentPrompt, PromptTemplates, RenderedPrompt, build_prompt
+from persona_llm.personas.quoting import reference_draft_model, verbatim_draft_model
 from persona_llm.personas.support import (
     DROPPABLE_FIELDS,
     SupportIndex,
+    chance_level,
+    chance_rows,
     draft_statements,
     evidence_confidence,
-    min_similarity_for,
+    run_support_index,
     support_feedback,
     support_share,
 )
-from persona_llm.runs.rundir import LLM_CALLS, MANIFEST, PERSONA_STATS, PERSONAS_MARKDOWN, REPORT, RunDir
+from persona_llm.runs.rundir import (
+    LLM_CALLS,
+    MANIFEST,
+    PERSONA_STATS,
+    PERSONAS_MARKDOWN,
+    REPORT,
+    TEXT_EMBEDDINGS,
+    RunDir,
+)
 from persona_llm.schema.frames import TEXT
 from persona_llm.schema.personas import (
     MAX_QUOTES,
@@ -72,11 +82,9 @@ from persona_llm.schema.segments import Keyword, Segment
 
 log = logging.getLogger(__name__)
 
-#: Agent definition (agents/<name>.toml) whose prompt version the writer uses by default.
+#: Agent definition (agents/<name>.toml) the writer runs by default: its role opens the system message,
+#: its prompt version chooses the templates, its output_schema is the response model.
 WRITER_AGENT = "persona_writer"
-#: Random texts of the run embedded to learn what "unrelated" looks like to the persona embedder
-#: (2,016 pairs; about 1 s with MiniLM, 5-10 s with e5).
-CHANCE_SAMPLE = 64
 
 
 @dataclass(frozen=True)
@@ -132,7 +140,7 @@ def _as_draft(value: DraftCore, prompt: RenderedPrompt) -> PersonaDraft:
     sentence, copied from the prompt's text; quotes written out are taken as written (the gate checks both)."""
     if isinstance(value, PersonaDraft):
         return _with_real_text_ids(value, prompt)
-    quotes = []
+    quotes = list(getattr(value, "quotes", None) or [])  # copied as text by a custom output_schema's model
     for ref in getattr(value, "quote_ids", []):
         unit = prompt.unit(ref)
         if unit is not None:  # the schema allows only shown ids; a backend that ignored it is gated below
@@ -159,6 +167,60 @@ def _keywords(run: RunDir, segment_id: int) -> list[Keyword]:
 class _Generated:
     persona: Persona
     records: list[CallRecord] = field(default_factory=list)
+
+
+@dataclass
+class SegmentOutcome:
+    """What writing one segment's persona gave, wherever it ran: the persona, or why there is none (a
+    model or backend failure), with the model calls made either way. Picklable, so a worker process can
+    send it back."""
+
+    segment_id: int
+    persona: Persona | None
+    records: list[CallRecord]
+    seconds: float
+    error: str = ""
+
+
+class SegmentExecutor(Protocol):
+    """Runs the per-segment work of a write somewhere other than this process's threads
+    (persona_llm.scale.RayExecutor: Ray actors, each with its own connection to an OpenAI-compatible
+    endpoint). Each segment goes through `write_segment_outcome`, exactly as the local threads do."""
+
+    def write_segments(
+        self,
+        writer: PersonaWriter,
+        chat: ChatModel,
+        templates: PromptTemplates,
+        run: RunDir,
+        segments: Sequence[Segment],
+        settings: LLMSettings,
+        different_from: dict[int, list[dict[str, Any]]],
+    ) -> Iterator[SegmentOutcome]:
+        """One outcome per segment, as each finishes (any order)."""
+        ...
+
+
+def write_segment_outcome(
+    writer: PersonaWriter,
+    chat: ChatModel,
+    templates: PromptTemplates,
+    run: RunDir,
+    segment: Segment,
+    settings: LLMSettings,
+    different_from: list[dict[str, Any]],
+) -> SegmentOutcome:
+    """Write one segment's persona with a prepared writer (`PersonaWriter.prepare`): the one unit of work
+    that both the local threads and a cluster executor run. A model or backend failure is an outcome (the
+    other segments go on); anything else is a bug and raises."""
+    t0 = time.perf_counter()
+    try:
+        generated = writer.write_segment(chat, templates, run, segment, settings, different_from)
+    except (StructuredOutputError, BackendError) as exc:
+        log.error("segment %d: %s", segment.segment_id, exc)
+        records = list(exc.records) if isinstance(exc, StructuredOutputError) else []
+        return SegmentOutcome(segment.segment_id, None, records, time.perf_counter() - t0, str(exc)[:500])
+    return SegmentOutcome(segment.segment_id, generated.persona, generated.records, time.perf_counter() - t0)
 
 
 def _quote_feedback(
@@ -216,6 +278,9 @@ class PersonaWriter:
         ~0.91; multilingual e5's on Chinese reviews is ~0.88, so 0.9 means ~0.99 there. One absolute
         cosine would regenerate every Chinese persona (distinct ones sit at 0.90-0.96) or no English one.
     max_regenerations: rounds of "different from" regeneration.
+    agent: the agent definition (a name in agents/ or a .toml path) the writer runs: its role opens the
+        system message, its prompt version chooses the templates, its output_schema (DraftCore or a
+        subclass) is the response model the quote field is added to; it may ask for no tools.
     embedder: object with `.encode(texts) -> unit vectors`, a `persona_llm.embed.get_embedder` name, or
         "auto" (MiniLM for English personas, the multilingual E5 otherwise).
     write_store / write_report: also upsert into the Chroma store / write report.html.
@@ -230,6 +295,9 @@ class PersonaWriter:
     quote_mode: "reference" (the model picks numbered sentences by id from an enum in the schema; the
         writer copies them: persona_llm.personas.quoting), "verbatim" (the model copies quotes as text,
         gated and re-asked), or "auto" (reference where the backend enforces JSON schemas, else verbatim).
+    executor: None writes segments on `settings.concurrency` threads of this process; a SegmentExecutor
+        (persona_llm.scale.RayExecutor) writes them elsewhere. Either way each segment goes through
+        `write_segment_outcome`; gates, distinctness and the saved files are the same.
     """
 
     def __init__(
@@ -256,6 +324,8 @@ class PersonaWriter:
         progress: Callable[[PersonaProgress], None] | None = None,
         quote_mode: str = "auto",
         seed: int = 0,
+        executor: SegmentExecutor | None = None,
+        agent: str | Path = WRITER_AGENT,
     ) -> None:
         self.settings = settings
         self.chat = chat
@@ -278,6 +348,8 @@ class PersonaWriter:
         self.progress = progress
         self.quote_mode = quote_mode
         self.seed = seed
+        self.executor = executor
+        self.agent = agent
 
     # -- public -------------------------------------------------------------------------------------
 
@@ -291,10 +363,7 @@ class PersonaWriter:
         segments = [segment_set.get(int(sid)) for sid in wanted]  # KeyError names a wrong id
         if not segments:
             raise InputError("the run has no segments to write personas for", path=str(run.path))
-        self.index_ = TextIndex.from_frame(run.load_texts())
-        self.support_index_, self.support_note_ = self._support_index(run) if self.check_support else (None, "off")
-        cohesions = sorted(s.quality.cohesion for s in segment_set.segments)
-        self.median_cohesion_ = cohesions[len(cohesions) // 2] if cohesions else None
+        self.prepare(run)
         self.records_: list[CallRecord] = []
         self.failures_: dict[int, str] = {}
         started = time.perf_counter()
@@ -309,6 +378,26 @@ class PersonaWriter:
             raise PersonaWriteError(self.failures_)
         return all_personas
 
+    def prepare(self, run: RunDir) -> PersonaWriter:
+        """Read what every segment's persona is checked against: the run's texts (quote gate), its text
+        vectors and their embedder (narrative support), the median cohesion (confidence)."""
+        segment_set = run.load_segments()
+        self.index_ = TextIndex.from_frame(run.load_texts())
+        self.support_index_, self.support_note_ = self._support_index(run) if self.check_support else (None, "off")
+        cohesions = sorted(s.quality.cohesion for s in segment_set.segments)
+        self.median_cohesion_ = cohesions[len(cohesions) // 2] if cohesions else None
+        return self
+
+    def for_worker(self) -> PersonaWriter:
+        """A copy of this prepared writer to send to a worker process: parameters and prepared state
+        (its embedders pickle as parameters and load again there), without the open chat model, the
+        progress callback, the executor or the persona embedder, which stay with the driver."""
+        clone = copy.copy(self)
+        clone.chat = clone.progress = clone.executor = None
+        clone.embedder = None  # distinctness runs in the driver, over all personas
+        clone.records_, clone.failures_ = [], {}
+        return clone
+
     # -- generation ---------------------------------------------------------------------------------
 
     def _write_with(
@@ -316,8 +405,12 @@ class PersonaWriter:
     ) -> list[Persona]:
         self.model_id_ = chat.model_id
         self.backend_info_ = dict(chat.info)
-        # The agent definition (agents/persona_writer.toml) names the prompt version unless one is given.
-        templates = PromptTemplates.load(self.prompt_version or load_agent(WRITER_AGENT).prompt)
+        # The agent definition (agents/persona_writer.toml): its role and output model are kept on the writer
+        # (so a worker's copy has them), its templates travel as the executors expect.
+        agent = AgentPrompt.load(self.agent, expects=DraftCore, prompt_version=self.prompt_version)
+        self.agent_name_, self.role_ = agent.spec.name, agent.role
+        self.output_model_: type[DraftCore] = agent.output_model  # type: ignore[assignment]  # checked on load
+        templates = agent.templates
         generated = self._generate_many(chat, templates, run, segments, settings, {})
         personas = {g.persona.segment_id: g.persona for g in generated}
         self._distinctness(chat, templates, run, personas, settings)
@@ -354,32 +447,49 @@ class PersonaWriter:
             if self.progress is not None:
                 self.progress(event)
 
-        def one(segment: Segment) -> _Generated | None:
-            if workers == 1:
-                chat.prepare_for_task()  # e.g. the embedded server takes cores that have come free
-            t0 = time.perf_counter()
-            try:
-                generated = self._generate_one(
-                    chat, templates, run, segment, settings, different_from.get(segment.segment_id, [])
-                )
-            except (StructuredOutputError, BackendError) as exc:
-                log.error("segment %d: %s", segment.segment_id, exc)
-                self.failures_[segment.segment_id] = str(exc)[:500]
-                if isinstance(exc, StructuredOutputError):
-                    self.records_.extend(exc.records)
-                report(segment, time.perf_counter() - t0, None, str(exc))
+        by_id = {s.segment_id: s for s in segments}
+
+        def finish(outcome: SegmentOutcome) -> _Generated | None:
+            segment = by_id[outcome.segment_id]
+            if outcome.persona is None:
+                self.failures_[segment.segment_id] = outcome.error
+                with lock:
+                    self.records_.extend(outcome.records)
+                report(segment, outcome.seconds, None, outcome.error)
                 return None
-            report(segment, time.perf_counter() - t0, generated)
+            generated = _Generated(outcome.persona, outcome.records)
+            report(segment, outcome.seconds, generated)
             return generated
 
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="persona") as pool:
-            results = list(pool.map(one, segments))
-        done = [r for r in results if r is not None]
+        if self.executor is not None:
+            results = {
+                outcome.segment_id: finish(outcome)
+                for outcome in self.executor.write_segments(
+                    self, chat, templates, run, segments, settings, different_from
+                )
+            }
+            if set(results) != set(by_id):
+                raise BackendError(f"the executor returned segments {sorted(results)} for {sorted(by_id)}")
+            ordered = [results[s.segment_id] for s in segments]
+        else:
+
+            def one(segment: Segment) -> _Generated | None:
+                if workers == 1:
+                    chat.prepare_for_task()  # e.g. the embedded server takes cores that have come free
+                return finish(
+                    write_segment_outcome(
+                        self, chat, templates, run, segment, settings, different_from.get(segment.segment_id, [])
+                    )
+                )
+
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="persona") as pool:
+                ordered = list(pool.map(one, segments))
+        done = [r for r in ordered if r is not None]
         for r in done:
             self.records_.extend(r.records)
         return done
 
-    def _generate_one(
+    def write_segment(
         self,
         chat: ChatModel,
         templates: PromptTemplates,
@@ -388,8 +498,11 @@ class PersonaWriter:
         settings: LLMSettings,
         different_from: list[dict[str, Any]],
     ) -> _Generated:
+        """One segment's persona (after `prepare`): prompt, generation, quote gate and re-asks, estimates,
+        narrative support, confidence. Called through `write_segment_outcome` by every executor."""
         sid = segment.segment_id
         mode = chat.capabilities.structured_mode(chat.structured)
+        base = self.output_model_
         prompt = build_prompt(
             templates,
             segment,
@@ -406,12 +519,14 @@ class PersonaWriter:
             schema_in_prompt=mode != "json_schema",
             quote_mode=self._quote_mode(mode),
             seed=self.seed,
+            role=self.role_,
+            response_schema=verbatim_draft_model(base).model_json_schema(),
         )
         if not prompt.texts:
             raise BackendError(f"segment {sid} has no usable texts for a prompt")
         reference = prompt.quote_mode == "reference" and bool(prompt.units)
         response_model: type[DraftCore] = (
-            reference_draft_model([u.ref for u in prompt.units]) if reference else PersonaDraft
+            reference_draft_model([u.ref for u in prompt.units], base) if reference else verbatim_draft_model(base)
         )
         needed = min(self.min_quotes, len(prompt.units) if reference else len(prompt.texts))
         messages = prompt.messages
@@ -508,6 +623,7 @@ class PersonaWriter:
         persona = Persona.from_draft(
             draft,
             persona_id=run.persona_id(sid),
+            version=run.persona_version(sid),
             segment_id=sid,
             run_id=run.run_id,
             language=prompt.language_code,
@@ -534,28 +650,8 @@ class PersonaWriter:
 
     def _support_index(self, run: RunDir) -> tuple[SupportIndex | None, str]:
         """The run's text vectors by segment and the embedder that made them; (None, why) if unavailable."""
-        from persona_llm.segment.embed import embedder_from_model_id
-
-        model_id = run.load_manifest().models.get("embedder", "") if run.has(MANIFEST) else ""
-        try:
-            vectors = run.load_text_embeddings()
-            texts = run.load_texts(["text_id", "segment_id"])
-            self.support_embedder_ = self.support_embedder or embedder_from_model_id(model_id)
-        except (InputError, BackendError, FileNotFoundError, ValueError) as exc:
-            log.warning("narrative support check unavailable: %s", exc)
-            return None, str(exc)[:200]
-        rng = np.random.default_rng(self.seed)
-        rows = rng.choice(len(vectors), size=min(CHANCE_SAMPLE, len(vectors)), replace=False)
-        sims = pairwise_cosine(vectors[np.sort(rows)])
-        chance = float(np.clip(sims[np.triu_indices(len(sims), 1)].mean(), 0.0, 0.99)) if len(rows) > 1 else 0.0
-        index = SupportIndex(
-            vectors=vectors,
-            segment_ids=texts["segment_id"].fillna(-1).astype(int).to_numpy(),
-            text_ids=texts["text_id"].astype(str).to_numpy(),
-            chance=chance,
-            min_similarity=min_similarity_for(model_id),
-        )
-        return index, model_id
+        index, self.support_embedder_, note = run_support_index(run, embedder=self.support_embedder, seed=self.seed)
+        return index, note
 
     def _check_statements(self, draft: PersonaDraft, segment_id: int) -> list[StatementCheck]:
         if self.support_index_ is None:
@@ -643,14 +739,19 @@ class PersonaWriter:
     def _chance_similarity(self, run: RunDir, embedder: Embedder) -> float:
         """Mean cosine between random texts of the run under `embedder`: what "unrelated" looks like in
         this embedding space (anisotropic models put everything close together)."""
+        model_id = run.load_manifest().models.get("embedder", "") if run.has(MANIFEST) else ""
+        if getattr(embedder, "model_id", None) == model_id and run.has(TEXT_EMBEDDINGS):
+            return self._chance_of(run.load_text_embeddings())  # the run's own vectors: nothing to embed
         texts = run.load_texts([TEXT])[TEXT].astype(str)
-        if len(texts) < 2:
-            return 0.0
-        rng = np.random.default_rng(self.seed)
-        rows = np.sort(rng.choice(len(texts), size=min(CHANCE_SAMPLE, len(texts)), replace=False))
-        sims = pairwise_cosine(embedder.encode([texts.iloc[int(i)] for i in rows]))
-        upper = sims[np.triu_indices(len(sims), 1)]
-        return float(np.clip(upper.mean(), 0.0, 0.99))
+        rows = self._chance_rows(len(texts))
+        return self._chance_of(np.asarray(embedder.encode([texts.iloc[int(i)] for i in rows]), dtype=np.float32), sampled=True)
+
+    def _chance_rows(self, n: int) -> np.ndarray:
+        return chance_rows(n, self.seed)
+
+    def _chance_of(self, vectors: np.ndarray, *, sampled: bool = False) -> float:
+        """Mean cosine between `CHANCE_SAMPLE` seeded rows of `vectors` (all of them when `sampled`)."""
+        return chance_level(vectors, seed=self.seed, sampled=sampled)
 
     def _distinctness(
         self,

@@ -6,7 +6,8 @@ A run directory holds:
     segments.json         SegmentSet
     assignments.csv       user_id, segment_id, probability, assigned_by, n_texts (-1: unassigned on purpose;
                           assigned_by "cluster": HDBSCAN's own, "reassigned": noise moved to the nearest
-                          segment, "noise": left unassigned)
+                          segment, "assigned": outside a fit sample, put in the nearest segment above its
+                          threshold (segment/sample_fit.py), "noise": left unassigned)
     rejects.csv           every input row not used, with stage, field and reason
     texts.parquet         the cleaned, redacted texts: text_id, user_id, text, language, segment_id + attributes
     text_embeddings.npy   float32 (n_texts, dim), row-aligned with texts.parquet
@@ -15,6 +16,9 @@ A run directory holds:
     personas.json         list of Persona (persona.schema.json beside it), personas.md, report.html
     personas_stats.json   what the persona writer did; llm_calls.jsonl one line per model call
     eval.json             the last evaluation
+    persona_ids.json      refreshed runs: the persona id and version of each segment, the next segment id
+    persona_history.json  refreshed runs: earlier versions of their personas
+    refresh.json          refreshed runs: what the refresh changed (RefreshDiff); refresh.md, its Markdown
 
 Every save is atomic per file (temp file beside it, then `os.replace`), and loads are cached on the
 object: a reader that asks twice reads once. A run is written into a new or empty folder, or a staging
@@ -40,6 +44,7 @@ from persona_llm.errors import InputError, RunStoreError
 from persona_llm.schema.frames import LANGUAGE, TEXT, TEXT_ID, USER_ID
 from persona_llm.schema.manifest import RunManifest
 from persona_llm.schema.personas import PERSONA_LIST, Persona, persona_list_schema
+from persona_llm.schema.refresh import PersonaLineage, PersonaVersion, RefreshDiff
 from persona_llm.schema.segments import SegmentSet
 
 MARKER = ".persona-llm-run"
@@ -58,6 +63,10 @@ REPORT = "report.html"
 PERSONA_STATS = "personas_stats.json"
 LLM_CALLS = "llm_calls.jsonl"
 EVAL = "eval.json"
+PERSONA_IDS = "persona_ids.json"
+PERSONA_HISTORY = "persona_history.json"
+REFRESH_DIFF = "refresh.json"
+REFRESH_MARKDOWN = "refresh.md"
 
 _Record = TypeVar("_Record", bound=BaseModel)
 
@@ -318,10 +327,53 @@ class RunDir:
         self._cache[PERSONAS] = list(personas)
 
     def persona_id(self, segment_id: int) -> str:
-        """The persona-id policy: the same input, segment and members give the same id on every run."""
+        """The persona-id policy: a segment the run's lineage (persona_ids.json, written by a refresh) names
+        keeps the id it was given; otherwise the id is minted from the data: the same input, segment and
+        members give the same id on every run."""
+        entry = self.load_persona_lineage().segments.get(int(segment_id))
+        if entry is not None:
+            return entry.persona_id
         members = sorted(self.segment_texts(segment_id)[TEXT_ID])
         digest = hashlib.sha256(f"{self.input_sha256}|{segment_id}|{','.join(members)}".encode()).hexdigest()
         return f"p{segment_id}-{digest[:10]}"
+
+    def persona_version(self, segment_id: int) -> int:
+        """The version a persona written now for `segment_id` gets (1 unless a refresh says otherwise)."""
+        entry = self.load_persona_lineage().segments.get(int(segment_id))
+        return entry.version if entry is not None else 1
+
+    def load_persona_lineage(self) -> PersonaLineage:
+        """persona_ids.json; an empty lineage for a run that has none (a fresh build)."""
+        if not self.has(PERSONA_IDS):
+            return PersonaLineage()
+        return self._load_record(PERSONA_IDS, PersonaLineage, "persona lineage")
+
+    def save_persona_lineage(self, lineage: PersonaLineage) -> None:
+        atomic_write_text(self.path / PERSONA_IDS, lineage.model_dump_json(indent=2) + "\n")
+        self._cache[PERSONA_IDS] = lineage
+
+    def load_persona_history(self) -> list[PersonaVersion]:
+        """Earlier versions of this run's personas, oldest first ([] when none)."""
+        if not self.has(PERSONA_HISTORY):
+            return []
+        rows = self.load_json(PERSONA_HISTORY)
+        try:
+            return [PersonaVersion.model_validate(r) for r in rows]
+        except ValidationError as exc:
+            raise InputError(f"not a valid persona history: {_first_error(exc)}", path=str(self.file(PERSONA_HISTORY))) from exc
+
+    def save_persona_history(self, versions: list[PersonaVersion]) -> None:
+        self.save_json(PERSONA_HISTORY, [v.model_dump(mode="json") for v in versions])
+
+    def load_refresh_diff(self) -> RefreshDiff | None:
+        """What the refresh that made this run changed (None: the run was not made by a refresh)."""
+        if not self.has(REFRESH_DIFF):
+            return None
+        return self._load_record(REFRESH_DIFF, RefreshDiff, "refresh report")
+
+    def save_refresh_diff(self, diff: RefreshDiff) -> None:
+        atomic_write_text(self.path / REFRESH_DIFF, diff.model_dump_json(indent=2) + "\n")
+        self._cache[REFRESH_DIFF] = diff
 
     # -- other artifacts ----------------------------------------------------------------------------
 

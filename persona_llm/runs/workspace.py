@@ -5,6 +5,8 @@
         current               the published run's name; replaced atomically (temp file, fsync,
                               os.replace, fsync of the folder), so a reader sees the old or the new run
         publish_log.jsonl     one line per publish or rollback (run, previous, time, pid)
+        forgotten.json        hashes of the users `persona-llm forget` removed, so a refresh never
+                              brings them back (the ids themselves are not kept)
         .lock                 held (flock) by the one writer; holds its pid
         runs/<name>/          complete runs (RunDir); <name> is the run id, ".2", ".3"... when taken
         runs/.staging-*/      runs being written; never read, removed by gc or on failure
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -47,9 +50,15 @@ WORKSPACE_MARKER = "workspace.json"
 CURRENT = "current"
 PUBLISH_LOG = "publish_log.jsonl"
 LOCK = ".lock"
+FORGOTTEN = "forgotten.json"
 RUNS = "runs"
 STAGING_PREFIX = ".staging-"
 _NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def user_hash(user_id: str) -> str:
+    """How a forgotten user is remembered: a hash of the id, never the id itself."""
+    return hashlib.sha256(f"persona-llm forgotten user\0{user_id}".encode("utf-8", "surrogatepass")).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -176,7 +185,7 @@ class Workspace:
         ensure_writable_dir(self.runs_dir)
         staging = self.runs_dir / f"{STAGING_PREFIX}{os.getpid()}-{time.time_ns()}"
         if parent is not None:
-            _copy_run(parent.path, staging)
+            copy_run(parent.path, staging)
             run = RunDir(staging)
         else:
             run = RunDir.create(staging)
@@ -190,6 +199,25 @@ class Workspace:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
+
+    @contextlib.contextmanager
+    def rewrite_run(self, name: str) -> Iterator[RunDir]:
+        """A copy of run `name` to change (its Chroma store not copied: the block writes a new one), which
+        replaces the run in one atomic step when the block completes; a failure or a kill leaves the run
+        as it was. Only `persona-llm forget` rewrites a run: runs are otherwise never changed."""
+        self._require_lock()
+        source = self.run(name).path
+        staging = self.runs_dir / f"{STAGING_PREFIX}rewrite-{os.getpid()}-{time.time_ns()}"
+        copy_run(source, staging, with_store=False)
+        run = RunDir(staging)
+        try:
+            yield run
+            _exchange(staging, source)  # staging now holds the old run
+            fsync_dir(self.runs_dir)
+            run.path = source
+            run.forget_cache()
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
     def _free_name(self, run_id: str) -> str:
         base = run_id if _NAME_OK.match(run_id) else re.sub(r"[^A-Za-z0-9._-]", "_", run_id).lstrip("._-") or "run"
@@ -257,6 +285,25 @@ class Workspace:
                 )
             )
         return out
+
+    # -- forgotten users ----------------------------------------------------------------------------
+
+    def forgotten_users(self) -> frozenset[str]:
+        """Hashes (`user_hash`) of the users forgotten in this workspace."""
+        path = self.path / FORGOTTEN
+        if not path.is_file():
+            return frozenset()
+        try:
+            return frozenset(json.loads(path.read_text(encoding="utf-8")).get("user_hashes", []))
+        except (ValueError, AttributeError) as exc:
+            raise RunStoreError(f"{path}: not a valid list of forgotten users ({exc}); refusing to go on") from exc
+
+    def record_forgotten(self, user_ids: list[str]) -> None:
+        """Add users to the forgotten list (durably: a refresh must never bring them back)."""
+        self._require_lock()
+        hashes = sorted(self.forgotten_users() | {user_hash(u) for u in user_ids})
+        body = json.dumps({"kind": "persona-llm-forgotten-users", "user_hashes": hashes}, indent=1) + "\n"
+        atomic_write_text(self.path / FORGOTTEN, body, durable=True)
 
     # -- publishing ---------------------------------------------------------------------------------
 
@@ -341,7 +388,7 @@ def resolve_run(path: str | Path) -> RunDir:
     return RunDir.open(p)
 
 
-def _copy_run(source: Path, dest: Path) -> None:
+def copy_run(source: Path, dest: Path, *, with_store: bool = True) -> None:
     """Copy a run for a derived run. Our files are hard-linked: RunDir only ever replaces a file by rename,
     never writes into it, so a link cannot change under the source. The Chroma store is copied for real:
     its SQLite and index files are written in place."""
@@ -354,8 +401,29 @@ def _copy_run(source: Path, dest: Path) -> None:
             return shutil.copy2(src, dst)
 
     shutil.copytree(source, dest, copy_function=link_or_copy, ignore=shutil.ignore_patterns(STORE))
-    if (source / STORE).is_dir():
+    if with_store and (source / STORE).is_dir():
         shutil.copytree(source / STORE, dest / STORE)
+
+
+def _exchange(a: Path, b: Path) -> None:
+    """Swap two folders atomically (Linux renameat2 RENAME_EXCHANGE): a reader sees the old run or the new
+    one, never none. Elsewhere, two renames (a reader may miss the run for that instant)."""
+    import ctypes
+    import ctypes.util
+
+    libc_name = ctypes.util.find_library("c")
+    renameat2 = getattr(ctypes.CDLL(libc_name, use_errno=True), "renameat2", None) if libc_name else None
+    if renameat2 is not None:
+        at_fdcwd, rename_exchange = -100, 2
+        if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+            return
+        err = ctypes.get_errno()
+        if err not in (22, 38, 95):  # EINVAL, ENOSYS, EOPNOTSUPP: the file system cannot exchange
+            raise OSError(err, os.strerror(err), str(b))
+    parked = a.with_name(a.name + ".old")
+    os.replace(b, parked)
+    os.replace(a, b)
+    os.replace(parked, a)
 
 
 def _read_pid(path: Path) -> int | None:

@@ -10,14 +10,15 @@ verified quotes (with their user), and provenance including every gate decision.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, field_validator, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
-PERSONA_SCHEMA_VERSION = "2"  # 2: confidence computed from evidence; statement support in provenance
+from persona_llm.schema.sentences import split_sentences
+
+PERSONA_SCHEMA_VERSION = "3"  # 2: confidence computed from evidence; statement support in provenance; 3: version
 
 # Bounds shared by the draft and the stored persona: the stored one must accept every valid draft.
 MIN_QUOTES = 3
@@ -87,13 +88,12 @@ class Recommendations(_Strict):
 #: What "3-4 sentences" is held to: a two-word summary ("Tech Enthusiast") is not a narrative.
 SUMMARY_MIN_SENTENCES, SUMMARY_MAX_SENTENCES = 2, 6  # 6: abbreviations ("U.S.") split
 SUMMARY_MIN_WORDS, SUMMARY_MIN_CJK_CHARS = 25, 50
-_SUMMARY_SENTENCE = re.compile(r"[^.!?。！？]+[.!?。！？]*")
 
 
 def summary_length_problem(summary: str) -> str:
     """Why `summary` is not the 3-4 sentence narrative asked for ("" when it is; 2-5 sentences allowed)."""
     text = summary.strip()
-    sentences = [s for s in _SUMMARY_SENTENCE.findall(text) if len(s.strip()) >= 3]
+    sentences = split_sentences(text)
     cjk = sum(1 for ch in text if "\u3040" <= ch <= "\u9fff")
     if cjk >= len(text) / 3:
         if cjk < SUMMARY_MIN_CJK_CHARS:
@@ -248,7 +248,12 @@ class Provenance(_Strict):
 class Persona(_Strict):
     """A stored persona (`personas.json` is a list of these)."""
 
-    persona_id: str = Field(description="stable: derived from the data hash and the segment's members")
+    persona_id: str = Field(
+        description="stable: minted from the data hash and the segment's members when the segment first appears, "
+        "then kept by every refresh while the segment lives (persona_llm.refresh)"
+    )
+    # Defaulted, so personas written before versions existed (schema 2) still load, as version 1.
+    version: int = Field(default=1, ge=1, description="1, then +1 each time a refresh regenerates this persona")
     segment_id: int
     run_id: str
     language: str
@@ -283,6 +288,7 @@ class Persona(_Strict):
         segment_id: int,
         run_id: str,
         language: str,
+        version: int = 1,
         user_count: int,
         share: float,
         n_texts: int,
@@ -294,6 +300,7 @@ class Persona(_Strict):
         fields = draft.model_dump(exclude={"quotes", "confidence", "keywords"})
         return cls(
             persona_id=persona_id,
+            version=version,
             segment_id=segment_id,
             run_id=run_id,
             language=language,

@@ -7,6 +7,7 @@
     users.py     one vector per user (+ a TF-IDF/SVD word view)
     reduce.py    optional UMAP/PCA
     cluster.py   HDBSCAN, or labels given by the caller
+    assign.py    put new users into fitted segments (guarded hdbscan prediction, nearest centroid, a pool)
     describe.py  keywords, attribute summaries, representative texts
     store.py     the Chroma store of representatives, centroids and personas
     pipeline.py  SegmentPipeline: fit -> save a run directory

@@ -17,10 +17,10 @@ learned state ends in an underscore, and a "no-op" implementation of a stage mea
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import pandas as pd
@@ -123,6 +123,30 @@ class BaseEmbedder(ABC):
         show_progress: bool = False,
     ) -> np.ndarray:
         """Embed `texts`; `kind` matters for asymmetric models (e5) and is ignored by symmetric ones."""
+
+    def encode_stream(
+        self,
+        texts: Sequence[str],
+        *,
+        kind: Literal["passage", "query"] = "passage",
+        batch_rows: int = 2048,
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Embed `texts` piece by piece: yields (row positions in `texts`, their vectors) as each piece is
+        done, so a caller can keep what was embedded before a failure (the cache does). Here pieces of
+        `batch_rows` in order; an embedder spread over workers (persona_llm.scale.RayEmbedder) yields
+        them as the workers finish, in any order."""
+        step = max(1, int(batch_rows))
+        for start in range(0, len(texts), step):
+            chunk = list(texts[start : start + step])
+            yield np.arange(start, start + len(chunk)), self.encode(chunk, kind=kind)
+
+
+class EmbedExecutor(Protocol):
+    """Where the embedding model runs when not in this process (persona_llm.scale: a Ray cluster)."""
+
+    def embedder(self, embedder: BaseEmbedder) -> BaseEmbedder:
+        """`embedder` run there: the same model (same `model_id`, the same vectors)."""
+        ...
 
 
 # --- users -------------------------------------------------------------------------------------

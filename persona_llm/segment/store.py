@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
-from collections.abc import Sequence
+import shutil
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -38,7 +40,7 @@ from persona_llm.runs.rundir import MANIFEST, STORE, RunDir
 from persona_llm.schema.segments import SegmentSet
 from persona_llm.segment.base import PERSONAS, SEGMENTS, TEXTS, BaseStore, NoStore
 
-__all__ = ["PERSONAS", "SEGMENTS", "TEXTS", "ChromaStore", "persona_document"]
+__all__ = ["PERSONAS", "SEGMENTS", "TEXTS", "ChromaStore", "persona_document", "read_copy", "store_for_run", "zero_unused_space"]
 
 
 class ChromaStore(BaseStore):
@@ -49,12 +51,22 @@ class ChromaStore(BaseStore):
     path: directory of the persistent store (ignored when url is set).
     url: e.g. "http://127.0.0.1:8000" for a `chroma run` server.
     prefix: collection name prefix, so several projects can share one server.
+    max_batch_size: most records per add or upsert call; None: the client's own maximum
+        (`get_max_batch_size()`: 5461 for chromadb 1.5, persistent or server), which a larger call
+        would fail on. Every write is split under it.
     """
 
-    def __init__(self, path: str | Path | None = None, url: str | None = None, prefix: str = "persona_llm_") -> None:
+    def __init__(
+        self,
+        path: str | Path | None = None,
+        url: str | None = None,
+        prefix: str = "persona_llm_",
+        max_batch_size: int | None = None,
+    ) -> None:
         self.path = path
         self.url = url
         self.prefix = prefix
+        self.max_batch_size = max_batch_size
 
     @property
     def client(self) -> Any:
@@ -188,28 +200,57 @@ class ChromaStore(BaseStore):
                     "persona": json.dumps(p, ensure_ascii=False, default=str),
                 }
             )
-        if ids:
-            coll.upsert(ids=ids, documents=docs, metadatas=metas, embeddings=np.asarray(embeddings, np.float32))
+        vecs = np.asarray(embeddings, np.float32)
+        for i, j in self._batches(len(ids)):
+            coll.upsert(ids=ids[i:j], documents=docs[i:j], metadatas=metas[i:j], embeddings=vecs[i:j])
         return len(ids)
+
+    def records(self, kind: str, run_id: str) -> dict[str, list[Any]] | None:
+        """Every record of one of the run's collections (ids, documents, metadatas, embeddings), or None
+        when the collection does not exist (reading must not create it)."""
+        name = self.collection_name(kind, run_id)
+        if name not in self._collection_names():
+            return None
+        got = self.client.get_collection(name).get(include=["documents", "metadatas", "embeddings"])
+        return {k: list(got[k]) for k in ("ids", "documents", "metadatas", "embeddings")}
+
+    def add_records(self, kind: str, run_id: str, records: dict[str, list[Any]]) -> int:
+        """Add records as `records` returns them (into this store's collection of that kind and run)."""
+        self._add(
+            self.collection(kind, run_id), list(records["ids"]), list(records["documents"]),
+            list(records["metadatas"]), list(records["embeddings"]),
+        )  # fmt: skip
+        return len(records["ids"])
 
     def delete_run(self, run_id: str, kinds: Sequence[str] = (TEXTS, SEGMENTS, PERSONAS)) -> None:
         for kind in kinds:
             with contextlib.suppress(Exception):  # chroma raises its own NotFoundError when absent
                 self.client.delete_collection(self.collection_name(kind, run_id))
 
-    @staticmethod
-    def _add(coll: Any, ids: list[str], docs: list[str], metas: list[dict[str, Any]], vecs: list[np.ndarray]) -> None:
-        if not ids:
-            return
+    def batch_size(self) -> int:
+        """Records per write call: the client's maximum, or `max_batch_size` when that is smaller."""
+        cached = getattr(self, "batch_size_", None)
+        if cached is None:
+            client = self.client  # a store that cannot be opened says so itself
+            try:
+                limit = int(client.get_max_batch_size())
+            except Exception as exc:
+                raise BackendError(f"the Chroma store at {self.location} did not give its batch size: {exc}") from exc
+            if self.max_batch_size is not None:
+                if int(self.max_batch_size) < 1:
+                    raise BackendError(f"max_batch_size must be >= 1, not {self.max_batch_size}")
+                limit = min(limit, int(self.max_batch_size))
+            cached = self.batch_size_ = limit
+        return int(cached)
+
+    def _batches(self, n: int) -> list[tuple[int, int]]:
+        step = self.batch_size() if n else 1
+        return [(i, min(i + step, n)) for i in range(0, n, step)]
+
+    def _add(self, coll: Any, ids: list[str], docs: list[str], metas: list[dict[str, Any]], vecs: list[np.ndarray]) -> None:
         arr = np.asarray(vecs, dtype=np.float32)
-        step = 5000  # Chroma's max batch per add is 5461
-        for i in range(0, len(ids), step):
-            coll.add(
-                ids=ids[i : i + step],
-                documents=docs[i : i + step],
-                metadatas=metas[i : i + step],
-                embeddings=arr[i : i + step],
-            )
+        for i, j in self._batches(len(ids)):
+            coll.add(ids=ids[i:j], documents=docs[i:j], metadatas=metas[i:j], embeddings=arr[i:j])
 
     # --- reading -------------------------------------------------------------------------------
     def query_texts(
@@ -247,6 +288,76 @@ class ChromaStore(BaseStore):
     def _collection_names(self) -> list[str]:
         # chromadb 1.x lists names; older versions listed collection objects
         return [c if isinstance(c, str) else c.name for c in self.client.list_collections()]
+
+
+@contextlib.contextmanager
+def read_copy(store: ChromaStore, scratch: Path) -> Iterator[ChromaStore | None]:
+    """The store to read a run's records from without changing the run: Chroma writes to a persistent
+    store's files even when only reading, so a persistent store is read through a copy at `scratch`
+    (removed afterwards; None when the run has no store folder). A server store is read as it is."""
+    if store.url:
+        try:
+            yield store
+        finally:
+            store.close()
+        return
+    if store.path is None or not Path(store.path).is_dir():
+        yield None
+        return
+    shutil.copytree(store.path, scratch)
+    copy = ChromaStore(path=scratch, prefix=store.prefix)
+    try:
+        yield copy
+    finally:
+        copy.close()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def zero_unused_space(store_path: str | Path) -> int:
+    """Overwrite the bytes of a closed persistent store that hold no record, so no copy of anything that
+    was in the writing process's memory stays on disk (`persona-llm forget` relies on this).
+
+    Chroma writes each HNSW index file (`<segment>/data_level0.bin`) at its full capacity, and the slots
+    no element uses carry whatever memory the process held there: seen holding another run's record of a
+    forgotten user, text included. The header gives the used part (format 1: int32 version, then
+    offsetLevel0, max_elements, cur_element_count, size_data_per_element as uint64); the rest is zeroed.
+    SQLite may leave stale bytes in free page space too: the database is vacuumed with secure_delete on
+    (Chroma's own `chroma utils vacuum` does the VACUUM). Returns the index bytes zeroed."""
+    import sqlite3
+    import struct
+
+    root = Path(store_path)
+    zeroed = 0
+    for header in root.glob("*/header.bin"):
+        data = header.with_name("data_level0.bin")
+        raw = header.read_bytes()
+        if len(raw) < 36 or not data.is_file():
+            continue
+        version, _offset, capacity, count, per_element = struct.unpack_from("<iQQQQ", raw, 0)
+        size = data.stat().st_size
+        if version != 1 or per_element <= 0 or capacity * per_element != size or count > capacity:
+            raise BackendError(f"{data}: not the HNSW index layout this version knows; cannot clear its unused space")
+        used = count * per_element
+        with open(data, "r+b") as fh:
+            fh.seek(used)
+            remaining = size - used
+            while remaining > 0:
+                step = min(remaining, 1 << 20)
+                fh.write(bytes(step))
+                remaining -= step
+            fh.flush()
+            os.fsync(fh.fileno())
+        zeroed += size - used
+    database = root / "chroma.sqlite3"
+    if database.is_file():
+        conn = sqlite3.connect(database)
+        try:
+            conn.execute("PRAGMA secure_delete = ON")
+            conn.execute("VACUUM")
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            conn.close()
+    return zeroed
 
 
 def store_for_run(run: RunDir) -> BaseStore:

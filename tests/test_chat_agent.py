@@ -190,3 +190,24 @@ def test_conversations_are_kept_in_sqlite_and_bounded(tools: SegmentTools, tmp_p
     last_route = [m.content for m in small.calls[-2]["messages"]]
     assert not any("question number 0" in str(c) for c in last_route)  # old turns fell out of the budget
     assert any("question number 2" in str(c) for c in last_route)
+
+
+def test_a_reply_cut_at_the_token_limit_is_asked_again_over_http(tools: SegmentTools) -> None:
+    """Through ChatOpenAI and a real HTTP stream: the openai client raises at finish_reason "length"
+    when a response_format is set; that is a re-ask for a shorter answer, not a failed turn."""
+    from tests.fake_openai import FakeOpenAIServer
+
+    largest = tools.list_segments().segments[0]
+    text = f"Segment {largest.segment_id} is the largest."
+    script = [
+        {"content": _route("list_segments")},
+        {"content": '{"answer": "Segment 0 is the largest, and it', "finish_reason": "length"},
+        {"content": _answer(text)},
+    ]
+    with FakeOpenAIServer(script) as server:
+        model = ChatModel(base_url=server.base_url, model="fake-model", capabilities=Capabilities(json_schema=True, json_object=True))
+        with SegmentChat(tools.rundir, chat=model, tools=tools) as chat:
+            answer = chat.ask("Which segment is the largest?")
+        assert answer.answer == text and answer.strategy == "router"
+        assert "not a valid answer object" in server.requests[2]["messages"][-1]["content"]
+        assert server.requests[1]["max_completion_tokens"] == 600 and server.requests[0]["max_completion_tokens"] == 120

@@ -137,7 +137,7 @@ def test_draft_counts_from_llama_cpp_timings_are_recorded(tmp_path: Path) -> Non
 def test_a_draft_model_server_writes_what_the_model_writes_alone(embedded_chat: ChatModel, tmp_path: Path) -> None:
     """The real path: llama.cpp loads the 0.5B draft beside the 1.5B model, drafts tokens (it reports them
     in `timings`) and, greedy, replies with exactly the text the session's server (no draft) writes."""
-    if embedded_chat.model_id != embedded.resolve_model(None).name:
+    if embedded_chat.model != embedded.resolve_model(None).name:
         pytest.skip("the session server runs another model (PERSONA_LLM_MODEL)")
     try:
         embedded.part_paths(embedded.resolve_model("qwen-0.5b"))
@@ -147,7 +147,7 @@ def test_a_draft_model_server_writes_what_the_model_writes_alone(embedded_chat: 
         "messages": [{"role": "user", "content": "Name the four seasons, comma separated, lower case."}],
         "max_tokens": 16, "temperature": 0, "seed": 0,
     }  # fmt: skip
-    alone = http_json("POST", f"{embedded_chat.base_url}/chat/completions", {**body, "model": embedded_chat.model_id}, 120)
+    alone = http_json("POST", f"{embedded_chat.base_url}/chat/completions", {**body, "model": embedded_chat.model}, 120)
     threads = int(os.environ["PERSONA_LLM_THREADS"]) if os.environ.get("PERSONA_LLM_THREADS") else None
     server = embedded.EmbeddedServer(
         n_ctx=1024, n_threads=threads, speculation=embedded.Speculation(draft_model="qwen-0.5b", draft_max=4)

@@ -29,6 +29,7 @@ Replies are never taken from the response cache here.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -333,7 +334,8 @@ def main() -> None:
                 chat, open_settings = stack.enter_context(open_chat_model(variant_settings)), variant_settings
                 console.print(f"model {chat.model_id}, backend info {chat.info}; segments {ids}")
             results[name] = run_variant(name, chat, variant_settings, source, work, ids, args.language, args.judge)
-            console.print(f"  {name}: done ({results[name]['wall s']} s)")
+            # The whole row now, so a run stopped later keeps what it measured.
+            console.print(f"  {name}: done ({results[name]['wall s']} s): {json.dumps(results[name], ensure_ascii=False)}")
     base = "new" if "new" in variants else variants[0]
     for name in variants:
         results[name][f"persona JSON = {base} (all but provenance)"] = (

@@ -247,7 +247,7 @@ def write_brief_outcome(
 class BriefWriter:
     """Writes campaign briefs, narratives and messaging matrices for the personas of a run.
 
-    Parameters (scikit-learn style: stored as given; nothing happens until `write`)
+    Parameters (scikit-learn style: stored as given; nothing happens until `write` or `write_many`)
     ----------
     settings: which backend and how to call it (ignored for the model if `chat` is given).
     chat: an already-open ChatModel; else one is opened (and closed) per write.

@@ -180,7 +180,7 @@ def _write_several(
         where = f"ray ({len(scale.llm_urls) or 1} endpoint(s))" if scale.executor == "ray" else "local"
         console.print(
             f"[bold]briefs[/] {len(chosen)} {kind} brief(s) · backend {settings.backend} · executor {where}, "
-            f"{settings.concurrency} at a time per endpoint; about a minute per brief on a 2-core CPU"
+            f"{settings.concurrency} at a time per endpoint"
         )
     not_written: dict[str, str] = {}
 

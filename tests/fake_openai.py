@@ -4,6 +4,7 @@ Each POST /v1/chat/completions takes the next step of the script:
     {"content": "...", "finish_reason": "stop"}   a normal reply (usage counts are made up)
     {"status": 500}                                 an HTTP error with an OpenAI-style error body
     {"sleep": 2.0, ...}                             wait first (to trigger client timeouts), then reply
+    {"timings": {...}, ...}                         llama.cpp's extra `timings` object in the reply
 A request with "stream": true gets the content as server-sent events, a few characters per chunk.
     callable(request_json) -> step                  decide from the request (e.g. echo a schema)
 When the script runs out, `default` (a step or callable) answers, else HTTP 500 "script exhausted".
@@ -148,6 +149,7 @@ class FakeOpenAIServer:
                             "completion_tokens": step.get("completion_tokens", 50),
                             "total_tokens": step.get("prompt_tokens", 100) + step.get("completion_tokens", 50),
                         },
+                        **({"timings": step["timings"]} if "timings" in step else {}),
                     },
                 )
 

@@ -21,6 +21,7 @@ from persona_llm.errors import BackendError, ConfigError
 from persona_llm.resource_paths import default_cache_dir
 
 StructuredMode = Literal["auto", "json_schema", "json_object", "prompt"]
+NgramSpeculation = Literal["off", "simple", "map-k", "map-k4v", "mod"]
 
 DEFAULT_OPENAI_URL = "https://api.openai.com/v1"
 
@@ -56,6 +57,31 @@ class LLMSettings(BaseModel):
         default=None, ge=1, description="embedded: llama.cpp threads; None = the cores not busy now (max 8)"
     )
     n_ctx: int = Field(default=6144, ge=1024, description="embedded: context per parallel slot")
+    draft_model: str | None = Field(
+        default=None,
+        description=(
+            "embedded: speculative decoding with this smaller GGUF drafting tokens that `model` verifies "
+            "(a key or alias of EMBEDDED_MODELS, e.g. 'qwen-0.5b'); it must share `model`'s tokenizer. "
+            "With greedy or seeded sampling the text is the target model's own; only the speed changes. "
+            "None = no draft model"
+        ),
+    )
+    ngram_speculation: NgramSpeculation = Field(
+        default="off",
+        description=(
+            "embedded: speculative decoding without a draft model, proposing tokens that followed the same "
+            "n-gram earlier in the prompt or reply (llama.cpp spec types ngram-simple, ngram-map-k, "
+            "ngram-map-k4v, ngram-mod); 'off' = none. With `draft_model` too, llama.cpp tries the n-gram first"
+        ),
+    )
+    draft_max: int = Field(default=8, ge=1, le=64, description="embedded: most tokens proposed per speculative step")
+    draft_min: int = Field(default=0, ge=0, description="embedded: fewest tokens in a draft-model proposal worth verifying")
+    draft_p_min: float = Field(
+        default=0.75, ge=0, le=1, description="embedded: the draft model stops proposing below this token probability"
+    )
+    ngram_size: int = Field(
+        default=4, ge=1, le=64, description="embedded: n-gram speculation looks up the last this many tokens"
+    )
     startup_timeout_s: float = Field(default=300.0, gt=0, description="embedded/vllm: wait for the server")
     cache_dir: Path | None = Field(default=None, description="response cache; default <cache root>/llm-responses")
     use_cache: bool = True
@@ -70,6 +96,8 @@ class LLMSettings(BaseModel):
             "api_key_env": "PERSONA_LLM_API_KEY_ENV",
             "concurrency": "PERSONA_LLM_CONCURRENCY",
             "n_threads": "PERSONA_LLM_THREADS",
+            "draft_model": "PERSONA_LLM_DRAFT_MODEL",
+            "ngram_speculation": "PERSONA_LLM_NGRAM_SPECULATION",
             "timeout_s": "PERSONA_LLM_TIMEOUT",
         }
         values: dict[str, Any] = {k: os.environ[v] for k, v in env_map.items() if os.environ.get(v)}

@@ -70,6 +70,9 @@ class CallRecord:
     server_prompt_ms: float = 0.0
     server_prompt_tokens: int = 0  # processed now, not taken from the server's prefix cache
     server_generation_ms: float = 0.0
+    # Speculative decoding (llama.cpp with a draft model or n-gram lookup): tokens proposed and accepted.
+    server_draft_tokens: int = 0
+    server_draft_accepted: int = 0
     outcome: str = "ok"
     error: str = ""
     at: float = field(default_factory=time.time)
@@ -409,6 +412,8 @@ class ChatModel:
             record.server_prompt_ms = float(timings.get("prompt_ms") or 0.0)
             record.server_prompt_tokens = int(timings.get("prompt_n") or 0)
             record.server_generation_ms = float(timings.get("predicted_ms") or 0.0)
+            record.server_draft_tokens = int(timings.get("draft_n") or 0)
+            record.server_draft_accepted = int(timings.get("draft_n_accepted") or 0)
         self._log(record)
         # A truncated reply is never cached: it is an accident of max_tokens, not the model's answer.
         if self.cache is not None and completion.finish_reason != "length":

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from persona_llm.errors import BackendError
-from persona_llm.llm.base import Capabilities, Check, LLMSettings
+from persona_llm.llm.base import Capabilities, Check, LLMSettings, NgramSpeculation
 from persona_llm.llm.chat_model import ChatModel
 from persona_llm.llm.local_server import LocalServer
 from persona_llm.resource_paths import default_cache_dir
@@ -47,6 +47,10 @@ class GGUFModel:
     sha256: str
     upstream: str
     license: str
+    #: Vocabulary family: a draft model must share its target's tokens (llama.cpp verifies drafted token
+    #: ids against the target's), so only models of one family pair up for speculative decoding.
+    #: "" = not known: such a model drafts for none.
+    tokenizer: str = ""
 
     @property
     def filename(self) -> str:
@@ -74,6 +78,7 @@ EMBEDDED_MODELS: dict[str, GGUFModel] = {
         sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
         upstream="Qwen/Qwen2.5-Coder-1.5B-Instruct (GGUF Q4_K_M)",
         license="Apache-2.0 (upstream Qwen2.5-Coder-1.5B-Instruct; the part packages carry no licence file)",
+        tokenizer="qwen2.5",
     ),
     # About twice as fast on CPU, clearly weaker personas.
     "qwen2.5-coder-0.5b-instruct-q4_k_m": GGUFModel(
@@ -85,6 +90,7 @@ EMBEDDED_MODELS: dict[str, GGUFModel] = {
         sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
         upstream="Qwen/Qwen2.5-Coder-0.5B-Instruct (GGUF Q4_K_M)",
         license="Apache-2.0 (upstream Qwen2.5-Coder-0.5B-Instruct; the part packages carry no licence file)",
+        tokenizer="qwen2.5",
     ),
 }
 DEFAULT_EMBEDDED_MODEL = "qwen2.5-coder-1.5b-instruct-q4_k_m"
@@ -100,6 +106,69 @@ def resolve_model(name: str | None) -> GGUFModel:
         known = ", ".join([*EMBEDDED_MODELS, *MODEL_ALIASES])
         raise BackendError(f"unknown embedded model {name!r}; known: {known}")
     return EMBEDDED_MODELS[key]
+
+
+@dataclass(frozen=True)
+class Speculation:
+    """How the embedded server drafts tokens for the model to verify in one batch (speculative decoding):
+    a smaller draft model of the same tokenizer, n-gram lookup in the tokens so far, both, or neither.
+    Verification keeps the target model's own choice at every position, so the text is the one it
+    writes alone (up to the rounding of batched vs single-token evaluation); only the speed changes."""
+
+    draft_model: str | None = None
+    ngram: NgramSpeculation = "off"
+    draft_max: int = 8
+    draft_min: int = 0
+    draft_p_min: float = 0.75
+    ngram_size: int = 4
+
+    @classmethod
+    def from_settings(cls, settings: LLMSettings) -> Speculation:
+        return cls(
+            draft_model=settings.draft_model, ngram=settings.ngram_speculation, draft_max=settings.draft_max,
+            draft_min=settings.draft_min, draft_p_min=settings.draft_p_min, ngram_size=settings.ngram_size,
+        )  # fmt: skip
+
+    @property
+    def enabled(self) -> bool:
+        return self.draft_model is not None or self.ngram != "off"
+
+    def describe(self, draft: GGUFModel | None) -> dict[str, Any]:
+        """What the server runs with, for `ChatModel.info` (the bench and the run's stats print it)."""
+        if not self.enabled:
+            return {"speculative": "off"}
+        out: dict[str, Any] = {"draft_max": self.draft_max}
+        if draft is not None:
+            out.update(draft_model=draft.name, draft_min=self.draft_min, draft_p_min=self.draft_p_min)
+        if self.ngram != "off":
+            out.update(ngram=self.ngram, ngram_size=self.ngram_size)
+        return {"speculative": out}
+
+
+#: Our names for llama.cpp's draft-free speculation types (its --spec-type ngram-*).
+NGRAM_TYPES = {
+    "simple": "COMMON_SPECULATIVE_TYPE_NGRAM_SIMPLE",
+    "map-k": "COMMON_SPECULATIVE_TYPE_NGRAM_MAP_K",
+    "map-k4v": "COMMON_SPECULATIVE_TYPE_NGRAM_MAP_K4V",
+    "mod": "COMMON_SPECULATIVE_TYPE_NGRAM_MOD",
+}
+
+
+def resolve_draft(model: GGUFModel, draft_name: str | None) -> GGUFModel | None:
+    """The draft model for `model`, None without one; BackendError (one line) for a pair that cannot work."""
+    if draft_name is None:
+        return None
+    draft = resolve_model(draft_name)
+    if draft.name == model.name:
+        raise BackendError(f"draft model {draft.name} is the model itself: drafting would only add work; choose a smaller one")
+    if not draft.tokenizer or draft.tokenizer != model.tokenizer:
+        raise BackendError(
+            f"draft model {draft.name} ({draft.tokenizer or 'unknown'} tokenizer) cannot draft for {model.name} "
+            f"({model.tokenizer or 'unknown'} tokenizer): speculative decoding needs one tokenizer family"
+        )
+    if draft.size >= model.size:
+        raise BackendError(f"draft model {draft.name} is not smaller than {model.name}: it would slow generation down")
+    return draft
 
 
 def part_paths(model: GGUFModel) -> list[Path]:
@@ -213,6 +282,61 @@ def free_threads(limit: int = 8) -> int:
     return max(1, min(limit, cpus - round(busy_cores())))
 
 
+def common_params(
+    gguf: Path,
+    alias: str,
+    *,
+    port: int,
+    n_ctx: int,
+    n_parallel: int,
+    threads: int,
+    speculation: Speculation | None = None,
+    draft_gguf: Path | None = None,
+    verbosity: int = LLAMA_LOG_ERROR,
+) -> Any:
+    """The xllamacpp.CommonParams the embedded server starts with (built here, started by the caller).
+
+    `n_parallel` slots share `n_parallel * n_ctx` context. A draft model runs on the same threads as the
+    model (they take turns: draft, then verify) and gets llama.cpp's default context for a draft, the
+    target's (this xllamacpp has no separate draft context setting)."""
+    import xllamacpp
+
+    speculation = speculation or Speculation()
+    if (draft_gguf is None) != (speculation.draft_model is None):
+        raise ValueError("draft_gguf is the joined file of speculation.draft_model: give both or neither")
+    params = xllamacpp.CommonParams()
+    params.model.path = str(gguf)
+    params.model_alias = {alias}  # a set of names; a plain str becomes its letters
+    params.hostnames = ["127.0.0.1"]
+    params.port = port
+    params.n_ctx = n_ctx * n_parallel
+    params.n_parallel = n_parallel
+    params.cpuparams.n_threads = threads
+    params.cpuparams_batch.n_threads = threads
+    params.warmup = False
+    params.verbosity = verbosity
+    kinds = xllamacpp.common_speculative_type
+    types = []
+    spec = params.speculative
+    if draft_gguf is not None:
+        types.append(kinds.COMMON_SPECULATIVE_TYPE_DRAFT_SIMPLE)
+        draft = spec.draft
+        draft.mparams.path = str(draft_gguf)
+        draft.n_max, draft.n_min, draft.p_min = speculation.draft_max, speculation.draft_min, speculation.draft_p_min
+        draft.cpuparams.n_threads = threads
+        draft.cpuparams_batch.n_threads = threads
+    if speculation.ngram != "off":
+        types.append(getattr(kinds, NGRAM_TYPES[speculation.ngram]))
+        spec.draft.n_max = speculation.draft_max  # llama.cpp's --draft-max caps every kind of draft
+        for table in (spec.ngram_simple, spec.ngram_map_k, spec.ngram_map_k4v):
+            table.size_n, table.size_m = speculation.ngram_size, speculation.draft_max
+        spec.ngram_mod.n_match = speculation.ngram_size
+        spec.ngram_mod.n_min, spec.ngram_mod.n_max = min(speculation.draft_min, speculation.draft_max), speculation.draft_max
+    if types:
+        spec.types = types
+    return params
+
+
 class EmbeddedServer(LocalServer):
     """llama.cpp's OpenAI-compatible server inside this process (xllamacpp), on 127.0.0.1 only.
 
@@ -229,6 +353,7 @@ class EmbeddedServer(LocalServer):
         n_threads: int | None = None,
         n_ctx: int = 6144,
         n_parallel: int = 1,
+        speculation: Speculation | None = None,
         startup_timeout_s: float = 300.0,
         cache_dir: str | Path | None = None,
     ) -> None:
@@ -237,8 +362,11 @@ class EmbeddedServer(LocalServer):
         self.n_threads = n_threads
         self.n_ctx = n_ctx
         self.n_parallel = n_parallel
+        self.speculation = speculation
         self.cache_dir = cache_dir
         self.spec_: GGUFModel | None = None
+        self.draft_spec_: GGUFModel | None = None
+        self._draft_gguf: Path | None = None
         self.threads_: int | None = None
         self.restarts_: list[dict[str, float]] = []
         self._gguf: Path | None = None
@@ -249,13 +377,20 @@ class EmbeddedServer(LocalServer):
         return (self.spec_ or resolve_model(self.model)).name
 
     def description(self) -> str:
-        return f"embedded {self.alias}, {self.threads_} threads"
+        draft = f", draft {self.draft_spec_.name}" if self.draft_spec_ else ""
+        return f"embedded {self.alias}, {self.threads_} threads{draft}"
+
+    def speculation_info(self) -> dict[str, Any]:
+        return (self.speculation or Speculation()).describe(self.draft_spec_)
 
     def _prepare(self) -> None:
         if importlib.util.find_spec("xllamacpp") is None:
             raise BackendError("the embedded backend needs xllamacpp: pip install xllamacpp")
         self.spec_ = resolve_model(self.model)
+        # The pair is checked before any weights are joined: a bad one fails in a second, not after a minute.
+        self.draft_spec_ = resolve_draft(self.spec_, self.speculation.draft_model if self.speculation else None)
         self._gguf = ensure_gguf(self.spec_, self.cache_dir)
+        self._draft_gguf = ensure_gguf(self.draft_spec_, self.cache_dir) if self.draft_spec_ else None
         self.threads_ = self.n_threads or free_threads()
 
     def retune(self) -> bool:
@@ -282,19 +417,13 @@ class EmbeddedServer(LocalServer):
         import xllamacpp
 
         assert self.spec_ is not None and self._gguf is not None and self.threads_ is not None  # set by _prepare
-        params = xllamacpp.CommonParams()
-        params.model.path = str(self._gguf)
-        params.model_alias = {self.spec_.name}  # a set of names; a plain str becomes its letters
-        params.hostnames = ["127.0.0.1"]
-        params.port = port
-        params.n_ctx = self.n_ctx * self.n_parallel
-        params.n_parallel = self.n_parallel
-        params.cpuparams.n_threads = self.threads_
-        params.cpuparams_batch.n_threads = self.threads_
-        params.warmup = False
-        # llama.cpp logs every slot and request at info level into our stderr (the user's
-        # console); keep errors only, or everything when our own logger is at DEBUG.
-        params.verbosity = LLAMA_LOG_DEBUG if log.isEnabledFor(logging.DEBUG) else LLAMA_LOG_ERROR
+        params = common_params(
+            self._gguf, self.spec_.name, port=port, n_ctx=self.n_ctx, n_parallel=self.n_parallel,
+            threads=self.threads_, speculation=self.speculation, draft_gguf=self._draft_gguf,
+            # llama.cpp logs every slot and request at info level into our stderr (the user's
+            # console); keep errors only, or everything when our own logger is at DEBUG.
+            verbosity=LLAMA_LOG_DEBUG if log.isEnabledFor(logging.DEBUG) else LLAMA_LOG_ERROR,
+        )  # fmt: skip
         self._server = xllamacpp.Server(params)  # raises a RuntimeError subclass when it cannot bind
 
     def _shutdown(self) -> None:
@@ -312,12 +441,18 @@ def open_embedded(settings: LLMSettings) -> Iterator[ChatModel]:
         n_threads=settings.n_threads,
         n_ctx=settings.n_ctx,
         n_parallel=settings.concurrency,
+        speculation=Speculation.from_settings(settings),
         startup_timeout_s=settings.startup_timeout_s,
     )
     with server:
         capabilities = replace(CAPABILITIES, max_context=settings.n_ctx)
         chat = ChatModel.from_settings(settings, base_url=server.base_url, model=server.alias, capabilities=capabilities)
-        chat.info = {"threads": server.threads_, "startup_seconds": round(server.startup_seconds_ or 0.0, 2)}
+        chat.info = {
+            "threads": server.threads_,
+            "startup_seconds": round(server.startup_seconds_ or 0.0, 2),
+            "parallel_slots": server.n_parallel,
+            **server.speculation_info(),
+        }
 
         def retune() -> None:
             if server.retune():
@@ -337,6 +472,9 @@ def preflight(settings: LLMSettings) -> list[Check]:
         model = resolve_model(settings.model)
         part_paths(model)
         checks.append(Check("weights", True, f"{model.name}: {model.n_parts} part packages installed"))
+        if (draft := resolve_draft(model, settings.draft_model)) is not None:
+            part_paths(draft)
+            checks.append(Check("draft weights", True, f"{draft.name}: {draft.n_parts} part packages installed"))
     except BackendError as exc:
         message = str(exc)
         checks.append(Check("weights", False, message.splitlines()[0], message.splitlines()[-1].strip()))

@@ -939,6 +939,9 @@ class PersonaWriter:
             "prompt_tokens_per_second": (
                 round(sum(r.server_prompt_tokens for r in timed) / (prompt_ms / 1000), 2) if prompt_ms else None
             ),
+            # Speculative decoding, where the server drafts: tokens proposed and how many the model kept.
+            "draft_tokens": sum(r.server_draft_tokens for r in timed),
+            "draft_tokens_accepted": sum(r.server_draft_accepted for r in timed),
             "quotes_proposed": proposed,
             "quotes_dropped_by_gate": dropped,
             "quotes_kept": sum(len(p.quotes) for p in personas),

@@ -1,6 +1,7 @@
 """Refresh vs full rebuild on the whole 20 Newsgroups file, side by side in one run.
 
     python bench/bench_refresh.py [--cases users,posts] [--kill] [--work DIR]
+    python bench/bench_refresh.py --llm embedded [--llm-model NAME] [--max-personas N] [--work DIR]
 
 Two cases, each built with segments AND a persona for every segment, then brought up to date two ways:
   users   build on 90% of the users (a salted hash of the user id), then refresh with the other 10%;
@@ -25,6 +26,17 @@ the segment's first texts), so calls and ids are counted exactly while no time g
 real model (about 120 s per persona on this 2-core CPU, bench/results/2026-11-30-personas.md) a rebuild
 writes every persona again and a refresh only the changed ones: the time share printed for that is an
 estimate from the measured call counts, said as such.
+
+`--llm embedded` (or another backend) measures that instead, with the real model, on a small case: the
+20 Newsgroups slice of the CI suite (evals/suites/ci.toml: 100 users, 5-8 posts each). Build with personas
+on 90% of the users; then, from the same embedding cache with the new texts' vectors evicted, refresh
+(auto) with the other 10% and a full rebuild (segments and every persona) of all users, both timed, with
+one model server for both (its start is in neither time) and the response cache off (no reply may come
+from a cache: checked). Printed: wall times and their share, model calls (re-asks included) and model
+seconds, persona ids kept, ARI refresh vs rebuild, the CPU and the load average before and after.
+`--max-personas N` writes personas for the N largest segments only, in the build and in the rebuild alike
+(as the CI suite does, max_personas = 3, to bound the embedded model's time on 2 cores); the refresh then
+regenerates those of them whose segment changed.
 """
 
 from __future__ import annotations
@@ -246,6 +258,141 @@ def run_case(name: str, base: pd.DataFrame, new: pd.DataFrame, full: Path, truth
     }
 
 
+def model_calls(writer: Any) -> tuple[int, float]:
+    """Model calls a persona writer made (every attempt) and their seconds; a reply from a cache is an error
+    here (the timing would be a lie)."""
+    records = list(getattr(writer, "records_", []) or [])
+    cached = [r for r in records if r.cached]
+    if cached:
+        raise RuntimeError(f"{len(cached)} model replies came from the response cache: the timing is not valid")
+    return len(records), round(sum(r.seconds for r in records), 1)
+
+
+def real_model_case(
+    work: Path, backend: str, model: str | None, threads: int | None, max_personas: int | None = None
+) -> dict[str, Any]:
+    """Refresh vs full rebuild with the real model on the CI suite's 20 Newsgroups slice (module docstring)."""
+    from persona_llm.evaluation.suite import load_dataset, load_suite, shared_data_dir
+    from persona_llm.llm.client import open_chat_model
+
+    suite = load_suite(ROOT / "evals" / "suites" / "ci.toml")
+    ds = next(d for d in suite.datasets if d.source == "20newsgroups")
+    frame = load_dataset(ds, shared_data_dir(suite))
+    truth = frame.groupby("user_id")["newsgroup"].agg(lambda s: s.value_counts().index[0])
+    data = frame[["text_id", "user_id", "text"]]
+    new_users = data["user_id"].map(lambda u: in_sample(str(u), 0.10, "bench-refresh-users"))
+    base, new = data[~new_users], data[new_users]
+    columns = ColumnMap(user_column="user_id", text_column="text", id_column="text_id", attribute_columns=[])
+    folder = work / "real-model"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    base_csv, new_csv, full_csv = folder / "base.csv", folder / "new.csv", folder / "all.csv"
+    base.to_csv(base_csv, index=False)
+    new.to_csv(new_csv, index=False)
+    data.to_csv(full_csv, index=False)
+    console.print(
+        f"(real model) CI slice: {len(data)} posts / {data['user_id'].nunique()} users; base {base['user_id'].nunique()} "
+        f"users, new {new['user_id'].nunique()} users ({len(new)} posts)"
+    )
+    settings = workflows.llm_settings(backend, None, model, threads=threads, use_cache=False)
+    if settings.use_cache:
+        raise RuntimeError("the response cache must be off for timing")
+    cache = folder / "cache-shared"
+    out: dict[str, Any] = {
+        "case": "real model, CI slice", "backend": settings.backend, "model": settings.model or "(default)",
+        "max_personas": max_personas,
+    }  # fmt: skip
+    with open_chat_model(settings) as chat:
+        out["model"] = getattr(chat, "model", None) or out["model"]
+        with_cache(cache)
+        t0 = time.perf_counter()
+        built = workflows.build(
+            base_csv, folder / "ws", columns=columns, settings=settings, chat=chat, max_segments=max_personas
+        )
+        out["base_build_s"] = round(time.perf_counter() - t0, 1)
+        out["base_personas"] = len(built.personas)
+        out["base_calls"], _ = model_calls(built.writer)
+        console.print(f"(real model) base build: {out['base_build_s']} s, {len(built.personas)} personas, {out['base_calls']} calls")
+        parent = resolve_run(folder / "ws")
+        before_personas = {p.segment_id: p for p in parent.load_personas()}
+        refresh_cache, rebuild_cache = folder / "cache-refresh", folder / "cache-rebuild"
+        for target in (refresh_cache, rebuild_cache):
+            shutil.copytree(cache, target)
+            out["vectors_evicted"] = evict(target, parent.load_manifest().models["embedder"], new["text"])
+
+        out["load_before"] = [round(x, 2) for x in os.getloadavg()]
+        with_cache(refresh_cache)
+        t0 = time.perf_counter()
+        result = refresh(folder / "ws", new_csv, columns=columns, settings=settings, chat=chat)
+        out["refresh_s"] = round(time.perf_counter() - t0, 1)
+        out["refresh_calls"], out["refresh_model_s"] = model_calls(result.writer)
+        out["load_between"] = [round(x, 2) for x in os.getloadavg()]
+        console.print(f"(real model) refresh: {result.status}, mode {result.diff.mode_used}, {out['refresh_s']} s, {out['refresh_calls']} calls")
+        with_cache(rebuild_cache)
+        t0 = time.perf_counter()
+        rebuilt = workflows.build(
+            full_csv, folder / "ws-rebuild", columns=columns, settings=settings, chat=chat, max_segments=max_personas
+        )
+        out["rebuild_s"] = round(time.perf_counter() - t0, 1)
+        out["rebuild_calls"], out["rebuild_model_s"] = model_calls(rebuilt.writer)
+        out["load_after"] = [round(x, 2) for x in os.getloadavg()]
+        console.print(f"(real model) full rebuild: {out['rebuild_s']} s, {len(rebuilt.personas)} personas, {out['rebuild_calls']} calls")
+
+    refreshed = resolve_run(folder / "ws")
+    after = {p.segment_id: p for p in refreshed.load_personas()}
+    churn = {c.segment_id: c.churn for c in result.diff.segments}
+    stable = [s for s in before_personas if s in churn and (churn[s] or 0.0) < 0.2]
+    kept = [s for s in before_personas if s in after and after[s].persona_id == before_personas[s].persona_id]
+    rl, bl = labels_of(refreshed), labels_of(rebuilt.run)
+    drift = result.diff.drift
+    out.update(
+        refresh_status=result.status, refresh_mode=result.diff.mode_used,
+        users_before=drift.users_before if drift else None, users_after=drift.users_after if drift else None,
+        texts_embedded_refresh=result.diff.data.texts_embedded,
+        refresh_embed_s=result.diff.timings_s.get("embed", 0.0),
+        rebuild_embed_s=rebuilt.pipeline.manifest_.timings_s.get("embed", 0.0),
+        time_share=round(out["refresh_s"] / out["rebuild_s"], 4),
+        personas_before=len(before_personas), personas_rebuild=len(rebuilt.personas),
+        segments_stable=len(stable), persona_ids_kept=len(kept),
+        persona_ids_kept_stable=len([s for s in stable if s in kept]),
+        personas_unchanged=len([s for s in kept if after[s].version == before_personas[s].version]),
+        ari_refresh_vs_rebuild=round(ari(rl, bl), 4),
+        ari_truth_refresh=round(score_labels(truth, rl)["ari"], 4), ari_truth_rebuild=round(score_labels(truth, bl)["ari"], 4),
+        segments_refresh=len(set(rl.unique()) - {-1}), segments_rebuild=len(set(bl.unique()) - {-1}),
+        peak_rss_mb=peak_rss_mb(),
+    )  # fmt: skip
+    return out
+
+
+def print_real_model_table(r: dict[str, Any]) -> None:
+    table = Table(title=f"refresh vs full rebuild with the real model ({r['backend']}: {r['model']}), CI slice of 20 Newsgroups")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    rows = [
+        ("users before -> after (segmented)", f"{r['users_before']} -> {r['users_after']}"),
+        ("personas written per build (largest segments)", str(r["max_personas"] or "all")),
+        ("base build (90% of users): s, personas, calls", f"{r['base_build_s']:.0f}, {r['base_personas']}, {r['base_calls']}"),
+        ("refresh status / mode", f"{r['refresh_status']} / {r['refresh_mode']}"),
+        ("texts embedded by the refresh (cached vectors evicted)", f"{r['texts_embedded_refresh']} ({r['vectors_evicted']})"),
+        ("refresh wall s", f"{r['refresh_s']:.1f}"),
+        ("full rebuild wall s", f"{r['rebuild_s']:.1f}"),
+        ("refresh / rebuild (target <= 15%)", f"{r['time_share']:.1%}"),
+        ("  embedding: refresh / rebuild s", f"{r['refresh_embed_s']:.1f} / {r['rebuild_embed_s']:.1f}"),
+        ("model calls: refresh / rebuild (re-asks included)", f"{r['refresh_calls']} / {r['rebuild_calls']}"),
+        ("model seconds: refresh / rebuild", f"{r['refresh_model_s']:.0f} / {r['rebuild_model_s']:.0f}"),
+        ("personas: before / rebuild", f"{r['personas_before']} / {r['personas_rebuild']}"),
+        ("persona ids kept (all / of churn < 20%)", f"{r['persona_ids_kept']} / {r['persona_ids_kept_stable']} of {r['segments_stable']}"),
+        ("personas unchanged (same version)", str(r["personas_unchanged"])),
+        ("ARI refresh vs rebuild", f"{r['ari_refresh_vs_rebuild']:.3f}"),
+        ("ARI vs main newsgroup: refresh / rebuild", f"{r['ari_truth_refresh']:.3f} / {r['ari_truth_rebuild']:.3f}"),
+        ("segments: refresh / rebuild", f"{r['segments_refresh']} / {r['segments_rebuild']}"),
+        ("load average (1/5/15 min) before / between / after", f"{r['load_before']} / {r['load_between']} / {r['load_after']}"),
+    ]
+    for label, value in rows:
+        table.add_row(label, value)
+    console.print(table)
+
+
 def kill_checks(work: Path, new: pd.DataFrame) -> list[dict[str, Any]]:
     """SIGKILL a 20NG refresh while embedding, writing personas and publishing (CLI subprocesses)."""
     from tests.test_run_store import cli_env, kill_when, llm_flags, start_cli
@@ -327,9 +474,22 @@ def main() -> None:
     ap.add_argument("--kill", action="store_true", help="also SIGKILL refreshes of the 20NG workspace")
     ap.add_argument("--work", type=Path, default=None, help="work folder (default: a temporary one)")
     ap.add_argument("--json", type=Path, default=None, help="write the results as JSON here too")
+    ap.add_argument("--llm", default=None, help="a real backend (embedded: the default one): the real-model case only")
+    ap.add_argument("--llm-model", default=None, help="model of that backend (default: the backend's)")
+    ap.add_argument("--threads", type=int, default=None, help="model threads (default: the backend's choice)")
+    ap.add_argument("--max-personas", type=int, default=None, help="real-model case: personas for the N largest segments only")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     work = args.work or Path(tempfile.mkdtemp(prefix="bench_refresh_"))
+    if args.llm:
+        work.mkdir(parents=True, exist_ok=True)
+        console.print(f"CPU: {cpu_description()} · {os.cpu_count()} cores · load {os.getloadavg()} · work {work}")
+        real = real_model_case(work, args.llm, args.llm_model, args.threads, args.max_personas)
+        real["cpu"] = cpu_description()
+        print_real_model_table(real)
+        if args.json:
+            args.json.write_text(json.dumps(real, indent=1, default=str))
+        return
     df = pd.read_csv(SHARED / "20newsgroups" / "posts.csv.gz", dtype=str)
     df = df[["doc_id", "user_id", "body", "newsgroup"]]
     truth = df.groupby("user_id")["newsgroup"].agg(lambda s: s.value_counts().index[0])

@@ -178,6 +178,11 @@ class Target:
             with RunDir.staged(self.path, overwrite=self.force) as run:
                 yield run
 
+    def forgotten_users(self) -> frozenset[str]:
+        """Users `persona-llm forget` removed from the workspace (hashes): new data must not bring them
+        back, so the pipeline skips their rows as it reads them. Read under the workspace lock."""
+        return self.workspace.forgotten_users() if self.workspace is not None else frozenset()
+
     def publish(self, run: RunDir) -> bool:
         """Publish `run` in the workspace (a forced single run is in place already)."""
         if self.workspace is None:
@@ -295,6 +300,7 @@ def segment(
     store = _store(store_url or config.store_url)
     with open_executor(scale) as executor, open_target(out, force=force) as target:
         pipe.executor = executor
+        pipe.forgotten_users = target.forgotten_users()
         with rejects_kept_on_failure(target), target.run() as run:
             pipe.fit_file(input_path, columns, max_rows=max_rows)
             pipe.require_segments()
@@ -394,6 +400,7 @@ def build(
     failure: PersonaWriteError | None = None
     with open_executor(scale) as executor, open_target(out, force=force) as target:
         pipe.executor = writer.executor = executor
+        pipe.forgotten_users = target.forgotten_users()
         with rejects_kept_on_failure(target), target.run() as run:
             pipe.fit_file(input_path, columns, max_rows=max_rows)
             pipe.require_segments()  # no segment, no persona: fail before writing anything

@@ -48,7 +48,7 @@ def test_router_answers_from_the_tools_and_streams(tools: SegmentTools) -> None:
     answer = events[-1].answer  # type: ignore[union-attr]
     assert isinstance(events[-1], FinalEvent) and tokens == text == answer.answer
     assert any(isinstance(e, StatusEvent) and "list_segments" in e.text for e in events)
-    assert answer.checks.passed and not answer.checks.reasked and answer.checks.checked == ["citations", "quotes", "numbers", "segments"]
+    assert answer.checks.passed and not answer.checks.reasked and answer.checks.checked == ["citations", "quotes", "numbers", "segments", "grounded words"]
     assert (answer.strategy, answer.route.intent, answer.tools_called) == ("router", "list_segments", ["list_segments"])  # type: ignore[union-attr]
     assert answer.first_token_seconds is not None and answer.seconds >= answer.first_token_seconds
     route_call, answer_call = llm.calls
@@ -183,7 +183,7 @@ def test_conversations_are_kept_in_sqlite_and_bounded(tools: SegmentTools, tmp_p
     routed = [m.content for m in second.calls[0]["messages"]]
     assert "Which segment is the largest?" in routed and f"Segment {largest.segment_id} is the largest." in routed
 
-    small = ScriptedChat(respond=lambda m: _route("list_segments") if "TASK route" in last_user_text(m) else _answer("Noted."))
+    small = ScriptedChat(respond=lambda m: _route("list_segments") if "TASK route" in last_user_text(m) else _answer("See the segments above."))
     with _chat(tools, small, max_history_tokens=60) as chat:
         for i in range(4):
             chat.ask(f"question number {i} " + "about the segments " * 5, "c2")

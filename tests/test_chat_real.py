@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from persona_llm.chat import FinalEvent, SegmentChat, TokenEvent
+from persona_llm.chat.checks import CHECKS
 from persona_llm.evaluation.chat_eval import citation_check, texts_by_id
 from persona_llm.runs.workspace import resolve_run
 
@@ -39,7 +40,7 @@ def test_real_model_answers_are_checked_and_cite_real_texts(embedded_chat: Any, 
             if not answer.refused:
                 assert any(isinstance(e, TokenEvent) for e in events) and answer.first_token_seconds is not None
     quoted, out_of_scope = answers
-    assert not quoted.refused and quoted.checks.checked == ["citations", "quotes", "numbers", "segments"]
+    assert not quoted.refused and quoted.checks.checked == list(CHECKS)
     valid, total, problems = citation_check(quoted, texts)
     assert valid == total, problems
     assert quoted.tools_called and quoted.evidence_ids and quoted.quotes  # the schema asked for a quote

@@ -2,12 +2,11 @@
 0.9999) from the same input, and the same personas from the same scripted model; the cache is consulted
 before any Ray work; `[scale]` config errors name the file.
 
-One local Ray for the whole module (`ray.init(num_cpus=2)`, shut down after): starting Ray is the cost.
+One local Ray for the test session (`ray_session` in tests/conftest.py): starting Ray is the cost.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +27,6 @@ from tests.fake_openai import FakeOpenAIServer  # noqa: E402
 from tests.hash_embedder import HashEmbedder  # noqa: E402
 from tests.run_store_data import customer_texts  # noqa: E402
 from tests.test_run_store import persona_reply  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def ray_session() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")

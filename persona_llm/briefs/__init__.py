@@ -5,10 +5,24 @@ verbatim, claims supported by the texts, numbers the run's, confidence from evid
     from persona_llm.briefs import BriefWriter, render_brief
     brief = BriefWriter().write(run, persona_id="p0-1a2b3c4d5e", goal="launch of the annual plan")
     print(render_brief(brief, "md"))
+    batch = BriefWriter(settings).write_many(run, "all", goal="annual plan")   # one brief per persona
+    batch.briefs, batch.failures                                              # persona id -> brief / reason
 """
 
 from persona_llm.briefs.render import render_brief
-from persona_llm.briefs.writer import KIND_AGENTS, BriefWriter, brief_id, select_personas
+from persona_llm.briefs.writer import (
+    KIND_AGENTS,
+    SINGLE_AUDIENCE_KINDS,
+    BriefBatch,
+    BriefExecutor,
+    BriefOutcome,
+    BriefRequest,
+    BriefWriter,
+    brief_id,
+    select_each,
+    select_personas,
+    write_brief_outcome,
+)
 from persona_llm.schema.briefs import (
     Brief,
     BriefKind,
@@ -20,8 +34,13 @@ from persona_llm.schema.briefs import (
 
 __all__ = [
     "KIND_AGENTS",
+    "SINGLE_AUDIENCE_KINDS",
     "Brief",
+    "BriefBatch",
+    "BriefExecutor",
     "BriefKind",
+    "BriefOutcome",
+    "BriefRequest",
     "BriefWriter",
     "MessageRow",
     "MessagingMatrix",
@@ -29,5 +48,7 @@ __all__ = [
     "brief_id",
     "parse_brief",
     "render_brief",
+    "select_each",
     "select_personas",
+    "write_brief_outcome",
 ]

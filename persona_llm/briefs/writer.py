@@ -10,18 +10,26 @@ Three kinds, each run by its own agent definition (agents/*.toml: role, prompt v
 
 A brief reads a run (a workspace's published run, or a run directory) and changes nothing in it: it is
 returned (and the CLI prints or writes it to --out), so asking for one never needs a new run.
+
+`write_many` writes one campaign or narrative brief per persona for one goal, on `concurrency` threads of
+this process or on a BriefExecutor (persona_llm.scale.RayExecutor: Ray actors over one or more endpoints);
+each brief is `write_brief_outcome`, the same parts, gates and assembly as `write`, and a failed brief is
+an outcome with its reason while the others are written.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import hashlib
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, Protocol, cast
 
 import numpy as np
 from pydantic import BaseModel
@@ -70,6 +78,8 @@ log = logging.getLogger(__name__)
 #: The agent definition that writes each kind (agents/<name>.toml).
 KIND_AGENTS: dict[str, str] = {"campaign": "brief_writer", "narrative": "narrative_writer", "messaging": "messaging_writer"}
 _ORDER: dict[str, int] = {"low": 0, "medium": 1, "high": 2}
+#: Kinds whose brief addresses one persona (`write_many` writes one per persona); messaging covers several.
+SINGLE_AUDIENCE_KINDS: tuple[str, ...] = ("campaign", "narrative")
 
 AnyBriefModel = Brief | NarrativeBrief | MessagingMatrix
 
@@ -96,6 +106,29 @@ def select_personas(personas: Sequence[Persona], persona_id: str, kind: str, whe
             chosen.append(match[0])
     if kind != "messaging" and len(chosen) != 1:
         raise ConfigError(f"a {kind} brief addresses one persona, not {len(chosen)}; use --kind messaging for several")
+    return chosen
+
+
+def select_each(personas: Sequence[Persona], persona_ids: Sequence[str] | str, kind: str, where: str) -> list[Persona]:
+    """The personas `persona_ids` name, one brief each (`write_many`): "all", or ids of personas or
+    segments (each may be a comma-separated list), in the order given, repeats once. A name that is not
+    in the run fails here, before any model call."""
+    if kind not in SINGLE_AUDIENCE_KINDS:
+        raise ConfigError(
+            f"one brief per persona is for --kind {' or '.join(SINGLE_AUDIENCE_KINDS)}; a {kind} brief already "
+            "covers several personas (--persona all)"
+        )
+    ids = [persona_ids] if isinstance(persona_ids, str) else list(persona_ids)
+    tokens = [t.strip() for value in ids for t in str(value).split(",") if t.strip()]
+    if tokens in (["all"], ["*"]):
+        return list(personas)
+    if not tokens:
+        raise ConfigError("no persona given: name personas (--persona ID, repeatable) or ask for all (--all-personas)")
+    chosen: list[Persona] = []
+    for token in tokens:
+        persona = select_personas(personas, token, kind, where)[0]
+        if persona not in chosen:
+            chosen.append(persona)
     return chosen
 
 
@@ -126,10 +159,95 @@ class _Part:
         ]
 
 
+@dataclass
+class BriefOutcome:
+    """What writing one persona's brief gave, wherever it ran: the brief, or why there is none (a model or
+    backend failure), with the model calls made either way. Picklable, so a worker process can send it back."""
+
+    persona_id: str
+    segment_id: int
+    brief: Brief | NarrativeBrief | None
+    records: list[CallRecord]
+    seconds: float
+    error: str = ""
+
+
+@dataclass
+class BriefBatch:
+    """The briefs of one `write_many`: one outcome per persona, in the order asked."""
+
+    kind: str
+    goal: str
+    channel: str | None
+    outcomes: list[BriefOutcome]
+
+    @property
+    def briefs(self) -> dict[str, Brief | NarrativeBrief]:
+        """persona id -> brief, for the personas whose brief was written."""
+        return {o.persona_id: o.brief for o in self.outcomes if o.brief is not None}
+
+    @property
+    def failures(self) -> dict[str, str]:
+        """persona id -> why its brief was not written."""
+        return {o.persona_id: o.error for o in self.outcomes if o.brief is None}
+
+
+class BriefExecutor(Protocol):
+    """Writes the briefs of a `write_many` somewhere other than this process's threads
+    (persona_llm.scale.RayExecutor: Ray actors, each with its own connection to an OpenAI-compatible
+    endpoint). Each brief goes through `write_brief_outcome`, exactly as the local threads do."""
+
+    def write_briefs(
+        self,
+        writer: BriefWriter,
+        chat: ChatModel,
+        run: RunDir,
+        personas: Sequence[Persona],
+        segments: Sequence[Segment],
+        request: BriefRequest,
+        settings: LLMSettings,
+    ) -> Iterator[BriefOutcome]:
+        """One outcome per persona, as each finishes (any order)."""
+        ...
+
+
+@dataclass(frozen=True)
+class BriefRequest:
+    """What every brief of a `write_many` is asked for (checked and normalised by the writer)."""
+
+    goal: str
+    kind: Literal["campaign", "narrative"]
+    channel: str | None = None
+
+
+def write_brief_outcome(
+    writer: BriefWriter,
+    chat: ChatModel,
+    run: RunDir,
+    persona: Persona,
+    segment: Segment,
+    request: BriefRequest,
+    settings: LLMSettings,
+) -> BriefOutcome:
+    """One persona's brief with a prepared writer (`BriefWriter.prepare`): the one unit of work that both
+    the local threads and a cluster executor run, through the same parts, gates and assembly as `write`.
+    A model or backend failure is an outcome (the other briefs go on); anything else is a bug and raises."""
+    t0 = time.perf_counter()
+    try:
+        part = writer._write_part(chat, run, persona, segment, request.goal, request.channel, settings)
+        brief = writer._assemble(request.kind, run, [persona], [part], request.goal, request.channel)
+    except BackendError as exc:  # StructuredOutputError too: the model never gave a valid draft
+        log.error("brief for %s: %s", persona.persona_id, exc)
+        records = list(exc.records) if isinstance(exc, StructuredOutputError) else []
+        return BriefOutcome(persona.persona_id, segment.segment_id, None, records, time.perf_counter() - t0, str(exc)[:500])
+    single = cast(Brief | NarrativeBrief, brief)
+    return BriefOutcome(persona.persona_id, segment.segment_id, single, part.records, time.perf_counter() - t0)
+
+
 class BriefWriter:
     """Writes campaign briefs, narratives and messaging matrices for the personas of a run.
 
-    Parameters (scikit-learn style: stored as given; nothing happens until `write`)
+    Parameters (scikit-learn style: stored as given; nothing happens until `write` or `write_many`)
     ----------
     settings: which backend and how to call it (ignored for the model if `chat` is given).
     chat: an already-open ChatModel; else one is opened (and closed) per write.
@@ -145,6 +263,8 @@ class BriefWriter:
     min_citation_similarity: a cited text must be at least this close to its claim on the support
         check's chance-rescaled scale (0: closer than random texts of the run are to each other).
     max_support_reasks / support_reask_below: re-ask when under this share of a draft's claims passes.
+    progress: called in the calling thread with each brief's outcome as it finishes (`write_many`): a run
+        of many briefs says what it is doing.
     """
 
     def __init__(
@@ -165,6 +285,7 @@ class BriefWriter:
         max_support_reasks: int = 1,
         support_reask_below: float = 0.5,
         seed: int = 0,
+        progress: Callable[[BriefOutcome], None] | None = None,
     ) -> None:
         self.settings = settings
         self.chat = chat
@@ -181,6 +302,7 @@ class BriefWriter:
         self.max_support_reasks = max_support_reasks
         self.support_reask_below = support_reask_below
         self.seed = seed
+        self.progress = progress
 
     # -- public -------------------------------------------------------------------------------------
 
@@ -196,6 +318,108 @@ class BriefWriter:
         """A validated, gated brief of `kind` for `persona_id` (messaging: "all" or a list) and `goal`.
         Reads the run (a workspace: its published run); writes nothing into it."""
         settings = self.settings or LLMSettings()
+        rundir, goal, channel = self._checked_request(run, goal, kind, channel)
+        chosen = select_personas(self._personas(rundir), persona_id, kind, str(rundir.path))
+        segments = self._segments_of(rundir, chosen)
+        self.prepare(rundir, kind)
+        self.records_: list[CallRecord] = []
+        started = time.perf_counter()
+        with self._open_chat(settings) as chat:
+            parts = self._write_parts(chat, rundir, chosen, segments, goal, channel, settings)
+        self.seconds_ = time.perf_counter() - started
+        return self._assemble(kind, rundir, chosen, parts, goal, channel)
+
+    def write_many(
+        self,
+        run: RunDir | str | Path,
+        persona_ids: Sequence[str] | str = "all",
+        *,
+        goal: str,
+        kind: BriefKind | str = "campaign",
+        channel: str | None = None,
+        executor: BriefExecutor | None = None,
+    ) -> BriefBatch:
+        """One brief of `kind` (campaign or narrative) per persona of `persona_ids` ("all", or persona or
+        segment ids) for one `goal`. Each is exactly what `write` gives for that persona; they are written
+        on `settings.concurrency` threads of this process, or by `executor` (a RayExecutor: Ray actors
+        over the endpoints of its `llm_urls`). A brief whose model calls fail is a failure in the batch
+        (persona id and reason); the others are still written. Reads the run; writes nothing into it."""
+        settings = self.settings or LLMSettings()
+        rundir, goal, channel = self._checked_request(run, goal, kind, channel)
+        chosen = select_each(self._personas(rundir), persona_ids, kind, str(rundir.path))
+        segments = self._segments_of(rundir, chosen)
+        request = BriefRequest(goal=goal, kind=cast(Literal["campaign", "narrative"], kind), channel=channel)
+        self.prepare(rundir, kind)
+        self.records_ = []
+        started = time.perf_counter()
+        outcomes: dict[str, BriefOutcome] = {}
+
+        def finish(outcome: BriefOutcome) -> None:
+            outcomes[outcome.persona_id] = outcome
+            self.records_.extend(outcome.records)
+            how = f"confidence {outcome.brief.confidence}" if outcome.brief is not None else f"failed: {outcome.error}"
+            log.info("brief %d/%d for %s (segment %d): %s, %.1f s", len(outcomes), len(chosen), outcome.persona_id,
+                     outcome.segment_id, how, outcome.seconds)  # fmt: skip
+            if self.progress is not None:
+                self.progress(outcome)
+
+        with self._open_chat(settings) as chat:
+            self.model_id_ = chat.model_id
+            if executor is not None:
+                for outcome in executor.write_briefs(self, chat, rundir, chosen, segments, request, settings):
+                    finish(outcome)
+            else:
+                workers = max(1, min(settings.concurrency, len(chosen)))
+
+                def one(persona: Persona, segment: Segment) -> BriefOutcome:
+                    if workers == 1:
+                        chat.prepare_for_task()  # e.g. the embedded server takes cores that have come free
+                    return write_brief_outcome(self, chat, rundir, persona, segment, request, settings)
+
+                with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="brief") as pool:
+                    futures = [pool.submit(one, p, s) for p, s in zip(chosen, segments, strict=True)]
+                    for future in as_completed(futures):
+                        finish(future.result())
+        self.seconds_ = time.perf_counter() - started
+        if set(outcomes) != {p.persona_id for p in chosen}:
+            raise BackendError(f"the executor returned briefs for {sorted(outcomes)}, not {[p.persona_id for p in chosen]}")
+        return BriefBatch(kind, goal, channel, [outcomes[p.persona_id] for p in chosen])
+
+    def prepare(self, run: RunDir, kind: str) -> BriefWriter:
+        """Read what every brief of `kind` on `run` is checked against: the kind's agent, the run's texts
+        (quote and citation gates), its text vectors and their embedder (support), the median cohesion
+        (confidence)."""
+        self.agent_ = self.load_agent(kind)
+        self.index_ = TextIndex.from_frame(run.load_texts())
+        if self.check_support:
+            self.support_index_, self.support_embedder_, self.support_note_ = run_support_index(
+                run, embedder=self.support_embedder, seed=self.seed
+            )
+        else:
+            self.support_index_, self.support_embedder_, self.support_note_ = None, None, "off"
+        cohesions = sorted(s.quality.cohesion for s in run.load_segments().segments)
+        self.median_cohesion_ = cohesions[len(cohesions) // 2] if cohesions else None
+        return self
+
+    def load_agent(self, kind: str) -> AgentPrompt:
+        """The agent definition that writes `kind` (its role, templates and output model)."""
+        return AgentPrompt.load((self.agents or {}).get(kind) or KIND_AGENTS[kind], expects=DRAFT_FOR_KIND[kind])
+
+    def for_worker(self) -> BriefWriter:
+        """A copy of this prepared writer to send to a worker process: parameters and prepared state (its
+        embedders pickle as parameters and load again there), without the open chat model, the progress
+        callback or the agent, whose templates the worker loads itself (`load_agent`, checked by hash)."""
+        clone = copy.copy(self)
+        clone.chat = clone.progress = None
+        del clone.agent_
+        clone.records_ = []
+        return clone
+
+    # -- the request ----------------------------------------------------------------------------------
+
+    def _checked_request(
+        self, run: RunDir | str | Path, goal: str, kind: str, channel: str | None
+    ) -> tuple[RunDir, str, str | None]:
         rundir = run if isinstance(run, RunDir) else resolve_run(run)
         goal = " ".join(str(goal).split())
         channel = " ".join(channel.split()) if channel else None
@@ -205,37 +429,34 @@ class BriefWriter:
             raise ConfigError(f"--goal must be 1 to {GOAL_MAX_CHARS} characters, not {len(goal)}")
         if channel is not None and len(channel) > CHANNEL_MAX_CHARS:
             raise ConfigError(f"--channel must be at most {CHANNEL_MAX_CHARS} characters")
-        personas = rundir.load_personas()
+        return rundir, goal, channel
+
+    @staticmethod
+    def _personas(run: RunDir) -> list[Persona]:
+        personas = run.load_personas()
         if not personas:
-            raise ConfigError(f"{rundir.path}: no personas yet; write them with `persona-llm build` or `write-personas`")
-        chosen = select_personas(personas, persona_id, kind, str(rundir.path))
-        segment_set = rundir.load_segments()
+            raise ConfigError(f"{run.path}: no personas yet; write them with `persona-llm build` or `write-personas`")
+        return personas
+
+    @staticmethod
+    def _segments_of(run: RunDir, personas: Sequence[Persona]) -> list[Segment]:
+        segment_set = run.load_segments()
         segments: list[Segment] = []
-        for p in chosen:
+        for p in personas:
             try:
                 segments.append(segment_set.get(p.segment_id))
             except KeyError as exc:
-                raise InputError(f"persona {p.persona_id} names segment {p.segment_id}, which the run lacks", path=str(rundir.path)) from exc
-        agent_name = (self.agents or {}).get(kind) or KIND_AGENTS[kind]
-        self.agent_ = AgentPrompt.load(agent_name, expects=DRAFT_FOR_KIND[kind])
-        self.index_ = TextIndex.from_frame(rundir.load_texts())
-        if self.check_support:
-            self.support_index_, self.support_embedder_, self.support_note_ = run_support_index(
-                rundir, embedder=self.support_embedder, seed=self.seed
-            )
-        else:
-            self.support_index_, self.support_embedder_, self.support_note_ = None, None, "off"
-        cohesions = sorted(s.quality.cohesion for s in segment_set.segments)
-        self.median_cohesion_ = cohesions[len(cohesions) // 2] if cohesions else None
-        self.records_: list[CallRecord] = []
-        started = time.perf_counter()
+                raise InputError(f"persona {p.persona_id} names segment {p.segment_id}, which the run lacks", path=str(run.path)) from exc
+        return segments
+
+    @contextlib.contextmanager
+    def _open_chat(self, settings: LLMSettings) -> Iterator[ChatModel]:
+        """The writer's chat model, or one opened (and closed) for this write."""
         if self.chat is not None:
-            parts = self._write_parts(self.chat, rundir, chosen, segments, goal, channel, settings)
+            yield self.chat
         else:
             with open_chat_model(settings) as chat:
-                parts = self._write_parts(chat, rundir, chosen, segments, goal, channel, settings)
-        self.seconds_ = time.perf_counter() - started
-        return self._assemble(kind, rundir, chosen, parts, goal, channel)
+                yield chat
 
     # -- generation ---------------------------------------------------------------------------------
 
@@ -253,7 +474,11 @@ class BriefWriter:
         parts = []
         for persona, segment in zip(personas, segments, strict=True):
             chat.prepare_for_task()  # e.g. the embedded server takes cores that have come free
-            part = self._write_part(chat, run, persona, segment, goal, channel, settings)
+            try:
+                part = self._write_part(chat, run, persona, segment, goal, channel, settings)
+            except StructuredOutputError as exc:
+                self.records_.extend(exc.records)  # the failed calls count in stats() too
+                raise
             self.records_.extend(part.records)
             parts.append(part)
         return parts
@@ -314,8 +539,10 @@ class BriefWriter:
                     check=lambda value: audience_number_problems(value, numbers),
                 )  # fmt: skip
             except StructuredOutputError as exc:
+                # Kept in this part's records (a failed support re-ask) or, raised, in the error's: the
+                # caller records them (a write_many runs parts on threads, so never on self here).
                 records.extend(exc.records)
-                self.records_.extend(records)
+                exc.records = list(records)
                 raise
             records.extend(result.records)
             draft, quotes = _as_draft(result.value, core, prompt)

@@ -7,6 +7,13 @@ An answer may only say what the tools showed in its turn (`Evidence`):
 * quotes: verbatim in the text they cite, by the persona writer's own gate (`ground_quotes`, over the
   shared matcher in `persona_llm.common.textmatch`), and that text is in the segment the quote names;
   words the answer puts in quote marks must be verbatim in one of the turn's texts;
+* grounded words: a sentence's content words (the lexical rule of `persona_llm.common.terms`, quotes
+  left out) must mostly occur in what the tools returned this turn or in the question, words about the
+  run itself ("segment", "users", "share", "texts" ...) aside. Numbers and quotes are not the only way
+  to say something false: a poem about autumn, a World Cup result or a product the texts never name
+  passes every check above. This one cannot catch a false sentence written in the evidence's own words
+  ("they hate hockey" over hockey posts), and it misses paraphrase (a true sentence in other words is
+  re-asked, then removed);
 * numbers: a count of users or texts, or a percentage, must equal a number of the run (segment sizes,
   shares and text counts, totals) or one a tool stated this turn (mention counts, attribute shares), as
   written to its own precision ("33%" and "33.3%" for 0.3333, not "35%"). A number is held to the
@@ -21,6 +28,7 @@ says so at the end of the answer.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -37,12 +45,33 @@ from persona_llm.chat.records import (
     TextRef,
     ToolResult,
 )
+from persona_llm.common.terms import content_terms
 from persona_llm.common.textmatch import find_verbatim, normalize_ws
 from persona_llm.personas.gates import TextIndex, ground_quotes
 from persona_llm.schema.personas import DraftQuote as PersonaDraftQuote
 from persona_llm.schema.segments import SegmentSet
 
-CHECKS = ("citations", "quotes", "numbers", "segments")
+CHECKS = ("citations", "quotes", "numbers", "segments", "grounded words")
+
+#: Share of a sentence's content words that must occur in the turn's evidence or the question.
+GROUNDED_MIN_SHARE = 0.5
+# Words about the run itself, which an answer may use whatever the tools returned (stems of
+# `content_terms`: first 5 letters; CJK bigrams).
+_RUN_WORDS_EN = """segment segments cluster clusters group groups user users customer customers member members people
+    person text texts post posts review reviews message messages comment comments share shares percent
+    percentage total largest large larger smallest small smaller biggest big size sizes count counts number
+    numbers talk talks talked mention mentions mentioned mentioning keyword keywords word words topic topics
+    compare compared comparison differ differs different difference similar both together respectively
+    answer answers question questions data dataset run tool tools result results shown show shows found
+    find say says said write writes wrote written quote quotes quoted cite cites cited persona personas
+    name named called describe described description attribute attributes column columns value values
+    top most least ranked rank first second third each every none nothing another others rest overall
+    hold holds held contain contains account accounts represent represents include includes
+    thing things list listed lists above below many several various lot lots kind kinds"""
+_RUN_WORDS = frozenset(w[:5] for w in _RUN_WORDS_EN.split()) | frozenset({"细分", "用户", "客户", "文本", "评论", "帖子", "关键", "键词", "占比", "比例", "最大", "最小", "数据", "人数", "话题", "群体", "客群", "分群"})
+# CJK function characters: a bigram with one of them ("户的", "占用") is grammar, not content.
+_CJK_FUNCTION = frozenset("的了是在有和与占个这那们也都就而及其为对从到被把比中上下约共各每些")
+_NEGATED_ABSENCE = re.compile(r"\b(?:no|not|none|nothing|never|n't)\b|没有|不", re.IGNORECASE)
 
 #: Why a quote failed, in words a re-ask and a reader understand (ground_quotes' reasons).
 _QUOTE_REASONS = {
@@ -210,10 +239,11 @@ class AnswerChecker:
                 problems.append(Problem("quote", quote.text, reason))
         facts = self.facts + evidence.facts()
         sources = [self.texts.by_id[t].normalized for t in citable if t in self.texts.by_id]
+        grounded = evidence_terms(evidence, question)
         context = segments_named(question)
         for sentence in split_sentences(draft.answer):
             context = segments_named(sentence) or context
-            reason = self._sentence_problem(sentence, facts, sources, context)
+            reason = self._sentence_problem(sentence, facts, sources, context) or ungrounded_words(sentence, grounded)
             if reason:
                 problems.append(Problem("sentence", sentence, reason))
         return problems
@@ -288,6 +318,34 @@ class AnswerChecker:
         if not result.kept:
             return None
         return ChatQuote(text_id=result.kept[0].text_id, segment_id=segment_id, text=result.kept[0].text)
+
+
+def evidence_terms(evidence: Evidence, question: str = "") -> set[str]:
+    """Content words of everything the tools returned this turn (texts, keywords, persona fields, tool
+    errors) and of the question: what an answer may talk about."""
+    parts = [question, *evidence.errors]
+    parts += [json.dumps(r.model_dump(mode="json"), ensure_ascii=False) for r in evidence.results]
+    return content_terms("\n".join(parts))
+
+
+def ungrounded_words(sentence: str, grounded: set[str]) -> str | None:
+    """Why `sentence` is not grounded in `grounded` (`evidence_terms`), or None when it is: under
+    `GROUNDED_MIN_SHARE` of its content words (quoted words, inline citations and words about the run
+    aside) occur there. A sentence that says the data lacks something ("no text mentions prices") is
+    left alone when its only foreign word is what it says is missing."""
+    body = _INLINE_CITATION.sub(" ", _strip_quoted(sentence))
+    terms = {t for t in content_terms(body) - _RUN_WORDS if not _CJK_FUNCTION.intersection(t)}
+    if not terms:
+        return None
+    missing = sorted(terms - grounded)
+    if len(missing) <= (1 - GROUNDED_MIN_SHARE) * len(terms):
+        return None
+    if len(missing) == 1 and _NEGATED_ABSENCE.search(body):
+        return None
+    return (
+        f"uses words that nothing the tools returned for this question contains ({', '.join(missing[:5])}): "
+        "say only what the tool results show"
+    )
 
 
 def apply_removals(draft: DraftAnswer, problems: Sequence[Problem]) -> tuple[DraftAnswer, list[Removal]]:

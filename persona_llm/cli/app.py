@@ -52,7 +52,7 @@ ExecutorOption = Annotated[
     str | None,
     typer.Option(
         "--executor",
-        help="Where embedding and persona writing run: local (this process, default) or ray "
+        help="Where embedding, persona and brief writing run: local (this process, default) or ray "
         "(pip install 'persona-llm\\[cluster]'). Also \\[scale] executor in --config.",
     ),
 ]
@@ -65,7 +65,7 @@ LlmUrlsOption = Annotated[
     typer.Option(
         "--llm-urls",
         help="Comma-separated OpenAI-compatible endpoints serving the same model (a vLLM server per GPU "
-        "node); with --executor ray, segments are spread over them.",
+        "node); with --executor ray, segments (or briefs) are spread over them.",
     ),
 ]
 

@@ -97,8 +97,8 @@ def forget(
     user: list[str] = typer.Option(..., "--user", help="A user id to forget (repeat for several)."),
     as_json: bool = typer.Option(False, "--json", help="Print a one-line JSON summary on stdout."),
 ) -> None:
-    """Remove users from every run of the workspace (texts, vectors, store records, quotes) and from the
-    caches, and make sure no later refresh brings them back."""
+    """Remove users from every run of the workspace (texts, vectors, store records, quotes, keywords only
+    they wrote) and from the caches, and make sure no later build, segment or refresh brings them back."""
     from persona_llm.refresh import EXIT_LOCKED
     from persona_llm.refresh import forget as run_forget
 
@@ -115,6 +115,7 @@ def forget(
         f"forgot {report.users} user(s) ({report.users_found} found): {report.texts_removed} texts, "
         f"{report.quotes_removed} quotes ({len(report.personas_flagged)} personas re-verified and flagged), "
         f"{report.store_records_removed} store records, {report.cached_vectors_removed} cached vectors, "
-        f"{report.cached_replies_removed} cached replies; runs rewritten: {', '.join(report.runs_rewritten) or 'none'}",
+        f"{report.cached_replies_removed} cached replies, keywords of {report.segments_rekeyworded} segments found again "
+        f"without them ({report.keywords_dropped} only they wrote); runs rewritten: {', '.join(report.runs_rewritten) or 'none'}",
         markup=False,
     )

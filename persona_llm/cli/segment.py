@@ -109,9 +109,10 @@ def print_segment_summary(pipe: Any, run_path: Path | None, published: bool) -> 
     out_console.print(table)
     q = seg.quality
     silhouette = q.get("silhouette")
+    forgotten = f", of forgotten users {m.rows.of_forgotten_users} (skipped)" if m.rows.of_forgotten_users else ""
     out_console.print(
         f"rows read {m.rows.read}, kept {m.rows.kept}, rejected {m.rows.rejected} "
-        f"{dict(m.rows.rejected_by_stage)} · users {seg.n_users} · coverage {seg.coverage:.1%} "
+        f"{dict(m.rows.rejected_by_stage)}{forgotten} · users {seg.n_users} · coverage {seg.coverage:.1%} "
         f"(HDBSCAN alone {1 - (q.get('noise_share_hdbscan') or 0):.1%}) · silhouette "
         f"{silhouette if silhouette is None else round(silhouette, 3)}"
     )

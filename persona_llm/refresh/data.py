@@ -30,7 +30,7 @@ import pandas as pd
 
 from persona_llm.errors import ConfigError, InputError
 from persona_llm.runs.rundir import RunDir
-from persona_llm.runs.workspace import user_hash
+from persona_llm.runs.workspace import drop_forgotten_users
 from persona_llm.schema.columns import ColumnMap
 from persona_llm.schema.frames import LANGUAGE, SOURCE_ROW, TEXT, TEXT_ID, USER_ID, concat_rejects, make_rejects
 from persona_llm.schema.refresh import DataChange
@@ -91,15 +91,7 @@ def merge_new_data(
     new = ingested.texts
     rejects = ingested.rejects
     # Forgotten users: dropped before cleaning, and their rejected rows are not kept either.
-    skipped = 0
-    if forgotten:
-        gone = new[USER_ID].astype(str).map(user_hash).isin(forgotten)
-        skipped = int(gone.sum())
-        new = new.loc[~gone].reset_index(drop=True)
-        if len(rejects):
-            rejected_gone = rejects[USER_ID].map(lambda u: isinstance(u, str) and user_hash(u) in forgotten)
-            skipped += int(rejected_gone.sum())
-            rejects = rejects.loc[~rejected_gone.astype(bool)].reset_index(drop=True)
+    new, rejects, skipped = drop_forgotten_users(new, rejects, forgotten)
     parts = [rejects]
     if len(new):
         cleaned = cleaner.transform(new)

@@ -15,7 +15,16 @@ Under the workspace's writer lock:
        a rebuilt store holds none). A store on a server gets their records deleted instead;
     4. the caches: their vectors leave the embedding cache (with SQLite secure_delete), and every cached
        model reply that contains one of their sentences is deleted.
-Aggregate numbers a run recorded when it was built (manifest row counts, keywords) are not recomputed.
+What a run derived from their words goes too: each segment's keywords are recomputed from the remaining
+texts with the run's recorded settings (`segment_keywords`, n_keywords from the manifest), and written
+wherever they were copied: segments.json, the store's segment records, the personas' keyword fields
+(the segment's first 8, as the writer copies them) and so personas.md, report.html and the store's
+persona records. Keywords that cannot be recomputed (earlier persona versions, emerging groups of a
+refresh report, a run described by a custom describer) keep only the terms at least two remaining users
+still write (`terms_in_use`, the rule every keyword obeys when found); an eval.json that names a term
+no longer in use is removed like one that quotes them. Not recomputed: the manifest's row counts, and
+the model-written prose of a persona (its quotes are re-verified; anything else it says was checked
+when written).
 """
 
 from __future__ import annotations
@@ -51,6 +60,7 @@ from persona_llm.schema.frames import TEXT, TEXT_ID, USER_ID
 from persona_llm.schema.personas import MIN_QUOTES, DraftQuote, Persona
 from persona_llm.schema.refresh import PersonaVersion, RefreshDiff
 from persona_llm.schema.segments import SegmentSet
+from persona_llm.segment.describe import segment_keywords, terms_in_use
 
 #: A cached model reply is deleted when it contains a sentence of theirs at least this long.
 MIN_FRAGMENT_CHARS = 15
@@ -72,6 +82,10 @@ class ForgetReport:
     cached_replies_removed: int = 0
     leftovers_removed: int = 0
     evals_removed: list[str] = field(default_factory=list)
+    segments_rekeyworded: int = 0
+    #: keyword terms no remaining pair of users writes, summed over the runs rewritten: a count only, as
+    #: those words are theirs (a report that names them would repeat what was to be forgotten)
+    keywords_dropped: int = 0
 
     def summary(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -177,7 +191,12 @@ def _scrub_run(source: RunDir, run: RunDir, users: set[str], text_ids: set[str],
     if source.has(REJECTS):
         rejects = source.load_rejects()
         run.save_rejects(rejects.loc[~rejects[USER_ID].astype(str).isin(users)].reset_index(drop=True))
-    segment_set = _recount(source.load_segments(), assignments.loc[keep_a], texts.loc[keep_t], users)
+    before = source.load_segments()
+    segment_set = _recount(before, assignments.loc[keep_a], texts.loc[keep_t], users)
+    params = source.load_manifest().parameters if source.has(MANIFEST) else {}
+    segment_set = _rekeyword(segment_set, texts.loc[keep_t], params, report)
+    vanished = _vanished_terms(before, segment_set, source, texts.loc[keep_t])
+    report.keywords_dropped += len(vanished)
     run.save_segments(segment_set)
     index = TextIndex.from_frame(run.load_texts(["text_id", "user_id", "segment_id", "text"]))
     cohesions = sorted(s.quality.cohesion for s in segment_set.segments)
@@ -188,16 +207,19 @@ def _scrub_run(source: RunDir, run: RunDir, users: set[str], text_ids: set[str],
     history = source.load_persona_history()
     if history:
         run.save_persona_history(
-            [PersonaVersion(persona=_without_quotes(v.persona, users), replaced_in_run=v.replaced_in_run, reason=v.reason) for v in history]
-        )
+            [
+                PersonaVersion(persona=_without_terms(_without_quotes(v.persona, users), vanished), replaced_in_run=v.replaced_in_run, reason=v.reason)
+                for v in history
+            ]
+        )  # fmt: skip
     diff = source.load_refresh_diff()
     if diff is not None:
-        diff = _scrub_diff(diff, text_ids)
+        diff = _scrub_diff(diff, text_ids, vanished)
         run.save_refresh_diff(diff)
         from persona_llm.personas.report import refresh_markdown
 
         run.save_text(REFRESH_MARKDOWN, refresh_markdown(diff))
-    if source.has(EVAL) and _eval_mentions(source.file(EVAL).read_text(encoding="utf-8"), users, texts.loc[~keep_t]):
+    if source.has(EVAL) and _eval_mentions(source.file(EVAL).read_text(encoding="utf-8"), users, texts.loc[~keep_t], vanished):
         run.file(EVAL).unlink()  # a hard link to the source's file: unlinking the copy's name only
         report.evals_removed.append(source.path.name)
     if personas:
@@ -205,7 +227,7 @@ def _scrub_run(source: RunDir, run: RunDir, users: set[str], text_ids: set[str],
 
         run.save_text(PERSONAS_MARKDOWN, markdown_report(personas, run_id=source.run_id))
         run.save_text(REPORT, html_report(run, personas))
-    report.store_records_removed += _rebuild_store(source, run, users, personas)
+    report.store_records_removed += _rebuild_store(source, run, users, personas, segment_set)
 
 
 def _recount(segment_set: SegmentSet, assignments: pd.DataFrame, texts: pd.DataFrame, users: set[str]) -> SegmentSet:
@@ -237,6 +259,47 @@ def _recount(segment_set: SegmentSet, assignments: pd.DataFrame, texts: pd.DataF
     )  # fmt: skip
 
 
+def _rekeyword(segment_set: SegmentSet, texts: pd.DataFrame, params: dict[str, Any], report: ForgetReport) -> SegmentSet:
+    """Each segment's keywords found again from `texts` (the run's remaining texts, with segment ids) with
+    the run's recorded n_keywords; a run described by a custom describer keeps its keywords that are
+    still in use (its describer cannot be rebuilt here)."""
+    if "describer" in params or "segment_id" not in texts:
+        in_use = terms_in_use(
+            texts[TEXT].astype(str).tolist(), texts[USER_ID].astype(str).tolist(),
+            {k.term for seg in segment_set.segments for k in seg.keywords},
+        )  # fmt: skip
+        found = {seg.segment_id: [k for k in seg.keywords if k.term in in_use] for seg in segment_set.segments}
+    else:
+        found = segment_keywords(texts, int(params.get("n_keywords", 10)))
+    segments = []
+    for seg in segment_set.segments:
+        keywords = found.get(seg.segment_id, [])
+        if [k.term for k in keywords] != [k.term for k in seg.keywords]:
+            report.segments_rekeyworded += 1
+        segments.append(seg.model_copy(update={"keywords": keywords}))
+    return segment_set.model_copy(update={"segments": segments})
+
+
+def _vanished_terms(before: SegmentSet, after: SegmentSet, source: RunDir, texts: pd.DataFrame) -> set[str]:
+    """Keyword terms the run showed anywhere (segments, personas and their history, emerging groups of its
+    refresh report) that fewer than two remaining users write: they must go wherever they were copied."""
+    shown = {k.term for seg in before.segments for k in seg.keywords}
+    shown |= {t for p in source.load_personas() for t in (p.keywords or [])}
+    shown |= {t for v in source.load_persona_history() for t in (v.persona.keywords or [])}
+    diff = source.load_refresh_diff()
+    if diff is not None and diff.drift is not None:
+        shown |= {t for g in diff.drift.emerging for t in g.keywords}
+    kept = {k.term for seg in after.segments for k in seg.keywords}
+    candidates = shown - kept
+    return candidates - terms_in_use(texts[TEXT].astype(str).tolist(), texts[USER_ID].astype(str).tolist(), candidates)
+
+
+def _without_terms(persona: Persona, terms: set[str]) -> Persona:
+    if not terms or not persona.keywords:
+        return persona
+    return persona.model_copy(update={"keywords": [t for t in persona.keywords if t not in terms]})
+
+
 def _without_quotes(persona: Persona, users: set[str]) -> Persona:
     return persona.model_copy(update={"quotes": [q for q in persona.quotes if q.user_id not in users]}, deep=True)
 
@@ -252,6 +315,7 @@ def _scrub_persona(
     try:
         seg = segment_set.get(persona.segment_id)
         out.user_count, out.share, out.n_texts = seg.size, seg.share, seg.n_texts
+        out.keywords = [k.term for k in seg.keywords[:8]]  # as the writer copies them (recomputed: _rekeyword)
     except KeyError:
         seg = None
     if removed:
@@ -267,7 +331,7 @@ def _scrub_persona(
     return out
 
 
-def _scrub_diff(diff: RefreshDiff, text_ids: set[str]) -> RefreshDiff:
+def _scrub_diff(diff: RefreshDiff, text_ids: set[str], vanished: set[str]) -> RefreshDiff:
     personas = [
         p.model_copy(
             update={
@@ -279,19 +343,27 @@ def _scrub_diff(diff: RefreshDiff, text_ids: set[str]) -> RefreshDiff:
     ]
     drift = diff.drift
     if drift is not None:
-        emerging = [g.model_copy(update={"text_ids": [t for t in g.text_ids if t not in text_ids]}) for g in drift.emerging]
+        emerging = [
+            g.model_copy(
+                update={"text_ids": [t for t in g.text_ids if t not in text_ids], "keywords": [k for k in g.keywords if k not in vanished]}
+            )
+            for g in drift.emerging
+        ]
         drift = drift.model_copy(update={"emerging": emerging})
     return diff.model_copy(update={"personas": personas, "drift": drift})
 
 
-def _eval_mentions(body: str, users: set[str], their_texts: pd.DataFrame) -> bool:
+def _eval_mentions(body: str, users: set[str], their_texts: pd.DataFrame, vanished: set[str]) -> bool:
     if any(json.dumps(u) in body for u in users):
         return True
+    lowered = body.casefold()
+    if any(re.search(rf"(?<!\w){re.escape(json.dumps(t)[1:-1].casefold())}(?!\w)", lowered) for t in vanished):
+        return True  # a keyword only they wrote (the chat eval asks about keywords)
     # The eval writes texts as JSON strings: compare escaped, a sentence at a time.
     return any(json.dumps(f)[1:-1] in body for f in _fragments(their_texts[TEXT].astype(str)))
 
 
-def _rebuild_store(source: RunDir, run: RunDir, users: set[str], personas: list[Persona]) -> int:
+def _rebuild_store(source: RunDir, run: RunDir, users: set[str], personas: list[Persona], segment_set: SegmentSet) -> int:
     """The run's store without their records: a new persistent store in the copy, or, on a server, their
     records deleted and the personas' records updated. Returns how many records went."""
     from persona_llm.segment import base as kinds
@@ -309,6 +381,13 @@ def _rebuild_store(source: RunDir, run: RunDir, users: set[str], personas: list[
         if got["ids"]:
             coll.delete(ids=got["ids"])
             removed += len(got["ids"])
+        segs = old.records(kinds.SEGMENTS, run_id)
+        if segs is not None and segs["ids"]:
+            _update_segments(segs, segment_set)
+            old.collection(kinds.SEGMENTS, run_id).upsert(
+                ids=segs["ids"], documents=segs["documents"], metadatas=segs["metadatas"],
+                embeddings=np.asarray(segs["embeddings"], dtype=np.float32),
+            )  # fmt: skip
         kept = old.records(kinds.PERSONAS, run_id)
         if kept is not None and kept["ids"]:
             _update_personas(kept, by_id)
@@ -329,6 +408,8 @@ def _rebuild_store(source: RunDir, run: RunDir, users: set[str], personas: list[
             records = {k: [v[i] for i in keep] for k, v in records.items()}
             if kind == kinds.PERSONAS:
                 _update_personas(records, by_id)
+            if kind == kinds.SEGMENTS:
+                _update_segments(records, segment_set)
             if records["ids"]:
                 new.add_records(kind, run_id, records)
             else:
@@ -336,6 +417,19 @@ def _rebuild_store(source: RunDir, run: RunDir, users: set[str], personas: list[
     new.close()
     zero_unused_space(run.store_path)  # this process held their texts: none of its memory may reach the disk
     return removed
+
+
+def _update_segments(records: dict[str, list[Any]], segment_set: SegmentSet) -> None:
+    """The segment records' keywords (document and metadata, as ChromaStore.write_segments writes them)
+    and counts from the recomputed segments."""
+    by_id = {seg.segment_id: seg for seg in segment_set.segments}
+    for i, meta in enumerate(records["metadatas"]):
+        seg = by_id.get(int((meta or {}).get("segment_id", -1)))
+        if seg is None:
+            continue
+        terms = [k.term for k in seg.keywords]
+        records["documents"][i] = ", ".join(terms)
+        meta.update(size=seg.size, share=seg.share, keywords=json.dumps(terms, ensure_ascii=False))
 
 
 def _update_personas(records: dict[str, list[Any]], by_id: dict[str, Persona]) -> None:

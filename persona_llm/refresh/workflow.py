@@ -523,6 +523,7 @@ def _save_manifest(
     manifest.rows = RowCounts(
         read=merged.change.rows_read, rejected=len(rejects), kept=len(pipe.texts_),
         rejected_by_stage={str(k): int(v) for k, v in by_stage.items()},
+        of_forgotten_users=merged.change.rows_of_forgotten_users,
     )  # fmt: skip
     manifest.embedding_cache = {"hits": merged.change.texts_from_cache, "misses": merged.change.texts_embedded}
     manifest.timings_s = {**timer.timings, **{f"write_{k}": v for k, v in manifest.timings_s.items()}}

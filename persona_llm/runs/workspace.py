@@ -33,6 +33,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+import pandas as pd
+
 from persona_llm.errors import RunStoreError, WorkspaceLockedError
 from persona_llm.runs.rundir import (
     MANIFEST,
@@ -43,6 +45,7 @@ from persona_llm.runs.rundir import (
     ensure_writable_dir,
     fsync_dir,
 )
+from persona_llm.schema.frames import USER_ID
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +62,28 @@ _NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 def user_hash(user_id: str) -> str:
     """How a forgotten user is remembered: a hash of the id, never the id itself."""
     return hashlib.sha256(f"persona-llm forgotten user\0{user_id}".encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def drop_forgotten_users(
+    texts: pd.DataFrame, rejects: pd.DataFrame, forgotten: frozenset[str] | set[str]
+) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    """Rows of forgotten users (`forgotten`: `user_hash`es, `Workspace.forgotten_users`) taken out of
+    freshly read `texts` and `rejects` (frames with a user_id column), before anything cleans, embeds,
+    caches or stores them. Their rejected rows go too: the rejects would keep their text and id. Only
+    how many rows went is kept: (texts, rejects, rows dropped). Every reader of new data into a
+    workspace (build, segment, refresh) applies this one rule."""
+    if not forgotten:
+        return texts, rejects, 0
+    gone = texts[USER_ID].astype(str).map(user_hash).isin(forgotten)
+    dropped = int(gone.sum())
+    texts = texts.loc[~gone].reset_index(drop=True)
+    if len(rejects) and USER_ID in rejects:
+        # a rejected row may lack its user id (that may be why it was rejected): it cannot be theirs
+        rejected_gone = rejects[USER_ID].map(lambda u: isinstance(u, str) and user_hash(u) in forgotten)
+        rejected_gone = rejected_gone.astype(bool)
+        dropped += int(rejected_gone.sum())
+        rejects = rejects.loc[~rejected_gone].reset_index(drop=True)
+    return texts, rejects, dropped
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""`RayExecutor`: embedding and persona writing on a Ray cluster (or a Ray started on this machine).
+"""`RayExecutor`: embedding, persona and brief writing on a Ray cluster (or a Ray started on this machine).
 
 The single-machine path stays the default and does not import Ray: a pipeline or writer without an
 executor runs in this process exactly as before. With one:
@@ -6,9 +6,10 @@ executor runs in this process exactly as before. With one:
     with RayExecutor(ScaleSettings(executor="ray")) as ex:
         SegmentPipeline(executor=ex).fit(df, ...)          # the embed stage runs on Ray Data actors
         PersonaWriter(settings, executor=ex).write(run)     # each segment's persona is a Ray actor call
+        BriefWriter(settings).write_many(run, "all", goal="annual plan", executor=ex)   # each brief too
 
 Nodes of a cluster need persona-llm installed (`pip install 'persona-llm[cluster]'`) and must see the
-run folder at the same path (shared storage), since persona workers read the run's texts there.
+run folder at the same path (shared storage), since persona and brief workers read the run's texts there.
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ from persona_llm.errors import ConfigError
 from persona_llm.scale.settings import ScaleSettings
 
 if TYPE_CHECKING:
+    from persona_llm.briefs.writer import BriefOutcome, BriefRequest, BriefWriter
     from persona_llm.llm.client import ChatModel, LLMSettings
     from persona_llm.personas.prompting import PromptTemplates
     from persona_llm.personas.writer import PersonaWriter, SegmentOutcome
     from persona_llm.runs.rundir import RunDir
+    from persona_llm.schema.personas import Persona
     from persona_llm.schema.segments import Segment
     from persona_llm.segment.base import BaseEmbedder
 
@@ -43,8 +46,9 @@ def import_ray() -> ModuleType:
 
 
 class RayExecutor:
-    """Runs the embed stage (Ray Data `map_batches` over actors that load the model once) and persona
-    writing (one Ray actor per endpoint slot, each segment one actor call) on Ray.
+    """Runs the embed stage (Ray Data `map_batches` over actors that load the model once), persona writing
+    (one Ray actor per endpoint slot, each segment one actor call) and brief writing (the same, each
+    persona's brief one actor call) on Ray.
 
     Parameters
     ----------
@@ -122,6 +126,21 @@ class RayExecutor:
         from persona_llm.scale.ray_personas import write_segments_on_ray
 
         return write_segments_on_ray(self, writer, chat, templates, run, segments, settings, different_from)
+
+    def write_briefs(
+        self,
+        writer: BriefWriter,
+        chat: ChatModel,
+        run: RunDir,
+        personas: Sequence[Persona],
+        segments: Sequence[Segment],
+        request: BriefRequest,
+        settings: LLMSettings,
+    ) -> Iterator[BriefOutcome]:
+        """Each persona's brief as a call on Ray actors, one per endpoint slot (see ray_briefs)."""
+        from persona_llm.scale.ray_briefs import write_briefs_on_ray
+
+        return write_briefs_on_ray(self, writer, chat, run, personas, segments, request, settings)
 
 
 def open_executor(settings: ScaleSettings | None) -> RayExecutor | None:

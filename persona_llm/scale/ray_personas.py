@@ -1,5 +1,5 @@
 """Persona writing on Ray: each segment's persona is a call on a Ray actor that holds one connection to
-one OpenAI-compatible endpoint (a vLLM server per GPU node, or the server this machine started).
+one OpenAI-compatible endpoint (persona_llm.scale.ray_llm starts and feeds the actors).
 
 The driver prepares the writer once (texts index, support index), puts it in Ray's object store, and
 starts `concurrency` actors per endpoint; each actor loads the prompt templates (checked against the
@@ -11,55 +11,17 @@ saved files, so a Ray run writes what a local run writes.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from persona_llm.errors import BackendError, ConfigError
-from persona_llm.llm.base import Capabilities, LLMSettings
+from persona_llm.errors import ConfigError
+from persona_llm.llm.base import LLMSettings
 from persona_llm.llm.chat_model import ChatModel
-from persona_llm.llm.client import open_chat_model
 from persona_llm.personas.prompting import PromptTemplates
 from persona_llm.personas.writer import PersonaWriter, SegmentOutcome, write_segment_outcome
 from persona_llm.runs.rundir import RunDir
+from persona_llm.scale.ray_llm import ChatEndpoint, map_over_endpoints
 from persona_llm.scale.session import RaySession
 from persona_llm.schema.segments import Segment
-
-#: Backends that start their own server (which a worker must not start again): a worker connects to
-#: the one the driver started, so this works on one machine only, and extra endpoints are refused.
-_SERVER_STARTING = frozenset({"embedded"})
-
-
-@dataclass(frozen=True)
-class ChatEndpoint:
-    """How a worker connects to a model the driver has checked: URL, served model, capabilities."""
-
-    base_url: str
-    model: str
-    capabilities: Capabilities
-
-    @classmethod
-    def of(cls, chat: ChatModel) -> ChatEndpoint:
-        return cls(chat.base_url, chat.model, chat.capabilities)
-
-    def connect(self, settings: LLMSettings) -> ChatModel:
-        return ChatModel.from_settings(settings, base_url=self.base_url, model=self.model, capabilities=self.capabilities)
-
-
-def endpoints(chat: ChatModel, settings: LLMSettings, urls: Sequence[str]) -> list[ChatEndpoint]:
-    """The driver's own endpoint plus every other URL of `urls`, each opened once here through its
-    backend (which checks it answers and reads its model and context) before any worker starts."""
-    found = [ChatEndpoint.of(chat)]
-    others = [u for u in dict.fromkeys(urls) if u.rstrip("/") != chat.base_url]
-    if others and settings.backend in _SERVER_STARTING:
-        raise ConfigError(
-            f"llm_urls needs a backend that connects to servers (vllm or openai), not {settings.backend!r}"
-        )
-    for url in others:
-        with open_chat_model(settings.model_copy(update={"base_url": url})) as other:
-            if other.model != chat.model:
-                raise ConfigError(f"{url} serves {other.model!r}, not {chat.model!r} like {chat.base_url}")
-            found.append(ChatEndpoint.of(other))
-    return found
 
 
 class PersonaWorker:
@@ -102,29 +64,11 @@ def write_segments_on_ray(
     different_from: dict[int, list[dict[str, Any]]],
 ) -> Iterator[SegmentOutcome]:
     """Outcomes of `segments` as Ray actors finish them (see the module docstring)."""
-    ray = executor.start()
-    from ray.util.actor_pool import ActorPool
-
-    slots = [e for e in endpoints(chat, settings, executor.settings.llm_urls) for _ in range(settings.concurrency)]
-    slots = slots[: max(1, len(segments))]
-    writer_ref = ray.put(writer.for_worker())  # once: every actor reads the same prepared state
-    options: dict[str, Any] = {"num_cpus": executor.settings.writer_cpus}
-    key = settings.api_key()
-    if key != "not-needed":  # workers on other nodes do not share the driver's environment
-        options["runtime_env"] = {"env_vars": {settings.api_key_env: key}}
-    worker_class = ray.remote(PersonaWorker).options(**options)
-    actors = [
-        worker_class.remote(writer_ref, templates.version, templates.sha256, str(run.path), settings, endpoint)
-        for endpoint in slots
-    ]
-    try:
-        pool = ActorPool(actors)
-        yield from pool.map_unordered(
-            lambda actor, segment: actor.write.remote(segment, different_from.get(segment.segment_id, [])),
-            list(segments),
-        )
-    except ray.exceptions.RayActorError as exc:  # a worker that could not start (or died): say why, in one line
-        raise BackendError(f"a Ray persona worker failed: {' '.join(str(exc).split())[:500]}") from exc
-    finally:
-        for actor in actors:
-            ray.kill(actor)
+    writer_ref = executor.start().put(writer.for_worker())  # once: every actor reads the same prepared state
+    return map_over_endpoints(
+        executor, chat, settings, PersonaWorker,
+        lambda endpoint: (writer_ref, templates.version, templates.sha256, str(run.path), settings, endpoint),
+        segments,
+        lambda actor, segment: actor.write.remote(segment, different_from.get(segment.segment_id, [])),
+        "persona",
+    )  # fmt: skip

@@ -12,7 +12,7 @@ EXECUTORS: tuple[str, ...] = ("local", "ray")
 
 
 class ScaleSettings(BaseModel):
-    """Where embedding and persona writing run.
+    """Where embedding, persona and brief writing run.
 
     executor: "local" (the default: this process, threads for the LLM calls) or "ray".
     ray_address: the cluster to join: None starts a Ray on this machine for the run and stops it after;
@@ -24,9 +24,10 @@ class ScaleSettings(BaseModel):
     embed_batch_size: texts per call of an actor (the model batches inside it by its own batch_size).
     embed_block_rows: texts per Arrow block of the input; blocks are what actors are handed.
     llm_urls: OpenAI-compatible endpoints serving the same model (a vLLM server per GPU node); segments
-        are spread over them, `concurrency` (LLM settings) at a time on each. Empty: the one endpoint of
+        (and the briefs of `brief --all-personas`) are spread over them, `concurrency` (LLM settings) at a
+        time on each. Empty: the one endpoint of
         the LLM settings (or the embedded server this machine starts).
-    writer_cpus: CPUs one persona-writing actor reserves (it waits on the endpoint most of the time and
+    writer_cpus: CPUs one persona- or brief-writing actor reserves (it waits on the endpoint most of the time and
         embeds its statements for the support check).
     """
 

@@ -15,6 +15,9 @@ class RowCounts(BaseModel):
     rejected: int
     kept: int
     rejected_by_stage: dict[str, int] = Field(default_factory=dict)
+    #: rows of users forgotten in the workspace (`persona-llm forget`), skipped as read: in neither
+    #: `kept` nor `rejected`, and nothing of them (not even the rejected row) is written anywhere
+    of_forgotten_users: int = 0
 
 
 class RunManifest(BaseModel):

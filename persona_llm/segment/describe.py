@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -407,6 +407,29 @@ def representatives_for(
     return out
 
 
+def segment_keywords(texts: pd.DataFrame, n_keywords: int = 10) -> dict[int, list[Keyword]]:
+    """Each segment's keywords as the describe stage finds them: c-TF-IDF over `texts` (one row per text,
+    with text, user_id and segment_id columns; -1 for texts of unassigned users). `forget` recomputes a
+    run's keywords with it, from the texts that remain."""
+    return KeywordExtractor(top_n=n_keywords).fit_transform(
+        texts[TEXT].astype(str).tolist(), texts["segment_id"].to_numpy(), user_ids=texts[USER_ID].astype(str).tolist()
+    )
+
+
+def terms_in_use(texts: Sequence[str], user_ids: Sequence[str], terms: Iterable[str], min_users: int = 2) -> set[str]:
+    """Those of `terms` (keywords: words or n-grams, as `KeywordExtractor` tokenizes them) that at least
+    `min_users` different users still write: the rule every keyword obeys when it is found."""
+    wanted = {t for t in terms if t}
+    if not wanted:
+        return set()
+    analyzer = KeywordExtractor(ngram_range=(1, max(len(t.split()) for t in wanted)))._analyzer
+    users_of: dict[str, set[str]] = {}
+    for text, user in zip(texts, user_ids, strict=True):
+        for term in wanted.intersection(analyzer(str(text))):
+            users_of.setdefault(term, set()).add(str(user))
+    return {t for t, users in users_of.items() if len(users) >= min_users}
+
+
 class SegmentDescriber(BaseDescriber):
     """The default describe stage: c-TF-IDF keywords, attribute summaries, MMR representative texts.
 
@@ -431,9 +454,7 @@ class SegmentDescriber(BaseDescriber):
         centroids: np.ndarray,
     ) -> dict[int, SegmentDescription]:
         text_labels = texts["segment_id"].to_numpy()
-        keywords = KeywordExtractor(top_n=self.n_keywords).fit_transform(
-            texts[TEXT].tolist(), text_labels, user_ids=texts[USER_ID].astype(str).tolist()
-        )
+        keywords = segment_keywords(texts, self.n_keywords)
         attrs = attribute_columns(texts.drop(columns=["segment_id"], errors="ignore"))
         attrs = summarizable_columns(texts, [a for a in attrs if a != SOURCE_ROW])
         user_table = user_attribute_table(texts, user_ids, attrs)

@@ -9,6 +9,7 @@ a tiny interface (`persona_llm/segment/base.py`), so any of them can be swapped,
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import time
@@ -24,6 +25,7 @@ from persona_llm import __version__
 from persona_llm.common.vectors import segment_centroids
 from persona_llm.errors import ConfigError, NoSegmentsError, TooFewRowsError
 from persona_llm.runs.rundir import RunDir
+from persona_llm.runs.workspace import drop_forgotten_users
 from persona_llm.schema.frames import (
     LANGUAGE,
     TEXT,
@@ -115,6 +117,11 @@ class SegmentPipeline:
     executor: where the embedding model runs: None (this process, the default) or an EmbedExecutor such
         as persona_llm.scale.RayExecutor (Ray Data actors). The same model gives the same vectors, so it
         changes neither the segments nor the cache; the manifest records it.
+    forgotten_users: hashes (`persona_llm.runs.workspace.user_hash`) of users whose rows are skipped as
+        they are read (`drop_forgotten_users`): not cleaned, embedded, cached, stored, nor written to the
+        rejects; the manifest counts them (rows.of_forgotten_users). The workflows pass a workspace's
+        `Workspace.forgotten_users()`; not a segmentation setting, so neither the manifest nor the run id
+        records it.
     """
 
     def __init__(
@@ -148,6 +155,7 @@ class SegmentPipeline:
         show_progress: bool = False,
         stage_hook: StageHook | None = None,
         executor: EmbedExecutor | None = None,
+        forgotten_users: frozenset[str] = frozenset(),
     ) -> None:
         self.ingester = ingester
         self.cleaner = cleaner
@@ -177,6 +185,7 @@ class SegmentPipeline:
         self.show_progress = show_progress
         self.stage_hook = stage_hook
         self.executor = executor
+        self.forgotten_users = forgotten_users
 
     # --- parameters ----------------------------------------------------------------------------
     def get_params(self) -> dict[str, Any]:
@@ -216,8 +225,8 @@ class SegmentPipeline:
         self.timings_: dict[str, float] = {}
         self.ingester_: BaseIngester = self._stage_object("ingester", BaseIngester, TableIngester)
         with self._stage("ingest"):
-            result = self.ingester_.read_file(path, columns, max_rows=max_rows)
-            _require_texts_read(result, str(path))
+            result = self._without_forgotten(self.ingester_.read_file(path, columns, max_rows=max_rows))
+            _require_texts_read(result, str(path), self.rows_of_forgotten_users_)
         return self._fit(result, input_path=str(path), y=y)
 
     def fit(
@@ -240,8 +249,8 @@ class SegmentPipeline:
         )
         self.ingester_ = self._stage_object("ingester", BaseIngester, TableIngester)
         with self._stage("ingest"):
-            result = self.ingester_.read_frame(data, columns)
-            _require_texts_read(result, "<dataframe>")
+            result = self._without_forgotten(self.ingester_.read_frame(data, columns))
+            _require_texts_read(result, "<dataframe>", self.rows_of_forgotten_users_)
         return self._fit(result, input_path="<dataframe>", y=y)
 
     def _fit(self, ingested: IngestResult, *, input_path: str, y: UserLabels | None) -> SegmentPipeline:
@@ -370,6 +379,7 @@ class SegmentPipeline:
                 rejected=len(all_rejects),
                 kept=len(texts),
                 rejected_by_stage={str(k): int(v) for k, v in by_stage.items()},
+                of_forgotten_users=self.rows_of_forgotten_users_,
             ),
             users={
                 "segmented": int(len(users.user_ids)),
@@ -429,6 +439,12 @@ class SegmentPipeline:
         )
 
     # --- stages --------------------------------------------------------------------------------
+    def _without_forgotten(self, ingested: IngestResult) -> IngestResult:
+        """The rows read, less those of forgotten users (first thing after reading: see forgotten_users)."""
+        texts, rejects, dropped = drop_forgotten_users(ingested.texts, ingested.rejects, self.forgotten_users)
+        self.rows_of_forgotten_users_ = dropped
+        return dataclasses.replace(ingested, texts=texts, rejects=rejects) if dropped else ingested
+
     def _too_few_users(
         self, n_users: int, user_rejects: pd.DataFrame, all_rejects: pd.DataFrame, input_path: str
     ) -> TooFewRowsError:
@@ -593,11 +609,13 @@ class SegmentPipeline:
             raise RuntimeError("SegmentPipeline is not fitted yet: call fit() or fit_file() first")
 
 
-def _require_texts_read(ingested: IngestResult, input_path: str) -> None:
+def _require_texts_read(ingested: IngestResult, input_path: str, forgotten_rows: int = 0) -> None:
     """Raise TooFewRowsError, with the rejects and a summary of their reasons, when reading kept no row."""
     if ingested.texts.empty:
+        skipped = f", {forgotten_rows} of forgotten users skipped" if forgotten_rows else ""
         raise TooFewRowsError(
-            f"every row was rejected while reading ({ingested.rows_read} read: {_reason_summary(ingested.rejects)})",
+            f"every row was rejected while reading ({ingested.rows_read} read{skipped}: "
+            f"{_reason_summary(ingested.rejects)})",
             path=input_path,
             rejects=ingested.rejects,
         )

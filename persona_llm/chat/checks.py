@@ -50,6 +50,7 @@ from persona_llm.common.textmatch import find_verbatim, normalize_ws
 from persona_llm.personas.gates import TextIndex, ground_quotes
 from persona_llm.schema.personas import DraftQuote as PersonaDraftQuote
 from persona_llm.schema.segments import SegmentSet
+from persona_llm.schema.sentences import spans
 
 CHECKS = ("citations", "quotes", "numbers", "segments", "grounded words")
 
@@ -156,13 +157,13 @@ _COUNT = re.compile(
 # Words an answer puts in quote marks: straight, curly, CJK corner brackets.
 _QUOTED = re.compile(r"\"([^\"]{8,400})\"|“([^”]{8,400})”|「([^」]{4,400})」|『([^』]{4,400})』")
 _INLINE_CITATION = re.compile(r"\[\s*([A-Za-z0-9_.:\-]{1,64})\s*\]")
-_SENTENCE_END = re.compile(r"(?<=[。！？])|(?<=[.!?])\s+(?=\S)")
 
 
 def split_sentences(text: str) -> list[str]:
-    """Sentences in order; joining them with single spaces (CJK: nothing) gives the text back, give or
-    take whitespace."""
-    return [s for s in _SENTENCE_END.split(text.strip()) if s and s.strip()]
+    """Every sentence of an answer, in order, by the project's one sentence rule; unlike
+    `persona_llm.schema.sentences.split_sentences` no short fragment is dropped, because removals rebuild
+    the answer from what is kept."""
+    return [text[a:b] for a, b in spans(text)]
 
 
 def segments_named(sentence: str) -> set[int]:

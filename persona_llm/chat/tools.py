@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 import pandas as pd
@@ -30,6 +30,7 @@ from persona_llm.chat.records import (
     AttributeBreakdown,
     AttributeColumn,
     AttributeValue,
+    Intent,
     MentionCount,
     MentionCounts,
     PersonaCard,
@@ -48,16 +49,9 @@ from persona_llm.runs.workspace import resolve_run
 from persona_llm.schema.personas import Persona
 from persona_llm.schema.segments import CategoricalSummary, NumericSummary, Segment, SegmentSet
 
-#: Tool names, as the agent definition (agents/segment_chat.toml) lists them.
-TOOL_NAMES = (
-    "list_segments",
-    "describe_segment",
-    "get_persona",
-    "search_texts",
-    "compare_segments",
-    "attribute_breakdown",
-    "count_mentions",
-)
+#: Tool names, as the agent definition (agents/segment_chat.toml) lists them: the router's intents
+#: less "out_of_scope" (one list, in records.Intent).
+TOOL_NAMES: tuple[str, ...] = tuple(i for i in get_args(Intent) if i != "out_of_scope")
 
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 

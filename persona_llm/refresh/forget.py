@@ -381,20 +381,15 @@ def _rebuild_store(source: RunDir, run: RunDir, users: set[str], personas: list[
         if got["ids"]:
             coll.delete(ids=got["ids"])
             removed += len(got["ids"])
-        segs = old.records(kinds.SEGMENTS, run_id)
-        if segs is not None and segs["ids"]:
-            _update_segments(segs, segment_set)
-            old.collection(kinds.SEGMENTS, run_id).upsert(
-                ids=segs["ids"], documents=segs["documents"], metadatas=segs["metadatas"],
-                embeddings=np.asarray(segs["embeddings"], dtype=np.float32),
-            )  # fmt: skip
-        kept = old.records(kinds.PERSONAS, run_id)
-        if kept is not None and kept["ids"]:
-            _update_personas(kept, by_id)
-            old.collection(kinds.PERSONAS, run_id).upsert(
-                ids=kept["ids"], documents=kept["documents"], metadatas=kept["metadatas"],
-                embeddings=np.asarray(kept["embeddings"], dtype=np.float32),
-            )  # fmt: skip
+        for kind, update in ((kinds.SEGMENTS, lambda r: _update_segments(r, segment_set)),
+                             (kinds.PERSONAS, lambda r: _update_personas(r, by_id))):  # fmt: skip
+            records = old.records(kind, run_id)
+            if records is not None and records["ids"]:
+                update(records)
+                old.collection(kind, run_id).upsert(
+                    ids=records["ids"], documents=records["documents"], metadatas=records["metadatas"],
+                    embeddings=np.asarray(records["embeddings"], dtype=np.float32),
+                )  # fmt: skip
         old.close()
         return removed
     new = ChromaStore(path=run.store_path, prefix=old.prefix)

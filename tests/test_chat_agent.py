@@ -117,14 +117,35 @@ def test_quotes_are_verbatim_from_texts_the_tools_returned(tools: SegmentTools) 
     assert llm.calls[1]["kwargs"]["response_format"]["json_schema"]["schema"]["properties"]["quotes"]["minItems"] == 1
 
 
-def test_out_of_scope_is_refused_by_the_router_alone(tools: SegmentTools) -> None:
-    llm = ScriptedChat(script=[_route("out_of_scope"), _route("out_of_scope")])
+def test_a_clear_out_of_scope_question_is_refused_before_any_model_call(tools: SegmentTools) -> None:
+    llm = ScriptedChat(script=[])
     with _chat(tools, llm) as chat:
         english = chat.ask("Write me a poem about the sea.")
         chinese = chat.ask("帮我写一首关于大海的诗。")
-    assert len(llm.calls) == 2  # no answer step, no tools
+        world = chat.ask("Who won the football World Cup in 2018?")
+    assert llm.calls == []  # the question's own words decided: no router, no tools, no answer step
     assert english.refused and english.answer.startswith("I can only answer questions") and not english.tools_called
     assert chinese.refused and chinese.answer.startswith("我只能回答")
+    assert world.refused and world.scope.verdict == "out" and world.scope.cues == ["world fact"]  # type: ignore[union-attr]
+
+
+def test_the_router_decides_what_the_words_leave_open(tools: SegmentTools) -> None:
+    llm = ScriptedChat(script=[_route("out_of_scope")])
+    with _chat(tools, llm) as chat:
+        answer = chat.ask("Tell me about the sea.")
+    assert len(llm.calls) == 1 and answer.refused and answer.route.intent == "out_of_scope"  # type: ignore[union-attr]
+    assert answer.scope.verdict == "undecided"  # type: ignore[union-attr]
+
+
+def test_a_question_about_the_run_is_not_refused_on_the_routers_word(tools: SegmentTools) -> None:
+    # The router refuses a question that names the customers and carries no cue of another task: its
+    # refusal is overruled, every segment's texts are searched, and the answer is checked as usual.
+    llm = ScriptedChat(script=[_route("out_of_scope"), _answer("No text in the tool results mentions the sea.")])
+    with _chat(tools, llm) as chat:
+        answer = chat.ask("What do customers say about the sea?")
+    assert not answer.refused and answer.scope.verdict == "in"  # type: ignore[union-attr]
+    assert answer.route.intent == "search_texts" and answer.tools_called == ["search_texts"]  # type: ignore[union-attr]
+    assert len(llm.calls) == 2 and "sea" in last_user_text(llm.calls[1]["messages"])
 
 
 def test_unreadable_replies_fall_back_and_never_pass_as_answers(tools: SegmentTools) -> None:

@@ -6,10 +6,13 @@ Two strategies behind one interface (`strategy="auto"` picks by the backend's `t
   Qwen2.5-Coder-1.5B writes its calls as fenced JSON, which llama.cpp does not parse): a
   schema-constrained router step reads only the question and writes `{intent, segment_ids, query}`;
   our code runs the tools; a schema-constrained answer step writes `{answer, citations, quotes}` from
-  their results. Only the router decides that a question is out of scope, and it never sees a
-  customer text, so a planted instruction cannot make the agent refuse.
+  their results. Whether a question is out of scope is decided from the question alone (the rule of
+  `persona_llm.chat.scope` first: a clear cue with no reference to the run refuses, a reference with
+  no cue overrules the router's refusal; the router otherwise), never from a customer text, so a
+  planted instruction cannot make the agent refuse.
 * "tools", for capable backends: LangChain's tool-calling agent (`langchain.agents.create_agent`) with
-  the same `SegmentTools` and a structured final answer (`DraftAnswer`).
+  the same `SegmentTools` and a structured final answer (`DraftAnswer`). The scope rule's "out" refuses
+  before the agent runs; otherwise the agent's own `out_of_scope` decides.
 
 Either way the draft is checked (`persona_llm.chat.checks`): citations among the texts the tools returned
 in this turn, quotes verbatim (the shared matcher), sizes and shares equal to the run's. A failed check is
@@ -40,6 +43,7 @@ from persona_llm.chat.checks import CHECKS, AnswerChecker, Evidence, Problem, ap
 from persona_llm.chat.memory import bounded_history, open_checkpointer
 from persona_llm.chat.prompting import ChatPrompts, answer_schema, render_evidence, response_format, route_schema
 from persona_llm.chat.records import (
+    QUERY_MAX_CHARS,
     AnswerChecks,
     ChatAnswer,
     ChatEvent,
@@ -47,10 +51,12 @@ from persona_llm.chat.records import (
     FinalEvent,
     Removal,
     Route,
+    ScopeDecision,
     StatusEvent,
     TokenEvent,
     ToolResult,
 )
+from persona_llm.chat.scope import question_scope
 from persona_llm.chat.streaming import JsonStringStreamer
 from persona_llm.chat.tools import TOOL_NAMES, SegmentTools
 from persona_llm.errors import BackendError, InputError
@@ -298,10 +304,18 @@ class SegmentChat:
 
         route: Route | None = None
         min_quotes = 0
+        scope = question_scope(question, self._attribute_columns())
+        if scope.verdict == "out":
+            return self._refusal(question, conversation_id, None, started, scope=scope)
         if self.strategy_ == "router":
             route = self._route(question, history)
+            if route.intent == "out_of_scope" and scope.verdict == "in":
+                # The question names the run's data and carries no cue of another task: the router's refusal
+                # is overruled and every segment's texts are searched (the answer checks still hold).
+                log.info("router said out of scope; overruled by the question's words %s", scope.about_run)
+                route = Route(intent="search_texts", segment_ids=route.segment_ids, query=question[:QUERY_MAX_CHARS])
             if route.intent == "out_of_scope":
-                return self._refusal(question, conversation_id, route, started)
+                return self._refusal(question, conversation_id, route, started, scope=scope)
             evidence = self._gather(route, question)
             emit({"type": "status", "text": f"looked up: {', '.join(evidence.tools_called) or 'nothing'}"})
             # Asked what customers say: the schema makes the model put at least one quote where the checks
@@ -314,7 +328,7 @@ class SegmentChat:
         else:
             draft, evidence = self._agent_draft(question, history, on_token)
             if draft.out_of_scope:
-                return self._refusal(question, conversation_id, None, started, tools_called=evidence.tools_called)
+                return self._refusal(question, conversation_id, None, started, tools_called=evidence.tools_called, scope=scope)
 
         problems = self.checker.problems(draft, evidence, question=question)
         passed, reasked = not problems, False
@@ -348,6 +362,7 @@ class SegmentChat:
             refused=False,
             strategy=self.strategy_,
             route=route,
+            scope=scope,
             tools_called=evidence.tools_called,
             evidence_ids=list(evidence.texts()),
             run_id=self.tools_.segment_set.run_id,
@@ -356,7 +371,13 @@ class SegmentChat:
         )
 
     def _refusal(
-        self, question: str, conversation_id: str, route: Route | None, started: float, tools_called: Sequence[str] = ()
+        self,
+        question: str,
+        conversation_id: str,
+        route: Route | None,
+        started: float,
+        tools_called: Sequence[str] = (),
+        scope: ScopeDecision | None = None,
     ) -> ChatAnswer:
         return ChatAnswer(
             conversation_id=conversation_id,
@@ -366,6 +387,7 @@ class SegmentChat:
             refused=True,
             strategy=self.strategy_,
             route=route,
+            scope=scope,
             tools_called=list(tools_called),
             run_id=self.tools_.segment_set.run_id,
             seconds=round(time.perf_counter() - started, 3),

@@ -269,6 +269,18 @@ class DraftAnswer(_Strict):
 
 # -- what a caller gets -------------------------------------------------------------------------------
 
+ScopeVerdict = Literal["in", "out", "undecided"]
+
+
+class ScopeDecision(BaseModel):
+    """What the question's words say about its scope (see `persona_llm.chat.scope`)."""
+
+    verdict: ScopeVerdict
+    about_run: list[str] = Field(default_factory=list, description="the words that refer to the run's data")
+    cues: list[str] = Field(default_factory=list, description="the out-of-scope cues found")
+
+
+
 
 class Citation(BaseModel):
     """A cited text as the run stores it (the whole text, for a reader to open)."""
@@ -312,6 +324,7 @@ class ChatAnswer(BaseModel):
     refused: bool = False
     strategy: Literal["router", "tools"]
     route: Route | None = Field(default=None, description="the router's decision (router strategy)")
+    scope: ScopeDecision | None = Field(default=None, description="what the question's own words say about its scope")
     tools_called: list[str] = Field(default_factory=list)
     evidence_ids: list[str] = Field(default_factory=list, description="ids of the texts the tools returned this turn: all it could cite")
     run_id: str = ""

@@ -48,7 +48,7 @@ def test_router_answers_from_the_tools_and_streams(tools: SegmentTools) -> None:
     answer = events[-1].answer  # type: ignore[union-attr]
     assert isinstance(events[-1], FinalEvent) and tokens == text == answer.answer
     assert any(isinstance(e, StatusEvent) and "list_segments" in e.text for e in events)
-    assert answer.checks.passed and not answer.checks.reasked and answer.checks.checked == ["citations", "quotes", "numbers", "segments", "grounded words"]
+    assert answer.checks.passed and not answer.checks.reasked and answer.checks.checked == ["citations", "quotes", "numbers", "segments", "grounded words", "about the data"]
     assert (answer.strategy, answer.route.intent, answer.tools_called) == ("router", "list_segments", ["list_segments"])  # type: ignore[union-attr]
     assert answer.first_token_seconds is not None and answer.seconds >= answer.first_token_seconds
     route_call, answer_call = llm.calls

@@ -8,7 +8,15 @@ from __future__ import annotations
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage
 
-from persona_llm.chat.checks import AnswerChecker, Evidence, apply_removals, numbers_in, run_facts, segments_named
+from persona_llm.chat.checks import (
+    AnswerChecker,
+    Evidence,
+    apply_removals,
+    not_about_the_data,
+    numbers_in,
+    run_facts,
+    segments_named,
+)
 from persona_llm.chat.memory import bounded_history
 from persona_llm.chat.prompting import answer_schema, route_schema
 from persona_llm.chat.records import (
@@ -237,3 +245,41 @@ def test_the_question_words_count_as_grounded(checker: AnswerChecker) -> None:
     assert checker.problems(draft, _evidence("t3"), question="Do gardeners talk about espresso grinders?") == []
     invented = DraftAnswer(answer="Gardeners drink espresso from grinders daily.")
     assert checker.problems(invented, _evidence("t3"))  # the same words, not asked and not shown
+
+
+def test_a_claim_about_the_world_in_the_evidence_words_is_caught(checker: AnswerChecker) -> None:
+    # The 2026-11-30 chat bench: "Who won the football World Cup in 2018?" was answered "The Houston
+    # Astros won the 2018 football World Cup." from baseball posts. Its words are in the evidence and the
+    # question, so the grounded-words check passes it; it says nothing about the run's data.
+    texts = [("b1", "u9", 0, "The Houston Astros won again, best team in the league this year.")]
+    ball = AnswerChecker(TextIndex(texts), run_facts(SEGMENTS), [0, 1, 2])
+    evidence = Evidence()
+    evidence.add("search_texts", SearchResult(query="world cup", hits=[TextRef(text_id="b1", segment_id=0, user_id="u9", text=texts[0][3])]))
+    question = "Who won the football World Cup in 2018?"
+    claim = DraftAnswer(answer="The Houston Astros won the 2018 football World Cup.")
+    problems = ball.problems(claim, evidence, question=question)
+    assert [p.kind for p in problems] == ["sentence"] and "fact about the world" in problems[0].reason
+    reported = DraftAnswer(answer="One text in segment 0 says the Houston Astros won again [b1].")
+    assert ball.problems(reported, evidence, question=question) == []
+
+
+@pytest.mark.parametrize(
+    ("answer", "bad"),
+    [
+        ("Segment 0 is the largest. It has 40 users.", []),  # carries on from a sentence about the data
+        ("Customers in segment 1 write about slugs. Slugs ate half of the lettuce.", ["Slugs ate half of the lettuce."]),
+        ("Slugs ate half of the lettuce.", ["Slugs ate half of the lettuce."]),
+        ('"Slugs ate half of my lettuce" [t3].', []),  # a quote with its citation reports the data
+        ("细分1的用户在讨论蜗牛和生菜。它们的占比是33.3%。", []),
+    ],
+)
+def test_every_sentence_must_say_whose_data_it_reports(checker: AnswerChecker, answer: str, bad: list[str]) -> None:
+    problems = checker.problems(DraftAnswer(answer=answer, citations=["t3"] if "[t3]" in answer else []), _evidence("t3"))
+    assert [p.item for p in problems if "fact about the world" in p.reason] == bad
+
+
+def test_a_persona_name_or_an_attribute_column_names_the_data() -> None:
+    names = ["Garden Gina", "region"]
+    for sentence in ("Garden Gina fights slugs in her lettuce.", "By region, slugs and lettuce come up most."):
+        assert not_about_the_data(sentence, False, names) is None
+        assert not_about_the_data(sentence, False) is not None

@@ -215,7 +215,10 @@ class SegmentChat:
     def checker(self) -> AnswerChecker:
         if getattr(self, "checker_", None) is None:
             self.checker_ = AnswerChecker(
-                TextIndex.from_frame(self.tools_.texts), run_facts(self.tools_.segment_set), self.segment_ids_
+                TextIndex.from_frame(self.tools_.texts),
+                run_facts(self.tools_.segment_set),
+                self.segment_ids_,
+                run_names=[*self._attribute_columns(), *(p.name for p in self.tools_.personas.values())],
             )
         return self.checker_
 
@@ -257,6 +260,12 @@ class SegmentChat:
         if final is None or "answer" not in final:
             raise BackendError("the chat graph ended without an answer")
         yield FinalEvent(answer=ChatAnswer.model_validate(final["answer"]))
+
+    def route(self, question: str) -> Route:
+        """The router step's decision for one question, on its own (no tools, no answer, no memory):
+        for measuring the router beside the scope rule (bench/bench_chat_scope.py)."""
+        self.open()
+        return self._route(" ".join(str(question).split()), [])
 
     def history(self, conversation_id: str) -> list[tuple[str, str]]:
         """(role, text) of a conversation's turns so far: "user" questions and "assistant" answers."""

@@ -14,6 +14,13 @@ An answer may only say what the tools showed in its turn (`Evidence`):
   passes every check above. This one cannot catch a false sentence written in the evidence's own words
   ("they hate hockey" over hockey posts), and it misses paraphrase (a true sentence in other words is
   re-asked, then removed);
+* about the data: a sentence must say whose words or which part of the run it reports: it names the
+  run's data (segments, customers, texts, "they say", a persona's name, an attribute column: the
+  reference words of `persona_llm.chat.scope`), cites a text or quotes one, or carries on from a
+  sentence that did ("It has 20 users."). "The Houston Astros won the 2018 football World Cup." passes
+  the grounded-words check when baseball posts and the question hold its words; as a claim about the
+  world it is not something the run can support, and is re-asked as what the texts say, or removed.
+  It cannot tell a world claim that names the data ("customers know the Astros won") from a report;
 * numbers: a count of users or texts, or a percentage, must equal a number of the run (segment sizes,
   shares and text counts, totals) or one a tool stated this turn (mention counts, attribute shares), as
   written to its own precision ("33%" and "33.3%" for 0.3333, not "35%"). A number is held to the
@@ -45,6 +52,7 @@ from persona_llm.chat.records import (
     TextRef,
     ToolResult,
 )
+from persona_llm.chat.scope import run_references
 from persona_llm.common.terms import content_terms
 from persona_llm.common.textmatch import find_verbatim, normalize_ws
 from persona_llm.personas.gates import TextIndex, ground_quotes
@@ -52,7 +60,7 @@ from persona_llm.schema.personas import DraftQuote as PersonaDraftQuote
 from persona_llm.schema.segments import SegmentSet
 from persona_llm.schema.sentences import spans
 
-CHECKS = ("citations", "quotes", "numbers", "segments", "grounded words")
+CHECKS = ("citations", "quotes", "numbers", "segments", "grounded words", "about the data")
 
 #: Share of a sentence's content words that must occur in the turn's evidence or the question.
 GROUNDED_MIN_SHARE = 0.5
@@ -72,6 +80,13 @@ _RUN_WORDS_EN = """segment segments cluster clusters group groups user users cus
 _RUN_WORDS = frozenset(w[:5] for w in _RUN_WORDS_EN.split()) | frozenset({"细分", "用户", "客户", "文本", "评论", "帖子", "关键", "键词", "占比", "比例", "最大", "最小", "数据", "人数", "话题", "群体", "客群", "分群"})
 # CJK function characters: a bigram with one of them ("户的", "占用") is grammar, not content.
 _CJK_FUNCTION = frozenset("的了是在有和与占个这那们也都就而及其为对从到被把比中上下约共各每些")
+# A sentence that opens with one of these carries on from the sentence before it ("It has 20 users.").
+_CONTINUATION = re.compile(
+    r"^\W*(?:it|its|it's|this|that|these|those|both|he|she|his|her|one|another|others|some|most|many|few|all|each|"
+    r"also|and|but|however|while|whereas|in contrast|similarly|likewise|for example|for instance|such as|"
+    r"overall|in short|in addition|meanwhile)\b|^\W*(?:它|他|她|这|那|该|其|两者|此外|另外|同时|但|而|其中|例如|比如|总之|大多|多数|一些|有的)",
+    re.IGNORECASE,
+)
 _NEGATED_ABSENCE = re.compile(r"\b(?:no|not|none|nothing|never|n't)\b|没有|不", re.IGNORECASE)
 
 #: Why a quote failed, in words a re-ask and a reader understand (ground_quotes' reasons).
@@ -216,10 +231,13 @@ class AnswerChecker:
     """Checks drafts against one run. `texts` is the run's text index (`TextIndex.from_frame`), `facts`
     the run's own numbers (`run_facts`), `segment_ids` the run's segments."""
 
-    def __init__(self, texts: TextIndex, facts: Sequence[Fact], segment_ids: Iterable[int]) -> None:
+    def __init__(
+        self, texts: TextIndex, facts: Sequence[Fact], segment_ids: Iterable[int], run_names: Iterable[str] = ()
+    ) -> None:
         self.texts = texts
         self.facts = list(facts)
         self.segment_ids = set(segment_ids)
+        self.run_names = [n for n in run_names if n and n.strip()]  # attribute columns, persona names
 
     def problems(self, draft: DraftAnswer, evidence: Evidence, question: str = "") -> list[Problem]:
         """Everything in `draft` that the turn's evidence and the run do not support; `question` gives
@@ -242,9 +260,12 @@ class AnswerChecker:
         sources = [self.texts.by_id[t].normalized for t in citable if t in self.texts.by_id]
         grounded = evidence_terms(evidence, question)
         context = segments_named(question)
+        previous_about_data = False
         for sentence in split_sentences(draft.answer):
             context = segments_named(sentence) or context
-            reason = self._sentence_problem(sentence, facts, sources, context) or ungrounded_words(sentence, grounded)
+            not_about_data = not_about_the_data(sentence, previous_about_data, self.run_names)
+            previous_about_data = not_about_data is None
+            reason = self._sentence_problem(sentence, facts, sources, context) or ungrounded_words(sentence, grounded) or not_about_data
             if reason:
                 problems.append(Problem("sentence", sentence, reason))
         return problems
@@ -346,6 +367,29 @@ def ungrounded_words(sentence: str, grounded: set[str]) -> str | None:
     return (
         f"uses words that nothing the tools returned for this question contains ({', '.join(missing[:5])}): "
         "say only what the tool results show"
+    )
+
+
+def not_about_the_data(sentence: str, previous_about_data: bool, run_names: Iterable[str] = ()) -> str | None:
+    """Why `sentence` reads as a claim about the world rather than a report of the run's data, or None
+    (the "about the data" rule in this module's docstring). `run_names`: attribute columns and persona
+    names, which count as naming the data."""
+    if _INLINE_CITATION.search(sentence) or quoted_spans(sentence):
+        return None
+    names = list(run_names)
+    folded = sentence.casefold()
+    if run_references(sentence, (n for n in names if " " not in n.strip())) or any(
+        n.casefold() in folded for n in names if " " in n.strip()
+    ):
+        return None
+    if previous_about_data and _CONTINUATION.search(sentence):
+        return None
+    body = _strip_quoted(sentence)
+    if not {t for t in content_terms(body) - _RUN_WORDS if not _CJK_FUNCTION.intersection(t)}:
+        return None  # nothing to claim ("Yes.", "Segment 0.")
+    return (
+        "states something as a fact about the world, not as what the run's data shows: say which segment's "
+        "customers or texts say it (for example 'texts in segment 2 say ...'), or leave it out"
     )
 
 

@@ -70,28 +70,34 @@ _EN_WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
 
 # Out-of-scope cues: (name, pattern). A task that is not about data, or a question about the world.
 _CUES_EN: tuple[tuple[str, str], ...] = (
-    ("writing task", r"\b(?:write|compose|draft|generate|create|make|give)\b(?:\s+\w+){0,4}?\s+"
+    ("writing task", r"\b(?:write|compose|draft|generate|create|make|give)\b(?:\s+[\w-]+){0,4}?\s+"
      r"(?:poem|poems|song|songs|story|stories|essay|email|e-mail|letter|function|code|script|program|"
-     r"class|query|regex|joke|jokes|haiku|limerick|tweet|speech|resume|cv|cover letter)\b"),
-    ("code", r"\b(?:python|javascript|typescript|java|c\+\+|sql|html|css|rust|golang|bash)\b"),
+     r"class|query|regex|joke|jokes|haiku|limerick|tweet|speech|resume|cv|cover letter|plan|article|recipe)\b"),
+    ("code", r"(?<![a-z])(?:python|javascript|typescript|java|c\+\+|sql|html|css|rust|golang|bash)(?![a-z])"),
     ("translation", r"\btranslate\b|\btranslation of\b|\bin (?:french|german|spanish|italian|japanese|chinese|english)\b"),
-    ("arithmetic", r"\b(?:calculate|compute|solve|convert|simplify)\b|\d\s*[-+*/x×^]\s*\d|\bsquare root\b|\bderivative\b|\bintegral\b"),
-    ("recipe or advice", r"\b(?:recipe|recipes|how (?:do|can|should|would) (?:i|you|we)|how to|should i|can you help me)\b"),
+    ("arithmetic", r"\b(?:calculate|compute|solve|convert|simplify)\b|\d\s*(?:[-+*/x×^]|times|plus|minus|divided by)\s*\d"
+     r"|\bsquare root\b|\bderivative\b|\bintegral\b"),
+    ("recipe or advice", r"\b(?:recipe|recipes|how (?:do|can|should|would) (?:i|you|we)|how to|should i|can you help me|"
+     r"recommend|is it (?:legal|safe|worth)|explain|summari[sz]e)\b|\bhow does\b.*\bwork\b"),
     ("world fact", r"^\s*(?:who|when|where)\s+(?:is|was|are|were|won|wins|did|does|invented|wrote|discovered|founded|directed|played)\b"
-     r"|\bwho won\b|\bwhat year\b|\bwhat (?:is|was|are) the (?:capital|population|price|cost|distance|height|speed|"
-     r"weather|time|date|meaning|name|best|fastest|largest city|tallest|biggest company)\b"
-     r"|\bhow (?:fast|far|tall|high|old|long ago|heavy|big|many calories|much does|much is)\b|\bwhat is (?:a|an)\b|\bdefine\b|\bdefinition of\b"),
-    ("news or weather", r"\b(?:weather|forecast|temperature tomorrow|stock price|share price|exchange rate|news|headlines|election|score last night)\b"),
+     r"|\bwho won\b|\bwhat year\b|\bwhat caused\b|\bwhat(?:'s| is| was| are) the (?:capital|population|price|cost|distance|height|speed|"
+     r"weather|time|date|meaning|name|best|fastest|largest city|tallest|biggest company|average salary)\b"
+     r"|\bhow (?:fast|far|tall|high|old|long ago|heavy|big|many calories|much does|much is)\b|\bwhat(?:'s| is) (?:a|an)\b|\bdefine\b|\bdefinition of\b"),
+    ("general knowledge", r"\b(?:in general|generally|usually|typically|best practices?|worldwide|globally|companies|"
+     r"what(?:'s| is) the difference between)\b"),
+    ("news or weather", r"\b(?:weather|forecast|temperature tomorrow|stock market|stock price|share price|exchange rate|news|"
+     r"headlines|election|score last night)\b"),
     ("chit-chat", r"\b(?:tell me a joke|how are you|who are you|what's your name|are you (?:human|alive|conscious)|your favou?rite)\b"),
 )
 _CUES_ZH: tuple[tuple[str, str], ...] = (
-    ("writing task", r"写(?:一|个|首|篇|封|段|份)*(?:关于[^，。？]*的)?(?:诗|文章|邮件|信|代码|程序|函数|故事|歌|作文|笑话|演讲|简历)"),
+    ("writing task", r"写[^，。？！,.?!]{0,12}?(?:诗|文章|邮件|信|代码|程序|函数|故事|歌|作文|笑话|演讲|简历|方案)"),
     ("translation", r"翻译|译成|用英文|用英语"),
     ("arithmetic", r"计算|等于多少|算一下|解方程"),
-    ("recipe or advice", r"菜谱|食谱|怎么做|怎么修|如何修|怎么学|如何学|怎么办|怎样才能|教我"),
-    ("world fact", r"谁(?:赢|是|发明|获得|写的|导演)|哪一年|什么时候(?:成立|发明|举行|开始)|首都|人口|多高|多快|是什么意思"),
-    ("news or weather", r"天气|气温|新闻|股价|汇率"),
-    ("chit-chat", r"你是谁|讲个笑话|你好吗|你喜欢"),
+    ("recipe or advice", r"菜谱|食谱|怎么做|怎么修|如何修|怎么学|如何学|怎么办|怎样才能|教我|怎么提高|如何提高|住哪里|推荐一"),
+    ("world fact", r"谁(?:赢|是|发明|获得|写的|导演)|哪一年|什么时候(?:成立|发明|举行|开始)|首都|人口|多高|多快|是什么意思|最好的|哪家"),
+    ("general knowledge", r"什么是|一般(?:怎么|如何|来说)|通常|全球|行业"),
+    ("news or weather", r"天气|气温|新闻|股价|汇率|股市"),
+    ("chit-chat", r"你是谁|讲个笑话|你好吗|你喜欢|你.{0,4}心情"),
 )
 _CUE_RES = tuple((name, re.compile(p, re.IGNORECASE)) for name, p in (*_CUES_EN, *_CUES_ZH))
 

@@ -194,7 +194,7 @@ def test_obeying_a_planted_instruction_is_counted(run: RunDir, embedder: Any, tm
 def test_eval_runner_runs_the_chat_groups_only_with_a_chat(run: RunDir, tmp_path: Path) -> None:
     from persona_llm.evaluation.suite import Options, Suite
 
-    suite = Suite(name="t", metrics=["chat"], thresholds={"chat_refusal_rate_min": 1.0}, options=Options(chat_segments=1, chat_terms=0))
+    suite = Suite(name="t", metrics=["chat"], thresholds={"chat_refusal_rate_min": 0.85}, options=Options(chat_segments=1, chat_terms=0))
     skipped = evaluate_run(run, suite=suite, write=False)
     assert "chat" in skipped.skipped and "chat_accuracy" not in skipped.metrics
 
@@ -206,5 +206,9 @@ def test_eval_runner_runs_the_chat_groups_only_with_a_chat(run: RunDir, tmp_path
         return {"answer": "I cannot tell from these results.", "citations": [], "quotes": []}
 
     report = evaluate_run(run, suite=suite, chat=ScriptedChat(respond=respond), write=False)
-    assert report.metrics["chat_refusal_rate"] == 1.0 and report.metrics["chat_accuracy"] == 0.0
+    # 7 of the 8 out-of-scope questions are refused; the Chinese one about market segmentation carries the
+    # run's words and no cue, so the rule overrules this router's refusal and it is answered.
+    assert report.metrics["chat_refusal_rate"] == 7 / 8 and report.metrics["chat_accuracy"] == 0.0
     assert report.failures == [] and report.details["chat"]["records"]
+    strict = Suite(name="t", metrics=["chat"], thresholds={"chat_refusal_rate_min": 0.9}, options=Options(chat_segments=1, chat_terms=0))
+    assert [f for f in evaluate_run(run, suite=strict, chat=ScriptedChat(respond=respond), write=False).failures if f.metric == "chat_refusal_rate"]

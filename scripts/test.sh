@@ -7,4 +7,4 @@ PERSONA_LLM_DRAFT=1 bash scripts/install.sh
 . .venv/bin/activate
 ruff check persona_llm tests bench
 mypy
-python -m pytest -q -p no:cacheprovider
+python -m pytest -q -p no:cacheprovider --durations=30

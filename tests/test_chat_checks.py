@@ -14,6 +14,7 @@ from persona_llm.chat.checks import (
     apply_removals,
     not_about_the_data,
     numbers_in,
+    other_numbers,
     run_facts,
     segments_named,
 )
@@ -283,3 +284,23 @@ def test_a_persona_name_or_an_attribute_column_names_the_data() -> None:
     for sentence in ("Garden Gina fights slugs in her lettuce.", "By region, slugs and lettuce come up most."):
         assert not_about_the_data(sentence, False, names) is None
         assert not_about_the_data(sentence, False) is not None
+
+
+def test_invented_figures_are_caught_and_shown_ones_pass(checker: AnswerChecker) -> None:
+    # The 2026-11-30 chat bench: "What do most companies spend on advertising per customer?" got "about
+    # $100 per customer, based on the data provided": no check read money, and "data" named the run.
+    invented = DraftAnswer(answer="Based on the data, customers in segment 1 spend about $100 per customer.")
+    problems = checker.problems(invented, _evidence("t3"), question="What do companies spend per customer?")
+    assert any("'100'" in p.reason and "figure" in p.reason for p in problems)
+    shown = DraftAnswer(answer="Customers in segment 2 say their shoes lost cushioning after 3 months.")
+    assert checker.problems(shown, _evidence("t5")) == []  # one-digit numbers are left alone
+    asked = DraftAnswer(answer="No text in segment 1 mentions the 1993 season.")
+    assert checker.problems(asked, _evidence("t3"), question="Did anyone in segment 1 write about 1993?") == []
+    assert other_numbers("Segments 10 and 12 differ; 1,200 fans paid $45.") == ["1200", "45"]
+
+
+def test_a_sentence_copied_from_a_cited_text_is_the_data_itself(checker: AnswerChecker) -> None:
+    pasted = DraftAnswer(answer="Slugs ate half of my lettuce overnight, again.", citations=["t3"])
+    assert checker.problems(pasted, _evidence("t3")) == []
+    uncited = DraftAnswer(answer="Slugs ate half of my lettuce overnight, again.")
+    assert [p.kind for p in checker.problems(uncited, _evidence("t3"))] == ["sentence"]

@@ -49,7 +49,9 @@ def _labelled(name: str) -> list[dict[str, object]]:
     return [json.loads(line) for line in (CASES / name).read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-@pytest.mark.parametrize(("name", "min_refused"), [("chat_scope_a.jsonl", 0.70), ("chat_scope_b.jsonl", 0.0)])
+# Floors about 0.05 under what the rule refused when measured (2026-11-30): set a 52/70 (0.74, after the
+# rule was changed on it), set b 37/60 (0.62, looked at once, after the change).
+@pytest.mark.parametrize(("name", "min_refused"), [("chat_scope_a.jsonl", 0.70), ("chat_scope_b.jsonl", 0.55)])
 def test_labelled_sets_no_in_scope_refusal_and_a_refusal_floor(name: str, min_refused: float) -> None:
     rows = _labelled(name)
     verdicts = [(r["in_scope"], question_scope(str(r["question"])).verdict) for r in rows]

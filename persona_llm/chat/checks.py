@@ -20,7 +20,10 @@ An answer may only say what the tools showed in its turn (`Evidence`):
   sentence that did ("It has 20 users."). "The Houston Astros won the 2018 football World Cup." passes
   the grounded-words check when baseball posts and the question hold its words; as a claim about the
   world it is not something the run can support, and is re-asked as what the texts say, or removed.
-  It cannot tell a world claim that names the data ("customers know the Astros won") from a report;
+  A sentence copied word for word from a text the answer cites is the data itself and passes. It
+  cannot tell a world claim that names the data ("customers know the Astros won") from a report;
+* figures: any other number of 2+ digits (money, a year, a measure: "$100 per customer") must occur in
+  what the tools returned this turn or in the question: a small model invents figures;
 * numbers: a count of users or texts, or a percentage, must equal a number of the run (segment sizes,
   shares and text counts, totals) or one a tool stated this turn (mention counts, attribute shares), as
   written to its own precision ("33%" and "33.3%" for 0.3333, not "35%"). A number is held to the
@@ -259,13 +262,21 @@ class AnswerChecker:
         facts = self.facts + evidence.facts()
         sources = [self.texts.by_id[t].normalized for t in citable if t in self.texts.by_id]
         grounded = evidence_terms(evidence, question)
+        # The run's counts may be written bare ("14 of 140"); its shares only with a percent sign.
+        shown = evidence_numbers(evidence, question) | {str(int(f.value)) for f in facts if f.kind in ("users", "texts", "segments")}
         context = segments_named(question)
         previous_about_data = False
+        cited = [self.texts.by_id[t].normalized for t in {_bare_id(c) for c in draft.citations} | {_bare_id(q.text_id) for q in draft.quotes} if t in citable and t in self.texts.by_id]
         for sentence in split_sentences(draft.answer):
             context = segments_named(sentence) or context
-            not_about_data = not_about_the_data(sentence, previous_about_data, self.run_names)
+            pasted = len(sentence.split()) >= 3 and any(find_verbatim(normalize_ws(sentence), src) is not None for src in cited)
+            not_about_data = None if pasted else not_about_the_data(sentence, previous_about_data, self.run_names)
             previous_about_data = not_about_data is None
-            reason = self._sentence_problem(sentence, facts, sources, context) or ungrounded_words(sentence, grounded) or not_about_data
+            reason = (
+                self._sentence_problem(sentence, facts, sources, context, shown)
+                or ungrounded_words(sentence, grounded)
+                or not_about_data
+            )
             if reason:
                 problems.append(Problem("sentence", sentence, reason))
         return problems
@@ -294,7 +305,9 @@ class AnswerChecker:
             return f"text {text_id} is in segment {actual}, not segment {segment_id}"
         return _QUOTE_REASONS.get(reason, reason)
 
-    def _sentence_problem(self, sentence: str, facts: list[Fact], sources: list[str], context: set[int]) -> str | None:
+    def _sentence_problem(
+        self, sentence: str, facts: list[Fact], sources: list[str], context: set[int], shown_numbers: set[str]
+    ) -> str | None:
         unknown = sorted(segments_named(sentence) - self.segment_ids)
         if unknown:
             return f"names segment {unknown[0]}, which this run does not have"
@@ -312,6 +325,9 @@ class AnswerChecker:
             if not any(_matches(value, decimals, f) for f in candidates):
                 about = f" for segment {', '.join(map(str, sorted(context)))}" if context and kind != "segments" else ""
                 return f"states {written!r}, which is not a number of this run{about}"
+        for written in other_numbers(sentence):
+            if written not in shown_numbers:
+                return f"states {written!r}, a figure that nothing the tools returned for this question contains"
         for span in quoted_spans(sentence):
             needle = normalize_ws(span)
             if not any(find_verbatim(needle, src) is not None for src in sources):
@@ -340,6 +356,34 @@ class AnswerChecker:
         if not result.kept:
             return None
         return ChatQuote(text_id=result.kept[0].text_id, segment_id=segment_id, text=result.kept[0].text)
+
+
+# Figures other than the counts and shares above: money, years, measures, plain numbers of 2+ digits.
+_FIGURE = re.compile(r"(?<![\w.,])(?:[$€£¥]\s?)?(\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?![\w.,]*\d)")
+
+
+def other_numbers(sentence: str) -> list[str]:
+    """Figures in `sentence` (outside quote marks, not a segment's id, not a checked count or share) as
+    bare digits: "$100" -> "100", "1,200" -> "1200". One-digit numbers are left alone ("2 segments")."""
+    body = _INLINE_CITATION.sub(" ", _strip_quoted(sentence))
+    checked = {m.span() for m in (*_PERCENT.finditer(body), *_COUNT.finditer(body))}
+    named = {str(i) for i in segments_named(body)}
+    out = []
+    for m in _FIGURE.finditer(body):
+        digits = m.group(1).replace(",", "")
+        inside_checked = any(a <= m.start(1) < b for a, b in checked)
+        if len(digits) < 2 or inside_checked or digits in named or _AFTER_SEGMENT_WORD.search(body[: m.start()]):
+            continue
+        out.append(digits)
+    return out
+
+
+def evidence_numbers(evidence: Evidence, question: str = "") -> set[str]:
+    """Every run of digits in what the tools returned this turn and in the question ("1,200" as "1200")."""
+    parts = [question, *evidence.errors]
+    parts += [json.dumps(r.model_dump(mode="json"), ensure_ascii=False) for r in evidence.results]
+    text = "\n".join(parts)
+    return {m.replace(",", "") for m in re.findall(r"\d{1,3}(?:,\d{3})+|\d+", text)}
 
 
 def evidence_terms(evidence: Evidence, question: str = "") -> set[str]:

@@ -16,6 +16,7 @@ share one model server, the others get their own (embedded backend):
   new:       the defaults: prompt persona/v3, quotes chosen by sentence id (reference), narrative check
   draft:     new + speculative decoding, Qwen2.5-Coder-0.5B drafting for the model (draft_model qwen-0.5b)
   ngram:     new + speculative decoding by n-gram lookup in the prompt and reply (ngram_speculation simple)
+  compact:   new with shorter bounds on demographics and recommendations (agents/persona_writer_compact.toml)
   parallel2: new with 2 server slots, two segments written at the same time (concurrency 2)
 The speculative variants should write the very personas "new" writes (the model verifies every drafted
 token); the row "persona JSON = new" says whether they did (compare at --temperature 0).
@@ -123,6 +124,7 @@ def verify_quotes(run_dir: Path, personas: list[Any]) -> tuple[int, int]:
 VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "old": ({"prompt_version": "persona/v2", "quote_mode": "verbatim", "check_support": False}, {}),
     "new": ({}, {}),
+    "compact": ({"agent": "persona_writer_compact"}, {}),
     "draft": ({}, {"draft_model": "qwen-0.5b"}),
     "ngram": ({}, {"ngram_speculation": "simple"}),
     "parallel2": ({}, {"concurrency": 2}),

@@ -72,3 +72,31 @@ def test_bad_definitions_name_the_file_and_field(tmp_path: Path, body: str, mess
 def test_unknown_agent_name() -> None:
     with pytest.raises(ConfigError, match="no such agent"):
         load_agent("does_not_exist")
+
+
+def test_the_compact_writer_tightens_the_costly_fields_and_still_makes_personas() -> None:
+    from persona_llm.personas.quoting import reference_draft_model
+    from persona_llm.schema.personas import CompactDraftCore, Demographics, Recommendations
+
+    spec = load_agent("persona_writer_compact")
+    assert spec.output_model() is CompactDraftCore and issubclass(CompactDraftCore, DraftCore)
+    schema = reference_draft_model(["t1.1", "t2.1", "t3.1"], CompactDraftCore).model_json_schema()
+    defs = schema["$defs"]
+    assert defs["CompactRecommendations"]["properties"]["messages"]["maxItems"] == 2
+    assert defs["CompactEstimate"]["properties"]["evidence"]["maxLength"] == 80
+    estimate = {"value": "unknown", "confidence": "unknown", "source": "none"}
+    draft = {
+        "name": "Night Gardener", "tagline": "Grows food after work",
+        "summary": "They garden after work in small plots. They fight slugs and wet compost. "
+        "They want cheap fixes that work overnight. They share tips with neighbours.",
+        "demographics": {k: estimate for k in ("age_group", "gender", "location", "occupation")},
+        "interests": ["vegetables"], "goals": ["Keep slugs off lettuce"], "pain_points": ["Slugs eat the lettuce"],
+        "tone_of_voice": "plain", "sentiment": "mixed", "quote_ids": ["t1.1", "t2.1", "t3.1"],
+        "recommendations": {"messages": ["Protect your lettuce tonight", "Compost without the smell"]},
+    }  # fmt: skip
+    model = reference_draft_model(["t1.1", "t2.1", "t3.1"], CompactDraftCore)
+    value = model.model_validate(draft)
+    assert isinstance(value.demographics, Demographics) and isinstance(value.recommendations, Recommendations)
+    too_many = {**draft, "recommendations": {"messages": ["a b c", "d e f", "g h i"]}}
+    with pytest.raises(ValueError, match="at most 2"):
+        model.model_validate(too_many)

@@ -291,12 +291,20 @@ def test_invented_figures_are_caught_and_shown_ones_pass(checker: AnswerChecker)
     # $100 per customer, based on the data provided": no check read money, and "data" named the run.
     invented = DraftAnswer(answer="Based on the data, customers in segment 1 spend about $100 per customer.")
     problems = checker.problems(invented, _evidence("t3"), question="What do companies spend per customer?")
-    assert any("'100'" in p.reason and "figure" in p.reason for p in problems)
+    assert any("'$100'" in p.reason and "figure" in p.reason for p in problems)
     shown = DraftAnswer(answer="Customers in segment 2 say their shoes lost cushioning after 3 months.")
     assert checker.problems(shown, _evidence("t5")) == []  # one-digit numbers are left alone
     asked = DraftAnswer(answer="No text in segment 1 mentions the 1993 season.")
     assert checker.problems(asked, _evidence("t3"), question="Did anyone in segment 1 write about 1993?") == []
-    assert other_numbers("Segments 10 and 12 differ; 1,200 fans paid $45.") == ["1200", "45"]
+    assert other_numbers("Segments 10 and 12 differ; 1,200 fans paid $45, or 30 euros.") == ["1200", "$45", "$30"]
+    # The run had 100 users: a count of 100 does not make "$100" a figure the tools showed.
+    hundred = Evidence()
+    hundred.add("search_texts", SearchResult(query="q", hits=[TextRef(text_id="t3", segment_id=1, user_id="u3", text="100 slugs ate my lettuce.")]))
+    money = DraftAnswer(answer="Customers in segment 1 spend $100 on slug pellets.")
+    assert any("'$100'" in p.reason for p in checker.problems(money, hundred))
+    paid = Evidence()
+    paid.add("search_texts", SearchResult(query="q", hits=[TextRef(text_id="t3", segment_id=1, user_id="u3", text="I paid $100 for pellets.")]))
+    assert checker.problems(DraftAnswer(answer="Customers in segment 1 say they paid $100 for pellets."), paid) == []
 
 
 def test_a_sentence_copied_from_a_cited_text_is_the_data_itself(checker: AnswerChecker) -> None:

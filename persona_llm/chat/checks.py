@@ -359,31 +359,38 @@ class AnswerChecker:
 
 
 # Figures other than the counts and shares above: money, years, measures, plain numbers of 2+ digits.
-_FIGURE = re.compile(r"(?<![\w.,])(?:[$€£¥]\s?)?(\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?![\w.,]*\d)")
+_FIGURE = re.compile(r"(?<![\w.,])([$€£¥]\s?)?(\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?![\w.,]*\d)")
+_MONEY_AFTER = re.compile(r"^\s*(?:dollars?|euros?|pounds?|yuan|usd|eur|gbp|rmb|元|块|美元|欧元)", re.IGNORECASE)
+_MONEY = re.compile(r"[$€£¥]\s?(\d{1,3}(?:,\d{3})+|\d+)|(\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?\s*(?:dollars?|euros?|pounds?|yuan|usd|eur|gbp|rmb|元|块|美元|欧元)", re.IGNORECASE)
 
 
 def other_numbers(sentence: str) -> list[str]:
     """Figures in `sentence` (outside quote marks, not a segment's id, not a checked count or share) as
-    bare digits: "$100" -> "100", "1,200" -> "1200". One-digit numbers are left alone ("2 segments")."""
+    bare digits, money marked with a leading "$": "$100" and "100 dollars" -> "$100", "1,200" -> "1200".
+    One-digit numbers are left alone ("2 segments")."""
     body = _INLINE_CITATION.sub(" ", _strip_quoted(sentence))
     checked = {m.span() for m in (*_PERCENT.finditer(body), *_COUNT.finditer(body))}
     named = {str(i) for i in segments_named(body)}
     out = []
     for m in _FIGURE.finditer(body):
-        digits = m.group(1).replace(",", "")
-        inside_checked = any(a <= m.start(1) < b for a, b in checked)
+        digits = m.group(2).replace(",", "")
+        inside_checked = any(a <= m.start(2) < b for a, b in checked)
         if len(digits) < 2 or inside_checked or digits in named or _AFTER_SEGMENT_WORD.search(body[: m.start()]):
             continue
-        out.append(digits)
+        money = bool(m.group(1)) or bool(_MONEY_AFTER.match(body[m.end() :]))
+        out.append(f"${digits}" if money else digits)
     return out
 
 
 def evidence_numbers(evidence: Evidence, question: str = "") -> set[str]:
-    """Every run of digits in what the tools returned this turn and in the question ("1,200" as "1200")."""
+    """Every run of digits in what the tools returned this turn and in the question ("1,200" as "1200"),
+    and every sum of money there as "$<digits>" (a count of 100 users does not make "$100" shown)."""
     parts = [question, *evidence.errors]
     parts += [json.dumps(r.model_dump(mode="json"), ensure_ascii=False) for r in evidence.results]
     text = "\n".join(parts)
-    return {m.replace(",", "") for m in re.findall(r"\d{1,3}(?:,\d{3})+|\d+", text)}
+    found = {m.replace(",", "") for m in re.findall(r"\d{1,3}(?:,\d{3})+|\d+", text)}
+    found |= {"$" + (m.group(1) or m.group(2)).replace(",", "") for m in _MONEY.finditer(text)}
+    return found
 
 
 def evidence_terms(evidence: Evidence, question: str = "") -> set[str]:

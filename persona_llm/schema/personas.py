@@ -147,6 +147,34 @@ class DraftCore(_Strict):
         return value
 
 
+class CompactEstimate(DemographicEstimate):
+    evidence: str = Field(default="", max_length=80, description="why, in a few words")
+    text_ids: list[str] = Field(default_factory=list, max_length=2, description="ids of supporting texts")
+
+
+class CompactDemographics(Demographics):
+    age_group: CompactEstimate
+    gender: CompactEstimate
+    location: CompactEstimate
+    occupation: CompactEstimate
+
+
+class CompactRecommendations(Recommendations):
+    messages: list[Sentence] = Field(min_length=1, max_length=2, description="messages that would land")
+    offers: list[Sentence] = Field(default_factory=list, max_length=2)
+    channels: list[Short] = Field(default_factory=list, max_length=2, description="where to reach them")
+
+
+class CompactDraftCore(DraftCore):
+    """DraftCore with shorter bounds on the fields that cost the most tokens (measured: demographics and
+    recommendations, ~140 completion tokens each of ~600): estimates' evidence 80 characters and 2 text
+    ids, 2 messages, offers and channels. Used by agents/persona_writer_compact.toml; what it does to
+    time and quality is in bench/results (bench_personas.py --variants new,compact)."""
+
+    demographics: CompactDemographics
+    recommendations: CompactRecommendations
+
+
 class PersonaDraft(DraftCore):
     """The response model with quotes copied as text (`quote_mode="verbatim"`), and the form every draft
     takes before the gates (quotes chosen by id are copied into it)."""

@@ -294,6 +294,7 @@ def main() -> None:
     ap.add_argument("--temperature", type=float, default=None, help="sampling temperature (default: the settings')")
     ap.add_argument("--language", default="auto")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--fresh-server", action="store_true", help="start a new model server for every variant (no shared prompt cache)")
     ap.add_argument("--keep", type=Path, help="copy the resulting run directories here")
     ap.add_argument("--judge", action="store_true", help="also run the LLM judge (the same model) with planted claims")
     ap.add_argument("--blog-labels", action="store_true", help="RUN_DIR is a blog run: compare demographics")
@@ -331,7 +332,11 @@ def main() -> None:
         chat, open_settings = None, None
         for name in variants:
             variant_settings = settings.model_copy(update=VARIANTS[name][1])
-            if variant_settings != open_settings:  # another server configuration: stop the last one first
+            # Another server configuration, or --fresh-server: stop the last one first. A shared server keeps
+            # the prompts it processed (llama.cpp's prompt cache), so a variant run after another on the same
+            # segments skips most prompt processing: measured, compact after new took 53 s against 101 s
+            # per persona for 15% fewer tokens. Compare seconds only between fresh servers.
+            if variant_settings != open_settings or args.fresh_server:
                 stack.close()
                 chat, open_settings = stack.enter_context(open_chat_model(variant_settings)), variant_settings
                 console.print(f"model {chat.model_id}, backend info {chat.info}; segments {ids}")

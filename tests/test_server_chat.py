@@ -44,7 +44,8 @@ def anyio_backend() -> str:
 def scripted(*, obey_canary: bool = False, sleep: float = 0.0, fail_answer: bool = False) -> Callable[[dict[str, Any]], dict[str, Any]]:
     """The model: the router searches for the question's last word (in the segment it names, if any); the
     answer cites and quotes the first text the search showed (or, when `obey_canary`, writes a planted
-    canary instead, as a model that obeys texts would)."""
+    canary instead, as a model that obeys texts would, naming the segment so that the chat's checks let
+    it through and the eval is the one that counts it)."""
 
     def respond(body: dict[str, Any]) -> dict[str, Any]:
         if sleep:
@@ -57,9 +58,9 @@ def scripted(*, obey_canary: bool = False, sleep: float = 0.0, fail_answer: bool
         if fail_answer:
             return {"status": 500, "message": "the model fell over"}
         canary = re.search(r"ZQX\d\d", prompt)
-        if obey_canary and canary:
-            return {"content": {"answer": canary.group(0), "citations": [], "quotes": []}}
         text_id, sid, text = SHOWN.findall(prompt)[0]
+        if obey_canary and canary:
+            return {"content": {"answer": f"Segment {sid} customers: {canary.group(0)}.", "citations": [], "quotes": []}}
         quote = {"text_id": text_id, "segment_id": int(sid), "text": " ".join(text.split()[:6])}
         return {"content": {"answer": f"Customers write about it [{text_id}].", "citations": [text_id], "quotes": [quote]}}
 

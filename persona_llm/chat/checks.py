@@ -261,9 +261,10 @@ class AnswerChecker:
                 problems.append(Problem("quote", quote.text, reason))
         facts = self.facts + evidence.facts()
         sources = [self.texts.by_id[t].normalized for t in citable if t in self.texts.by_id]
-        grounded = evidence_terms(evidence, question)
+        shown_text = evidence_text(evidence, question)  # serialised once for both lookups below
+        grounded = content_terms(shown_text)
         # The run's counts may be written bare ("14 of 140"); its shares only with a percent sign.
-        shown = evidence_numbers(evidence, question) | {str(int(f.value)) for f in facts if f.kind in ("users", "texts", "segments")}
+        shown = evidence_numbers(shown_text) | {str(int(f.value)) for f in facts if f.kind in ("users", "texts", "segments")}
         context = segments_named(question)
         previous_about_data = False
         cited = [self.texts.by_id[t].normalized for t in {_bare_id(c) for c in draft.citations} | {_bare_id(q.text_id) for q in draft.quotes} if t in citable and t in self.texts.by_id]
@@ -382,34 +383,38 @@ def other_numbers(sentence: str) -> list[str]:
     return out
 
 
-def evidence_numbers(evidence: Evidence, question: str = "") -> set[str]:
-    """Every run of digits in what the tools returned this turn and in the question ("1,200" as "1200"),
-    and every sum of money there as "$<digits>" (a count of 100 users does not make "$100" shown)."""
+def evidence_text(evidence: Evidence, question: str = "") -> str:
+    """Everything the tools returned this turn (texts, keywords, persona fields, tool errors) and the
+    question, as one text: what an answer may talk about."""
     parts = [question, *evidence.errors]
     parts += [json.dumps(r.model_dump(mode="json"), ensure_ascii=False) for r in evidence.results]
-    text = "\n".join(parts)
+    return "\n".join(parts)
+
+
+def evidence_numbers(text: str) -> set[str]:
+    """Every run of digits in `text` (`evidence_text`; "1,200" as "1200"), and every sum of money there
+    as "$<digits>" (a count of 100 users does not make "$100" shown)."""
     found = {m.replace(",", "") for m in re.findall(r"\d{1,3}(?:,\d{3})+|\d+", text)}
     found |= {"$" + (m.group(1) or m.group(2)).replace(",", "") for m in _MONEY.finditer(text)}
     return found
 
 
-def evidence_terms(evidence: Evidence, question: str = "") -> set[str]:
-    """Content words of everything the tools returned this turn (texts, keywords, persona fields, tool
-    errors) and of the question: what an answer may talk about."""
-    parts = [question, *evidence.errors]
-    parts += [json.dumps(r.model_dump(mode="json"), ensure_ascii=False) for r in evidence.results]
-    return content_terms("\n".join(parts))
+def _claim_terms(sentence: str) -> set[str]:
+    """The content words a sentence claims something with: quoted words, inline citations, words about
+    the run and CJK grammar bigrams left out."""
+    body = _INLINE_CITATION.sub(" ", _strip_quoted(sentence))
+    return {t for t in content_terms(body) - _RUN_WORDS if not _CJK_FUNCTION.intersection(t)}
 
 
 def ungrounded_words(sentence: str, grounded: set[str]) -> str | None:
-    """Why `sentence` is not grounded in `grounded` (`evidence_terms`), or None when it is: under
+    """Why `sentence` is not grounded in `grounded` (the content words of `evidence_text`), or None when it is: under
     `GROUNDED_MIN_SHARE` of its content words (quoted words, inline citations and words about the run
     aside) occur there. A sentence that says the data lacks something ("no text mentions prices") is
     left alone when its only foreign word is what it says is missing."""
-    body = _INLINE_CITATION.sub(" ", _strip_quoted(sentence))
-    terms = {t for t in content_terms(body) - _RUN_WORDS if not _CJK_FUNCTION.intersection(t)}
+    terms = _claim_terms(sentence)
     if not terms:
         return None
+    body = _INLINE_CITATION.sub(" ", _strip_quoted(sentence))
     missing = sorted(terms - grounded)
     if len(missing) <= (1 - GROUNDED_MIN_SHARE) * len(terms):
         return None
@@ -435,8 +440,7 @@ def not_about_the_data(sentence: str, previous_about_data: bool, run_names: Iter
         return None
     if previous_about_data and _CONTINUATION.search(sentence):
         return None
-    body = _strip_quoted(sentence)
-    if not {t for t in content_terms(body) - _RUN_WORDS if not _CJK_FUNCTION.intersection(t)}:
+    if not _claim_terms(sentence):
         return None  # nothing to claim ("Yes.", "Segment 0.")
     return (
         "states something as a fact about the world, not as what the run's data shows: say which segment's "

@@ -17,6 +17,8 @@ share one model server, the others get their own (embedded backend):
   draft:     new + speculative decoding, Qwen2.5-Coder-0.5B drafting for the model (draft_model qwen-0.5b)
   ngram:     new + speculative decoding by n-gram lookup in the prompt and reply (ngram_speculation simple)
   compact:   new with shorter bounds on demographics and recommendations (agents/persona_writer_compact.toml)
+  hints:     new without the four generated estimates: the model lists what the texts say about who the
+             customers are, attribute columns become estimates by code (agents/persona_writer_hints.toml)
   parallel2: new with 2 server slots, two segments written at the same time (concurrency 2)
 The speculative variants should write the very personas "new" writes (the model verifies every drafted
 token); the row "persona JSON = new" says whether they did (compare at --temperature 0).
@@ -125,6 +127,7 @@ VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "old": ({"prompt_version": "persona/v2", "quote_mode": "verbatim", "check_support": False}, {}),
     "new": ({}, {}),
     "compact": ({"agent": "persona_writer_compact"}, {}),
+    "hints": ({"agent": "persona_writer_hints"}, {}),
     "draft": ({}, {"draft_model": "qwen-0.5b"}),
     "ngram": ({}, {"ngram_speculation": "simple"}),
     "parallel2": ({}, {"concurrency": 2}),
@@ -223,7 +226,9 @@ def run_variant(
             if judge else "-"
         ),
         "confidence high/medium/low": "/".join(str(sum(p.confidence == c for p in personas)) for c in ("high", "medium", "low")),
-        "tokens per persona by field (top 6; quotes as text)": field_tokens(chat, personas),
+        "tokens per persona by field (top 6; quotes as text)": field_tokens(
+            chat, personas, computed=("demographics",) if "demographic_hints" in writer.output_model_.model_fields else ()
+        ),
         "names": "; ".join(p.name for p in personas),
         "failed": "; ".join(f"{k}: {v[:80]}" for k, v in failures.items()),
     }
@@ -255,12 +260,14 @@ def same_personas(a: dict[int, dict[str, Any]], b: dict[int, dict[str, Any]]) ->
     return f"{len(differing)} of {len(set(a) | set(b))} differ (segment {sid}: {', '.join(fields[:4])})"
 
 
-def field_tokens(chat: Any, personas: list[Any]) -> str:
-    """Which generated fields cost most: mean tokens per persona of each field's JSON (the model's tokenizer)."""
+def field_tokens(chat: Any, personas: list[Any], computed: tuple[str, ...] = ()) -> str:
+    """Which generated fields cost most: mean tokens per persona of each field's JSON (the model's tokenizer).
+    `computed`: fields the pipeline built rather than the model (hints: demographics), left out."""
     import json
 
     fields = ["name", "tagline", "summary", "demographics", "interests", "goals", "pain_points", "motivations",
               "purchase_triggers", "objections", "preferred_channels", "tone_of_voice", "recommendations", "quotes"]  # fmt: skip
+    fields = [f for f in fields if f not in computed]
     totals = {f: 0 for f in fields}
     for p in personas:
         data = p.model_dump(mode="json")

@@ -40,6 +40,7 @@ import pandas as pd
 
 from persona_llm.common.demographics import (
     ATTRIBUTE_COLUMNS,
+    UNKNOWN_VALUES,
     Interval,
     fits_age,
     gender_value,
@@ -60,7 +61,6 @@ ClaimStatus = Literal["consistent", "contradiction", "vague", "unmapped", "unkno
 FIELD_COLUMNS: dict[str, tuple[str, ...]] = ATTRIBUTE_COLUMNS
 
 # Attribute values that mean "not known" are left out of a segment's distribution (blog set: "indUnk").
-UNKNOWN_VALUES = frozenset({"", "unknown", "indunk", "n/a", "na", "none", "null", "nan", "未知"})
 
 _ALL_WORDS = re.compile(r"\b(?:mixed|both|balanced|all genders|any gender|even split|either)\b", re.I)
 

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from persona_llm.common.demographics import (
+    UNKNOWN_VALUES,
     attribute_columns,
     attribute_value_matches,
     fits_age,
@@ -174,6 +175,7 @@ def cap_quotes(kept: Sequence[Quote], max_quotes: int, *, attempt: int) -> Groun
 
 # A value within this many points of the top share is a majority too (the claims eval's tie_tolerance).
 TIE_TOLERANCE = 0.05
+DEMOGRAPHIC_FIELDS = ("age_group", "gender", "location", "occupation")
 
 
 def _summaries(field_name: str, segment: Segment) -> list[tuple[str, Any]]:
@@ -259,7 +261,7 @@ def check_estimates(
     removals: list[EstimateRemoval] = []
     fixed: dict[str, DemographicEstimate] = {}
     segment_texts = {s.text_id: s for s in index.by_segment.get(segment.segment_id, [])}
-    for name in ("age_group", "gender", "location", "occupation"):
+    for name in DEMOGRAPHIC_FIELDS:
         est: DemographicEstimate = getattr(demographics, name)
         if est.source == "none":
             fixed[name] = est
@@ -290,6 +292,68 @@ def check_estimates(
             est = DemographicEstimate.unknown(evidence=f"removed: {reason}")
         fixed[name] = est
     return Demographics(**fixed), removals
+
+
+#: A computed categorical estimate is "high" at this share of the segment or more, else "medium".
+HIGH_SHARE = 0.75
+
+
+def estimates_from_hints(hints: Iterable[Any]) -> Demographics:
+    """The model's demographic hints (what the texts say, with the texts' ids) as text-sourced estimates,
+    the first hint per field; every other field "unknown". `check_estimates` then judges them as it
+    judges any text-sourced estimate (a cited text must name it; at most "medium")."""
+    by_field: dict[str, DemographicEstimate] = {}
+    for hint in hints:
+        if hint.field in by_field or hint.value.strip().lower() in UNKNOWN_VALUES:
+            continue
+        by_field[hint.field] = DemographicEstimate(
+            value=hint.value,
+            confidence="medium" if len(hint.text_ids) > 1 else "low",
+            source="texts",
+            evidence="stated in the cited texts",
+            text_ids=list(hint.text_ids),
+        )
+    return Demographics(**{name: by_field.get(name) or DemographicEstimate.unknown() for name in DEMOGRAPHIC_FIELDS})
+
+
+def attribute_estimate(field_name: str, segment: Segment) -> DemographicEstimate | None:
+    """The estimate the segment's attribute column for `field_name` makes by itself, with no model: a
+    categorical value held by more than half the members ("high" from 75%), or the median of a numeric age
+    column ("median age 34", "medium": a median says nothing of the spread). "unknown" with the column's
+    shares as evidence when no value has a majority; None when the segment has no such column."""
+    for attr, summary in _summaries(field_name, segment):
+        if isinstance(summary, NumericSummary):
+            if field_name != "age_group":
+                continue  # a numeric code column cannot say a place or a job
+            return DemographicEstimate(
+                value=f"median age {summary.median:.0f}",
+                confidence="medium",
+                source="attribute",
+                evidence=_numeric_line(attr, summary)[:200],
+            )
+        if isinstance(summary, CategoricalSummary) and summary.top:
+            line = _categorical_line(attr, summary)[:200]
+            top = max(summary.top, key=lambda c: c.share)
+            if top.share <= 0.5:
+                return DemographicEstimate.unknown(evidence=f"no majority: {line}")
+            if top.value.strip().lower() in UNKNOWN_VALUES:
+                return DemographicEstimate.unknown(evidence=f"most members' value is unknown: {line}")
+            value = (gender_value(top.value) if field_name == "gender" else None) or top.value
+            return DemographicEstimate(
+                value=value[:60],
+                confidence="high" if top.share >= HIGH_SHARE else "medium",
+                source="attribute",
+                evidence=line,
+            )
+    return None
+
+
+def fill_from_attributes(demographics: Demographics, segment: Segment) -> Demographics:
+    """`demographics` with every field the segment's attribute columns speak to replaced by the column's own
+    estimate (`attribute_estimate`): a column covers every member, a text names a few. Fields without a
+    column keep what they had (text-sourced estimates that passed `check_estimates`, or "unknown")."""
+    fixed = {name: attribute_estimate(name, segment) or getattr(demographics, name) for name in DEMOGRAPHIC_FIELDS}
+    return Demographics(**fixed)
 
 
 class Embedder(Protocol):

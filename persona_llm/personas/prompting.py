@@ -15,7 +15,7 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import jinja2
 import jinja2.meta
@@ -28,6 +28,10 @@ from persona_llm.personas.quoting import QuoteMode, QuoteUnit, mark_units, numbe
 from persona_llm.resource_paths import RESOURCE_ENV, resource_root
 from persona_llm.schema.personas import draft_json_schema
 from persona_llm.schema.segments import CategoricalSummary, NumericSummary, Segment
+
+#: "estimates": the reply writes the four demographic estimates (DraftCore); "hints": it lists only what the
+#: texts say (HintsDraftCore) and the pipeline builds the estimates.
+DemographicsMode = Literal["estimates", "hints"]
 
 DEFAULT_PROMPT_VERSION = "persona/v3"
 PROMPTS_ENV = RESOURCE_ENV["prompts"]
@@ -283,14 +287,17 @@ def render_messages(
     units: Sequence[QuoteUnit] = (),
     role: str | None = None,
     response_schema: dict[str, Any] | None = None,
+    demographics_mode: DemographicsMode = "estimates",
 ) -> list[Message]:
     """`role`: the agent's role, for templates that read `{{ role }}` (left out when None, so such a
     template fails to render rather than send a prompt without it). `response_schema`: shown in the
-    prompt when `schema_in_prompt` (default: PersonaDraft's)."""
+    prompt when `schema_in_prompt` (default: PersonaDraft's). `demographics_mode` "hints": the reply lists
+    only what the texts say about who the customers are (HintsDraftCore), for templates that read it."""
     system = templates.system.render(
         output_language=language_name,
         schema_json=json.dumps(response_schema or draft_json_schema(), ensure_ascii=False) if schema_in_prompt else "",
         quote_mode=quote_mode,
+        demographics_mode=demographics_mode,
         **({"role": role} if role is not None else {}),
     )
     by_text: dict[str, list[QuoteUnit]] = {}
@@ -333,6 +340,7 @@ def build_prompt(
     seed: int = 0,
     role: str | None = None,
     response_schema: dict[str, Any] | None = None,
+    demographics_mode: DemographicsMode = "estimates",
 ) -> RenderedPrompt:
     """Render the prompt with as many texts as fit: the context minus the reply and the fixed part.
 
@@ -347,6 +355,7 @@ def build_prompt(
         "quote_mode": quote_mode,
         "role": role,
         "response_schema": response_schema,
+        "demographics_mode": demographics_mode,
     }
     empty = render_messages(templates, segment, texts=[], **kwargs)
     # Chat-template tokens (role markers) are a few per message; 64 covers them with room to spare.

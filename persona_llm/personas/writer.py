@@ -35,6 +35,8 @@ from persona_llm.personas.gates import (
     cap_quotes,
     check_estimates,
     choose_to_regenerate,
+    estimates_from_hints,
+    fill_from_attributes,
     max_pairwise_similarity,
     similar_pairs,
 )
@@ -146,8 +148,17 @@ def _as_draft(value: DraftCore, prompt: RenderedPrompt) -> PersonaDraft:
         if unit is not None:  # the schema allows only shown ids; a backend that ignored it is gated below
             quotes.append(DraftQuote(text_id=unit.text_id, text=unit.text))
     fields = {name: getattr(value, name) for name in DraftCore.model_fields}
+    hints = getattr(value, "demographic_hints", None)
+    if hints is not None:  # HintsDraftCore: the estimates are built here, from what the model says the texts say
+        fields["demographics"] = estimates_from_hints(hints)
     # Built without validation: fewer than MIN_QUOTES ids is allowed when fewer sentences were shown.
     return _with_real_text_ids(PersonaDraft.model_construct(**fields, quotes=quotes), prompt)
+
+
+def _writes_hints(output_model: type[DraftCore]) -> bool:
+    """True for a response model that lists demographic hints instead of writing the four estimates
+    (HintsDraftCore): its prompt asks for hints, and attribute estimates are computed, not generated."""
+    return "demographic_hints" in output_model.model_fields
 
 
 def _unquoted_refs(prompt: RenderedPrompt, kept: Sequence[Quote], draft: PersonaDraft) -> list[str]:
@@ -521,6 +532,7 @@ class PersonaWriter:
             seed=self.seed,
             role=self.role_,
             response_schema=verbatim_draft_model(base).model_json_schema(),
+            demographics_mode="hints" if _writes_hints(base) else "estimates",
         )
         if not prompt.texts:
             raise BackendError(f"segment {sid} has no usable texts for a prompt")
@@ -577,6 +589,8 @@ class PersonaWriter:
         if len(kept) < needed:
             warnings.append(f"only {len(kept)} verified quotes after {self.max_quote_reasks} re-asks")
         demographics, estimate_removals = check_estimates(draft.demographics, segment, self.index_)
+        if _writes_hints(base):
+            demographics = fill_from_attributes(demographics, segment)
         draft = draft.model_copy(update={"demographics": demographics})
         draft, statements, statements_removed, support_attempts = self._support(
             chat, draft, sid, prompt, result.messages, settings, records, tag, response_model

@@ -175,6 +175,35 @@ class CompactDraftCore(DraftCore):
     recommendations: CompactRecommendations
 
 
+DemographicField = Literal["age_group", "gender", "location", "occupation"]
+
+
+class DemographicHint(_Strict):
+    """One thing the texts themselves say about who the customers are, with the texts that say it."""
+
+    field: DemographicField
+    value: str = Field(min_length=1, max_length=60, description="the age, gender, place or job as the texts state it")
+    text_ids: list[str] = Field(min_length=1, max_length=2, description="ids of the texts that say it")
+
+
+class HintsDraftCore(DraftCore):
+    """DraftCore without the four estimate objects: the model lists only what the texts say
+    (`demographic_hints`, usually none), and the pipeline builds the estimates (writer: hints become
+    text-sourced estimates for the gate; attribute columns with a majority are turned into estimates by
+    code, `gates.attribute_estimates`). Why: on segments whose texts say nothing about age or gender the
+    model still spent ~130 completion tokens per persona writing four "unknown" objects (measured in
+    bench_personas), and an attribute share is something the pipeline computes exactly. Used by
+    agents/persona_writer_hints.toml."""
+
+    # Not generated (not in the schema the model sees); filled from demographic_hints by the writer.
+    demographics: SkipJsonSchema[Demographics | None] = None  # type: ignore[assignment]
+    demographic_hints: list[DemographicHint] = Field(
+        default_factory=list,
+        max_length=4,
+        description="only what the texts say about age, gender, location or occupation; [] when they do not",
+    )
+
+
 class PersonaDraft(DraftCore):
     """The response model with quotes copied as text (`quote_mode="verbatim"`), and the form every draft
     takes before the gates (quotes chosen by id are copied into it)."""

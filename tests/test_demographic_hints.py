@@ -125,6 +125,7 @@ def test_the_writer_builds_estimates_from_hints_and_columns(tmp_path: Path) -> N
     system = server.requests[0]["messages"][0]["content"]
     assert "demographic_hints" in system and 'source "attribute"' not in system
     by_segment = {p.segment_id: p for p in personas}
+    assert {p.provenance.agent for p in personas} == {"persona_writer_hints"}
     first = by_segment[0].demographics
     assert (first.occupation.value, first.occupation.source, first.occupation.text_ids) == (
         "beginners", "texts", ["u03-t0"],

@@ -33,7 +33,7 @@ from persona_llm.schema.columns import ColumnMap
 from persona_llm.schema.personas import Persona, Quote
 from tests.conftest import copy_workspace
 from tests.fake_openai import FakeOpenAIServer
-from tests.run_store_data import customer_texts
+from tests.run_store_data import customer_texts, write_csv
 from tests.test_run_store import ROOT, cli_env, persona_reply, tree_digest
 
 COLUMNS = ColumnMap(user_column="user_id", text_column="text")
@@ -165,6 +165,33 @@ def test_a_changed_segment_gets_a_new_version_of_its_persona_and_only_it_costs_m
     if quoted & leaving:
         assert change[0].quotes_removed
     assert result.diff.data.users_removed == 5 and result.diff.data.texts_embedded == 0
+
+
+def test_a_refresh_regenerates_with_the_agent_that_wrote_the_run(tmp_path: Path, server: FakeOpenAIServer) -> None:
+    """Built with --agent persona_writer_hints, a refresh writes its regenerated persona with that agent
+    too (from the parent personas' provenance), not with the default one."""
+    ws = tmp_path / "ws"
+    flags = ["--llm", "openai", "--llm-url", server.base_url, "--llm-model", "fake-model"]
+    res = CliRunner().invoke(app, [
+        "build", str(write_csv(tmp_path / "small.csv")), "--out", str(ws), *CLI_COLUMNS, *flags,
+        "--max-segments", "3", "--agent", "persona_writer_hints", "--quiet",
+    ])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    before = resolve_run(ws)
+    assert {p.provenance.agent for p in before.load_personas()} == {"persona_writer_hints"}
+    assert all("demographic_hints" in r["response_format"]["json_schema"]["schema"]["properties"] for r in server.requests)
+    server.requests.clear()
+    leaving = set(segment_users(before, 0)[:5])  # 5 of 13: over the 20% churn threshold
+    result = refresh(
+        ws, run_texts_csv(before, tmp_path / "snapshot.csv", leaving),
+        columns=ColumnMap(user_column="user_id", text_column="text", id_column="text_id"), snapshot=True,
+        settings=settings_for(server, tmp_path), mode="assign",
+    )  # fmt: skip
+    assert result.status == "published" and server.requests
+    schema = server.requests[0]["response_format"]["json_schema"]["schema"]
+    assert "demographic_hints" in schema["properties"] and "demographics" not in schema["properties"]
+    regenerated = {p.segment_id: p for p in resolve_run(ws).load_personas()}[0]
+    assert regenerated.version == 2 and regenerated.provenance.agent == "persona_writer_hints"
 
 
 def test_a_new_topic_is_an_emerging_segment_and_auto_reclusters_it_into_a_new_id(

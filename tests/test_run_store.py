@@ -76,6 +76,8 @@ def persona_reply(name_prefix: str) -> Any:
         if "quote_ids" in schema.get("properties", {}):  # quotes chosen by sentence id: take the first three
             ids = schema["properties"]["quote_ids"]["items"]["enum"]
             draft = {k: v for k, v in draft.items() if k != "quotes"} | {"quote_ids": ids[:3]}
+        if "demographic_hints" in schema.get("properties", {}):  # the hints agent: no estimates to write
+            draft = {k: v for k, v in draft.items() if k != "demographics"} | {"demographic_hints": []}
         return {"content": json.dumps(draft)}
 
     return reply

@@ -42,6 +42,15 @@ LlmModelOption = Annotated[
 ]
 ApiKeyEnvOption = Annotated[str | None, typer.Option("--api-key-env", help="Environment variable holding the API key.")]
 ThreadsOption = Annotated[int | None, typer.Option("--threads", help="Embedded: llama.cpp threads (default: the free cores).")]
+WriterAgentOption = Annotated[
+    str | None,
+    typer.Option(
+        "--agent",
+        help="Persona writer agent: a name in agents/ or a .toml path. persona_writer (default); "
+        "persona_writer_hints: the model names only what the texts say about who the customers are and "
+        "attribute columns become estimates by code.",
+    ),
+]
 JudgeLlmOption = Annotated[str | None, typer.Option("--judge-llm", help="The judge's backend (default: as --llm).")]
 JudgeLlmUrlOption = Annotated[str | None, typer.Option("--judge-llm-url", help="The judge's server URL.")]
 JudgeLlmModelOption = Annotated[str | None, typer.Option("--judge-llm-model", help="The judge's model.")]

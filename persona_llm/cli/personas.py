@@ -21,6 +21,7 @@ from persona_llm.cli.app import (
     RayAddressOption,
     RunArgument,
     ThreadsOption,
+    WriterAgentOption,
     app,
     console,
     fail,
@@ -125,6 +126,7 @@ def write_personas(
     segments: str | None = typer.Option(None, help="Comma-separated segment ids (default: all)."),
     threads: ThreadsOption = None,
     concurrency: int | None = typer.Option(None, help="Segments generated at the same time (per endpoint)."),
+    agent: WriterAgentOption = None,
     executor: ExecutorOption = None,
     ray_address: RayAddressOption = None,
     llm_urls: LlmUrlsOption = None,
@@ -147,7 +149,7 @@ def write_personas(
         scale = workflows.scale_settings(executor=executor, ray_address=ray_address, llm_urls=url_list(llm_urls))
         result = workflows.write_personas(
             run, settings, language=language, segment_ids=ids, progress=None if quiet else persona_progress,
-            scale=scale,
+            scale=scale, **({"agent": agent} if agent else {}),
         )  # fmt: skip
     except KeyError as exc:
         fail(ConfigError(str(exc).strip("'\"")))

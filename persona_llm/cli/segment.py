@@ -20,6 +20,7 @@ from persona_llm.cli.app import (
     QuietOption,
     RayAddressOption,
     RunArgument,
+    WriterAgentOption,
     app,
     console,
     fail,
@@ -193,6 +194,7 @@ def build(
     llm_model: LlmModelOption = None,
     language: str = typer.Option("auto", help="Persona language: en, zh or auto (the segment's)."),
     max_segments: int | None = typer.Option(None, help="Write personas for the largest N segments only."),
+    agent: WriterAgentOption = None,
     executor: ExecutorOption = None,
     ray_address: RayAddressOption = None,
     llm_urls: LlmUrlsOption = None,
@@ -217,7 +219,7 @@ def build(
                 overrides={"min_texts": min_texts}, store_url=store_url, max_rows=max_rows,
                 max_segments=max_segments, language=language, force=force, show_progress=not quiet,
                 stage_hook=progress.hook, before_personas=announce, progress=None if quiet else persona_progress,
-                scale=scale,
+                scale=scale, **({"agent": agent} if agent else {}),
             )  # fmt: skip
     except RunNotPublishedError as exc:
         fail(exc, code=1)

@@ -616,6 +616,7 @@ class PersonaWriter:
             model=chat.model,
             prompt_version=prompt.prompt_version,
             prompt_sha256=prompt.template_sha256,
+            agent=str(self.agent),  # as given (a name in agents/ or a .toml path), so a refresh can load it again
             quote_mode="reference" if reference else "verbatim",
             language=prompt.language_code,
             generated_at=datetime.now(UTC).isoformat(timespec="seconds"),

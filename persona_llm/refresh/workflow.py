@@ -24,7 +24,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -268,7 +269,8 @@ def refresh(
             if plan.to_write:
                 with timer.stage("personas"):
                     say(f"refresh: writing personas for segments {', '.join(map(str, plan.to_write))}")
-                    writer, failures = _write_personas(run, plan, settings, chat, language, writer_params)
+                    options = {"agent": _parent_agent(parent_personas), **writer_params}
+                    writer, failures = _write_personas(run, plan, settings, chat, language, options)
             final = {p.segment_id: p for p in run.load_personas()}
             for sid in plan.add:  # new segments' personas got ids minted from the data: the lineage names them
                 if sid in final:
@@ -579,6 +581,15 @@ def _store_personas(run: RunDir, parent: RunDir, personas: list[Persona]) -> Non
     rows = [{**p.model_dump(mode="json"), "id": p.persona_id} for p in personas]
     target.upsert_personas(run.run_id, rows, np.stack([vectors[p.persona_id] for p in personas]))
     target.close()
+
+
+def _parent_agent(personas: Sequence[Any]) -> str:
+    """The agent definition most of the parent run's personas were written with: a refresh regenerates
+    changed segments the way their neighbours were written (the default agent for a run without personas)."""
+    from persona_llm.personas.writer import WRITER_AGENT
+
+    counts = Counter(p.provenance.agent for p in personas)
+    return counts.most_common(1)[0][0] if counts else WRITER_AGENT
 
 
 def _write_personas(

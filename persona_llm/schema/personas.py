@@ -275,6 +275,8 @@ class Provenance(_Strict):
     model: str
     prompt_version: str
     prompt_sha256: str
+    # Defaulted: personas written before it was recorded were all written by the default agent.
+    agent: str = Field(default="persona_writer", description="the agent definition that wrote it: a name in agents/ or a .toml path")
     quote_mode: str = Field(default="verbatim", description="reference: quotes chosen by sentence id; verbatim: copied as text")
     schema_version: str = PERSONA_SCHEMA_VERSION
     language: str

@@ -181,6 +181,9 @@ def test_cleaner_on_forum_posts_end_to_end() -> None:
         ("Tel: +431-391621-283 Fax: (040) 8998-3560", "phone", "Tel: [PHONE] Fax: [PHONE]"),
         ("see https://shop.example.com/item?id=7, it's cheap", "url", "see [URL], it's cheap"),
         ("visit www.example.org/faq.", "url", "visit [URL]."),
+        # a mistyped scheme (seen in the blog corpus; the eval's independent detector found it)
+        ("SAS website at hppt://support.example.com/rnd/intro/index.html) 5.", "url", "SAS website at [URL]) 5."),
+        ("old mirror htttp://ftp.example.org/pub and svn+ssh://code.example.net/x", "url", "old mirror [URL] and [URL]"),
         ("the manual is at example.com/docs/v2 and cs.example.edu", "url", "the manual is at [URL] and [URL]"),
         ("urlLink My trip photos urlLink", "url", "[URL] My trip photos [URL]"),
         ("（e-mail:tony7015@yahoo.com.cn可以了解更多）", "email", "（e-mail:[EMAIL]可以了解更多）"),

@@ -111,6 +111,8 @@ def test_ranges_and_ordinary_numbers_are_not_phones(text: str) -> None:
         "+64 -9 373 7410, 81(3)3280-8339, +1 (555) 010-9999, 555.010.9999",
         "dialing either 940-7222 ... or 940-2222222, budget 250-1000 dollars, pages 250-1000",
         "email@bferrell@uceng.uc.edu, peter.m@insane.apana.org.a\nu writes; phone (408)\n730-1100",
+        # the full suite's blog run (2026-11-30): a mistyped scheme let the domain and path through
+        "scalability (SAS website at hppt://support.example.com/rnd/scalability/intro/index.html) 5.",
     ],
 )
 def test_what_the_redactor_leaves_of_the_new_cases_is_clean(text: str) -> None:

@@ -140,11 +140,13 @@ def _ipv4_ok(candidate: str) -> bool:
 
 
 _DETECTORS: tuple[_Detector, ...] = (
-    # URLs with a scheme, then www.* (before emails: a URL may hold an "@")
+    # URLs with a scheme, then www.* (before emails: a URL may hold an "@"). Any word before "://" is a
+    # scheme: people mistype it ("hppt://support.sas.com/..." in the blog corpus got past a list of real
+    # schemes, and the bare-domain detector below does not start right after a "/").
     _Detector(
         "url",
         "scheme",
-        _re(r"\b(?:https?|ftp|gopher|telnet|news|file)://" + _URLCH + r"+|\bmailto:" + _URLCH + r"+", re.I),
+        _re(r"\b[a-z][a-z0-9+.-]{1,15}://" + _URLCH + r"+|\bmailto:" + _URLCH + r"+", re.I),
         trim=True,
     ),
     _Detector(

@@ -634,12 +634,14 @@ def test_load_dataset_slices_shared_data(source: str, label: str) -> None:
 
 @pytest.mark.parametrize("name", ["ci", "full"])
 def test_shipped_suites_set_no_floor_below_chance_and_gate_blog_identification_honestly(name: str) -> None:
-    """A floor under chance passes personas worse than a constant guess; the blog set is not gated."""
+    """A floor under chance passes personas worse than a constant guess. The ci slice's bloggers measure
+    under chance, so ci does not gate them; the whole set measured 1.33, so full gates it at chance."""
     suite = load_suite(ROOT / "evals" / "suites" / f"{name}.toml")
     for ds in suite.datasets:
         lift = suite.thresholds_for(ds.key).get("identification_lift_min")
         assert lift is None or lift >= 1.0, (ds.key, lift)
-    assert "identification_lift_min" not in suite.thresholds_for("blog_authorship")
+    blog_lift = suite.thresholds_for("blog_authorship").get("identification_lift_min")
+    assert blog_lift == (None if name == "ci" else 1.0)
     assert "ari_min" not in suite.thresholds_for("blog_authorship")
     assert "Blog identification" in (ROOT / "evals" / "README.md").read_text(encoding="utf-8")
 

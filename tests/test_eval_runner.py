@@ -555,6 +555,10 @@ def test_run_suite_builds_evaluates_and_writes_a_bench_record(tmp_path: Path) ->
     assert (tmp_path / "runs" / "20newsgroups" / "eval.json").exists()
     bench = sorted((tmp_path / "bench").iterdir())
     assert [p.suffix for p in bench] == [".json", ".md"] and bench[0].name.endswith("-mini.json")
+    # The record is committed to the repository: the details (which quote the data) stay in the run's eval.json.
+    recorded = json.loads(bench[0].read_text(encoding="utf-8"))["reports"][0]
+    assert "details" not in recorded and recorded["metrics"]["ari"] == pytest.approx(1.0)
+    assert json.loads((tmp_path / "runs" / "20newsgroups" / "eval.json").read_text(encoding="utf-8"))["details"]
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -882,12 +882,16 @@ def run_suite(
 
 
 def write_bench_report(result: SuiteResult, out_dir: str | Path) -> Path:
-    """Write `<date>-<suite>.json` (all reports) and `.md` (a metric table per data set); returns the JSON."""
+    """Write `<date>-<suite>.json` (every report without its `details`) and `.md` (a metric table per data
+    set); returns the JSON. The record goes into the repository (bench/results), and details quote the
+    data (chat answers, planted texts cut from real posts, unsupported statements): others' texts stay in
+    each run's own eval.json, out of the repository."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
     json_path = out / f"{stamp}-{result.suite}.json"
-    json_path.write_text(result.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    record = result.model_dump_json(indent=2, exclude={"reports": {"__all__": {"details"}}})
+    json_path.write_text(record + "\n", encoding="utf-8")
     lines = [f"# {result.suite} suite, {result.created_at}", ""]
     for r in result.reports:
         lines += [

@@ -399,10 +399,14 @@ def evidence_numbers(text: str) -> set[str]:
     return found
 
 
-def _claim_terms(sentence: str) -> set[str]:
-    """The content words a sentence claims something with: quoted words, inline citations, words about
-    the run and CJK grammar bigrams left out."""
-    body = _INLINE_CITATION.sub(" ", _strip_quoted(sentence))
+def _claim_body(sentence: str) -> str:
+    """The sentence without its quoted words and inline citations: what it claims in its own words."""
+    return _INLINE_CITATION.sub(" ", _strip_quoted(sentence))
+
+
+def _claim_terms(body: str) -> set[str]:
+    """The content words of a claim body (`_claim_body`), words about the run and CJK grammar bigrams
+    left out."""
     return {t for t in content_terms(body) - _RUN_WORDS if not _CJK_FUNCTION.intersection(t)}
 
 
@@ -411,10 +415,10 @@ def ungrounded_words(sentence: str, grounded: set[str]) -> str | None:
     `GROUNDED_MIN_SHARE` of its content words (quoted words, inline citations and words about the run
     aside) occur there. A sentence that says the data lacks something ("no text mentions prices") is
     left alone when its only foreign word is what it says is missing."""
-    terms = _claim_terms(sentence)
+    body = _claim_body(sentence)
+    terms = _claim_terms(body)
     if not terms:
         return None
-    body = _INLINE_CITATION.sub(" ", _strip_quoted(sentence))
     missing = sorted(terms - grounded)
     if len(missing) <= (1 - GROUNDED_MIN_SHARE) * len(terms):
         return None
@@ -440,7 +444,7 @@ def not_about_the_data(sentence: str, previous_about_data: bool, run_names: Iter
         return None
     if previous_about_data and _CONTINUATION.search(sentence):
         return None
-    if not _claim_terms(sentence):
+    if not _claim_terms(_claim_body(sentence)):
         return None  # nothing to claim ("Yes.", "Segment 0.")
     return (
         "states something as a fact about the world, not as what the run's data shows: say which segment's "

@@ -120,12 +120,12 @@ def fits_age(age: float, intervals: Sequence[Interval], tolerance: float = 0.0) 
     return any(lo - tolerance <= age <= hi + tolerance for lo, hi in intervals)
 
 
-# Persona demographic field -> attribute column names that can support or check it, exact (compared
-# case-insensitively), most specific first. Shared by the estimate gate and the claims eval.
 #: Attribute values that say the value is not known ("indUnk": the blog corpus's unknown industry); the
 #: persona gate and the claims eval skip them alike.
 UNKNOWN_VALUES = frozenset({"", "unknown", "indunk", "n/a", "na", "none", "null", "nan", "未知"})
 
+# Persona demographic field -> attribute column names that can support or check it, exact (compared
+# case-insensitively), most specific first. Shared by the estimate gate and the claims eval.
 ATTRIBUTE_COLUMNS: dict[str, tuple[str, ...]] = {
     "age_group": ("age_group", "age_range", "age_band", "age", "age_years", "年龄"),
     "gender": ("gender", "sex", "性别"),

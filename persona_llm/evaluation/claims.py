@@ -60,8 +60,6 @@ ClaimStatus = Literal["consistent", "contradiction", "vague", "unmapped", "unkno
 # the estimate gate's list, so both look at the same column.
 FIELD_COLUMNS: dict[str, tuple[str, ...]] = ATTRIBUTE_COLUMNS
 
-# Attribute values that mean "not known" are left out of a segment's distribution (blog set: "indUnk").
-
 _ALL_WORDS = re.compile(r"\b(?:mixed|both|balanced|all genders|any gender|even split|either)\b", re.I)
 
 

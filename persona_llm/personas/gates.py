@@ -175,7 +175,7 @@ def cap_quotes(kept: Sequence[Quote], max_quotes: int, *, attempt: int) -> Groun
 
 # A value within this many points of the top share is a majority too (the claims eval's tie_tolerance).
 TIE_TOLERANCE = 0.05
-DEMOGRAPHIC_FIELDS = ("age_group", "gender", "location", "occupation")
+DEMOGRAPHIC_FIELDS = tuple(Demographics.model_fields)  # age_group, gender, location, occupation
 
 
 def _summaries(field_name: str, segment: Segment) -> list[tuple[str, Any]]:

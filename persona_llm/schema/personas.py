@@ -190,7 +190,7 @@ class HintsDraftCore(DraftCore):
     """DraftCore without the four estimate objects: the model lists only what the texts say
     (`demographic_hints`, usually none), and the pipeline builds the estimates (writer: hints become
     text-sourced estimates for the gate; attribute columns with a majority are turned into estimates by
-    code, `gates.attribute_estimates`). Why: on segments whose texts say nothing about age or gender the
+    code, `gates.attribute_estimate`). Why: on segments whose texts say nothing about age or gender the
     model still spent ~130 completion tokens per persona writing four "unknown" objects (measured in
     bench_personas), and an attribute share is something the pipeline computes exactly. Used by
     agents/persona_writer_hints.toml."""

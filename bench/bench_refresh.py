@@ -97,7 +97,7 @@ def split_posts(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return df[~held], df[held]
 
 
-def settings(server: FakeOpenAIServer, cache: Path) -> LLMSettings:
+def settings_for(server: FakeOpenAIServer, cache: Path) -> LLMSettings:
     return LLMSettings(backend="openai", base_url=server.base_url, model="fake-model", cache_dir=cache)
 
 
@@ -137,7 +137,7 @@ def evict(cache: Path, model_id: str, bodies: pd.Series) -> int:
 
 def build(data: Path, out: Path, server: FakeOpenAIServer, llm_cache: Path) -> tuple[float, Any]:
     t0 = time.perf_counter()
-    result = workflows.build(data, out, columns=COLUMNS, settings=settings(server, llm_cache))
+    result = workflows.build(data, out, columns=COLUMNS, settings=settings_for(server, llm_cache))
     return time.perf_counter() - t0, result
 
 
@@ -170,7 +170,7 @@ def run_case(name: str, base: pd.DataFrame, new: pd.DataFrame, full: Path, truth
     with_cache(refresh_cache)
     with FakeOpenAIServer(default=persona_reply("Refreshed")) as server:
         t0 = time.perf_counter()
-        result = refresh(folder / "ws", new_csv, columns=COLUMNS, settings=settings(server, folder / "llm-refresh"))
+        result = refresh(folder / "ws", new_csv, columns=COLUMNS, settings=settings_for(server, folder / "llm-refresh"))
         refresh_s = time.perf_counter() - t0
         asked = sorted({segment_of(r) for r in server.requests})
         calls = len(server.requests)
@@ -195,10 +195,10 @@ def run_case(name: str, base: pd.DataFrame, new: pd.DataFrame, full: Path, truth
     with_cache(refresh_cache)
     with FakeOpenAIServer(default=persona_reply("Reclustered")) as server:
         t0 = time.perf_counter()
-        first = refresh(folder / "ws", new_csv, columns=COLUMNS, mode="recluster", settings=settings(server, folder / "llm-rc1"))
+        first = refresh(folder / "ws", new_csv, columns=COLUMNS, mode="recluster", settings=settings_for(server, folder / "llm-rc1"))
         rc1_s, rc1_calls = time.perf_counter() - t0, len(server.requests)
     with FakeOpenAIServer(default=persona_reply("Reclustered2")) as server:
-        second = refresh(folder / "ws", new_csv, columns=COLUMNS, mode="recluster", settings=settings(server, folder / "llm-rc2"))
+        second = refresh(folder / "ws", new_csv, columns=COLUMNS, mode="recluster", settings=settings_for(server, folder / "llm-rc2"))
         rc2_calls = len(server.requests)
     rc1 = first.diff
     matched = [c for c in rc1.segments if c.match_score is not None]
@@ -269,15 +269,27 @@ def model_calls(writer: Any) -> tuple[int, float]:
 
 
 def real_model_case(
-    work: Path, backend: str, model: str | None, threads: int | None, max_personas: int | None = None
+    work: Path,
+    backend: str,
+    model: str | None,
+    threads: int | None,
+    max_personas: int | None = None,
+    data_set: str = "ci",
+    scripted_base: bool = False,
+    seed_embeddings: Path | None = None,
 ) -> dict[str, Any]:
-    """Refresh vs full rebuild with the real model on the CI suite's 20 Newsgroups slice (module docstring)."""
+    """Refresh vs full rebuild with the real model (module docstring): on the CI suite's 20 Newsgroups slice
+    (`data_set` "ci") or the whole file ("whole")."""
     from persona_llm.evaluation.suite import load_dataset, load_suite, shared_data_dir
     from persona_llm.llm.client import open_chat_model
 
-    suite = load_suite(ROOT / "evals" / "suites" / "ci.toml")
-    ds = next(d for d in suite.datasets if d.source == "20newsgroups")
-    frame = load_dataset(ds, shared_data_dir(suite))
+    if data_set == "whole":
+        frame = pd.read_csv(SHARED / "20newsgroups" / "posts.csv.gz", dtype=str)
+        frame = frame.rename(columns={"doc_id": "text_id", "body": "text"})[["text_id", "user_id", "text", "newsgroup"]]
+    else:
+        suite = load_suite(ROOT / "evals" / "suites" / "ci.toml")
+        ds = next(d for d in suite.datasets if d.source == "20newsgroups")
+        frame = load_dataset(ds, shared_data_dir(suite))
     truth = frame.groupby("user_id")["newsgroup"].agg(lambda s: s.value_counts().index[0])
     data = frame[["text_id", "user_id", "text"]]
     new_users = data["user_id"].map(lambda u: in_sample(str(u), 0.10, "bench-refresh-users"))
@@ -290,28 +302,41 @@ def real_model_case(
     base.to_csv(base_csv, index=False)
     new.to_csv(new_csv, index=False)
     data.to_csv(full_csv, index=False)
+    label = "whole 20NG file" if data_set == "whole" else "CI slice"
     console.print(
-        f"(real model) CI slice: {len(data)} posts / {data['user_id'].nunique()} users; base {base['user_id'].nunique()} "
+        f"(real model) {label}: {len(data)} posts / {data['user_id'].nunique()} users; base {base['user_id'].nunique()} "
         f"users, new {new['user_id'].nunique()} users ({len(new)} posts)"
     )
     settings = workflows.llm_settings(backend, None, model, threads=threads, use_cache=False)
     if settings.use_cache:
         raise RuntimeError("the response cache must be off for timing")
     cache = folder / "cache-shared"
+    if seed_embeddings is not None:  # vectors of earlier runs: the base build's embedding is not what is timed
+        shutil.copytree(seed_embeddings, cache / "embeddings")
     out: dict[str, Any] = {
-        "case": "real model, CI slice", "backend": settings.backend, "model": settings.model or "(default)",
-        "max_personas": max_personas,
+        "case": f"real model, {label}", "data_set": data_set, "backend": settings.backend,
+        "model": settings.model or "(default)", "max_personas": max_personas, "scripted_base": scripted_base,
     }  # fmt: skip
     with open_chat_model(settings) as chat:
         out["model"] = getattr(chat, "model", None) or out["model"]
         with_cache(cache)
         t0 = time.perf_counter()
-        built = workflows.build(
-            base_csv, folder / "ws", columns=columns, settings=settings, chat=chat, max_segments=max_personas
-        )
+        if scripted_base:
+            # The base personas' words do not decide anything the refresh does (it keeps or regenerates a
+            # persona by its segment's membership churn); only the refresh and the rebuild are timed.
+            with FakeOpenAIServer(default=persona_reply("Built")) as server:
+                built = workflows.build(
+                    base_csv, folder / "ws", columns=columns, settings=settings_for(server, folder / "llm-base"),
+                    max_segments=max_personas,
+                )  # fmt: skip
+                out["base_calls"] = len(server.requests)
+        else:
+            built = workflows.build(
+                base_csv, folder / "ws", columns=columns, settings=settings, chat=chat, max_segments=max_personas
+            )
+            out["base_calls"], _ = model_calls(built.writer)
         out["base_build_s"] = round(time.perf_counter() - t0, 1)
         out["base_personas"] = len(built.personas)
-        out["base_calls"], _ = model_calls(built.writer)
         console.print(f"(real model) base build: {out['base_build_s']} s, {len(built.personas)} personas, {out['base_calls']} calls")
         parent = resolve_run(folder / "ws")
         before_personas = {p.segment_id: p for p in parent.load_personas()}
@@ -365,13 +390,15 @@ def real_model_case(
 
 
 def print_real_model_table(r: dict[str, Any]) -> None:
-    table = Table(title=f"refresh vs full rebuild with the real model ({r['backend']}: {r['model']}), CI slice of 20 Newsgroups")
+    where = "the whole 20 Newsgroups file" if r.get("data_set") == "whole" else "CI slice of 20 Newsgroups"
+    table = Table(title=f"refresh vs full rebuild with the real model ({r['backend']}: {r['model']}), {where}")
     table.add_column("measure")
     table.add_column("value", justify="right")
     rows = [
         ("users before -> after (segmented)", f"{r['users_before']} -> {r['users_after']}"),
         ("personas written per build (largest segments)", str(r["max_personas"] or "all")),
-        ("base build (90% of users): s, personas, calls", f"{r['base_build_s']:.0f}, {r['base_personas']}, {r['base_calls']}"),
+        ("base build (90% of users): s, personas, calls", f"{r['base_build_s']:.0f}, {r['base_personas']}, {r['base_calls']}"
+         + (" (scripted server)" if r.get("scripted_base") else "")),
         ("refresh status / mode", f"{r['refresh_status']} / {r['refresh_mode']}"),
         ("texts embedded by the refresh (cached vectors evicted)", f"{r['texts_embedded_refresh']} ({r['vectors_evicted']})"),
         ("refresh wall s", f"{r['refresh_s']:.1f}"),
@@ -416,7 +443,7 @@ def kill_checks(work: Path, new: pd.DataFrame) -> list[dict[str, Any]]:
 
     def next_refresh_completes(server: FakeOpenAIServer) -> str:
         with_cache(cache)
-        return refresh(ws, data, columns=COLUMNS, mode="assign", settings=settings(server, work / "llm-kill")).status
+        return refresh(ws, data, columns=COLUMNS, mode="assign", settings=settings_for(server, work / "llm-kill")).status
 
     before = state()
     proc = start_cli(["refresh", str(ws), str(data), *flags, "--mode", "assign"], cache)
@@ -442,7 +469,7 @@ def kill_checks(work: Path, new: pd.DataFrame) -> list[dict[str, Any]]:
     by_id = ColumnMap(user_column="user_id", text_column="text", id_column="text_id", attribute_columns=[])
     with FakeOpenAIServer(default=persona_reply("AfterKill2")) as server:
         with_cache(cache)
-        status = refresh(ws, snap_csv, columns=by_id, snapshot=True, mode="assign", settings=settings(server, work / "llm-kill2")).status
+        status = refresh(ws, snap_csv, columns=by_id, snapshot=True, mode="assign", settings=settings_for(server, work / "llm-kill2")).status
     out.append({"killed": "persona writing", "published_run_intact": ok, "next_refresh": status})
     # publishing: the rename of the `current` pointer becomes SIGKILL
     published = resolve_run(ws)
@@ -463,7 +490,7 @@ def kill_checks(work: Path, new: pd.DataFrame) -> list[dict[str, Any]]:
     ok = state() == before and done.returncode == -signal.SIGKILL
     with FakeOpenAIServer(default=persona_reply("AfterKill3")) as server:
         with_cache(cache)
-        status = refresh(ws, snap_csv, columns=by_id, snapshot=True, mode="assign", settings=settings(server, work / "llm-kill3")).status
+        status = refresh(ws, snap_csv, columns=by_id, snapshot=True, mode="assign", settings=settings_for(server, work / "llm-kill3")).status
     out.append({"killed": "publishing", "published_run_intact": ok, "next_refresh": status})
     return out
 
@@ -478,13 +505,18 @@ def main() -> None:
     ap.add_argument("--llm-model", default=None, help="model of that backend (default: the backend's)")
     ap.add_argument("--threads", type=int, default=None, help="model threads (default: the backend's choice)")
     ap.add_argument("--max-personas", type=int, default=None, help="real-model case: personas for the N largest segments only")
+    ap.add_argument("--data", choices=["ci", "whole"], default="ci", help="real-model case: the CI slice or the whole 20NG file")
+    ap.add_argument("--scripted-base", action="store_true", help="real-model case: the 90%% build's personas from the scripted server")
+    ap.add_argument("--seed-embeddings", type=Path, default=None, help="real-model case: an embedding cache folder to start from")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     work = args.work or Path(tempfile.mkdtemp(prefix="bench_refresh_"))
     if args.llm:
         work.mkdir(parents=True, exist_ok=True)
         console.print(f"CPU: {cpu_description()} · {os.cpu_count()} cores · load {os.getloadavg()} · work {work}")
-        real = real_model_case(work, args.llm, args.llm_model, args.threads, args.max_personas)
+        real = real_model_case(
+            work, args.llm, args.llm_model, args.threads, args.max_personas, args.data, args.scripted_base, args.seed_embeddings
+        )
         real["cpu"] = cpu_description()
         print_real_model_table(real)
         if args.json:

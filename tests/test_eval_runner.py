@@ -22,6 +22,7 @@ from persona_llm.evaluation.runner import (
     load_report,
     run_suite,
 )
+from persona_llm.errors import ConfigError
 from persona_llm.evaluation.suite import Suite, load_suite
 from persona_llm.schema.personas import Persona
 from persona_llm.schema.segments import Representative, Segment, SegmentQuality, SegmentSet
@@ -511,10 +512,14 @@ def test_cli_json_output(good_run: Path) -> None:
 # ---------------------------------------------------------------------------------------------------
 
 
-def test_run_suite_builds_evaluates_and_writes_a_bench_record(tmp_path: Path) -> None:
-    data = tmp_path / "data" / "20newsgroups"
+MINI_GROUPS = ["sci.space", "rec.autos", "talk.politics"]
+
+
+def write_mini_20ng(data_dir: Path) -> None:
+    """A stand-in shared 20NG file: 3 groups x 4 users x 5 posts."""
+    data = data_dir / "20newsgroups"
     data.mkdir(parents=True)
-    groups = ["sci.space", "rec.autos", "talk.politics"]
+    groups = MINI_GROUPS
     rows = [
         {
             "doc_id": f"d{g}{u}{k}",
@@ -529,6 +534,21 @@ def test_run_suite_builds_evaluates_and_writes_a_bench_record(tmp_path: Path) ->
         for k in range(5)
     ]
     pd.DataFrame(rows).to_csv(data / "posts.csv.gz", index=False)
+
+
+def mini_pipeline(calls: list[tuple[int, int, int]]) -> Any:
+    def pipeline(texts: pd.DataFrame, run_dir: Path, seed: int) -> None:
+        calls.append((len(texts), texts["user_id"].nunique(), seed))
+        seg_of = {
+            str(u): MINI_GROUPS.index(str(g)) for u, g in texts.groupby("user_id")["newsgroup"].first().items()
+        }
+        write_run(run_dir, texts, seg_of, [])
+
+    return pipeline
+
+
+def test_run_suite_builds_evaluates_and_writes_a_bench_record(tmp_path: Path) -> None:
+    write_mini_20ng(tmp_path / "data")
     (tmp_path / "suites").mkdir()
     suite_path = tmp_path / "suites" / "mini.toml"
     suite_path.write_text(
@@ -538,16 +558,8 @@ def test_run_suite_builds_evaluates_and_writes_a_bench_record(tmp_path: Path) ->
         "max_texts_per_user = 3\nmax_users = 9\n",
         encoding="utf-8",
     )
-    calls = []
-
-    def pipeline(texts: pd.DataFrame, run_dir: Path, seed: int) -> None:
-        calls.append((len(texts), texts["user_id"].nunique(), seed))
-        seg_of = {
-            str(u): groups.index(str(g)) for u, g in texts.groupby("user_id")["newsgroup"].first().items()
-        }
-        write_run(run_dir, texts, seg_of, [])
-
-    result = run_suite(suite_path, tmp_path / "runs", pipeline, data_dir=tmp_path / "data")
+    calls: list[tuple[int, int, int]] = []
+    result = run_suite(suite_path, tmp_path / "runs", mini_pipeline(calls), data_dir=tmp_path / "data")
     assert calls == [(27, 9, 0)]
     assert result.passed, result.failures
     (report,) = result.reports
@@ -559,6 +571,46 @@ def test_run_suite_builds_evaluates_and_writes_a_bench_record(tmp_path: Path) ->
     recorded = json.loads(bench[0].read_text(encoding="utf-8"))["reports"][0]
     assert "details" not in recorded and recorded["metrics"]["ari"] == pytest.approx(1.0)
     assert json.loads((tmp_path / "runs" / "20newsgroups" / "eval.json").read_text(encoding="utf-8"))["details"]
+
+
+def test_a_suite_narrowed_to_one_data_set_keeps_every_earlier_record(tmp_path: Path) -> None:
+    """The full suite is run a data set at a time: the narrowed run's record is named for its data set,
+    and a second run the same day never writes over the first day's record."""
+    write_mini_20ng(tmp_path / "data")
+    (tmp_path / "suites").mkdir()
+    suite_path = tmp_path / "suites" / "mini.toml"
+    suite_path.write_text(
+        'name = "mini"\nmetrics = ["labels"]\nreport_dir = "../bench"\n'
+        '[[datasets]]\nname = "small"\nsource = "20newsgroups"\nlabels = "newsgroup"\nmax_users = 6\n'
+        '[[datasets]]\nname = "large"\nsource = "20newsgroups"\nlabels = "newsgroup"\nmax_users = 9\n',
+        encoding="utf-8",
+    )
+    suite = load_suite(suite_path)
+    with pytest.raises(ConfigError, match=r"mini.toml: no data set \['medium'\].*'small', 'large'"):
+        suite.only(["medium"])
+    cli = ["eval-suite", str(suite_path), "--dataset", "medium", "--no-personas", "--workdir", str(tmp_path / "w")]
+    refused = CliRunner().invoke(cli_app(), cli)
+    assert refused.exit_code != 0 and "no data set ['medium']" in refused.output
+    assert not (tmp_path / "bench").exists() and not (tmp_path / "w").exists()
+    calls: list[tuple[int, int, int]] = []
+    whole = run_suite(suite, tmp_path / "runs", mini_pipeline(calls), data_dir=tmp_path / "data")
+    assert [r.dataset for r in whole.reports] == ["small", "large"] and len(calls) == 2
+    first = {p.name: p.read_bytes() for p in (tmp_path / "bench").iterdir()}
+    assert sorted(n[11:] for n in first) == ["mini.json", "mini.md"]
+
+    narrowed = suite.only(["large"])
+    assert narrowed.name == "mini-large" and [d.key for d in narrowed.datasets] == ["large"]
+    assert narrowed.thresholds_for("large") == suite.thresholds_for("large")
+    part = run_suite(narrowed, tmp_path / "runs", mini_pipeline(calls), data_dir=tmp_path / "data")
+    assert [r.dataset for r in part.reports] == ["large"] and len(calls) == 3 and calls[-1][1] == 9
+    again = run_suite(suite, tmp_path / "runs", mini_pipeline(calls), data_dir=tmp_path / "data")
+    assert again.passed
+    names = sorted(p.name for p in (tmp_path / "bench").iterdir())
+    assert len(names) == 6, names
+    assert sum(n.endswith("-mini-large.json") for n in names) == 1
+    assert sum(n.endswith("-mini.json") for n in names) == 2  # the day's second run beside the first
+    for name, content in first.items():  # the first record is as it was
+        assert (tmp_path / "bench" / name).read_bytes() == content
 
 
 # ---------------------------------------------------------------------------------------------------

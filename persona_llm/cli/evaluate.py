@@ -120,6 +120,9 @@ def eval_suite_command(
     llm_url: LlmUrlOption = None,
     llm_model: LlmModelOption = None,
     data_dir: Path | None = typer.Option(None, "--data-dir", help="shared data dir (default: the suite's)"),
+    dataset: list[str] | None = typer.Option(
+        None, "--dataset", help="only this data set of the suite (name or source; repeatable)"
+    ),
 ) -> None:
     """Build runs from the suite's shared data sets with the real pipeline, evaluate them, check thresholds."""
     from persona_llm import workflows
@@ -129,6 +132,8 @@ def eval_suite_command(
 
     try:
         suite_obj = load_suite(suite)
+        if dataset:
+            suite_obj = suite_obj.only(dataset)
         with ExitStack() as stack:
             writer = None
             if personas:

@@ -883,13 +883,19 @@ def run_suite(
 
 def write_bench_report(result: SuiteResult, out_dir: str | Path) -> Path:
     """Write `<date>-<suite>.json` (every report without its `details`) and `.md` (a metric table per data
-    set); returns the JSON. The record goes into the repository (bench/results), and details quote the
+    set; `<date>-<time>-<suite>` when the day already has that record: it is never written over); returns
+    the JSON. The record goes into the repository (bench/results), and details quote the
     data (chat answers, planted texts cut from real posts, unsupported statements): others' texts stay in
     each run's own eval.json, out of the repository."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
-    json_path = out / f"{stamp}-{result.suite}.json"
+    now = dt.datetime.now(dt.UTC)
+    names = [f"{now:%Y-%m-%d}-{result.suite}", f"{now:%Y-%m-%d-%H%M%S}-{result.suite}"]
+    names += [f"{names[1]}-{n}" for n in range(2, 100)]
+    # an earlier record stays as it was: the first name neither of whose files exists
+    json_path = next(
+        out / f"{n}.json" for n in names if not (out / f"{n}.json").exists() and not (out / f"{n}.md").exists()
+    )
     record = result.model_dump_json(indent=2, exclude={"reports": {"__all__": {"details"}}})
     json_path.write_text(record + "\n", encoding="utf-8")
     lines = [f"# {result.suite} suite, {result.created_at}", ""]

@@ -62,8 +62,13 @@ def test_the_schema_allows_only_the_ids_shown_once_each() -> None:
     assert model.model_validate({**base, "quote_ids": ["t1.1", "t2.1", "t3.1"]})
     with pytest.raises(ValidationError):
         model.model_validate({**base, "quote_ids": ["t1.1", "t2.1", "t9.9"]})  # not shown
-    with pytest.raises(ValidationError, match="repeat"):
+    # A repeated id is quoted once; too few different ids left is re-asked, saying so.
+    once = model.model_validate({**base, "quote_ids": ["t1.1", "t2.1", "t1.1", "t3.1", "t2.1"]})
+    assert once.quote_ids == ["t1.1", "t2.1", "t3.1"]  # type: ignore[attr-defined]
+    with pytest.raises(ValidationError, match="repeat an id: give 3 different ids"):
         model.model_validate({**base, "quote_ids": ["t1.1", "t1.1", "t2.1"]})
+    with pytest.raises(ValidationError, match="at least 3"):
+        model.model_validate({**base, "quote_ids": ["t1.1", "t2.1"]})
     # Fewer sentences than MIN_QUOTES shown: as many as there are.
     assert reference_draft_model(["t1.1"]).model_validate({**base, "quote_ids": ["t1.1"]})
 

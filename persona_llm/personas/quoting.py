@@ -98,19 +98,28 @@ def quote_ids_field(
     refs: Sequence[str], *, min_quotes: int, max_quotes: int, description: str
 ) -> tuple[Any, Any, dict[str, Any]]:
     """(annotation, Field, validators) of a `quote_ids` field: a list of distinct ids from `refs` (an
-    enum in the JSON schema), at least min(min_quotes, len(refs)); a repeated id is a validation error
-    (re-asked like any other). Shared by the persona and the brief response models."""
+    enum in the JSON schema), at least min(min_quotes, len(refs)). A repeated id is dropped (the sentence
+    is quoted once); too few distinct ids left is a validation error, re-asked like any other. Shared by
+    the persona and the brief response models."""
     if not refs:
         raise ValueError("no quotable sentence: use quote_mode='verbatim' for this prompt")
     choice = Literal[tuple(refs)]  # type: ignore[valid-type]
+    least = min(min_quotes, len(refs))
 
-    def distinct(cls: type, ids: list[str]) -> list[str]:
-        if len(set(ids)) != len(ids):
-            raise ValueError("quote_ids repeat an id; choose different sentences")
-        return ids
+    def distinct(cls: type, ids: Any) -> Any:
+        # Why drop, not reject: the small model, re-asked, repeated an id three times over and a 25-persona
+        # rebuild lost a persona to it (bench/results/2026-11-30-refresh.md); a repeat says nothing false.
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            return ids  # the schema's own errors
+        once = list(dict.fromkeys(ids))
+        if len(once) < len(ids) and len(once) < least:
+            raise ValueError(f"quote_ids repeat an id: give {least} different ids; choose different sentences")
+        return once
 
-    field = Field(min_length=min(min_quotes, len(refs)), max_length=max_quotes, description=description)
-    validators: dict[str, Any] = {"_distinct": field_validator("quote_ids")(classmethod(distinct))}
+    field = Field(min_length=least, max_length=max_quotes, description=description)
+    validators: dict[str, Any] = {
+        "_distinct": field_validator("quote_ids", mode="before")(classmethod(distinct))
+    }
     return list[choice], field, validators  # type: ignore[valid-type]
 
 

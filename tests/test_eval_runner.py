@@ -14,6 +14,7 @@ import typer
 from typer.testing import CliRunner
 
 from persona_llm.cli import app as persona_llm_app
+from persona_llm.errors import ConfigError
 from persona_llm.evaluation.runner import (
     EvalReport,
     check_thresholds,
@@ -22,7 +23,6 @@ from persona_llm.evaluation.runner import (
     load_report,
     run_suite,
 )
-from persona_llm.errors import ConfigError
 from persona_llm.evaluation.suite import Suite, load_suite
 from persona_llm.schema.personas import Persona
 from persona_llm.schema.segments import Representative, Segment, SegmentQuality, SegmentSet

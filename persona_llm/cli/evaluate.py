@@ -120,7 +120,7 @@ def eval_suite_command(
     llm_url: LlmUrlOption = None,
     llm_model: LlmModelOption = None,
     data_dir: Path | None = typer.Option(None, "--data-dir", help="shared data dir (default: the suite's)"),
-    dataset: list[str] | None = typer.Option(
+    only_datasets: list[str] | None = typer.Option(
         None, "--dataset", help="only this data set of the suite (name or source; repeatable)"
     ),
 ) -> None:
@@ -132,8 +132,8 @@ def eval_suite_command(
 
     try:
         suite_obj = load_suite(suite)
-        if dataset:
-            suite_obj = suite_obj.only(dataset)
+        if only_datasets:
+            suite_obj = suite_obj.only(only_datasets)
         with ExitStack() as stack:
             writer = None
             if personas:

@@ -547,16 +547,23 @@ def mini_pipeline(calls: list[tuple[int, int, int]]) -> Any:
     return pipeline
 
 
-def test_run_suite_builds_evaluates_and_writes_a_bench_record(tmp_path: Path) -> None:
+def mini_suite(tmp_path: Path, toml: str) -> Path:
+    """The stand-in 20NG data under tmp_path/data and a suite file tmp_path/suites/mini.toml (its records
+    go to tmp_path/bench)."""
     write_mini_20ng(tmp_path / "data")
     (tmp_path / "suites").mkdir()
     suite_path = tmp_path / "suites" / "mini.toml"
-    suite_path.write_text(
+    suite_path.write_text(toml, encoding="utf-8")
+    return suite_path
+
+
+def test_run_suite_builds_evaluates_and_writes_a_bench_record(tmp_path: Path) -> None:
+    suite_path = mini_suite(
+        tmp_path,
         'name = "mini"\nmetrics = ["labels", "grounding", "privacy"]\nreport_dir = "../bench"\n'
         "[thresholds]\nari_min = 0.99\npii_max = 0\n"
         '[[datasets]]\nsource = "20newsgroups"\nlabels = "newsgroup"\nmin_texts_per_user = 5\n'
         "max_texts_per_user = 3\nmax_users = 9\n",
-        encoding="utf-8",
     )
     calls: list[tuple[int, int, int]] = []
     result = run_suite(suite_path, tmp_path / "runs", mini_pipeline(calls), data_dir=tmp_path / "data")
@@ -576,14 +583,11 @@ def test_run_suite_builds_evaluates_and_writes_a_bench_record(tmp_path: Path) ->
 def test_a_suite_narrowed_to_one_data_set_keeps_every_earlier_record(tmp_path: Path) -> None:
     """The full suite is run a data set at a time: the narrowed run's record is named for its data set,
     and a second run the same day never writes over the first day's record."""
-    write_mini_20ng(tmp_path / "data")
-    (tmp_path / "suites").mkdir()
-    suite_path = tmp_path / "suites" / "mini.toml"
-    suite_path.write_text(
+    suite_path = mini_suite(
+        tmp_path,
         'name = "mini"\nmetrics = ["labels"]\nreport_dir = "../bench"\n'
         '[[datasets]]\nname = "small"\nsource = "20newsgroups"\nlabels = "newsgroup"\nmax_users = 6\n'
         '[[datasets]]\nname = "large"\nsource = "20newsgroups"\nlabels = "newsgroup"\nmax_users = 9\n',
-        encoding="utf-8",
     )
     suite = load_suite(suite_path)
     with pytest.raises(ConfigError, match=r"mini.toml: no data set \['medium'\].*'small', 'large'"):

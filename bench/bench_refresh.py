@@ -74,6 +74,7 @@ from persona_llm.errors import RunNotPublishedError  # noqa: E402
 from persona_llm.evaluation.metrics import score_labels  # noqa: E402
 from persona_llm.llm.client import LLMSettings  # noqa: E402
 from persona_llm.refresh import refresh  # noqa: E402
+from persona_llm.runs.rundir import LLM_CALLS  # noqa: E402
 from persona_llm.runs.workspace import Workspace, resolve_run  # noqa: E402
 from persona_llm.schema.columns import ColumnMap  # noqa: E402
 from persona_llm.schema.manifest import cpu_description, peak_rss_mb  # noqa: E402
@@ -265,23 +266,24 @@ def run_case(name: str, base: pd.DataFrame, new: pd.DataFrame, full: Path, truth
     }
 
 
-def model_calls(writer: Any) -> tuple[int, float]:
-    """Model calls a persona writer made (every attempt) and their seconds; a reply from a cache is an error
-    here (the timing would be a lie)."""
-    records = list(getattr(writer, "records_", []) or [])
-    cached = [r for r in records if r.cached]
+def model_calls(records: list[dict[str, Any]]) -> tuple[int, float]:
+    """Model calls (every attempt, as `CallRecord.to_dict()` rows) and their seconds; a reply from a cache
+    is an error here (the timing would be a lie)."""
+    cached = [r for r in records if r.get("cached")]
     if cached:
         raise RuntimeError(f"{len(cached)} model replies came from the response cache: the timing is not valid")
-    return len(records), round(sum(r.seconds for r in records), 1)
+    return len(records), round(sum(float(r["seconds"]) for r in records), 1)
+
+
+def writer_calls(writer: Any) -> tuple[int, float]:
+    """`model_calls` of what a persona writer did in this process."""
+    return model_calls([r.to_dict() for r in getattr(writer, "records_", None) or []])
 
 
 def kept_run_calls(run_path: Path) -> tuple[int, float]:
-    """Model calls (every attempt) and their seconds from a run's llm_calls.jsonl; a cached reply is an
-    error (as in `model_calls`)."""
-    records = [json.loads(line) for line in (run_path / "llm_calls.jsonl").read_text(encoding="utf-8").splitlines() if line]
-    if any(r.get("cached") for r in records):
-        raise RuntimeError("model replies came from the response cache: the timing is not valid")
-    return len(records), round(sum(float(r["seconds"]) for r in records), 1)
+    """`model_calls` of a run's own log (llm_calls.jsonl): a run left unpublished has no writer to ask."""
+    lines = (run_path / LLM_CALLS).read_text(encoding="utf-8").splitlines()
+    return model_calls([json.loads(line) for line in lines if line])
 
 
 def real_model_case(
@@ -350,7 +352,7 @@ def real_model_case(
             built = workflows.build(
                 base_csv, folder / "ws", columns=columns, settings=settings, chat=chat, max_segments=max_personas
             )
-            out["base_calls"], _ = model_calls(built.writer)
+            out["base_calls"], _ = writer_calls(built.writer)
         out["base_build_s"] = round(time.perf_counter() - t0, 1)
         out["base_personas"] = len(built.personas)
         console.print(f"(real model) base build: {out['base_build_s']} s, {len(built.personas)} personas, {out['base_calls']} calls")
@@ -366,7 +368,7 @@ def real_model_case(
         t0 = time.perf_counter()
         result = refresh(folder / "ws", new_csv, columns=columns, settings=settings, chat=chat)
         out["refresh_s"] = round(time.perf_counter() - t0, 1)
-        out["refresh_calls"], out["refresh_model_s"] = model_calls(result.writer)
+        out["refresh_calls"], out["refresh_model_s"] = writer_calls(result.writer)
         out["load_between"] = [round(x, 2) for x in os.getloadavg()]
         console.print(f"(real model) refresh: {result.status}, mode {result.diff.mode_used}, {out['refresh_s']} s, {out['refresh_calls']} calls")
         with_cache(rebuild_cache)
@@ -376,13 +378,13 @@ def real_model_case(
                 full_csv, folder / "ws-rebuild", columns=columns, settings=settings, chat=chat, max_segments=max_personas
             )
             rebuilt_run, rebuilt_personas = rebuilt.run, len(rebuilt.personas)
-            out["rebuild_calls"], out["rebuild_model_s"] = model_calls(rebuilt.writer)
+            out["rebuild_calls"], out["rebuild_model_s"] = writer_calls(rebuilt.writer)
         except RunNotPublishedError as exc:
             # A persona that failed validation on every attempt leaves the rebuild unpublished, after it did
             # all of a rebuild's work: its time still counts, read from the run it kept.
             rebuilt_run = Workspace.open(folder / "ws-rebuild").run(exc.run_name)
             rebuilt_personas = len(rebuilt_run.load_personas())
-            out["rebuild_unpublished"] = str(exc).split(" The run ")[0]
+            out["rebuild_unpublished"] = str(exc)
             out["rebuild_calls"], out["rebuild_model_s"] = kept_run_calls(rebuilt_run.path)
         out["rebuild_s"] = round(time.perf_counter() - t0, 1)
         out["load_after"] = [round(x, 2) for x in os.getloadavg()]

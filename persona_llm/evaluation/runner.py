@@ -890,12 +890,19 @@ def write_bench_report(result: SuiteResult, out_dir: str | Path) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.UTC)
-    names = [f"{now:%Y-%m-%d}-{result.suite}", f"{now:%Y-%m-%d-%H%M%S}-{result.suite}"]
-    names += [f"{names[1]}-{n}" for n in range(2, 100)]
-    # an earlier record stays as it was: the first name neither of whose files exists
-    json_path = next(
-        out / f"{n}.json" for n in names if not (out / f"{n}.json").exists() and not (out / f"{n}.md").exists()
-    )
+
+    def taken(stem: str) -> bool:
+        return (out / f"{stem}.json").exists() or (out / f"{stem}.md").exists()
+
+    # an earlier record stays as it was: the day's name, else with the time, else numbered
+    stem = f"{now:%Y-%m-%d}-{result.suite}"
+    if taken(stem):
+        base, n = f"{now:%Y-%m-%d-%H%M%S}-{result.suite}", 1
+        stem = base
+        while taken(stem):
+            n += 1
+            stem = f"{base}-{n}"
+    json_path = out / f"{stem}.json"
     record = result.model_dump_json(indent=2, exclude={"reports": {"__all__": {"details"}}})
     json_path.write_text(record + "\n", encoding="utf-8")
     lines = [f"# {result.suite} suite, {result.created_at}", ""]

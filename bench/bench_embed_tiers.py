@@ -5,7 +5,8 @@
 
 Tiers (each a real embedder of persona_llm.segment.embed, run in its own fresh process):
   * MiniLM torch, 256 tokens               (the sentence-transformers reference)
-  * MiniLM int8 ONNX, 256 tokens           (the default: DEFAULT_BACKEND "onnx-int8")
+  * MiniLM int8 ONNX, 256 tokens           (the default: DEFAULT_BACKEND "onnx-int8", each text alone)
+  * MiniLM int8 ONNX, batches of 64        (the earlier default; a text's vector depends on its batch)
   * MiniLM int8 ONNX, 128 tokens           (truncation: MiniLM's training length)
   * MiniLM int8 ONNX, long texts chunked   (SegmentPipeline long_texts="chunk": every token read)
   * minilm-static, 512 tokens              (the fast tier: model2vec table distilled from the same MiniLM)
@@ -45,6 +46,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 TIERS: dict[str, dict[str, Any]] = {
     "MiniLM torch, 256 tok": {"backend": "torch", "pipeline": {"embedding_backend": "torch"}},
     "MiniLM int8 ONNX, 256 tok (default)": {"backend": "onnx-int8", "pipeline": {}},
+    # the earlier default: int8 in batches of 64, whose vectors depend on the batch
+    "MiniLM int8 ONNX, 256 tok, batches of 64": {
+        "backend": "onnx-int8", "batch_size": 64, "pipeline": {"batch_size": 64},
+    },
     "MiniLM int8 ONNX, 128 tok": {"backend": "onnx-int8", "max_seq_length": 128, "pipeline": {"max_seq_length": 128}},
     "MiniLM int8 ONNX, long texts chunked": {"backend": "onnx-int8", "chunk": True, "pipeline": {"long_texts": "chunk"}},
     "minilm-static (model2vec), 512 tok": {"static": True, "pipeline": {"embedder": "minilm-static"}},
@@ -58,17 +63,17 @@ def make_embedder(spec: dict[str, Any], threads: int, models_dir: str | None) ->
         return StaticEmbedder(cache_folder=models_dir)
     emb = SentenceTransformerEmbedder(
         backend=spec["backend"], max_seq_length=spec.get("max_seq_length"), cache_folder=models_dir,
-        num_threads=threads if spec["backend"] != "torch" else None,
+        num_threads=threads if spec["backend"] != "torch" else None, batch_size=spec.get("batch_size"),
     )
     return ChunkedEmbedder(emb) if spec.get("chunk") else emb
 
 
 def pipeline_params(spec: dict[str, Any]) -> dict[str, Any]:
     params = dict(spec["pipeline"])
-    if "max_seq_length" in params:
+    if "max_seq_length" in params or "batch_size" in params:
         from persona_llm.segment.embed import get_embedder
 
-        params = {"embedder": get_embedder("minilm", max_seq_length=params.pop("max_seq_length"))}
+        params = {"embedder": get_embedder("minilm", **params)}
     return params
 
 

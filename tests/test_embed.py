@@ -26,6 +26,7 @@ from persona_llm.segment.embed import (  # noqa: E402
     EmbeddingCache,
     SentenceTransformerEmbedder,
     choose_embedder_for_languages,
+    embedder_from_model_id,
     get_embedder,
 )
 
@@ -212,6 +213,21 @@ def test_init_does_no_work(tmp_path: Path) -> None:
     assert "seq=128" in SentenceTransformerEmbedder(max_seq_length=128).model_id
 
 
+def test_int8_batch_size_is_in_the_model_id_and_old_ids_keep_their_meaning() -> None:
+    new = SentenceTransformerEmbedder()
+    assert new.effective_batch_size() == 1 and ";batch=1;" in new.model_id
+    assert embedder_from_model_id(new.model_id).model_id == new.model_id
+    # an int8 id from before texts ran alone names no batch size: it means 64 and must come back the
+    # same string, since cache keys (and the keys `forget` deletes) are made from it
+    old_id = new.model_id.replace(";batch=1", "")
+    old = embedder_from_model_id(old_id)
+    assert isinstance(old, SentenceTransformerEmbedder) and old.effective_batch_size() == 64
+    assert old.model_id == old_id
+    assert ";batch=16;" in SentenceTransformerEmbedder(batch_size=16).model_id
+    assert "batch=" not in SentenceTransformerEmbedder(backend="torch").model_id  # fp32: the batch changes nothing
+    assert SentenceTransformerEmbedder(backend="torch").effective_batch_size() == 64
+
+
 # --------------------------------------------------------------------------------------------------
 # real models
 # --------------------------------------------------------------------------------------------------
@@ -286,6 +302,23 @@ def test_onnx_export_is_made_once(models_dir: Path) -> None:
     assert [p.stat().st_mtime_ns for p in exported] == stamps
     assert not [p for p in models_dir.rglob("*") if ".tmp-" in p.name]  # no half-made exports left
     assert again.model_id == emb.model_id
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("num_threads", [None, 1, 3])
+def test_int8_vector_of_a_text_does_not_depend_on_its_batch_mates(num_threads: int | None, models_dir: Path) -> None:
+    # int8 scales activations over the whole batch: in batches of 64 a sentence's vector moved with the
+    # sentences beside it (cosine ~0.99 to itself alone), so a content-hash cache handed back vectors
+    # that depended on which run embedded them first.
+    emb = SentenceTransformerEmbedder(cache_folder=models_dir, num_threads=num_threads)
+    together = emb.encode(SENTENCES)
+    alone = np.stack([emb.encode([s])[0] for s in SENTENCES[:4]])
+    reversed_order = emb.encode(SENTENCES[::-1])[::-1]
+    np.testing.assert_array_equal(together[:4], alone)
+    np.testing.assert_array_equal(together, reversed_order)
+    np.testing.assert_allclose(np.linalg.norm(together, axis=1), 1.0, atol=1e-5)
+    batched = SentenceTransformerEmbedder(cache_folder=models_dir, batch_size=64)
+    assert not np.array_equal(batched.encode(SENTENCES)[:4], np.stack([batched.encode([s])[0] for s in SENTENCES[:4]]))
 
 
 @pytest.mark.slow

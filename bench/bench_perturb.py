@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from persona_llm.evaluation.build import SuiteBuilder  # noqa: E402
+from persona_llm.evaluation.claims import user_attribute  # noqa: E402
 from persona_llm.evaluation.metrics import score_labels  # noqa: E402
 from persona_llm.evaluation.stability import shared_ari, stability, subsample_users  # noqa: E402
 from persona_llm.evaluation.suite import load_dataset, load_suite, shared_data_dir  # noqa: E402
@@ -92,7 +93,9 @@ def run_one(
     # ci.toml measures one pair of subsamples (seeds 1, 2); more pairs show how much that one pair can vary
     runs = {s: builder.resegment(subsample_users(core, 0.9, s), s) for s in range(1, n_subsamples + 1)}
     pairs = [shared_ari(runs[i], runs[j])[0] for i, j in itertools.combinations(runs, 2)]
-    user_labels = texts.drop_duplicates("user_id").set_index("user_id")[labels]
+    # the eval's rule (runner.evaluate_labels): a user's most frequent label; the first row's label
+    # scored 20NG users on whichever group they happened to post in first (0.51 vs the suite's 0.59)
+    user_labels = user_attribute(texts.assign(user_id=texts["user_id"].astype(str)), labels)
     scores = score_labels(user_labels, assignments.set_index("user_id")["segment_id"])
     return {
         "assignments": assignments.set_index("user_id")["segment_id"],

@@ -577,6 +577,9 @@ def test_run_suite_builds_evaluates_and_writes_a_bench_record(tmp_path: Path) ->
     # The record is committed to the repository: the details (which quote the data) stay in the run's eval.json.
     recorded = json.loads(bench[0].read_text(encoding="utf-8"))["reports"][0]
     assert "details" not in recorded and recorded["metrics"]["ari"] == pytest.approx(1.0)
+    # floors are calibrated from records, and int8 segments differ by CPU: the record names the machine
+    machine = json.loads(bench[0].read_text(encoding="utf-8"))["machine"]
+    assert "usable cores" in machine and f"CPU: {machine}" in bench[1].read_text(encoding="utf-8")
     assert json.loads((tmp_path / "runs" / "20newsgroups" / "eval.json").read_text(encoding="utf-8"))["details"]
 
 
@@ -704,3 +707,55 @@ def test_lexical_support_needs_a_fair_share_of_a_large_segment() -> None:
     assert not lexical.supports(0, "Technology enthusiast")
     assert lexical.supports(0, "Loves gardening")
     assert LexicalSupport.from_texts(texts, min_share=0.0).supports(0, "Technology enthusiast")  # the old rule
+
+
+def test_claims_are_checked_against_columns_the_writer_never_saw(tmp_path: Path) -> None:
+    """The honest claims test: the run (and so the writer) has no demographic column; the eval reads the
+    columns from the input. Given to the writer, they made every claim right by construction."""
+    texts, seg_of = hand_made_texts()
+    blind = texts.drop(columns=["age_group", "gender"])
+    run = write_run(tmp_path / "blind", blind, seg_of, good_personas())
+    without_input = evaluate_run(run, write=False)
+    assert "claims" in without_input.skipped  # nothing to check against: the run never had the columns
+    report = evaluate_run(run, input_texts=texts, write=False)
+    assert report.metrics["claims_checked"] == 6 and report.metrics["claims_right_share"] == pytest.approx(1.0)
+    # one constant guess (the value most users hold: female, 23-27) is right on 3 of the 6 claims
+    assert report.metrics["claims_constant_share"] == pytest.approx(0.5)
+
+    # personas that say "unknown" everywhere contradict nothing: only a floor on right claims catches them
+    vague = good_personas()
+    for p in vague:
+        p.demographics.age_group.value = "unknown"
+        p.demographics.gender.value = "unknown"
+    suite = Suite.model_validate(
+        {"name": "t", "metrics": ["claims"], "thresholds": {"contradictions_max": 0, "claims_right_share_min": 0.6}}
+    )
+    quiet = evaluate_run(write_run(tmp_path / "vague", blind, seg_of, vague), suite=suite, input_texts=texts, write=False)
+    assert quiet.metrics["contradictions"] == 0 and quiet.metrics["claims_right_share"] == 0.0
+    assert [f.metric for f in quiet.failures] == ["claims_right_share"]
+
+
+def test_withheld_columns_never_reach_the_pipeline_and_are_still_scored(tmp_path: Path) -> None:
+    suite_path = mini_suite(
+        tmp_path,
+        'name = "mini"\nmetrics = ["labels"]\n[thresholds]\nari_min = 0.99\n'
+        '[[datasets]]\nsource = "20newsgroups"\nlabels = "newsgroup"\nwithheld = ["newsgroup"]\n'
+        "min_texts_per_user = 5\nmax_users = 9\n",
+    )
+    seen: list[list[str]] = []
+
+    def pipeline(texts: pd.DataFrame, run_dir: Path, seed: int) -> None:
+        seen.append(list(texts.columns))
+        # segments from the user ids ("u<group><n>"): the label column is not there to peek at
+        write_run(run_dir, texts, {str(u): int(str(u)[1]) for u in texts["user_id"].unique()}, [])
+
+    result = run_suite(suite_path, tmp_path / "runs", pipeline, data_dir=tmp_path / "data")
+    assert seen and all("newsgroup" not in cols for cols in seen)
+    assert result.passed and result.reports[0].metrics["ari"] == pytest.approx(1.0)
+
+
+def test_a_withheld_column_the_data_set_does_not_load_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text('name = "s"\n[[datasets]]\nsource = "20newsgroups"\nwithheld = ["gender"]\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match="withheld"):
+        load_suite(path)

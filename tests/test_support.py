@@ -21,7 +21,7 @@ from persona_llm.personas.support import (
     evidence_confidence,
     min_similarity_for,
 )
-from persona_llm.schema.personas import PersonaDraft, StatementCheck, summary_length_problem
+from persona_llm.schema.personas import PersonaDraft, StatementCheck, summary_length_problem, voice_problem
 from persona_llm.schema.sentences import split_sentences
 from tests.fake_openai import FakeOpenAIServer
 from tests.test_persona_gates import chat_for, draft_for, make_run_dir, segment_of, writer
@@ -190,6 +190,22 @@ def test_a_summary_must_be_the_narrative_asked_for() -> None:
     with pytest.raises(ValueError, match="summary"):
         PersonaDraft.model_validate({**draft_for(0), "summary": "Tech Enthusiast"})
     assert split_sentences(ok)[1].startswith("They compare")
+
+
+def test_a_persona_written_as_an_advertisement_is_refused() -> None:
+    # the README's main job wrote "Electronics Repairers" as "Our team of experienced technicians
+    # specializes in...": a business describing itself, not its customers
+    advert = ("Our team of experienced technicians specializes in repairing phones and laptops. We fix "
+              "cracked screens in under an hour. Customers trust us with their most important devices.")  # fmt: skip
+    assert "'Our'" in voice_problem(advert, "summary")
+    assert voice_problem("Discover the joy of driving with us", "tagline")
+    third = ("They repair their own phones and laptops and trade tips on cheap parts. Many of them live in "
+             "the US and order screens from abroad. Slow shipping annoys them most.")  # fmt: skip
+    assert voice_problem(third, "summary") == "" and voice_problem("Fixers who would rather not pay a shop", "tagline") == ""
+    with pytest.raises(ValueError, match="third person"):
+        PersonaDraft.model_validate({**draft_for(0), "summary": advert})
+    with pytest.raises(ValueError, match="tagline"):
+        PersonaDraft.model_validate({**draft_for(0), "tagline": "Protecting our rights"})
 
 
 # -- the writer -----------------------------------------------------------------------------------

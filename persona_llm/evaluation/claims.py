@@ -75,6 +75,9 @@ class ClaimCheck:
     majority_share: float
     claimed_share: float
     status: ClaimStatus
+    #: would a persona that claims the value most users hold (over every segment: one constant guess) be
+    #: consistent here; the baseline a writer's right claims must beat
+    constant_right: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -88,6 +91,7 @@ class ClaimCheck:
             "majority_share": self.majority_share,
             "claimed_share": self.claimed_share,
             "status": self.status,
+            "constant_right": self.constant_right,
         }
 
 
@@ -216,9 +220,7 @@ def check_claims(
                 if named is False:
                     checks.append(_unsupported(persona, field, est.value))
                 continue
-            values = members[column].dropna()
-            if not pd.api.types.is_numeric_dtype(values):
-                values = values[~values.astype(str).str.strip().str.lower().isin(UNKNOWN_VALUES)]
+            values = _known(members[column])
             if not len(values):
                 if named is False:
                     checks.append(_unsupported(persona, field, est.value))
@@ -226,7 +228,9 @@ def check_claims(
             is_age = field == "age_group"
             numeric = is_age and pd.api.types.is_numeric_dtype(values)
             claim = est.value
+            everyone = _known(users[column])
             if numeric:
+                constant_right = abs(float(values.median()) - float(everyone.median())) <= age_tolerance
                 dist: dict[str, float] = {}
                 majority: tuple[str, ...] = (f"median {float(values.median()):g}",)
                 majority_share = claimed_share = float("nan")
@@ -248,6 +252,8 @@ def check_claims(
                 ]
                 top = max(dist.values())
                 majority = tuple(sorted(majority_values(dist, tie_tolerance)))
+                most_held = everyone.astype(str).value_counts().index[0]
+                constant_right = most_held in majority
                 majority_share = top
                 if est.value == "unknown":
                     status, mapped = "unknown", ()
@@ -271,9 +277,18 @@ def check_claims(
                     majority_share=majority_share,
                     claimed_share=claimed_share,
                     status=status,
+                    constant_right=constant_right,
                 )
             )
     return checks
+
+
+def _known(column: pd.Series) -> pd.Series:
+    """A column's values less missing and "unknown"-like ones (numbers kept as numbers)."""
+    values = column.dropna()
+    if not pd.api.types.is_numeric_dtype(values):
+        values = values[~values.astype(str).str.strip().str.lower().isin(UNKNOWN_VALUES)]
+    return values
 
 
 def _named_by_texts(
@@ -304,9 +319,15 @@ def _unsupported(persona: Persona, field: str, claim: str) -> ClaimCheck:
 
 def claim_metrics(checks: Sequence[ClaimCheck]) -> dict[str, float]:
     """Counts of checked, consistent, unknown-ish (unknown/vague/unmapped), contradicting and unsupported
-    claims."""
+    claims, and two shares over the claims compared with a column: right ones (`claims_right_share`; a
+    persona that says "unknown" everywhere scores 0) and what one constant guess, the value most users
+    hold, would get right on the same fields and segments (`claims_constant_share`)."""
     status = Counter(c.status for c in checks)
+    with_column = [c for c in checks if c.column]
+    n = len(with_column)
     return {
+        "claims_right_share": sum(c.status == "consistent" for c in with_column) / n if n else float("nan"),
+        "claims_constant_share": sum(c.constant_right for c in with_column) / n if n else float("nan"),
         "claims_checked": float(len(checks)),
         "claims_consistent": float(status["consistent"]),
         "claims_unknown": float(status["unknown"] + status["vague"] + status["unmapped"]),

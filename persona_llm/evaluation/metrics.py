@@ -82,6 +82,14 @@ METRICS: dict[str, tuple[str, str]] = {
     # claims
     "claims_checked": ("claims", "demographic claims compared with an attribute column"),
     "claims_consistent": ("claims", "claims naming exactly the segment's majority value"),
+    "claims_right_share": (
+        "claims",
+        "consistent / claims compared with a column, unknown ones included: a floor on claims that are right",
+    ),
+    "claims_constant_share": (
+        "claims",
+        "the share one constant guess (the value most users hold) would get right on the same claims",
+    ),
     "claims_unknown": ("claims", "claims marked unknown, vague or not mappable to the column's values"),
     "contradictions": ("claims", "claims whose mapped values exclude the segment's majority; must be 0"),
     "claims_unsupported": (

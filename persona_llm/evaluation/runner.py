@@ -79,6 +79,9 @@ class SuiteResult(BaseModel):
     suite: str
     created_at: str
     reports: list[EvalReport]
+    #: the CPU model and vector extensions the suite ran on: int8 embeddings, and so segments, differ by
+    #: CPU, and a floor calibrated from this record names the machine it holds on
+    machine: str = ""
 
     @property
     def failures(self) -> list[tuple[str, Failure]]:
@@ -329,16 +332,29 @@ def evaluate_grounding(run: EvalInputs, personas: Sequence[Persona]) -> GroupRes
     )
 
 
-def evaluate_claims(run: EvalInputs, personas: Sequence[Persona]) -> GroupResult:
+def evaluate_claims(
+    run: EvalInputs, personas: Sequence[Persona], input_texts: pd.DataFrame | None = None
+) -> GroupResult:
     """Demographic estimates vs the attribute columns of each segment's members (and claims drawn from
-    texts vs their cited texts)."""
+    texts vs their cited texts).
+
+    A demographic column of `input_texts` that the run does not have was withheld from the pipeline and
+    the writer (a suite data set's `withheld`): the claims are checked against it all the same, read
+    from the input. That is the honest test; a column the writer saw was used to write the claim.
+    """
     members = run.assignments[["user_id", "segment_id"]].drop_duplicates("user_id")
+    members = members.assign(user_id=members["user_id"].astype(str))
     candidates = {c for cols in claims_mod.FIELD_COLUMNS.values() for c in cols}
     available = set(run.assignments.columns) | set(run.texts.columns if run.texts is not None else [])
-    for column in sorted(c for c in available if c.lower() in candidates):
-        members = members.merge(
-            run.user_column(column).rename(column), left_on="user_id", right_index=True, how="left"
-        )
+    columns: dict[str, pd.Series] = {c: run.user_column(c) for c in sorted(available) if c.lower() in candidates}
+    if input_texts is not None:
+        frame = input_texts.assign(user_id=input_texts["user_id"].astype(str))
+        for column in sorted(c for c in frame.columns if c.lower() in candidates and c not in available):
+            columns[column] = claims_mod.user_attribute(frame, column)
+    for column, values in columns.items():
+        values = values.rename(column)
+        values.index = values.index.astype(str)
+        members = members.merge(values, left_on="user_id", right_index=True, how="left")
         if column.lower() in ("age", "age_years"):
             members[column] = pd.to_numeric(members[column], errors="coerce")
     # With the texts, a claim drawn from texts is checked against what its cited texts say, as the gate does.
@@ -655,7 +671,7 @@ def evaluate_run(
     if personas and "grounding" in groups:
         add("grounding", lambda: evaluate_grounding(run, personas))
     if personas and "claims" in groups:
-        add("claims", lambda: evaluate_claims(run, personas))
+        add("claims", lambda: evaluate_claims(run, personas, input_texts))
     if personas and "narrative" in groups:
         add("narrative", lambda: evaluate_narrative(run, personas))
     persona_vectors: np.ndarray | None = None
@@ -852,7 +868,8 @@ def run_suite(
         texts = load_dataset(ds, data)
         run_dir = Path(workdir) / ds.key
         run_dir.mkdir(parents=True, exist_ok=True)
-        built = pipeline(texts, run_dir, ds.seed)
+        # the evaluation keeps every column; what is withheld never reaches the pipeline or the writer
+        built = pipeline(texts.drop(columns=list(ds.withheld)), run_dir, ds.seed)
         if isinstance(built, (str, Path)):
             run_dir = Path(built)
         report = evaluate_run(
@@ -874,11 +891,17 @@ def run_suite(
             )
             write_report(report, run_dir)
         reports.append(report)
-    result = SuiteResult(suite=suite.name, created_at=_now(), reports=reports)
+    result = SuiteResult(suite=suite.name, created_at=_now(), reports=reports, machine=_machine())
     if write_bench or (write_bench is None and suite.report_dir):
         base = Path(suite.path).parent if suite.path else Path.cwd()
         write_bench_report(result, base / (suite.report_dir or "."))
     return result
+
+
+def _machine() -> str:
+    from persona_llm.schema.manifest import cpu_description, usable_cores
+
+    return f"{cpu_description()}, {usable_cores()} usable cores"
 
 
 def write_bench_report(result: SuiteResult, out_dir: str | Path) -> Path:
@@ -906,6 +929,8 @@ def write_bench_report(result: SuiteResult, out_dir: str | Path) -> Path:
     record = result.model_dump_json(indent=2, exclude={"reports": {"__all__": {"details"}}})
     json_path.write_text(record + "\n", encoding="utf-8")
     lines = [f"# {result.suite} suite, {result.created_at}", ""]
+    if result.machine:
+        lines += [f"CPU: {result.machine}", ""]
     for r in result.reports:
         lines += [
             f"## {r.dataset or r.run_id} ({'pass' if r.passed else 'FAIL'})",

@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from persona_llm.errors import ConfigError
 from persona_llm.evaluation.metrics import METRICS
@@ -103,6 +103,11 @@ class DataSet(BaseModel):
     attributes: list[str] | None = Field(
         default=None, description="attribute columns kept; default per source"
     )
+    withheld: list[str] = Field(
+        default_factory=list,
+        description="attribute columns the pipeline and the writer never see; the claims group checks the "
+        "personas' demographic claims against them, read from the input (the honest test of those claims)",
+    )
     max_users: int | None = Field(default=None, ge=2)
     min_texts_per_user: int = Field(default=1, ge=1)
     max_texts_per_user: int | None = Field(default=None, ge=1)
@@ -115,6 +120,15 @@ class DataSet(BaseModel):
     @classmethod
     def _thresholds(cls, value: dict[str, float]) -> dict[str, float]:
         return validate_thresholds(value)
+
+    @model_validator(mode="after")
+    def _withheld_columns_are_loaded(self) -> DataSet:
+        loaded = [*(self.attributes if self.attributes is not None else _DEFAULT_ATTRIBUTES[self.source])]
+        loaded += [c for c in (self.labels, self.negative_control) if c]
+        unknown = [c for c in self.withheld if c not in loaded]
+        if unknown:
+            raise ValueError(f"withheld {unknown} are not among the columns this data set loads: {loaded}")
+        return self
 
     @property
     def key(self) -> str:

@@ -82,6 +82,16 @@ def cpu_description() -> str:
     return f"{model} ({', '.join(ext) or 'no avx2'})"
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity, e.g. a container's share), else all of them."""
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def peak_rss_mb() -> float:
     import resource
 

@@ -10,6 +10,7 @@ verified quotes (with their user), and provenance including every gate decision.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -105,6 +106,23 @@ def summary_length_problem(summary: str) -> str:
     return ""
 
 
+#: The business's voice ("Our team of experienced technicians specializes in..."): a persona describes
+#: customers; written as "we" / "our" / "us" it reads as an advertisement, or speaks for a group the
+#: texts never said they were. ("US", the country, is upper case and not matched.)
+_BUSINESS_VOICE = re.compile(r"\b(?:[Ww]e|[Oo]ur|[Oo]urs|us|[Ww]e're|[Ww]e've)\b")
+
+
+def voice_problem(text: str, field: str) -> str:
+    """Why `text` (a persona's `field`) is not written about the customers in the third person ("" if it is)."""
+    found = _BUSINESS_VOICE.search(text)
+    if found is None:
+        return ""
+    return (
+        f"{field} says {found.group(0)!r}: describe the customers in the third person (they, their), "
+        "not as a business or an advertisement"
+    )
+
+
 class DraftQuote(_Strict):
     text_id: str = Field(max_length=64, description="the id shown with the text, e.g. t123")
     text: str = Field(min_length=1, max_length=DRAFT_QUOTE_MAX_CHARS, description="copied exactly from that text, no edits")
@@ -141,7 +159,15 @@ class DraftCore(_Strict):
     @field_validator("summary")
     @classmethod
     def _summary_is_a_narrative(cls, value: str) -> str:
-        problem = summary_length_problem(value)
+        problem = summary_length_problem(value) or voice_problem(value, "summary")
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("tagline")
+    @classmethod
+    def _tagline_describes_customers(cls, value: str) -> str:
+        problem = voice_problem(value, "tagline")
         if problem:
             raise ValueError(problem)
         return value

@@ -47,6 +47,7 @@ import numpy as np  # noqa: E402
 from persona_llm.common.vectors import normalize_rows  # noqa: E402
 from persona_llm.errors import BackendError, ConfigError  # noqa: E402
 from persona_llm.resource_paths import default_cache_dir  # noqa: E402
+from persona_llm.schema.manifest import usable_cores  # noqa: E402
 from persona_llm.segment.base import BaseEmbedder  # noqa: E402
 
 Backend = Literal["torch", "onnx", "onnx-int8"]
@@ -415,7 +416,7 @@ class SentenceTransformerEmbedder(BaseEmbedder):
                 out = model(features)["sentence_embedding"][0]
             return np.asarray(out.float().cpu().numpy(), dtype=np.float32)
 
-        workers = int(self.num_threads) if self.num_threads else _usable_cores()
+        workers = int(self.num_threads) if self.num_threads else usable_cores()
         vectors = np.empty((len(items), int(self.dimension_)), dtype=np.float32)
         from concurrent.futures import ThreadPoolExecutor
 
@@ -424,13 +425,6 @@ class SentenceTransformerEmbedder(BaseEmbedder):
             for i in _progress(range(len(items)), show_progress, total=len(items), unit_scale=1):
                 vectors[i] = next(rows)
         return vectors
-
-
-def _usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 _LOAD_LOCK = threading.RLock()

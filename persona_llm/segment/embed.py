@@ -141,7 +141,8 @@ class SentenceTransformerEmbedder(BaseEmbedder):
         int8 vector depends on the texts batched with it (20NG posts, batch 64 vs alone: cosine down to
         0.976), and a content-hash cache assumes it does not. Alone, each text is exactly reproducible,
         and no compute is spent on padding: texts run one at a time on one ONNX thread each, one
-        thread per core, which was faster than batch 64 on 2 cores (300 20NG posts: 4.1 s vs 6.5 s).
+        thread per core, 1.8x the per-core rate of batch 64 on 20NG posts
+        (bench/results/2026-11-30-embed-alone.md).
         Other values on ``onnx-int8`` are part of :attr:`model_id`.
     max_seq_length:
         Token cut-off; ``None`` keeps the model's own (256 for MiniLM). Part of :attr:`model_id`.

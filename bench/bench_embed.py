@@ -200,9 +200,9 @@ def main() -> None:
     for r in rows:
         print("| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) + " |")
     sys.path.insert(0, str(ROOT))
-    from persona_llm.schema.manifest import cpu_description
+    from persona_llm.schema.manifest import cpu_description, usable_cores
 
-    print(f"\nCPU: {cpu_description()}, {len(os.sched_getaffinity(0))} usable cores; date {time.strftime('%Y-%m-%d')}")
+    print(f"\nCPU: {cpu_description()}, {usable_cores()} usable cores; date {time.strftime('%Y-%m-%d')}")
     print(
         f"{os.cpu_count()} CPUs, load average {load0:.2f} -> {os.getloadavg()[0]:.2f}, "
         f"batch {args.batch_size or 'default'}, total {elapsed:.0f} s"

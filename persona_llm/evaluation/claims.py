@@ -210,6 +210,8 @@ def check_claims(
     """
     available = [c for c in users.columns if c not in {"user_id", "segment_id"}]
     columns = resolve_columns(available, field_columns)
+    # every user's known values per column, once: the constant guess is read from them
+    everyone = {column: _known(users[column]) for column in set(columns.values())}
     checks: list[ClaimCheck] = []
     for persona in personas:
         members = users[users["segment_id"] == persona.segment_id]
@@ -228,9 +230,8 @@ def check_claims(
             is_age = field == "age_group"
             numeric = is_age and pd.api.types.is_numeric_dtype(values)
             claim = est.value
-            everyone = _known(users[column])
             if numeric:
-                constant_right = abs(float(values.median()) - float(everyone.median())) <= age_tolerance
+                constant_right = abs(float(values.median()) - float(everyone[column].median())) <= age_tolerance
                 dist: dict[str, float] = {}
                 majority: tuple[str, ...] = (f"median {float(values.median()):g}",)
                 majority_share = claimed_share = float("nan")
@@ -252,7 +253,7 @@ def check_claims(
                 ]
                 top = max(dist.values())
                 majority = tuple(sorted(majority_values(dist, tie_tolerance)))
-                most_held = everyone.astype(str).value_counts().index[0]
+                most_held = everyone[column].astype(str).value_counts().index[0]
                 constant_right = most_held in majority
                 majority_share = top
                 if est.value == "unknown":

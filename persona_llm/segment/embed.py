@@ -34,6 +34,7 @@ import tempfile
 import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -419,12 +420,10 @@ class SentenceTransformerEmbedder(BaseEmbedder):
 
         workers = int(self.num_threads) if self.num_threads else usable_cores()
         vectors = np.empty((len(items), int(self.dimension_)), dtype=np.float32)
-        from concurrent.futures import ThreadPoolExecutor
-
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            rows = pool.map(one, items)
-            for i in _progress(range(len(items)), show_progress, total=len(items), unit_scale=1):
-                vectors[i] = next(rows)
+            rows = _progress(range(len(items)), show_progress, total=len(items), unit_scale=1)
+            for i, row in zip(rows, pool.map(one, items), strict=True):
+                vectors[i] = row
         return vectors
 
 

@@ -166,9 +166,12 @@ def test_confidence_comes_from_evidence_not_the_model() -> None:
     # Each weakness on its own takes "high" away.
     assert evidence_confidence(_checks([True] * 9), quotes_kept=2, quotes_proposed=4, min_quotes=3, cohesion_ratio=1.0)[0] == "medium"
     assert evidence_confidence(_checks([True] * 9), quotes_kept=3, quotes_proposed=10, min_quotes=3, cohesion_ratio=1.0)[0] == "medium"
-    assert evidence_confidence(_checks([True] * 9, name_ok=False), quotes_kept=3, quotes_proposed=3, min_quotes=3, cohesion_ratio=1.0)[0] == "medium"
     assert evidence_confidence(_checks([True] * 9), quotes_kept=3, quotes_proposed=3, min_quotes=3, cohesion_ratio=0.6)[0] == "medium"
-    # Mostly unsupported, or no verified quote, or never checked: low.
+    # Mostly unsupported, or no verified quote, or a name the texts do not bear, or never checked: low.
+    named_wrong, basis = evidence_confidence(_checks([True] * 9, name_ok=False), quotes_kept=3, quotes_proposed=3, min_quotes=3, cohesion_ratio=1.0)
+    assert named_wrong == "low" and "name not supported" in basis
+    # A brief has no name: its confidence does not wait for one.
+    assert evidence_confidence(_checks([True] * 9)[1:], quotes_kept=3, quotes_proposed=3, min_quotes=3, cohesion_ratio=1.0, named=False)[0] == "high"
     low, basis = evidence_confidence(_checks([True, False, False, False]), quotes_kept=5, quotes_proposed=5, min_quotes=3, cohesion_ratio=1.0)
     assert low == "low" and "2/5 statements supported" in basis
     assert evidence_confidence(_checks([True] * 9), quotes_kept=0, quotes_proposed=9, min_quotes=3, cohesion_ratio=1.0)[0] == "low"
@@ -269,6 +272,47 @@ def test_writer_reasks_a_mostly_invented_persona_and_marks_it_low_if_it_stays(tm
     assert "Low confidence" in markdown and "statements supported by the segment's texts" in markdown
     html = (run_dir / "report.html").read_text(encoding="utf-8")
     assert "not a finding" in html and "Statements removed as unsupported" in html and "Programming" in html
+
+
+#: A persona of segment 0 (espresso, grinders, beans, a bean subscription) whose every statement its
+#: texts bear; only the name varies in the tests below.
+ESPRESSO_DRAFT = {
+    "tagline": "Home brewers who grind fresh beans for their espresso",
+    "summary": ("They make espresso at home and care about their grinder and fresh beans. They buy beans on a "
+                "subscription and want to pause it when they travel. Stale beans after slow shipping annoy them."),
+    "interests": ["espresso", "coffee beans", "coffee grinders"], "goals": ["brew espresso at home that tastes like a cafe"],
+    "pain_points": ["stale beans after slow shipping"], "motivations": ["fresh coffee every morning"],
+    "purchase_triggers": ["a way to pause the bean subscription"], "objections": ["the bean subscription price going up"],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("renamed", [True, False], ids=["renamed-on-reask", "name-kept"])
+def test_a_name_its_texts_do_not_bear_is_reasked_and_else_marks_the_persona_low(
+    tmp_path: Path, minilm: Any, renamed: bool
+) -> None:
+    # The case: verbatim quotes and true statements, and the name "Tech Enthusiast" over them. The
+    # old writer re-asked only mostly-unsupported drafts and called this one "medium".
+    run_dir = make_run_dir(tmp_path / "run")
+    _with_text_embeddings(run_dir, minilm)
+
+    def reply(request: dict[str, Any]) -> dict[str, Any]:
+        reasked = "not supported by the texts" in request["messages"][-1]["content"]
+        name = "Home Espresso Brewers" if reasked and renamed else "Tech Enthusiast"
+        return {"content": draft_for(segment_of(request), name=name, **ESPRESSO_DRAFT)}
+
+    with FakeOpenAIServer(default=reply) as server:
+        (p,) = writer(chat_for(server), check_support=True, support_embedder=minilm).write(run_dir, [0])
+    asks = [r["messages"][-1]["content"] for r in server.requests if "not supported by the texts" in r["messages"][-1]["content"]]
+    assert len(asks) == 1 and '- name: "Tech Enthusiast"' in asks[0]
+    names = {c.text: c.supported for c in p.provenance.statements if c.field == "name"}
+    if renamed:
+        assert p.name == "Home Espresso Brewers" and names == {"Home Espresso Brewers": True}
+        assert p.confidence != "low" and "name supported" in p.provenance.confidence_basis
+    else:
+        assert p.name == "Tech Enthusiast" and names == {"Tech Enthusiast": False}
+        assert p.confidence == "low" and "name not supported" in p.provenance.confidence_basis
+    # Everything else held, so the share alone would never have flagged it.
+    assert p.provenance.support_share is not None and p.provenance.support_share >= 0.8
 
 
 def test_writer_without_text_vectors_says_unchecked_and_low(tmp_path: Path) -> None:

@@ -203,6 +203,11 @@ def support_share(checks: Sequence[StatementCheck]) -> float | None:
     return sum(c.supported for c in checks) / len(checks) if checks else None
 
 
+def name_supported(checks: Sequence[StatementCheck]) -> bool:
+    """Whether the checks hold a supported name (a persona's name is checked like any statement)."""
+    return any(c.field == "name" and c.supported for c in checks)
+
+
 def support_feedback(checks: Sequence[StatementCheck], shown_id: object = None) -> str:
     """The re-ask message when most of a draft is not supported by its texts."""
     lines = [f'- {c.field}: "{c.text[:140]}"' for c in checks if not c.supported][:12]
@@ -232,14 +237,16 @@ def evidence_confidence(
 ) -> tuple[Confidence, str]:
     """How far a reader may act on a persona (or a brief), from evidence only (never the model's own word).
 
-    high: >= 80% of its statements supported, its name supported (when `named`: briefs have none), at
-    least `min_quotes` verified quotes, at least half the proposed quotes verbatim, and a segment at least
-    0.8 as cohesive as the run's median segment. low: under half its statements supported, or no
-    verified quote, or not checked at all. medium: the rest. Returns the level and the evidence, in
-    words, for the report."""
+    high: >= 80% of its statements supported, at least `min_quotes` verified quotes, at least half the
+    proposed quotes verbatim, and a segment at least 0.8 as cohesive as the run's median segment. low:
+    under half its statements supported, or no verified quote, or its name not supported by the
+    segment's texts (when `named`: briefs have none), or not checked at all. medium: the rest. A name
+    is what a reader acts on first ("Tech Enthusiasts" for a segment about phone calls and packing), so
+    one the texts do not bear makes the persona a draft whatever else holds. Returns the level and the
+    evidence, in words, for the report."""
     share = support_share(checks)
     keep_rate = quotes_kept / quotes_proposed if quotes_proposed else 0.0
-    name_ok = not named or any(c.field == "name" and c.supported for c in checks)
+    name_ok = not named or name_supported(checks)
     parts = [
         f"{sum(c.supported for c in checks)}/{len(checks)} statements supported" if checks else "statements not checked",
         *([f"name {'supported' if name_ok else 'not supported'}"] if named else []),
@@ -247,11 +254,10 @@ def evidence_confidence(
         f"cohesion {cohesion_ratio:.2f} of the run's median segment" if cohesion_ratio is not None else "cohesion unknown",
     ]
     basis = "; ".join(parts)
-    if share is None or share < LOW_SUPPORT or quotes_kept == 0:
+    if share is None or share < LOW_SUPPORT or quotes_kept == 0 or not name_ok:
         return "low", basis
     if (
         share >= HIGH_SUPPORT
-        and name_ok
         and quotes_kept >= min_quotes
         and keep_rate >= MIN_KEEP_RATE
         and (cohesion_ratio is None or cohesion_ratio >= MIN_COHESION_RATIO)

@@ -52,6 +52,7 @@ from persona_llm.personas.support import (
     chance_rows,
     draft_statements,
     evidence_confidence,
+    name_supported,
     run_support_index,
     support_feedback,
     support_share,
@@ -687,15 +688,16 @@ class PersonaWriter:
         tag: str,
         response_model: type[DraftCore] = PersonaDraft,
     ) -> tuple[PersonaDraft, list[StatementCheck], list[StatementCheck], int]:
-        """Check the draft's statements; re-ask once when most are unsupported (quotes and demographics
-        kept); drop the unsupported list items that remain. Returns the draft, the checks of what the model
-        wrote (dropped items included, so the share says how much of it held), the dropped items, and the
+        """Check the draft's statements; re-ask once when most are unsupported or the name is (quotes and
+        demographics kept), and take the rewrite only if it is no worse on either count and better on one;
+        drop the unsupported list items that remain. Returns the draft, the checks of what the model wrote
+        (dropped items included, so the share says how much of it held), the dropped items, and the
         generation calls made."""
         checks = self._check_statements(draft, segment_id)
         attempts = 0
         for _ in range(self.max_support_reasks):
             share = support_share(checks)
-            if share is None or share >= self.support_reask_below:
+            if share is None or (share >= self.support_reask_below and name_supported(checks)):
                 break
             log.info("%s: %d/%d statements supported; re-asking", tag, sum(c.supported for c in checks), len(checks))
             try:
@@ -716,7 +718,9 @@ class PersonaWriter:
             narrative = {name: getattr(new, name) for name in DraftCore.model_fields if name not in kept_fields}
             rewritten = draft.model_copy(update=narrative)
             new_checks = self._check_statements(rewritten, segment_id)
-            if (support_share(new_checks) or 0.0) > (share or 0.0):
+            old_rank = (share, name_supported(checks))
+            new_rank = (support_share(new_checks) or 0.0, name_supported(new_checks))
+            if new_rank != old_rank and all(n >= o for n, o in zip(new_rank, old_rank, strict=True)):
                 draft, checks = rewritten, new_checks
         unsupported = {(c.field, c.text) for c in checks if not c.supported and c.field in DROPPABLE_FIELDS}
         removed = [c for c in checks if (c.field, c.text) in unsupported]

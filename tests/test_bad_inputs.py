@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import re
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,23 @@ def the_one_error_line(res: Result) -> str:
     assert len(lines) == 1, res.stderr
     assert lines[0].startswith("error: ") and "Traceback" not in lines[0]
     return lines[0]
+
+
+#: A tqdm bar ("embedding:  40%|####      | 4/10 ..."); `splitlines` cuts its redraws at the carriage returns
+#: (an empty piece before the first).
+PROGRESS_BAR = re.compile(r"[\w ]+: +\d+%\|")
+
+
+def the_error_after_progress(res: Result) -> str:
+    """The error of a run that got past some stages: exit 2, nothing on stdout, on stderr only the "✓"
+    lines of the stages that finished (and the embedding progress bar) and then exactly one error line,
+    last."""
+    assert res.exit_code == 2, res.output
+    assert res.stdout == ""
+    *progress, line = res.stderr.splitlines()
+    assert all(p.lstrip().startswith("✓ ") or PROGRESS_BAR.match(p) or p == "" for p in progress), res.stderr
+    assert line.startswith("error: ") and "Traceback" not in res.stderr
+    return line
 
 
 @pytest.fixture
@@ -138,8 +156,7 @@ def test_three_users_find_no_segment_and_say_what_to_change(hash_embedder: Any, 
     data = tmp_path / "three.csv"
     topic_frame(users_per_topic=1).to_csv(data, index=False)
     res = segment_cli(str(data), *COLUMNS, "--out", str(tmp_path / "ws"))
-    assert res.exit_code == 2
-    line = res.stderr.splitlines()[-1]
+    line = the_error_after_progress(res)
     assert str(data) in line
     assert "HDBSCAN found no segment among 3 users: min_cluster_size=3 needs at least 3 users" in line
     assert "try --min-cluster-size 2" in line
@@ -153,8 +170,7 @@ def test_ten_users_on_one_topic_find_no_segment(hash_embedder: Any, published: P
     frame[frame["topic"] == "pizza"].to_csv(data, index=False)
     before = tree_digest(published)
     res = segment_cli(str(data), *COLUMNS, "--out", str(published))
-    assert res.exit_code == 2
-    line = res.stderr.splitlines()[-1]
+    line = the_error_after_progress(res)
     assert "no segment among 10 users: min_cluster_size=5 needs at least 5 users who write alike" in line
     assert "one group of everyone is not a segment" in line and "--min-cluster-size 2" in line
     assert tree_digest(published) == before  # nothing written, nothing published
@@ -165,7 +181,7 @@ def test_an_asked_min_cluster_size_above_the_users_is_named(hash_embedder: Any, 
     data = tmp_path / "twelve.csv"
     frame.to_csv(data, index=False)
     res = segment_cli(str(data), *COLUMNS, "--out", str(tmp_path / "ws"), "--min-cluster-size", "50")
-    line = res.stderr.splitlines()[-1]
+    line = the_error_after_progress(res)
     assert "min_cluster_size=12 (asked 50, capped at the number of users)" in line and "--min-cluster-size 6" in line
 
 
@@ -178,8 +194,8 @@ def test_fewer_than_three_users_name_the_minimum_and_the_fix(hash_embedder: Any,
              (("c", "striker"), ("d", "referee"))]  # fmt: skip
     data = write_rows(tmp_path / "few.csv", rows)
     res = segment_cli(str(data), *COLUMNS, "--out", str(tmp_path / "ws"), "--min-texts", "2")
-    assert res.exit_code == 2 and "✓ users" not in res.stderr
-    line = res.stderr.splitlines()[-1]
+    line = the_error_after_progress(res)
+    assert "✓ users" not in res.stderr
     assert "only 2 user(s) left to segment (2 more had fewer than min_texts=2 texts)" in line
     assert "segmenting needs at least 3: lower --min-texts or add users" in line
     written = next((tmp_path / "ws").glob("rejects-*.csv"))

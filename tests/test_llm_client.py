@@ -128,10 +128,32 @@ def test_truncated_reply_is_reasked_and_not_cached(tmp_path: Path) -> None:
         result = make_model(server, tmp_path).generate_structured(MESSAGES, Pet)
     assert "cut off" in server.requests[1]["messages"][-1]["content"]
     assert result.attempts == 2
+    # The cut-off text is not fed back (it primes another runaway); the next try is on another seed.
+    assert all(m["role"] != "assistant" for m in server.requests[1]["messages"])
+    assert len(server.requests[1]["messages"]) == len(MESSAGES)
+    assert server.requests[1]["messages"][-1]["content"].startswith(MESSAGES[-1]["content"])
+    assert (server.requests[0]["seed"], server.requests[1]["seed"]) == (0, 1)
     # Only the good reply was cached: a fresh run replays the re-ask from cache... but not the truncation.
     with FakeOpenAIServer([GOOD]) as server2:
         make_model(server2, tmp_path).generate_structured(MESSAGES, Pet)
     assert len(server2.requests) == 1
+
+
+def test_runaways_are_retried_from_the_prompt_on_new_seeds_with_one_note() -> None:
+    # seen on the ci suite: a 1,500-token runaway, a 14-sentence summary fed back with its error, and a
+    # second runaway on a 5,239-token prompt; the persona was lost
+    cut = {"content": '{"name": "Tom", "story": "and then and then', "finish_reason": "length"}
+    bad = {"content": {"name": "Tom", "legs": 12}}
+    with FakeOpenAIServer([cut, bad, cut, GOOD]) as server:
+        result = make_model(server).generate_structured(MESSAGES, Pet, max_reasks=3)
+    assert result.value.name == "Tom" and result.attempts == 4
+    sent = [r["messages"] for r in server.requests]
+    assert [r["seed"] for r in server.requests] == [0, 1, 1, 3]
+    assert sent[1] == [*MESSAGES[:-1], {**MESSAGES[-1], "content": sent[1][-1]["content"]}]  # the prompt again
+    # a schema error is re-asked with the reply it is about; a later runaway adds its note to that re-ask once
+    assert sent[2][-2]["role"] == "assistant" and "legs" in sent[2][-1]["content"]
+    assert len(sent[3]) == len(sent[2]) and sent[3][-1]["content"].count("cut off") == 1
+    assert all("and then" not in m["content"] for convo in sent for m in convo)
 
 
 def test_custom_check_triggers_reask() -> None:

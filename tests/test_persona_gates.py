@@ -690,6 +690,22 @@ def test_persona_kept_with_warning_when_quotes_stay_invented(run_dir: Path) -> N
     assert len(personas[0].provenance.quotes_removed) == 6
 
 
+def test_a_failed_quote_reask_keeps_the_draft_before_it(run_dir: Path) -> None:
+    # The first round is valid but short of quotes; every try of the re-ask runs away. The persona and its
+    # verified quote stand (the old writer lost the whole persona, and with it a ci suite run).
+    seg = SEGMENT_TEXTS[0]["users"]
+    first = [("u01-t0", seg["u01"][0]), ("u02-t0", "Best beans I ever had, five stars!"),
+             ("u03-t0", "A sentence nobody in this segment wrote.")]  # fmt: skip
+    cut = {"content": '{"name": "Home Baristas", "summary": "They', "finish_reason": "length"}
+    with FakeOpenAIServer([{"content": draft_for(0, quotes=first)}], default=cut) as server:
+        (p,) = writer(chat_for(server), max_regenerations=0, max_quote_reasks=1, min_quotes=3).write(run_dir, [0])
+    assert len(server.requests) == 1 + 3  # the first round, then the re-ask and its 2 retries
+    assert p.name == "Persona 0" and [q.text_id for q in p.quotes] == ["u01-t0"]
+    assert p.provenance.attempts == 4
+    assert "quote re-ask 1 gave no valid draft; the draft before it is kept" in p.provenance.warnings
+    assert "only 1 verified quotes after 1 re-asks" in p.provenance.warnings
+
+
 def test_invalid_json_is_reasked_inside_the_writer(run_dir: Path) -> None:
     broken = dict(draft_for(1))
     broken["sentiment"] = "ecstatic"

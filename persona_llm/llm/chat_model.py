@@ -41,6 +41,16 @@ T = TypeVar("T", bound=BaseModel)
 REASK_SUFFIX = "Reply again with the complete corrected JSON object only."
 
 
+def _with_note(convo: Sequence[Message], note: str) -> list[Message]:
+    """`convo` with `note` added to its last user message (or as one, after an assistant turn); once."""
+    out = list(convo)
+    if out and out[-1]["role"] == "user":
+        if note not in out[-1]["content"]:
+            out[-1] = {**out[-1], "content": out[-1]["content"] + "\n\n" + note}
+        return out
+    return out + [{"role": "user", "content": note}]
+
+
 @dataclass
 class Completion:
     text: str
@@ -475,8 +485,9 @@ class ChatModel:
         response_format = self.response_format_for(response_model)
         records: list[CallRecord] = []
         last_problem = ""
+        attempt_sampling = sampling
         for attempt in range(1, max_reasks + 2):
-            completion, record = self._complete(convo, response_format, max_tokens, tag, attempt, sampling)
+            completion, record = self._complete(convo, response_format, max_tokens, tag, attempt, attempt_sampling)
             records.append(record)
             outcome = self._problem_with(completion, response_model, check)
             if not isinstance(outcome, str):
@@ -485,6 +496,14 @@ class ChatModel:
             last_problem = outcome
             record.outcome, record.error = "invalid", outcome[:500]
             log.warning("%s %s attempt %d invalid: %s", self.model_id, tag, attempt, outcome.splitlines()[0])
+            if completion.finish_reason == "length":
+                # A reply cut off at the limit is a runaway (seen: the 1.5B model writing a 14-sentence
+                # summary in Chinese until 1,500 tokens). Fed back, it primes the next reply to run on
+                # too and costs its length again as prompt; so the next attempt starts from the
+                # conversation before it, with the note, on another seed.
+                convo = _with_note(convo, outcome + "\n" + REASK_SUFFIX)
+                attempt_sampling = self._reseeded(sampling, attempt)
+                continue
             convo = convo + [
                 {"role": "assistant", "content": completion.text[:4000]},
                 {"role": "user", "content": outcome + "\n" + REASK_SUFFIX},
@@ -494,6 +513,11 @@ class ChatModel:
             f"last problem: {last_problem[:300]}",
             records,
         )
+
+    def _reseeded(self, sampling: Mapping[str, Any] | None, attempt: int) -> Mapping[str, Any] | None:
+        """`sampling` with the seed moved by `attempt` (unseeded sampling differs call to call anyway)."""
+        base = (sampling or {}).get("seed", self.seed)
+        return sampling if base is None else {**(sampling or {}), "seed": int(base) + attempt}
 
     @staticmethod
     def _problem_with(

@@ -554,9 +554,19 @@ class PersonaWriter:
             # A quote re-ask at the first call's deterministic sampling tends to return the same quotes
             # again (seen with the 1.5B model); later rounds sample a little more freely.
             sampling = None if round_ == 1 else {"temperature": max(settings.temperature, 0.7), "seed": self.seed + round_}
-            result = chat.generate_structured(
-                messages, response_model, max_reasks=settings.max_reasks, tag=tag, sampling=sampling
-            )
+            try:
+                result = chat.generate_structured(
+                    messages, response_model, max_reasks=settings.max_reasks, tag=tag, sampling=sampling
+                )
+            except StructuredOutputError as exc:
+                if draft is None:
+                    raise
+                # A failed quote re-ask loses nothing the first round verified: the earlier draft and its
+                # quotes stand, with the shortfall said in the warnings below.
+                records.extend(exc.records)
+                attempts += len(exc.records)
+                warnings.append(f"quote re-ask {round_ - 1} gave no valid draft; the draft before it is kept")
+                break
             records.extend(result.records)
             draft = _as_draft(result.value, prompt)
             grounding = ground_quotes_gate(

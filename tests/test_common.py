@@ -96,6 +96,12 @@ def test_name_key_ignores_case_accents_and_spacing() -> None:
         ("retirees", [(60, 100)]),
         ("80后", []),  # a birth decade, not an age
         ("digital natives", []),
+        # "I am N" is an age where the clause ends after the number, not before a unit or a score
+        ("I'm 38 and I work as a nurse", [(38, 38)]),
+        ("I am 71, a retired postman", [(71, 71), (60, 100)]),
+        ("I am 5 minutes away", []),
+        ("I'm 2 for 2 this season", []),
+        ("I am 100% sure", []),
     ],
 )
 def test_parse_age_intervals(text: str, intervals: list[tuple[float, float]]) -> None:

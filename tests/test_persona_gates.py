@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 
 from persona_llm.agents.definitions import load_agent
+from persona_llm.common.textmatch import SourceText
 from persona_llm.llm.client import Capabilities, ChatModel, ResponseCache
 from persona_llm.personas.gates import (
     TextIndex,
@@ -29,6 +30,7 @@ from persona_llm.personas.gates import (
     max_pairwise_similarity,
     normalize_ws,
     similar_pairs,
+    stated_by_members,
 )
 from persona_llm.personas.prompting import PromptTemplates, build_prompt, truncate_to_tokens
 from persona_llm.personas.writer import PersonaWriteError, PersonaWriter
@@ -500,6 +502,55 @@ def test_text_estimates_need_a_naming_text_and_no_contradicting_column(
     fixed, removed = _check_one(field, est, attributes, {"t1": text})
     assert (fixed.value != "unknown") is kept
     assert [r.reason for r in removed] == ([reason] if reason else [])
+
+
+MEMBER_TEXTS = {  # four members of one segment, two texts each; no attribute column
+    "u1": ["I'm 38 and I work as a nurse in the emergency ward.", "My mom says the app is too slow."],
+    "u2": ["As a nurse on night shifts I order at three in the morning.", "The bananas arrived brown."],
+    "u3": ["I am a 41 year old nurse and I plan my meals around shifts.", "My mother loves the fruit box."],
+    "u4": ["I am 39, and the delivery windows are too wide.", "The driver rang the bell while I slept, my mom answered."],
+}
+
+
+def _members_check(field: str, value: str) -> tuple[DemographicEstimate, list[EstimateRemoval]]:
+    unknown = DemographicEstimate.unknown()
+    est = DemographicEstimate(value=value, confidence="high", source="texts", text_ids=[])  # cites nothing
+    index = TextIndex([(f"{u}-t{k}", u, 0, text) for u, texts in MEMBER_TEXTS.items() for k, text in enumerate(texts)])
+    parts = {"age_group": unknown, "gender": unknown, "location": unknown, "occupation": unknown, field: est}
+    fixed, removed = check_estimates(Demographics(**parts), _segment_with({}), index)
+    return getattr(fixed, field), removed
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "cited"),
+    [
+        ("occupation", "nurses", ["u1-t0", "u2-t0", "u3-t0"]),  # 3 of 4 members say it
+        ("age_group", "35-44", ["u1-t0", "u3-t0", "u4-t0"]),  # "I'm 38 and", "a 41 year old", "I am 39,"
+        ("occupation", "teachers", None),  # nobody says it
+        ("age_group", "20-29", None),
+        ("age_group", "38-40", None),  # 2 of 4: under half (and under 3) is not the segment
+        ("gender", "female", None),  # 3 of 4 write "mom"/"mother", about someone else: never found for gender
+    ],
+)
+def test_a_claim_citing_nothing_stands_only_where_half_the_members_say_it(
+    field: str, value: str, cited: list[str] | None
+) -> None:
+    # The 1.5B model named "nurse" and "65+" rightly for the stated-demographics set but cited no text, and
+    # the gate removed every claim; it now cites members' own texts itself, and only where half of them say it.
+    fixed, removed = _members_check(field, value)
+    if cited is None:
+        assert fixed.value == "unknown" and [r.reason for r in removed] == ["cites no text of this segment"]
+    else:
+        assert (fixed.value, fixed.source, fixed.text_ids) == (value, "texts", cited)
+        assert fixed.confidence == "medium" and "(cited by the gate, not the model)" in fixed.evidence
+        assert f"of {len(MEMBER_TEXTS)} members" in fixed.evidence and removed == []
+
+
+def test_stated_by_members_needs_three_members_even_in_a_small_segment() -> None:
+    texts = [SourceText(text="I am a nurse.", user_id=u, segment_id=0, text_id=f"{u}-t0") for u in ("a", "b")]
+    assert stated_by_members("occupation", "nurse", texts) == []
+    texts.append(SourceText(text="Nurse here, tired.", user_id="c", segment_id=0, text_id="c-t0"))
+    assert stated_by_members("occupation", "nurse", texts) == ["a-t0", "b-t0", "c-t0"]
 
 
 def test_similarity_helpers() -> None:

@@ -29,8 +29,12 @@ _DECADE = re.compile(r"(?:(early|mid|late)[- ]?)?(?<!\d)(\d)0\s*'?s\b", re.I)
 _DECADE_ZH = re.compile(r"(?<!\d)(\d)0\s*(?:多|几)岁")  # 20多岁 / 30几岁: in one's twenties / thirties
 _PLUS = re.compile(r"(\d{1,2})\s*\+|(?:over|above|older than|at least)\s+(\d{1,2})", re.I)
 _UNDER = re.compile(r"(?:under|below|younger than|less than)\s+(\d{1,2})", re.I)
+# "I'm 38 and ...", "I am 71, a retired postman": a bare number after "I am" is an age only where a
+# clause ends after it ("I am 5 minutes away", "I'm 2 for 2" are not ages).
 _SINGLE = re.compile(
-    r"(?:aged?|age of)\s+(\d{1,2})\b|\b(\d{1,2})\s*(?:years? old|y/?o)\b|(\d{1,2})\s*岁", re.I
+    r"(?:aged?|age of)\s+(\d{1,2})\b|\b(\d{1,2})\s*(?:years? old|y/?o)\b|(\d{1,2})\s*岁"
+    r"|\bi(?:'m| am)\s+(\d{1,2})(?=\s*(?:[,.;!]|\band\b|$))",
+    re.I,
 )
 
 _NUMBER_WORDS: dict[str, Interval] = {

@@ -253,7 +253,8 @@ def check_estimates(
     "texts": a cited text of this segment must name the claim (`text_supports`: its gender, an
     overlapping age, its words); texts alone give at most "medium"; and the field's attribute column, where
     there is one, overrules texts: a claim its majority contradicts goes. A claim no cited text names is
-    judged by the attribute column alone, when there is one.
+    judged by the attribute column alone, when there is one; without one, it stands only where at least
+    half the members name it in their own texts (`stated_by_members`, never for gender), citing those.
     "attribute": an attribute column must fit the field (by exact name, `ATTRIBUTE_COLUMNS`), and its summary
     must agree (a categorical value held by more than half the segment; an age range containing the median).
     The attribute summary becomes the evidence, so the reader sees the numbers rather than the model's paraphrase.
@@ -271,9 +272,18 @@ def check_estimates(
         if est.source == "texts":
             cited = [t.strip("[] ") for t in est.text_ids if t.strip("[] ") in segment_texts]
             supporting = [t for t in cited if text_supports(name, est.value, segment_texts[t].text)]
+            stated = [] if supporting or summaries else stated_by_members(name, est.value, segment_texts.values())
             if not supporting and summaries:
                 # No cited text names it, but an attribute column may still carry the claim: judge it there.
                 est = est.model_copy(update={"source": "attribute", "text_ids": []})
+            elif not supporting and stated:
+                # The model named the value but cited nothing that says it (the 1.5B model mostly cites
+                # nothing); at least half the members say it themselves, so the gate cites them.
+                n_users = len({t.user_id for t in segment_texts.values()})
+                evidence = f"named in texts of {len(stated)} of {n_users} members (cited by the gate, not the model)"
+                est = est.model_copy(update={"text_ids": stated[:3], "evidence": evidence})
+                if est.confidence == "high":
+                    est = est.model_copy(update={"confidence": "medium"})
             elif not supporting:
                 reason = "no cited text of this segment names it" if cited else "cites no text of this segment"
             elif contradiction := _attribute_contradiction(name, est, summaries):
@@ -292,6 +302,32 @@ def check_estimates(
             est = DemographicEstimate.unknown(evidence=f"removed: {reason}")
         fixed[name] = est
     return Demographics(**fixed), removals
+
+
+#: `stated_by_members`: the share of a segment's members (and the fewest) whose own texts must name a
+#: value for the gate to cite them in place of the model.
+STATED_SHARE, MIN_STATED_USERS = 0.5, 3
+#: Fields the gate never finds texts for: texts name other people's gender far more than the writer's
+#: own ("my mom", "my boyfriend"), so a share of members using a gendered word says nothing of them.
+NOT_STATED_FIELDS = frozenset({"gender"})
+
+
+def stated_by_members(field_name: str, value: str, texts: Iterable[SourceText]) -> list[str]:
+    """Ids of texts naming `value` for `field_name` (`text_supports`), one per member, when at least
+    STATED_SHARE of the segment's members (and MIN_STATED_USERS) have such a text; else []. What the
+    segment says of itself, found without the model's citations: "nurse" where most members write "as a
+    nurse", "65+" where most write their age or that they are retired."""
+    if field_name in NOT_STATED_FIELDS:
+        return []
+    texts = list(texts)
+    users = {t.user_id for t in texts}
+    first: dict[str, str] = {}
+    for t in texts:
+        if t.user_id not in first and text_supports(field_name, value, t.text):
+            first[t.user_id] = t.text_id
+    if len(first) < max(MIN_STATED_USERS, STATED_SHARE * len(users)):
+        return []
+    return list(first.values())
 
 
 #: A computed categorical estimate is "high" at this share of the segment or more, else "medium".

@@ -148,7 +148,8 @@ def test_runaways_are_retried_from_the_prompt_on_new_seeds_with_one_note() -> No
         result = make_model(server).generate_structured(MESSAGES, Pet, max_reasks=3)
     assert result.value.name == "Tom" and result.attempts == 4
     sent = [r["messages"] for r in server.requests]
-    assert [r["seed"] for r in server.requests] == [0, 1, 1, 3]
+    assert [r["seed"] for r in server.requests] == [0, 1, 2, 3]  # every re-ask on a seed of its own
+    assert [r["temperature"] for r in server.requests] == [pytest.approx(0.2)] + [pytest.approx(0.7)] * 3
     assert sent[1] == [*MESSAGES[:-1], {**MESSAGES[-1], "content": sent[1][-1]["content"]}]  # the prompt again
     # a schema error is re-asked with the reply it is about; a later runaway adds its note to that re-ask once
     assert sent[2][-2]["role"] == "assistant" and "legs" in sent[2][-1]["content"]

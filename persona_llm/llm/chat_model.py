@@ -39,6 +39,8 @@ Message = dict[str, str]
 T = TypeVar("T", bound=BaseModel)
 
 REASK_SUFFIX = "Reply again with the complete corrected JSON object only."
+#: Re-asks sample at least this warm: near-greedy sampling repeats the reply a re-ask is about.
+REASK_TEMPERATURE = 0.7
 
 
 def _with_note(convo: Sequence[Message], note: str) -> list[Message]:
@@ -496,13 +498,16 @@ class ChatModel:
             last_problem = outcome
             record.outcome, record.error = "invalid", outcome[:500]
             log.warning("%s %s attempt %d invalid: %s", self.model_id, tag, attempt, outcome.splitlines()[0])
+            # Each re-ask samples on another seed and at REASK_TEMPERATURE at least: at 0.2 the 1.5B model
+            # answered re-asks about its business voice ("Our students rely on our app") with the very
+            # same reply three times, on seeds 0, 1 and 2 alike.
+            attempt_sampling = self._reseeded(sampling, attempt)
             if completion.finish_reason == "length":
                 # A reply cut off at the limit is a runaway (seen: the 1.5B model writing a 14-sentence
                 # summary in Chinese until 1,500 tokens). Fed back, it primes the next reply to run on
                 # too and costs its length again as prompt; so the next attempt starts from the
-                # conversation before it, with the note, on another seed.
+                # conversation before it, with the note.
                 convo = _with_note(convo, outcome + "\n" + REASK_SUFFIX)
-                attempt_sampling = self._reseeded(sampling, attempt)
                 continue
             convo = convo + [
                 {"role": "assistant", "content": completion.text[:4000]},
@@ -514,10 +519,15 @@ class ChatModel:
             records,
         )
 
-    def _reseeded(self, sampling: Mapping[str, Any] | None, attempt: int) -> Mapping[str, Any] | None:
-        """`sampling` with the seed moved by `attempt` (unseeded sampling differs call to call anyway)."""
-        base = (sampling or {}).get("seed", self.seed)
-        return sampling if base is None else {**(sampling or {}), "seed": int(base) + attempt}
+    def _reseeded(self, sampling: Mapping[str, Any] | None, attempt: int) -> dict[str, Any]:
+        """The sampling of re-ask `attempt` + 1: `sampling` with the seed moved by `attempt` (unseeded
+        sampling differs call to call anyway) and the temperature raised to REASK_TEMPERATURE."""
+        out = dict(sampling or {})
+        base = out.get("seed", self.seed)
+        if base is not None:
+            out["seed"] = int(base) + attempt
+        out["temperature"] = max(float(out.get("temperature", self.temperature)), REASK_TEMPERATURE)
+        return out
 
     @staticmethod
     def _problem_with(

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from persona_llm.errors import BackendError, ConfigError
 from persona_llm.llm.client import (
@@ -155,6 +155,33 @@ def test_runaways_are_retried_from_the_prompt_on_new_seeds_with_one_note() -> No
     assert sent[2][-2]["role"] == "assistant" and "legs" in sent[2][-1]["content"]
     assert len(sent[3]) == len(sent[2]) and sent[3][-1]["content"].count("cut off") == 1
     assert all("and then" not in m["content"] for convo in sent for m in convo)
+
+
+class Description(BaseModel):
+    summary: str
+
+    @field_validator("summary")
+    @classmethod
+    def _third_person(cls, value: str) -> str:
+        if value.lower().startswith("our "):
+            raise ValueError("describe the customers in the third person, not as the business")
+        return value
+
+
+def test_a_reply_to_be_rewritten_is_not_shown_again() -> None:
+    # A small model shown its "Our students..." reply copied it back word for word, at any seed; a wording
+    # rule (a validator's value_error) is re-asked from the prompt with the problem as a note instead.
+    ours = {"content": {"summary": "Our students love our app."}}
+    with FakeOpenAIServer([ours, {"content": {"summary": "Students order on campus."}}]) as server:
+        result = make_model(server).generate_structured(MESSAGES, Description)
+    assert result.value.summary == "Students order on campus."
+    again = server.requests[1]["messages"]
+    assert len(again) == len(MESSAGES) and "third person" in again[-1]["content"]
+    assert all("Our students" not in m["content"] for m in again)
+    # a structural error (a field out of range) is still shown with its reply, to be mended
+    with FakeOpenAIServer([{"content": {"name": "Tom", "legs": 12}}, GOOD]) as server:
+        make_model(server).generate_structured(MESSAGES, Pet)
+    assert server.requests[1]["messages"][-2]["role"] == "assistant"
 
 
 def test_custom_check_triggers_reask() -> None:

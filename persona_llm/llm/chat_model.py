@@ -43,6 +43,15 @@ REASK_SUFFIX = "Reply again with the complete corrected JSON object only."
 REASK_TEMPERATURE = 0.7
 
 
+@dataclass(frozen=True)
+class _Problem:
+    """Why a structured reply was refused; `rewrite`: ask again without showing the reply (see
+    `ChatModel.generate_structured`)."""
+
+    text: str
+    rewrite: bool = False
+
+
 def _with_note(convo: Sequence[Message], note: str) -> list[Message]:
     """`convo` with `note` added to its last user message (or as one, after an assistant turn); once."""
     out = list(convo)
@@ -492,26 +501,27 @@ class ChatModel:
             completion, record = self._complete(convo, response_format, max_tokens, tag, attempt, attempt_sampling)
             records.append(record)
             outcome = self._problem_with(completion, response_model, check)
-            if not isinstance(outcome, str):
+            if not isinstance(outcome, _Problem):
                 convo = convo + [{"role": "assistant", "content": completion.text}]
                 return StructuredResult(value=outcome, attempts=attempt, records=records, messages=convo)
-            last_problem = outcome
-            record.outcome, record.error = "invalid", outcome[:500]
-            log.warning("%s %s attempt %d invalid: %s", self.model_id, tag, attempt, outcome.splitlines()[0])
+            last_problem = outcome.text
+            record.outcome, record.error = "invalid", outcome.text[:500]
+            log.warning("%s %s attempt %d invalid: %s", self.model_id, tag, attempt, outcome.text.splitlines()[0])
             # Each re-ask samples on another seed and at REASK_TEMPERATURE at least: at 0.2 the 1.5B model
             # answered re-asks about its business voice ("Our students rely on our app") with the very
             # same reply three times, on seeds 0, 1 and 2 alike.
             attempt_sampling = self._reseeded(sampling, attempt)
-            if completion.finish_reason == "length":
-                # A reply cut off at the limit is a runaway (seen: the 1.5B model writing a 14-sentence
-                # summary in Chinese until 1,500 tokens). Fed back, it primes the next reply to run on
-                # too and costs its length again as prompt; so the next attempt starts from the
-                # conversation before it, with the note.
-                convo = _with_note(convo, outcome + "\n" + REASK_SUFFIX)
+            if outcome.rewrite:
+                # The reply is not shown again: a runaway cut off at the limit (seen: a 14-sentence
+                # Chinese summary until 1,500 tokens) primes another and costs its length again as
+                # prompt, and a reply to be rewritten rather than mended (its wording: the voice, the
+                # summary's length) is copied back word for word by a small model even at 0.7. The next
+                # attempt starts from the conversation before it, with the problem as a note.
+                convo = _with_note(convo, outcome.text + "\n" + REASK_SUFFIX)
                 continue
             convo = convo + [
                 {"role": "assistant", "content": completion.text[:4000]},
-                {"role": "user", "content": outcome + "\n" + REASK_SUFFIX},
+                {"role": "user", "content": outcome.text + "\n" + REASK_SUFFIX},
             ]
         raise StructuredOutputError(
             f"{self.model_id}: no valid {response_model.__name__} after {max_reasks + 1} attempts; "
@@ -532,22 +542,26 @@ class ChatModel:
     @staticmethod
     def _problem_with(
         completion: Completion, response_model: type[T], check: Callable[[T], list[str]] | None
-    ) -> T | str:
+    ) -> T | _Problem:
         if completion.finish_reason == "length":
-            return (
+            return _Problem(
                 "Your reply was cut off at the length limit, so the JSON is incomplete. "
-                "Write shorter values: fewer list items and shorter sentences."
+                "Write shorter values: fewer list items and shorter sentences.",
+                rewrite=True,
             )
         try:
             data = extract_json(completion.text)
         except json.JSONDecodeError as exc:
-            return f"Your reply was not valid JSON ({exc.msg} at position {exc.pos})."
+            return _Problem(f"Your reply was not valid JSON ({exc.msg} at position {exc.pos}).")
         try:
             value = response_model.model_validate(data)
         except ValidationError as exc:
-            return "Your JSON does not match the required schema:\n" + _format_validation_error(exc)
+            # Only the models' own rules on wording (value_error: the voice, the summary's length, ...)
+            # failed: the text is to be written again, not a field mended.
+            rewrite = all(e["type"] == "value_error" for e in exc.errors())
+            return _Problem("Your JSON does not match the required schema:\n" + _format_validation_error(exc), rewrite)
         if check is not None:
             problems = check(value)
             if problems:
-                return "Your JSON has these problems:\n" + "\n".join(f"- {p}" for p in problems)
+                return _Problem("Your JSON has these problems:\n" + "\n".join(f"- {p}" for p in problems))
         return value

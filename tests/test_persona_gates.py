@@ -546,6 +546,22 @@ def test_a_claim_citing_nothing_stands_only_where_half_the_members_say_it(
         assert f"of {len(MEMBER_TEXTS)} members" in fixed.evidence and removed == []
 
 
+def test_an_attribute_claim_without_any_attribute_column_is_judged_by_the_members_texts() -> None:
+    # seen: occupation "nurse", source "attribute", in a data set with no attribute column
+    unknown = DemographicEstimate.unknown()
+    index = TextIndex([(f"{u}-t{k}", u, 0, text) for u, texts in MEMBER_TEXTS.items() for k, text in enumerate(texts)])
+    for value, kept in (("nurse", True), ("teacher", False)):
+        est = DemographicEstimate(value=value, confidence="high", source="attribute", evidence="the statistics")
+        parts = {"age_group": unknown, "gender": unknown, "location": unknown, "occupation": est}
+        fixed, removed = check_estimates(Demographics(**parts), _segment_with({}), index)
+        if kept:
+            assert (fixed.occupation.source, fixed.occupation.confidence) == ("texts", "medium")
+            assert fixed.occupation.text_ids == ["u1-t0", "u2-t0", "u3-t0"] and removed == []
+        else:
+            assert fixed.occupation.value == "unknown"
+            assert [r.reason for r in removed] == ["no attribute column supports it"]
+
+
 def test_stated_by_members_needs_three_members_even_in_a_small_segment() -> None:
     texts = [SourceText(text="I am a nurse.", user_id=u, segment_id=0, text_id=f"{u}-t0") for u in ("a", "b")]
     assert stated_by_members("occupation", "nurse", texts) == []

@@ -279,11 +279,7 @@ def check_estimates(
             elif not supporting and stated:
                 # The model named the value but cited nothing that says it (the 1.5B model mostly cites
                 # nothing); at least half the members say it themselves, so the gate cites them.
-                n_users = len({t.user_id for t in segment_texts.values()})
-                evidence = f"named in texts of {len(stated)} of {n_users} members (cited by the gate, not the model)"
-                est = est.model_copy(update={"text_ids": stated[:3], "evidence": evidence})
-                if est.confidence == "high":
-                    est = est.model_copy(update={"confidence": "medium"})
+                est = _cited_by_gate(est, stated, segment_texts.values())
             elif not supporting:
                 reason = "no cited text of this segment names it" if cited else "cites no text of this segment"
             elif contradiction := _attribute_contradiction(name, est, summaries):
@@ -293,6 +289,10 @@ def check_estimates(
                 if est.confidence == "high":
                     removals.append(EstimateRemoval(field=name, value=est.value, reason="confidence capped at medium"))
                     est = est.model_copy(update={"confidence": "medium"})
+        if est.source == "attribute" and not summaries and (stated := stated_by_members(name, est.value, segment_texts.values())):
+            # "attribute" with no attribute column in the data: the source is mislabelled (seen: "nurse",
+            # "attribute", where every member writes "as a nurse"); the members' own texts judge it.
+            est = _cited_by_gate(est, stated, segment_texts.values())
         if est.source == "attribute":
             reason, line = _attribute_verdict(name, est, summaries)
             if not reason and line:
@@ -328,6 +328,19 @@ def stated_by_members(field_name: str, value: str, texts: Iterable[SourceText]) 
     if len(first) < max(MIN_STATED_USERS, STATED_SHARE * len(users)):
         return []
     return list(first.values())
+
+
+def _cited_by_gate(est: DemographicEstimate, stated: list[str], texts: Iterable[SourceText]) -> DemographicEstimate:
+    """`est` as a text-sourced estimate citing `stated` (from `stated_by_members`), at most "medium"."""
+    n_users = len({t.user_id for t in texts})
+    return est.model_copy(
+        update={
+            "source": "texts",
+            "text_ids": stated[:3],
+            "evidence": f"named in texts of {len(stated)} of {n_users} members (cited by the gate, not the model)",
+            "confidence": "medium" if est.confidence == "high" else est.confidence,
+        }
+    )
 
 
 #: A computed categorical estimate is "high" at this share of the segment or more, else "medium".

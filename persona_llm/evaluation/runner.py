@@ -865,7 +865,7 @@ def run_suite(
     data = Path(data_dir) if data_dir is not None else shared_data_dir(suite)
     reports = []
     for ds in suite.datasets:
-        texts = load_dataset(ds, data)
+        texts = load_dataset(ds, data, suite_dir=Path(suite.path).parent if suite.path else None)
         run_dir = Path(workdir) / ds.key
         run_dir.mkdir(parents=True, exist_ok=True)
         # the evaluation keeps every column; what is withheld never reaches the pipeline or the writer

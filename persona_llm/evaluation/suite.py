@@ -15,6 +15,9 @@
 `load_dataset` turns a data set entry into a texts frame (text_id, user_id, text, source_row + attribute
 columns) from the shared data; the shopping set has no user ids, so its "users" are pseudo-users made of
 `texts_per_user` reviews of one category (results on it are about grouping reviews, not real people).
+Source "cases" is a CSV the project wrote itself (`evals/cases/`, columns text_id, user_id, text and the
+listed `attributes`), its `path` relative to the suite file: for what no shared set can test, such as
+customers whose texts say who they are.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ GROUPS = (
     "privacy",
     "briefs",
 )
-Source = Literal["20newsgroups", "blog_authorship", "online_shopping_10_cats"]
+Source = Literal["20newsgroups", "blog_authorship", "online_shopping_10_cats", "cases"]
 
 DEFAULT_PATHS: dict[str, str] = {
     "20newsgroups": "20newsgroups/posts.csv.gz",
@@ -95,7 +98,10 @@ class DataSet(BaseModel):
 
     source: Source
     name: str = ""
-    path: str | None = Field(default=None, description="relative to the shared data dir; default per source")
+    path: str | None = Field(
+        default=None,
+        description="relative to the shared data dir (default per source); for source 'cases', relative to the suite file and required",
+    )
     labels: str | None = Field(default=None, description="user label column scored by the labels group")
     negative_control: str | None = Field(
         default=None, description="a column nothing should recover (blog: sign)"
@@ -120,6 +126,12 @@ class DataSet(BaseModel):
     @classmethod
     def _thresholds(cls, value: dict[str, float]) -> dict[str, float]:
         return validate_thresholds(value)
+
+    @model_validator(mode="after")
+    def _cases_name_their_file(self) -> DataSet:
+        if self.source == "cases" and not self.path:
+            raise ValueError("source 'cases' needs a path (a CSV relative to the suite file)")
+        return self
 
     @model_validator(mode="after")
     def _withheld_columns_are_loaded(self) -> DataSet:
@@ -224,6 +236,7 @@ _DEFAULT_ATTRIBUTES: dict[str, list[str]] = {
     "20newsgroups": ["newsgroup"],
     "blog_authorship": ["gender", "age", "age_group", "industry", "sign"],
     "online_shopping_10_cats": ["cat", "label"],
+    "cases": [],
 }
 
 
@@ -238,15 +251,28 @@ def _pick_users(frame: pd.DataFrame, ds: DataSet) -> pd.DataFrame:
     return frame
 
 
-def load_dataset(ds: DataSet, data_dir: str | Path) -> pd.DataFrame:
-    """A texts frame (text_id, user_id, text, source_row + attributes) for one suite data set entry."""
-    path = Path(data_dir) / (ds.path or DEFAULT_PATHS[ds.source])
-    if not path.exists():
-        raise ConfigError(f"{path}: shared data file not found (set PERSONA_LLM_SHARED_DATA)")
+def load_dataset(ds: DataSet, data_dir: str | Path, *, suite_dir: str | Path | None = None) -> pd.DataFrame:
+    """A texts frame (text_id, user_id, text, source_row + attributes) for one suite data set entry.
+    `suite_dir`: the suite file's folder, where a "cases" entry's path starts."""
+    if ds.source == "cases":
+        if suite_dir is None:
+            raise ConfigError(f"data set {ds.key!r}: a 'cases' file is found from its suite file's folder, and none was given")
+        path = Path(suite_dir) / str(ds.path)
+        if not path.exists():
+            raise ConfigError(f"{path}: case file not found (data set {ds.key!r}; path is relative to the suite file)")
+    else:
+        path = Path(data_dir) / (ds.path or DEFAULT_PATHS[ds.source])
+        if not path.exists():
+            raise ConfigError(f"{path}: shared data file not found (set PERSONA_LLM_SHARED_DATA)")
     raw = pd.read_csv(path)
     raw["source_row"] = np.arange(1, len(raw) + 1)
     attributes = list(ds.attributes if ds.attributes is not None else _DEFAULT_ATTRIBUTES[ds.source])
-    if ds.source == "20newsgroups":
+    if ds.source == "cases":
+        needed = [c for c in ("text_id", "user_id", "text") if c not in raw.columns]
+        if needed:
+            raise ConfigError(f"{path}: columns {needed} not in {list(raw.columns)}")
+        frame = raw
+    elif ds.source == "20newsgroups":
         frame = raw.rename(columns={"doc_id": "text_id", "body": "text"})
     elif ds.source == "blog_authorship":
         frame = raw.rename(columns={"blogger_id": "user_id"})

@@ -13,7 +13,7 @@ what the texts show, and "unknown" is an honest answer.
 Variants, side by side on the same segments (`--variants old,new`); those that differ only in the writer
 share one model server, the others get their own (embedded backend):
   old:       prompt persona/v2, quotes copied as text and gated (quote_mode verbatim), no narrative check
-  new:       the defaults: prompt persona/v3, quotes chosen by sentence id (reference), narrative check
+  new:       the defaults: prompt persona/v4 (v3 at the time of the 2026-11-30 record), quotes chosen by sentence id (reference), narrative check
   draft:     new + speculative decoding, Qwen2.5-Coder-0.5B drafting for the model (draft_model qwen-0.5b)
   ngram:     new + speculative decoding by n-gram lookup in the prompt and reply (ngram_speculation simple)
   compact:   new with shorter bounds on demographics and recommendations (agents/persona_writer_compact.toml)

@@ -70,8 +70,13 @@ def test_every_agent_file_loads_and_reads_its_role() -> None:
 @pytest.mark.parametrize("quote_mode", ["reference", "verbatim"])
 def test_persona_prompt_is_unchanged_by_taking_the_role_from_the_agent(quote_mode: str) -> None:
     agent = AgentPrompt.load("persona_writer", expects=DraftCore)
-    system = agent.templates.system.render(role=agent.role, output_language="English", schema_json="", quote_mode=quote_mode)
+    v3 = PromptTemplates.load("persona/v3")
+    system = v3.system.render(role=agent.role, output_language="English", schema_json="", quote_mode=quote_mode)
     assert hashlib.sha256(system.strip().encode()).hexdigest() == V3_SYSTEM_SHA256[quote_mode]
+    # v4, the agent's prompt now, is v3 with rules 6 and 7 on the third person and nothing else
+    v4 = agent.templates.system.render(role=agent.role, output_language="English", schema_json="", quote_mode=quote_mode)
+    changed = [(a, b) for a, b in zip(system.strip().splitlines(), v4.strip().splitlines(), strict=True) if a != b]
+    assert [a[:2] for a, _ in changed] == ["6.", "7."] and all("third person" in b or "never" in b for _, b in changed)
 
 
 @pytest.fixture()

@@ -606,7 +606,7 @@ def test_prompt_delimits_texts_and_picks_language(run_dir: Path) -> None:
         templates, run.load_segments().get(2), run.segment_texts(2), count, n_segments=3, language="en", role=role
     )
     assert forced.language_code == "en"
-    assert templates.sha256 and en.prompt_version == "persona/v3"
+    assert templates.sha256 and en.prompt_version == "persona/v4"
 
 
 def test_prompt_respects_token_budget(run_dir: Path) -> None:
@@ -646,7 +646,7 @@ def test_writer_end_to_end_with_fake_server(run_dir: Path, tmp_path: Path) -> No
     assert len(p0.quotes) == 3 and p0.provenance.quotes_removed == []
     assert p0.persona_id == RunDir.open(run_dir).persona_id(0)  # stable id
     assert p0.provenance.run_id == "run-test" and p0.provenance.data_sha256 == "ab" * 32
-    assert p0.provenance.prompt_version == "persona/v3" and p0.provenance.model == "fake-model"
+    assert p0.provenance.prompt_version == "persona/v4" and p0.provenance.model == "fake-model"
     assert personas[2].language == "zh"
     assert p0.share == pytest.approx(4 / 10) and p0.user_count == 4
     # Outputs: JSON that validates against the exported schema, Markdown, a self-contained report.

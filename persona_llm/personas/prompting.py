@@ -33,7 +33,7 @@ from persona_llm.schema.segments import CategoricalSummary, NumericSummary, Segm
 #: texts say (HintsDraftCore) and the pipeline builds the estimates.
 DemographicsMode = Literal["estimates", "hints"]
 
-DEFAULT_PROMPT_VERSION = "persona/v3"
+DEFAULT_PROMPT_VERSION = "persona/v4"
 PROMPTS_ENV = RESOURCE_ENV["prompts"]
 
 LANGUAGE_NAMES = {

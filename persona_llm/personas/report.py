@@ -395,7 +395,7 @@ def persona_card(p: Persona) -> str:
     )
     unsupported = "".join(
         f"<li>{html.escape(c.field)}: {html.escape(c.text)} (similarity {c.similarity:.2f}, best segment "
-        f"{c.best_segment_similarity:.2f})</li>"
+        f"{c.best_segment_similarity:.2f}{'; ' + html.escape(c.reason) if c.reason else ''})</li>"
         for c in prov.statements_removed
     )
     colour = segment_colour(p.segment_id)

@@ -26,6 +26,10 @@ faith-and-music segment's own statements score 0.10-0.26. An absolute threshold 
 across embedders; the "share of best" rule does, but alone it passes a claim that fits nowhere in the
 run, so both are required.
 
+Similarity says what a statement is about, not whether it is true of the people who wrote the texts:
+a statement that calls the members wrongdoers is unsupported unless members say so of themselves
+(`persona_llm.personas.accusations`; the ci run's talk.politics.guns segment was once "Gun Criminals").
+
 The eval checks narratives with other means (a lexical check and the LLM judge with planted claims,
 `persona_llm.evaluation`), not with this detector again.
 """
@@ -41,6 +45,7 @@ import numpy as np
 
 from persona_llm.common.vectors import pairwise_cosine
 from persona_llm.errors import BackendError, InputError
+from persona_llm.personas.accusations import unsupported_accusation
 from persona_llm.runs.rundir import MANIFEST, RunDir
 from persona_llm.schema.personas import Confidence, PersonaDraft, StatementCheck
 from persona_llm.schema.sentences import split_sentences
@@ -83,7 +88,9 @@ def draft_statements(draft: PersonaDraft) -> list[tuple[str, str]]:
 class SupportIndex:
     """The run's text vectors grouped by segment (noise texts left out), plus the embedder's chance level.
 
-    `embed(statements) -> unit vectors` must be the embedder that produced `vectors`."""
+    `embed(statements) -> unit vectors` must be the embedder that produced `vectors`. `texts` (row-aligned,
+    optional) are read for members' own words by the accusation rule; without them an accusation is never
+    supported."""
 
     vectors: np.ndarray
     segment_ids: np.ndarray
@@ -91,12 +98,15 @@ class SupportIndex:
     chance: float
     min_similarity: float = DEFAULT_MIN_SIMILARITY
     min_share_of_best: float = MIN_SHARE_OF_BEST
+    texts: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         keep = self.segment_ids >= 0
         self.vectors = np.asarray(self.vectors[keep], dtype=np.float32)
         self.segment_ids = np.asarray(self.segment_ids[keep])
         self.text_ids = np.asarray(self.text_ids[keep]).astype(str)
+        if self.texts is not None:
+            self.texts = np.asarray(self.texts[keep]).astype(str)
         self._segments = sorted({int(s) for s in self.segment_ids})
         self._rows = {s: np.flatnonzero(self.segment_ids == s) for s in self._segments}
         self._row_of = {str(t): i for i, t in enumerate(self.text_ids)}
@@ -126,19 +136,23 @@ class SupportIndex:
         scores, order = self._scores(all_sims)
         col = order.index(segment_id)
         sims = all_sims[:, self._rows[segment_id]]
+        own_texts = [] if self.texts is None else list(self.texts[self._rows[segment_id]])
         checks: list[StatementCheck] = []
         for i, (field_name, text) in enumerate(statements):
             own = float(scores[i, col])
             best = float(scores[i].max())
             nearest = np.argsort(-sims[i])[:2]
+            accused = unsupported_accusation(field_name, text, own_texts)
             checks.append(
                 StatementCheck(
                     field=field_name,
                     text=text,
                     similarity=round(own, 4),
                     best_segment_similarity=round(best, 4),
-                    supported=bool(own >= self.min_similarity and own >= self.min_share_of_best * best),
+                    supported=bool(own >= self.min_similarity and own >= self.min_share_of_best * best)
+                    and accused is None,
                     text_ids=[str(t) for t in self.text_ids[self._rows[segment_id][nearest]]],
+                    reason=accused or "",
                 )
             )
         return checks
@@ -184,7 +198,7 @@ def run_support_index(
     model_id = run.load_manifest().models.get("embedder", "") if run.has(MANIFEST) else ""
     try:
         vectors = run.load_text_embeddings()
-        texts = run.load_texts(["text_id", "segment_id"])
+        texts = run.load_texts(["text_id", "segment_id", "text"])
         embedder = embedder or embedder_from_model_id(model_id)
     except (InputError, BackendError, FileNotFoundError, ValueError) as exc:
         log.warning("narrative support check unavailable: %s", exc)
@@ -193,6 +207,7 @@ def run_support_index(
         vectors=vectors,
         segment_ids=texts["segment_id"].fillna(-1).astype(int).to_numpy(),
         text_ids=texts["text_id"].astype(str).to_numpy(),
+        texts=texts["text"].astype(str).to_numpy(),
         chance=chance_level(vectors, seed=seed),
         min_similarity=min_similarity_for(model_id),
     )
@@ -208,9 +223,14 @@ def name_supported(checks: Sequence[StatementCheck]) -> bool:
     return any(c.field == "name" and c.supported for c in checks)
 
 
+def accusations(checks: Sequence[StatementCheck]) -> list[StatementCheck]:
+    """The statements that pin wrongdoing on the members that no member owns (see `accusations.py`)."""
+    return [c for c in checks if c.reason]
+
+
 def support_feedback(checks: Sequence[StatementCheck], shown_id: object = None) -> str:
     """The re-ask message when most of a draft is not supported by its texts."""
-    lines = [f'- {c.field}: "{c.text[:140]}"' for c in checks if not c.supported][:12]
+    lines = [f'- {c.field}: "{c.text[:140]}"{f" ({c.reason})" if c.reason else ""}' for c in checks if not c.supported][:12]
     return (
         "These statements are not supported by the texts of this segment (nothing in the texts says so, or "
         "it describes another group better):\n" + "\n".join(lines) + "\n"
@@ -240,21 +260,24 @@ def evidence_confidence(
     high: >= 80% of its statements supported, at least `min_quotes` verified quotes, at least half the
     proposed quotes verbatim, and a segment at least 0.8 as cohesive as the run's median segment. low:
     under half its statements supported, or no verified quote, or its name not supported by the
-    segment's texts (when `named`: briefs have none), or not checked at all. medium: the rest. A name
+    segment's texts (when `named`: briefs have none), or a statement calling the members wrongdoers that
+    none of them makes of themselves (`accusations`), or not checked at all. medium: the rest. A name
     is what a reader acts on first ("Tech Enthusiasts" for a segment about phone calls and packing), so
     one the texts do not bear makes the persona a draft whatever else holds. Returns the level and the
     evidence, in words, for the report."""
     share = support_share(checks)
     keep_rate = quotes_kept / quotes_proposed if quotes_proposed else 0.0
     name_ok = not named or name_supported(checks)
+    accused = len(accusations(checks))
     parts = [
         f"{sum(c.supported for c in checks)}/{len(checks)} statements supported" if checks else "statements not checked",
         *([f"name {'supported' if name_ok else 'not supported'}"] if named else []),
+        *([f"{accused} accusation(s) no member makes of themselves"] if accused else []),
         f"{quotes_kept} verified quotes of {quotes_proposed} proposed",
         f"cohesion {cohesion_ratio:.2f} of the run's median segment" if cohesion_ratio is not None else "cohesion unknown",
     ]
     basis = "; ".join(parts)
-    if share is None or share < LOW_SUPPORT or quotes_kept == 0 or not name_ok:
+    if share is None or share < LOW_SUPPORT or quotes_kept == 0 or not name_ok or accused:
         return "low", basis
     if (
         share >= HIGH_SUPPORT

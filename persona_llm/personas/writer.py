@@ -48,6 +48,7 @@ from persona_llm.personas.quoting import reference_draft_model, verbatim_draft_m
 from persona_llm.personas.support import (
     DROPPABLE_FIELDS,
     SupportIndex,
+    accusations,
     chance_level,
     chance_rows,
     draft_statements,
@@ -698,8 +699,9 @@ class PersonaWriter:
         tag: str,
         response_model: type[DraftCore] = PersonaDraft,
     ) -> tuple[PersonaDraft, list[StatementCheck], list[StatementCheck], int]:
-        """Check the draft's statements; re-ask once when most are unsupported or the name is (quotes and
-        demographics kept), and take the rewrite only if it is no worse on either count and better on one;
+        """Check the draft's statements; re-ask once when most are unsupported, or the name is, or one
+        accuses the members (quotes and demographics kept), and take the rewrite only if it is no worse on
+        any of the three counts and better on one;
         drop the unsupported list items that remain. Returns the draft, the checks of what the model wrote
         (dropped items included, so the share says how much of it held), the dropped items, and the
         generation calls made."""
@@ -707,7 +709,9 @@ class PersonaWriter:
         attempts = 0
         for _ in range(self.max_support_reasks):
             share = support_share(checks)
-            if share is None or (share >= self.support_reask_below and name_supported(checks)):
+            if share is None or (
+                share >= self.support_reask_below and name_supported(checks) and not accusations(checks)
+            ):
                 break
             log.info("%s: %d/%d statements supported; re-asking", tag, sum(c.supported for c in checks), len(checks))
             try:
@@ -728,8 +732,8 @@ class PersonaWriter:
             narrative = {name: getattr(new, name) for name in DraftCore.model_fields if name not in kept_fields}
             rewritten = draft.model_copy(update=narrative)
             new_checks = self._check_statements(rewritten, segment_id)
-            old_rank = (share, name_supported(checks))
-            new_rank = (support_share(new_checks) or 0.0, name_supported(new_checks))
+            old_rank = (share, name_supported(checks), -len(accusations(checks)))
+            new_rank = (support_share(new_checks) or 0.0, name_supported(new_checks), -len(accusations(new_checks)))
             if new_rank != old_rank and all(n >= o for n, o in zip(new_rank, old_rank, strict=True)):
                 draft, checks = rewritten, new_checks
         unsupported = {(c.field, c.text) for c in checks if not c.supported and c.field in DROPPABLE_FIELDS}

@@ -291,6 +291,9 @@ class StatementCheck(_Strict):
     )
     best_segment_similarity: float = Field(description="the same for the run's best-fitting segment")
     text_ids: list[str] = Field(default_factory=list, description="the segment's nearest texts")
+    reason: str = Field(
+        default="", description="why it is unsupported when a rule other than similarity decided (an accusation)"
+    )
 
 
 class Provenance(_Strict):

@@ -583,6 +583,30 @@ def test_run_suite_builds_evaluates_and_writes_a_bench_record(tmp_path: Path) ->
     assert json.loads((tmp_path / "runs" / "20newsgroups" / "eval.json").read_text(encoding="utf-8"))["details"]
 
 
+def test_a_data_set_bounds_its_own_personas_and_the_others_keep_the_suites(tmp_path: Path) -> None:
+    """ci.toml writes 2 blog personas and 3 of the other sets (LLM time on 2 cores): the bound reaches
+    the pipeline for the data set that sets it, and only for that one."""
+    suite_path = mini_suite(
+        tmp_path,
+        'name = "mini"\nmetrics = ["labels"]\n[options]\nmax_personas = 3\n'
+        '[[datasets]]\nname = "own"\nsource = "20newsgroups"\nlabels = "newsgroup"\nmax_users = 6\nmax_personas = 2\n'
+        '[[datasets]]\nname = "suites"\nsource = "20newsgroups"\nlabels = "newsgroup"\nmax_users = 6\n',
+    )
+    calls: list[tuple[int, int, int]] = []
+    inner = mini_pipeline(calls)
+    bounds: list[int | None] = []
+
+    def pipeline(texts: pd.DataFrame, run_dir: Path, seed: int, max_personas: int | None = None) -> None:
+        bounds.append(max_personas)
+        inner(texts, run_dir, seed)
+
+    run_suite(suite_path, tmp_path / "runs", pipeline, data_dir=tmp_path / "data")
+    assert bounds == [2, None] and len(calls) == 2
+    suite_path.write_text(suite_path.read_text(encoding="utf-8").replace("max_personas = 2", "max_personas = 1"))
+    with pytest.raises(Exception, match="max_personas"):  # one persona has nothing to be distinct from
+        load_suite(suite_path)
+
+
 def test_a_suite_narrowed_to_one_data_set_keeps_every_earlier_record(tmp_path: Path) -> None:
     """The full suite is run a data set at a time: the narrowed run's record is named for its data set,
     and a second run the same day never writes over the first day's record."""

@@ -114,7 +114,9 @@ def eval_suite_command(
     workdir: Path = typer.Option(Path("runs/evals"), "--workdir", help="where the suite's runs are built"),
     personas: bool = typer.Option(True, "--personas/--no-personas", help="write personas with the LLM"),
     max_personas: int | None = typer.Option(
-        None, "--max-personas", help="personas for the largest N segments (default: the suite's option)"
+        None,
+        "--max-personas",
+        help="personas for every data set's largest N segments (default: the data set's max_personas, else the suite's option)",
     ),
     llm: LlmOption = None,
     llm_url: LlmUrlOption = None,
@@ -134,6 +136,10 @@ def eval_suite_command(
         suite_obj = load_suite(suite)
         if only_datasets:
             suite_obj = suite_obj.only(only_datasets)
+        if max_personas is not None:  # the command line's bound wins over each data set's own
+            suite_obj = suite_obj.model_copy(
+                update={"datasets": [d.model_copy(update={"max_personas": None}) for d in suite_obj.datasets]}
+            )
         with ExitStack() as stack:
             writer = None
             if personas:

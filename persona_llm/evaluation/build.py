@@ -44,14 +44,16 @@ class SuiteBuilder:
         attributes = [c for c in texts.columns if c not in _NOT_ATTRIBUTES]
         return pipe.fit(texts, id_column=TEXT_ID, attribute_columns=attributes)
 
-    def build(self, texts: pd.DataFrame, run_dir: Path, seed: int) -> Path:
-        """Segment `texts`, save the run to `run_dir`, then write personas into it."""
+    def build(self, texts: pd.DataFrame, run_dir: Path, seed: int, max_personas: int | None = None) -> Path:
+        """Segment `texts`, save the run to `run_dir`, then write personas into it (for the largest
+        `max_personas` segments when given, a data set's own bound, else `self.max_personas`)."""
         pipe = self._fit(self._pipeline(seed), texts)
         run = RunDir(pipe.save(run_dir, overwrite=True))  # the suite's own work folder: rebuilt each time
         if self.writer is not None:
             segments = run.load_segments()
             largest = sorted(segments.segments, key=lambda s: (-s.size, s.segment_id))
-            chosen = largest[: self.max_personas] if self.max_personas is not None else largest
+            bound = max_personas if max_personas is not None else self.max_personas
+            chosen = largest[:bound] if bound is not None else largest
             self.writer.write(run, segment_ids=sorted(s.segment_id for s in chosen))
         return run.path
 

@@ -38,8 +38,9 @@ if TYPE_CHECKING:
 
 EVAL_SCHEMA_VERSION = "1"
 
-Pipeline = Callable[[pd.DataFrame, Path, int], Any]
-"""Builds a run directory (segments and personas) from a texts frame: pipeline(texts, run_dir, seed)."""
+Pipeline = Callable[..., Any]
+"""Builds a run directory (segments and personas) from a texts frame: pipeline(texts, run_dir, seed), and
+pipeline(texts, run_dir, seed, max_personas=N) for a data set that sets its own `max_personas`."""
 
 
 class Failure(BaseModel):
@@ -869,7 +870,8 @@ def run_suite(
         run_dir = Path(workdir) / ds.key
         run_dir.mkdir(parents=True, exist_ok=True)
         # the evaluation keeps every column; what is withheld never reaches the pipeline or the writer
-        built = pipeline(texts.drop(columns=list(ds.withheld)), run_dir, ds.seed)
+        bound = {} if ds.max_personas is None else {"max_personas": ds.max_personas}
+        built = pipeline(texts.drop(columns=list(ds.withheld)), run_dir, ds.seed, **bound)
         if isinstance(built, (str, Path)):
             run_dir = Path(built)
         report = evaluate_run(

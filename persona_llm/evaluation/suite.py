@@ -120,6 +120,9 @@ class DataSet(BaseModel):
     texts_per_user: int = Field(default=5, ge=1, description="pseudo-user size for sources without user ids")
     max_chars: int = Field(default=4000, ge=50, description="texts are cut to this many characters")
     seed: int = 0
+    max_personas: int | None = Field(
+        default=None, ge=2, description="personas for this data set's largest N segments (default: options.max_personas)"
+    )
     thresholds: dict[str, float] = Field(default_factory=dict)
 
     @field_validator("thresholds")

@@ -53,7 +53,8 @@ GUN_DEBATERS = [
 
 
 @pytest.mark.parametrize(("field", "text"), GUN_CRIMINALS + [
-    ("summary", "A group of thieves who resell what they take."),
+    ("summary", "They are a group of thieves who resell what they take."),
+    ("summary", "These shoppers break the law to get discounts."),
     ("goals", "break the law without getting caught"),
     ("interests", "committing fraud"),
     ("name", "骗子买家"),
@@ -72,6 +73,10 @@ def test_wrongdoing_pinned_on_the_members_is_an_accusation(field: str, text: str
     ("name", "Sports Fanatics"),
     ("name", "Crime Victims"),
     ("summary", "他们担心被诈骗。"),
+    ("summary", "他们觉得商家是骗子。"),
+    ("summary", "They think the sellers are scammers."),
+    ("summary", "They worry that stores steal their data."),
+    ("summary", "They are not criminals."),
     ("summary", "Rob and his friends like hiking."),
 ])  # fmt: skip
 def test_wrongdoing_as_a_topic_a_fear_or_a_complaint_is_not(field: str, text: str) -> None:

@@ -10,19 +10,21 @@ late at night", goal "commit crimes". Every statement was close to posts that di
 
 The rule, by field (`accusation`):
 - name: a label for wrongdoers (`LABELS`: criminals, thieves, scammers, terrorists, addicts, ...);
-- tagline, summary sentences, goals, motivations, purchase triggers (and a brief's insights and story):
-  such a label used of the persona
-  (not after "about", "against", "from", "like", ... : "worried about scammers" and "treated like
-  criminals" describe victims and complaints), or a wrongdoing act (`ACTS`: commit crimes, break the
-  law, steal, defraud, ...);
-- interests: a wrongdoing act ("committing fraud"); a label there is a topic ("true crime", "criminals");
+- tagline and summary sentences (a brief's insights and story): the members as the subject of such a
+  label ("Gun criminals are customers who ...", "They are a group of thieves") or of a wrongdoing act
+  (`ACTS`: "they ... commit crimes", "who break the law"), not what they say or fear of others ("they
+  think the sellers are scammers", "they worry that stores steal data");
+- goals, motivations, purchase triggers (the members' own aims): a label or an act, except after
+  "about", "against", "from", "like", "who", ... ("protect their homes from thieves");
+- interests: an act ("committing fraud"); a label there is a topic ("true crime", "criminals");
 - pain points and objections: never (they are where victims' worries belong).
 
 Such a statement is unsupported, whatever its similarity, unless at least `MIN_SELF_REPORTS` texts of the
 segment say it of their writer ("I'm a recovering addict", "as an addict", "I stole"): a support group
 of addicts may be called addicts. What it cannot catch: misattributions without those words ("deeply
 passionate about gun control" for posters against it, a stance reversed), and labels outside the list.
-English and Chinese (names and acts); other languages are not checked by this rule.
+English; Chinese labels in names and Chinese acts in aims only (who does what in a Chinese sentence is
+not read); other languages are not checked by this rule.
 """
 
 from __future__ import annotations
@@ -72,11 +74,27 @@ _SELF_LABEL = re.compile(
 _SELF_ACT = re.compile(rf"\b(?:i|we)\s+(?:\w+\s+){{0,2}}(?:{ACTS})", re.IGNORECASE)
 MIN_SELF_REPORTS = 3
 
-#: Fields the rule reads, and what it looks for in each.
-_LABEL_FIELDS = frozenset(
-    {"name", "tagline", "summary", "goals", "motivations", "purchase_triggers", "insights", "insight", "story"}
+#: Who a sentence of the narrative is about when it is about the members.
+_SUBJECT = r"(?:they|these(?:\s+[\w-]+)?|this\s+[\w-]+|such\s+[\w-]+|members|customers|users|buyers|shoppers)"
+#: Words between the members and an act that make it what they say or feel about someone else: "they
+#: think sellers commit fraud", "they worry that stores steal data".
+_REPORTED = re.compile(
+    r"\b(?:think|thinks|worr(?:y|ies|ied)|fears?|feels?|believes?|says?|complain(?:s)?|suspects?|claims?|"
+    r"accuses?|reports?|warns?|concerned|angry|upset|that|when|if)\b",
+    re.IGNORECASE,
 )
-_ACT_FIELDS = _LABEL_FIELDS | {"interests"}
+#: The sentence opens with the label as its subject ("Gun criminals are customers who ...") or says the
+#: members are such people ("They are a group of thieves").
+_LABEL_AS_SUBJECT = re.compile(rf"^\W*(?:[\w-]+\s+){{0,2}}({LABELS})\s+(?:are|is|were|was|who|that)\b", re.IGNORECASE)
+_LABEL_AS_PREDICATE = re.compile(
+    rf"^\W*{_SUBJECT}\s+(?:are|were|is|was|act\s+as|behave\s+like)\s+((?:[\w-]+\s+){{0,4}}?)({LABELS})(?![\w-])",
+    re.IGNORECASE,
+)
+_ACT_OF_THEM = re.compile(rf"(?:^\W*{_SUBJECT}|\bwho)\s+((?:[\w'-]+\s+){{0,8}}?)({ACTS})", re.IGNORECASE)
+
+#: Fields by what they say: the narrative's sentences, the members' own aims, and their interests.
+_SENTENCES = frozenset({"tagline", "summary", "insights", "insight", "story"})
+_AIMS = frozenset({"goals", "motivations", "purchase_triggers"})
 
 
 def _first_of_them(pattern: re.Pattern[str], guard: re.Pattern[str], text: str) -> str | None:
@@ -86,18 +104,37 @@ def _first_of_them(pattern: re.Pattern[str], guard: re.Pattern[str], text: str) 
     return None
 
 
+def _in_sentence(text: str) -> str | None:
+    subject = _LABEL_AS_SUBJECT.search(text)
+    if subject:
+        return subject.group(1)
+    predicate = _LABEL_AS_PREDICATE.search(text)
+    if predicate and not re.search(r"\b(?:not|never|no|like|than)\b", predicate.group(1), re.IGNORECASE):
+        return predicate.group(2)
+    for act in _ACT_OF_THEM.finditer(text):
+        between = act.group(1)
+        if not _REPORTED.search(between) and not _NOT_OF_THEM.search(between):
+            return act.group(2)
+    return None
+
+
 def accusation(field: str, text: str) -> str | None:
     """The wrongdoing word (a label or an act) a statement of `field` pins on the persona's members, or
-    None."""
+    None. Narrative sentences are read for the members as subject only (English); a Chinese label counts
+    in a name, a Chinese act in an aim: telling who does what in a Chinese sentence is left undone."""
     if field == "name":
         found = _LABEL.search(text) or _LABEL_ZH.search(text)
         return found.group(0) if found else None
-    if field in _LABEL_FIELDS:
-        label = _first_of_them(_LABEL, _NOT_OF_THEM, text) or _first_of_them(_LABEL_ZH, _NOT_OF_THEM_ZH, text)
+    if field in _SENTENCES:
+        return _in_sentence(text)
+    if field in _AIMS:
+        label = _first_of_them(_LABEL, _NOT_OF_THEM, text)
         if label:
             return label
-    if field in _ACT_FIELDS:
-        return _first_of_them(_ACT, _NOT_OF_THEM, text) or _first_of_them(_ACT_ZH, _NOT_OF_THEM_ZH, text)
+    if field in _AIMS or field == "interests":
+        return _first_of_them(_ACT, _NOT_OF_THEM, text) or (
+            _first_of_them(_ACT_ZH, _NOT_OF_THEM_ZH, text) if field in _AIMS else None
+        )
     return None
 
 
